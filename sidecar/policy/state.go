@@ -1,0 +1,185 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/canary"
+)
+
+// Saved is the engine state that survives a restart: the policy version,
+// rollouts, budget spend and provider cooldowns. Credentials are never saved.
+type Saved struct {
+	Version   uint64                   `json:"version"`
+	Rollouts  map[string]canary.Saved  `json:"rollouts,omitempty"`
+	Budgets   map[string]SavedBudget   `json:"budgets,omitempty"`
+	Cooldowns map[string]SavedCooldown `json:"cooldowns,omitempty"`
+}
+
+// SavedBudget is one budget's spend in a period.
+type SavedBudget struct {
+	Period        string `json:"period"`
+	SpentMicroUSD int64  `json:"spent_micro_usd"`
+}
+
+// SavedCooldown is one provider's cooldown.
+type SavedCooldown struct {
+	UntilUnixMS int64  `json:"until_unix_ms"`
+	Reason      string `json:"reason"`
+}
+
+// Store persists Saved. Implementations are safe for concurrent use; the
+// engine serializes its own calls.
+type Store interface {
+	// Load returns the saved state; a store that holds none returns an empty
+	// Saved and no error.
+	Load(ctx context.Context) (Saved, error)
+	Save(ctx context.Context, s Saved) error
+}
+
+// FileStore keeps the state in a JSON file, replaced atomically (write to a
+// temporary file in the same directory, fsync, rename).
+type FileStore struct {
+	Path string
+}
+
+// Load reads the file; a missing file is an empty state.
+func (f FileStore) Load(context.Context) (Saved, error) {
+	data, err := os.ReadFile(f.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Saved{}, nil
+	}
+	if err != nil {
+		return Saved{}, fmt.Errorf("read state file: %w", err)
+	}
+	var s Saved
+	if err := json.Unmarshal(data, &s); err != nil {
+		return Saved{}, fmt.Errorf("state file %s: %w", f.Path, err)
+	}
+	return s, nil
+}
+
+// Save writes the state.
+func (f FileStore) Save(_ context.Context, s Saved) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	dir := filepath.Dir(f.Path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".*")
+	if err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	return nil
+}
+
+// DefaultRedisKey is the hash RedisStore uses unless told otherwise.
+const DefaultRedisKey = "shepherd:sidecar:state"
+
+// RedisStore keeps the state in one Redis hash: field "version", and one
+// JSON field per rollout ("rollout/<route>"), budget ("budget/<key>") and
+// cooldown ("cooldown/<provider>").
+type RedisStore struct {
+	Client redis.UniversalClient
+	// Key defaults to DefaultRedisKey.
+	Key string
+}
+
+func (r RedisStore) key() string {
+	if r.Key == "" {
+		return DefaultRedisKey
+	}
+	return r.Key
+}
+
+// Load reads the hash.
+func (r RedisStore) Load(ctx context.Context) (Saved, error) {
+	m, err := r.Client.HGetAll(ctx, r.key()).Result()
+	if err != nil {
+		return Saved{}, fmt.Errorf("load state from redis: %w", err)
+	}
+	s := Saved{Rollouts: map[string]canary.Saved{}, Budgets: map[string]SavedBudget{}, Cooldowns: map[string]SavedCooldown{}}
+	for field, v := range m {
+		var err error
+		switch {
+		case field == "version":
+			s.Version, err = strconv.ParseUint(v, 10, 64)
+		case strings.HasPrefix(field, "rollout/"):
+			var x canary.Saved
+			err = json.Unmarshal([]byte(v), &x)
+			s.Rollouts[strings.TrimPrefix(field, "rollout/")] = x
+		case strings.HasPrefix(field, "budget/"):
+			var x SavedBudget
+			err = json.Unmarshal([]byte(v), &x)
+			s.Budgets[strings.TrimPrefix(field, "budget/")] = x
+		case strings.HasPrefix(field, "cooldown/"):
+			var x SavedCooldown
+			err = json.Unmarshal([]byte(v), &x)
+			s.Cooldowns[strings.TrimPrefix(field, "cooldown/")] = x
+		}
+		if err != nil {
+			return Saved{}, fmt.Errorf("state in redis hash %s, field %s: %w", r.key(), field, err)
+		}
+	}
+	return s, nil
+}
+
+// Save replaces the hash's content in one transaction.
+func (r RedisStore) Save(ctx context.Context, s Saved) error {
+	fields := []any{"version", strconv.FormatUint(s.Version, 10)}
+	add := func(name string, v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		fields = append(fields, name, string(b))
+		return nil
+	}
+	for k, v := range s.Rollouts {
+		if err := add("rollout/"+k, v); err != nil {
+			return fmt.Errorf("encode state: %w", err)
+		}
+	}
+	for k, v := range s.Budgets {
+		if err := add("budget/"+k, v); err != nil {
+			return fmt.Errorf("encode state: %w", err)
+		}
+	}
+	for k, v := range s.Cooldowns {
+		if err := add("cooldown/"+k, v); err != nil {
+			return fmt.Errorf("encode state: %w", err)
+		}
+	}
+	_, err := r.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.key())
+		p.HSet(ctx, r.key(), fields...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save state to redis: %w", err)
+	}
+	return nil
+}
