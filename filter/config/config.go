@@ -49,6 +49,8 @@ type Provider struct {
 
 // Route matches requests by path prefix and sends them to a provider.
 type Route struct {
+	// Index is the route's position in Config.Routes, for per-route tables.
+	Index int
 	// Name identifies the route in metrics and logs.
 	Name string
 	// PathPrefix is matched against the request path; the first matching route wins.
@@ -217,6 +219,7 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 			return nil, fail(index("routes", i)+".name", "duplicate route name "+strconv.Quote(r.Name))
 		}
 		seen[r.Name] = true
+		r.Index = i
 		cfg.Routes = append(cfg.Routes, r)
 	}
 	return cfg, nil

@@ -32,6 +32,7 @@ func TestParseValid(t *testing.T) {
 
 	require.Equal(t, "chat", cfg.Match("/v1/chat/completions").Name, "first match wins")
 	require.Equal(t, "rest", cfg.Match("/v1/embeddings").Name)
+	require.Equal(t, 1, cfg.Match("/v1/embeddings").Index)
 	require.Same(t, local, cfg.Match("/v1/embeddings").Provider)
 	require.Nil(t, cfg.Match("/healthz"))
 }

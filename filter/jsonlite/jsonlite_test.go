@@ -91,3 +91,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendStringRoundTrips(t *testing.T) {
+	for _, s := range []string{"", "plain", "q\"b\\s", "nl\n\r\t", "\x00\x1f\x7f", "é😀", "bad\xffutf8"} {
+		out := AppendString(nil, s)
+		v, err := Parse(out)
+		require.NoError(t, err, "%q -> %s", s, out)
+		want := strings.ToValidUTF8(s, "\ufffd")
+		require.Equal(t, want, v.Str)
+		var std string
+		require.NoError(t, json.Unmarshal(out, &std))
+		require.Equal(t, want, std)
+	}
+}

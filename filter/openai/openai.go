@@ -1,0 +1,33 @@
+// Package openai holds what the filter says in OpenAI's wire shapes: the error body
+// of local replies and the rate limit headers clients already understand.
+package openai
+
+import "github.com/shepherd-mesh/shepherd/filter/jsonlite"
+
+// Error types OpenAI uses in error bodies.
+const (
+	TypeInvalidRequest = "invalid_request_error"
+	TypeRateLimit      = "rate_limit_exceeded"
+	TypeServer         = "server_error"
+)
+
+// ErrorBody returns {"error":{"message":...,"type":...,"code":...}}, the body
+// OpenAI-compatible clients parse on any non-2xx answer. An empty code is sent as
+// null, as OpenAI does.
+func ErrorBody(message, typ, code string) []byte {
+	b := make([]byte, 0, 64+len(message))
+	b = append(b, `{"error":{"message":`...)
+	b = jsonlite.AppendString(b, message)
+	b = append(b, `,"type":`...)
+	b = jsonlite.AppendString(b, typ)
+	b = append(b, `,"code":`...)
+	if code == "" {
+		b = append(b, "null"...)
+	} else {
+		b = jsonlite.AppendString(b, code)
+	}
+	return append(b, "}}"...)
+}
+
+// JSONHeaders are the headers of a local reply with an ErrorBody.
+var JSONHeaders = [][2]string{{"content-type", "application/json"}}

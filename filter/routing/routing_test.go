@@ -1,0 +1,73 @@
+package routing
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/filter/config"
+)
+
+func mustConfig(t testing.TB, doc string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(doc), nil)
+	require.NoError(t, err)
+	return cfg
+}
+
+func TestDecidePaths(t *testing.T) {
+	cases := []struct {
+		routePrefix, providerPrefix, path, want string
+	}{
+		{"/v1/", "/openai/v1/", "/v1/chat/completions", "/openai/v1/chat/completions"},
+		{"/v1", "/openai/v1", "/v1/chat/completions", "/openai/v1/chat/completions"},
+		{"/v1/", "/openai/v1", "/v1/chat/completions", "/openai/v1/chat/completions"},
+		{"/v1", "/openai/v1/", "/v1/chat/completions", "/openai/v1/chat/completions"},
+		{"/v1", "/openai/v1", "/v1", "/openai/v1"},
+		{"/v1", "/openai/v1", "/v1?x=1", "/openai/v1?x=1"},
+		{"/v1/", "", "/v1/chat/completions", "/v1/chat/completions"},
+		{"/", "/api/", "/models", "/api/models"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.routePrefix+"→"+tc.providerPrefix+" "+tc.path, func(t *testing.T) {
+			doc := `{"providers":[{"name":"p","host":"api.example.com","pathPrefix":"` + tc.providerPrefix + `"}],` +
+				`"routes":[{"name":"r","match":{"pathPrefix":"` + tc.routePrefix + `"},"provider":"p"}]}`
+			if tc.providerPrefix == "" {
+				doc = `{"providers":[{"name":"p","host":"api.example.com"}],` +
+					`"routes":[{"name":"r","match":{"pathPrefix":"` + tc.routePrefix + `"},"provider":"p"}]}`
+			}
+			d, ok := Decide(mustConfig(t, doc), tc.path)
+			require.True(t, ok)
+			require.Equal(t, tc.want, d.Path())
+			require.Equal(t, tc.want != tc.path, d.PathChanged())
+			require.Equal(t, "api.example.com", d.Authority())
+			require.Equal(t, "r", d.Route.Name)
+		})
+	}
+}
+
+func TestNoRouteMeansPassThrough(t *testing.T) {
+	cfg := mustConfig(t, `{"providers":[{"name":"p","host":"h"}],"routes":[{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
+	_, ok := Decide(cfg, "/healthz")
+	require.False(t, ok)
+}
+
+func TestDecideAllocatesNothing(t *testing.T) {
+	cfg := mustConfig(t, `{"providers":[{"name":"p","host":"h"}],"routes":[{"name":"a","match":{"pathPrefix":"/v2/"},"provider":"p"},{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
+	allocs := testing.AllocsPerRun(1000, func() {
+		d, ok := Decide(cfg, "/v1/chat/completions")
+		if !ok || d.Path() != "/v1/chat/completions" || d.PathChanged() {
+			panic("unexpected decision")
+		}
+	})
+	require.Zero(t, allocs)
+}
+
+func BenchmarkDecide(b *testing.B) {
+	cfg := mustConfig(b, `{"providers":[{"name":"p","host":"h","pathPrefix":"/openai/v1/"}],"routes":[{"name":"a","match":{"pathPrefix":"/v2/"},"provider":"p"},{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		d, _ := Decide(cfg, "/v1/chat/completions")
+		_ = d.Path()
+	}
+}
