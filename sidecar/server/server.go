@@ -1,0 +1,388 @@
+// Package server runs shepherd-sidecar: one gRPC listener serving Envoy's
+// RateLimitService, shepherd.policy.v1.PolicyService and the gRPC health
+// service, and one HTTP listener serving /metrics, /healthz and /readyz.
+// It reloads its files on Reload (SIGHUP) and when they change, keeping the
+// last good configuration when a new one is invalid, and drains in-flight
+// calls when its context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
+	"github.com/shepherd-mesh/shepherd/sidecar/config"
+	"github.com/shepherd-mesh/shepherd/sidecar/policy"
+)
+
+// RateLimit is the rate limit service the server hosts next to the policy
+// API. Reload is called with the rate limit config path at start-up and on
+// every reload; it must keep the previous config when it returns an error.
+type RateLimit interface {
+	Register(r grpc.ServiceRegistrar)
+	Reload(path string) error
+	// ServiceName is the gRPC service name reported by the health service.
+	ServiceName() string
+}
+
+// RateLimitFactory builds the RateLimit for a server. rdb is nil unless a
+// Redis address was given.
+type RateLimitFactory func(reg prometheus.Registerer, rdb redis.UniversalClient, log *slog.Logger) (RateLimit, error)
+
+// Options configure a Server. Empty paths mean "not used".
+type Options struct {
+	GRPCListen string // default 127.0.0.1:8081
+	HTTPListen string // default 127.0.0.1:8082
+	// ConfigPath is the sidecar config (YAML); "" runs with config.Empty.
+	ConfigPath string
+	// RateLimitConfigPath is the envoyproxy/ratelimit-format file or directory.
+	RateLimitConfigPath string
+	// AdminTokenFile holds the admin token; "" disables admin calls.
+	AdminTokenFile string
+	// StateFile persists rollout state when RedisAddr is "".
+	StateFile string
+	// RedisAddr, when set, holds rate limit counters and rollout state.
+	RedisAddr string
+	// RedisKey is the state hash; default policy.DefaultRedisKey.
+	RedisKey string
+
+	Logger *slog.Logger
+	Clock  func() time.Time
+	// Registry receives every metric; default a new registry with the Go
+	// and process collectors.
+	Registry *prometheus.Registry
+	// RateLimit builds the RLS; nil serves no rate limit service.
+	RateLimit RateLimitFactory
+
+	ReloadInterval  time.Duration // file polling; default 5s, negative disables
+	TickInterval    time.Duration // engine tick; default 1s
+	ShutdownTimeout time.Duration // drain limit; default 20s
+}
+
+// Server is a running sidecar. Create it with New, run it with Serve.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	engine *policy.Engine
+	rl     RateLimit
+	rdb    redis.UniversalClient
+
+	grpcLis, httpLis net.Listener
+	grpcSrv          *grpc.Server
+	httpSrv          *http.Server
+	health           *health.Server
+
+	token    atomic.Pointer[string]
+	ready    atomic.Bool
+	stopping chan struct{}
+
+	reloadMu sync.Mutex
+	prints   map[string]string // file fingerprints at the last reload
+	reloads  *prometheus.CounterVec
+}
+
+// New loads every configured file (failing on an invalid one), restores
+// state and opens both listeners. Serve must be called to serve.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.GRPCListen == "" {
+		opts.GRPCListen = "127.0.0.1:8081"
+	}
+	if opts.HTTPListen == "" {
+		opts.HTTPListen = "127.0.0.1:8082"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = 5 * time.Second
+	}
+	if opts.TickInterval <= 0 {
+		opts.TickInterval = time.Second
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 20 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, reg: opts.Registry, stopping: make(chan struct{}), prints: map[string]string{}}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "shepherd_sidecar", Name: "config_reloads_total",
+		Help: "Config reloads by file and result (ok, error)."}, []string{"file", "result"})
+	s.reg.MustRegister(s.reloads)
+
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeResources()
+		}
+	}()
+
+	cfg := config.Empty()
+	if opts.ConfigPath != "" {
+		var err error
+		if cfg, err = config.Load(opts.ConfigPath); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.loadToken(); err != nil {
+		return nil, err
+	}
+	var store policy.Store
+	if opts.RedisAddr != "" {
+		s.rdb = redis.NewClient(&redis.Options{Addr: opts.RedisAddr})
+		store = policy.RedisStore{Client: s.rdb, Key: opts.RedisKey}
+	} else if opts.StateFile != "" {
+		store = policy.FileStore{Path: opts.StateFile}
+	}
+	var err error
+	s.engine, err = policy.New(ctx, cfg, policy.Options{Clock: opts.Clock, Logger: s.log, Registerer: s.reg, Store: store})
+	if err != nil {
+		return nil, err
+	}
+	if opts.RateLimit != nil {
+		if s.rl, err = opts.RateLimit(s.reg, s.rdb, s.log); err != nil {
+			return nil, fmt.Errorf("rate limit service: %w", err)
+		}
+		if err := s.rl.Reload(opts.RateLimitConfigPath); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range s.files() {
+		s.prints[f] = fingerprint(f)
+	}
+
+	s.grpcSrv = grpc.NewServer()
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	policyv1.RegisterPolicyServiceServer(s.grpcSrv, &policyAPI{engine: s.engine, token: &s.token, stopping: s.stopping})
+	s.health.SetServingStatus(policyv1.PolicyService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if s.rl != nil {
+		s.rl.Register(s.grpcSrv)
+		s.health.SetServingStatus(s.rl.ServiceName(), healthpb.HealthCheckResponse_SERVING)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	if s.grpcLis, err = net.Listen("tcp", opts.GRPCListen); err != nil {
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", opts.HTTPListen); err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	ok = true
+	return s, nil
+}
+
+// GRPCAddr is the gRPC listener's address (useful with port 0).
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the HTTP listener's address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Engine is the policy engine the server publishes.
+func (s *Server) Engine() *policy.Engine { return s.engine }
+
+// Registry is the registry /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Serve serves until ctx ends, then shuts down gracefully: /readyz and the
+// health service turn NOT_SERVING, watch streams end, in-flight calls get
+// up to ShutdownTimeout to finish, and state is saved. It returns nil after
+// a clean shutdown.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpcSrv.Serve(s.grpcLis) }()
+	go func() {
+		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	s.ready.Store(true)
+	s.log.Info("sidecar serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(),
+		"config", s.opts.ConfigPath, "ratelimit_config", s.opts.RateLimitConfigPath, "redis", s.opts.RedisAddr != "")
+
+	tick := time.NewTicker(s.opts.TickInterval)
+	defer tick.Stop()
+	var poll <-chan time.Time
+	if s.opts.ReloadInterval > 0 {
+		t := time.NewTicker(s.opts.ReloadInterval)
+		defer t.Stop()
+		poll = t.C
+	}
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			serveErr = fmt.Errorf("serve: %w", err)
+			break loop
+		case <-tick.C:
+			s.engine.Tick()
+		case <-poll:
+			s.reloadChanged()
+		}
+	}
+	s.shutdown()
+	return serveErr
+}
+
+func (s *Server) shutdown() {
+	s.log.Info("sidecar shutting down", "drain_timeout", s.opts.ShutdownTimeout.String())
+	s.ready.Store(false)
+	s.health.Shutdown()
+	close(s.stopping)
+	drained := make(chan struct{})
+	go func() { s.grpcSrv.GracefulStop(); close(drained) }()
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		s.log.Warn("drain timed out; closing remaining calls")
+		s.grpcSrv.Stop()
+		<-drained
+	}
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		s.httpSrv.Close()
+	}
+	s.engine.Flush()
+	s.closeResources()
+	s.log.Info("sidecar stopped")
+}
+
+func (s *Server) closeResources() {
+	if c, ok := s.rl.(interface{ Close() error }); ok && s.rl != nil {
+		_ = c.Close()
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.grpcLis != nil {
+		_ = s.grpcLis.Close()
+	}
+	if s.httpLis != nil {
+		_ = s.httpLis.Close()
+	}
+}
+
+// files lists the files watched for changes.
+func (s *Server) files() []string {
+	var out []string
+	for _, f := range []string{s.opts.ConfigPath, s.opts.RateLimitConfigPath, s.opts.AdminTokenFile} {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Reload re-reads every file now (SIGHUP). Each file that fails to load
+// keeps its last good content; the error is logged and returned.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	var errs []error
+	for _, f := range s.files() {
+		s.prints[f] = fingerprint(f)
+		if err := s.reloadFile(f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reloadChanged reloads the files whose fingerprint changed.
+func (s *Server) reloadChanged() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	for _, f := range s.files() {
+		fp := fingerprint(f)
+		if fp == s.prints[f] {
+			continue
+		}
+		s.prints[f] = fp
+		_ = s.reloadFile(f)
+	}
+}
+
+func (s *Server) reloadFile(f string) error {
+	var err error
+	var kind string
+	switch f {
+	case s.opts.ConfigPath:
+		kind = "sidecar"
+		var cfg *config.Config
+		if cfg, err = config.Load(f); err == nil {
+			s.engine.SetConfig(cfg)
+		}
+	case s.opts.RateLimitConfigPath:
+		kind = "ratelimit"
+		if s.rl != nil {
+			err = s.rl.Reload(f)
+		}
+	case s.opts.AdminTokenFile:
+		kind = "admin_token"
+		err = s.loadToken()
+	}
+	if err != nil {
+		s.reloads.WithLabelValues(kind, "error").Inc()
+		s.log.Error("reload failed; keeping the last good config", "file", f, "kind", kind, "error", err)
+		return err
+	}
+	s.reloads.WithLabelValues(kind, "ok").Inc()
+	s.log.Info("reloaded", "file", f, "kind", kind)
+	return nil
+}
+
+// loadToken reads the admin token file. The token never appears in errors.
+func (s *Server) loadToken() error {
+	if s.opts.AdminTokenFile == "" {
+		empty := ""
+		s.token.Store(&empty)
+		return nil
+	}
+	data, err := os.ReadFile(s.opts.AdminTokenFile)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return fmt.Errorf("admin token file %s: is empty", s.opts.AdminTokenFile)
+	}
+	s.token.Store(&tok)
+	return nil
+}
