@@ -1,0 +1,531 @@
+package ratelimit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is a validated, immutable set of rate limit domains, in the YAML
+// format of envoyproxy/ratelimit. A *Config is safe for concurrent use.
+// The zero value is not valid; use LoadConfig or ParseConfig.
+type Config struct {
+	domains     map[string]*domain
+	limits      []*Limit
+	hasReplaces bool
+}
+
+// Limit is one configured rate limit: RequestsPerUnit hits per Unit,
+// counted in fixed windows aligned to the unix epoch.
+type Limit struct {
+	// FullKey names the limit by its place in the config, as
+	// envoyproxy/ratelimit does: "domain.key_value.key".
+	FullKey         string
+	Name            string
+	Unit            rlsv3.RateLimitResponse_RateLimit_Unit
+	RequestsPerUnit uint32
+	Unlimited       bool
+	ShadowMode      bool
+	DetailedMetric  bool
+	Replaces        []string
+
+	id     int   // index in Config.limits; -1 for request overrides
+	period int64 // window length in seconds
+	proto  *rlsv3.RateLimitResponse_RateLimit
+}
+
+// Period returns the length of the limit's window in seconds.
+func (l *Limit) Period() int64 { return l.period }
+
+type domain struct {
+	name     string
+	children levelMap
+}
+
+// keyNode holds the descriptors configured for one key at one level: the
+// value-specific ones and the key-only default.
+type keyNode struct {
+	def    *descNode
+	values map[string]*descNode
+}
+
+type descNode struct {
+	limit    *Limit
+	children levelMap
+}
+
+// emptyConfig has no domains: every request is answered OK.
+var emptyConfig = &Config{domains: map[string]*domain{}}
+
+// EmptyConfig returns the config with no domains, under which every
+// descriptor is unlimited.
+func EmptyConfig() *Config { return emptyConfig }
+
+// Domains returns the configured domain names, sorted.
+func (c *Config) Domains() []string {
+	out := make([]string, 0, len(c.domains))
+	for name := range c.domains {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Limits returns every configured limit, in config order.
+func (c *Config) Limits() []*Limit { return append([]*Limit(nil), c.limits...) }
+
+// Lookup returns the limit that applies to a descriptor given as its
+// entries' keys and values, or nil when none applies. It follows
+// envoyproxy/ratelimit: at each level the entry's key and value select a
+// value-specific descriptor, else the key-only one; a limit applies only when
+// it sits at the level of the last entry.
+func (c *Config) Lookup(domainName string, keys, values []string) *Limit {
+	d := c.domains[domainName]
+	if d == nil || len(keys) != len(values) {
+		return nil
+	}
+	level := d.children
+	for i := range keys {
+		n := level.find(keys[i], values[i])
+		if n == nil {
+			return nil
+		}
+		if i == len(keys)-1 {
+			return n.limit
+		}
+		if len(n.children) == 0 {
+			return nil
+		}
+		level = n.children
+	}
+	return nil
+}
+
+type levelMap map[string]*keyNode
+
+func (m levelMap) find(key, value string) *descNode {
+	kn := m[key]
+	if kn == nil {
+		return nil
+	}
+	if n := kn.values[value]; n != nil {
+		return n
+	}
+	return kn.def
+}
+
+// units maps the accepted unit names (case-insensitive, as in
+// envoyproxy/ratelimit) to the RLS unit and its window in seconds. Month is
+// 30 days and year 365 days, as in envoyproxy/ratelimit.
+var units = map[string]struct {
+	unit   rlsv3.RateLimitResponse_RateLimit_Unit
+	period int64
+}{
+	"second": {rlsv3.RateLimitResponse_RateLimit_SECOND, 1},
+	"minute": {rlsv3.RateLimitResponse_RateLimit_MINUTE, 60},
+	"hour":   {rlsv3.RateLimitResponse_RateLimit_HOUR, 3600},
+	"day":    {rlsv3.RateLimitResponse_RateLimit_DAY, 86400},
+	"week":   {rlsv3.RateLimitResponse_RateLimit_WEEK, 7 * 86400},
+	"month":  {rlsv3.RateLimitResponse_RateLimit_MONTH, 30 * 86400},
+	"year":   {rlsv3.RateLimitResponse_RateLimit_YEAR, 365 * 86400},
+}
+
+// unitPeriod returns the window length of an RLS unit, or 0 if it has none.
+func unitPeriod(u rlsv3.RateLimitResponse_RateLimit_Unit) int64 {
+	for _, e := range units {
+		if e.unit == u {
+			return e.period
+		}
+	}
+	return 0
+}
+
+// LoadConfig reads a config file, or every .yaml/.yml file of a directory
+// (not recursing; in name order), each holding one domain. A domain may
+// appear in only one file. An empty path gives the empty config. Errors
+// start with the file's path.
+func LoadConfig(path string) (*Config, error) {
+	if path == "" {
+		return EmptyConfig(), nil
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("rate limit config: %w", err)
+	}
+	if !info.IsDir() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("rate limit config: %w", err)
+		}
+		return ParseConfig(path, data)
+	}
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("rate limit config: %w", err)
+	}
+	var files []File
+	for _, e := range ents {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		p := filepath.Join(path, e.Name())
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("rate limit config: %w", err)
+		}
+		files = append(files, File{Name: p, Data: data})
+	}
+	return ParseFiles(files...)
+}
+
+// File is one named config document for ParseFiles.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// ParseConfig parses one config document; name is used in errors.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	return ParseFiles(File{Name: name, Data: data})
+}
+
+// ParseFiles parses several config documents, one domain each, into one
+// config. A domain defined twice is an error.
+func ParseFiles(files ...File) (*Config, error) {
+	c := &Config{domains: map[string]*domain{}}
+	seen := map[string]string{}
+	for _, f := range files {
+		d, err := c.parseFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if prev, dup := seen[d.name]; dup {
+			return nil, fmt.Errorf("%s: domain: duplicate domain %q (also in %s)", f.Name, d.name, prev)
+		}
+		seen[d.name] = f.Name
+		c.domains[d.name] = d
+	}
+	return c, nil
+}
+
+// fieldError is a config error at a path inside one file.
+type fieldError struct {
+	path string
+	msg  string
+}
+
+func (e *fieldError) Error() string {
+	if e.path == "" {
+		return e.msg
+	}
+	return e.path + ": " + e.msg
+}
+
+func errAt(path, format string, args ...any) error {
+	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func (c *Config) parseFile(f File) (*domain, error) {
+	js, err := yaml.YAMLToJSON(f.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid yaml: %w", f.Name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var root any
+	if err := dec.Decode(&root); err != nil {
+		return nil, fmt.Errorf("%s: invalid yaml: %w", f.Name, err)
+	}
+	d, err := c.parseRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name, err)
+	}
+	return d, nil
+}
+
+var (
+	rootFields      = []string{"domain", "descriptors"}
+	descFields      = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric", "metadata", "quota_mode", "share_threshold"}
+	rateLimitFields = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces"}
+	replacesFields  = []string{"name"}
+	// unsupported are envoyproxy/ratelimit fields that would change decisions
+	// and that shepherd does not implement: they are rejected, not ignored.
+	unsupported = map[string]bool{"quota_mode": true, "share_threshold": true}
+)
+
+func asMap(path string, v any) (map[string]any, error) {
+	if v == nil {
+		return map[string]any{}, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		if path == "" {
+			return nil, errors.New("must be a mapping with domain and descriptors")
+		}
+		return nil, errAt(path, "must be a mapping")
+	}
+	return m, nil
+}
+
+func checkFields(path string, m map[string]any, allowed []string) error {
+	var unknown []string
+	for k := range m {
+		ok := false
+		for _, a := range allowed {
+			if k == a {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return errAt(join(path, unknown[0]), "unknown field")
+	}
+	for _, k := range allowed {
+		if _, ok := m[k]; ok && unsupported[k] {
+			return errAt(join(path, k), "not supported by shepherd")
+		}
+	}
+	return nil
+}
+
+func getString(path string, m map[string]any, field string) (string, error) {
+	v, ok := m[field]
+	if !ok || v == nil {
+		return "", nil
+	}
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case json.Number:
+		return x.String(), nil
+	case bool:
+		if x {
+			return "true", nil
+		}
+		return "false", nil
+	}
+	return "", errAt(join(path, field), "must be a string")
+}
+
+func getBool(path string, m map[string]any, field string) (bool, error) {
+	v, ok := m[field]
+	if !ok || v == nil {
+		return false, nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, errAt(join(path, field), "must be true or false")
+	}
+	return b, nil
+}
+
+func getList(path string, m map[string]any, field string) ([]any, error) {
+	v, ok := m[field]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, errAt(join(path, field), "must be a list")
+	}
+	return l, nil
+}
+
+func (c *Config) parseRoot(root any) (*domain, error) {
+	m, err := asMap("", root)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFields("", m, rootFields); err != nil {
+		return nil, err
+	}
+	name, err := getString("", m, "domain")
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, errAt("domain", "must not be empty")
+	}
+	d := &domain{name: name}
+	d.children, err = c.parseDescriptors("", name, m)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// parseDescriptors parses the "descriptors" list of m at path; fullKey is
+// the parent's metric key.
+func (c *Config) parseDescriptors(path, fullKey string, m map[string]any) (levelMap, error) {
+	list, err := getList(path, m, "descriptors")
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	level := levelMap{}
+	for i, item := range list {
+		p := fmt.Sprintf("%s[%d]", join(path, "descriptors"), i)
+		dm, err := asMap(p, item)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkFields(p, dm, descFields); err != nil {
+			return nil, err
+		}
+		key, err := getString(p, dm, "key")
+		if err != nil {
+			return nil, err
+		}
+		if key == "" {
+			return nil, errAt(join(p, "key"), "must not be empty")
+		}
+		value, err := getString(p, dm, "value")
+		if err != nil {
+			return nil, err
+		}
+		kn := level[key]
+		if kn == nil {
+			kn = &keyNode{}
+			level[key] = kn
+		}
+		myKey := fullKey + "." + key
+		if value != "" {
+			myKey += "_" + value
+			if kn.values[value] != nil {
+				return nil, errAt(p, "duplicate descriptor key %q value %q", key, value)
+			}
+		} else if kn.def != nil {
+			return nil, errAt(p, "duplicate descriptor key %q", key)
+		}
+		n := &descNode{}
+		if n.limit, err = c.parseRateLimit(p, myKey, dm); err != nil {
+			return nil, err
+		}
+		if n.children, err = c.parseDescriptors(p, myKey, dm); err != nil {
+			return nil, err
+		}
+		if value != "" {
+			if kn.values == nil {
+				kn.values = map[string]*descNode{}
+			}
+			kn.values[value] = n
+		} else {
+			kn.def = n
+		}
+	}
+	return level, nil
+}
+
+func (c *Config) parseRateLimit(path, fullKey string, dm map[string]any) (*Limit, error) {
+	shadow, err := getBool(path, dm, "shadow_mode")
+	if err != nil {
+		return nil, err
+	}
+	detailed, err := getBool(path, dm, "detailed_metric")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := getBool(path, dm, "value_to_metric"); err != nil {
+		return nil, err
+	}
+	raw, ok := dm["rate_limit"]
+	if !ok || raw == nil {
+		return nil, nil
+	}
+	p := join(path, "rate_limit")
+	rm, err := asMap(p, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFields(p, rm, rateLimitFields); err != nil {
+		return nil, err
+	}
+	l := &Limit{FullKey: fullKey, ShadowMode: shadow, DetailedMetric: detailed, id: len(c.limits)}
+	if l.Unlimited, err = getBool(p, rm, "unlimited"); err != nil {
+		return nil, err
+	}
+	if l.Name, err = getString(p, rm, "name"); err != nil {
+		return nil, err
+	}
+	unitName, err := getString(p, rm, "unit")
+	if err != nil {
+		return nil, err
+	}
+	if l.Unlimited {
+		if unitName != "" {
+			return nil, errAt(join(p, "unit"), "must not be set when unlimited is true")
+		}
+	} else {
+		if unitName == "" {
+			return nil, errAt(join(p, "unit"), "must be set (second, minute, hour, day, week, month or year)")
+		}
+		u, ok := units[strings.ToLower(unitName)]
+		if !ok {
+			return nil, errAt(join(p, "unit"), "unknown unit %q", unitName)
+		}
+		l.Unit, l.period = u.unit, u.period
+	}
+	if v, ok := rm["requests_per_unit"]; ok && v != nil {
+		num, isNum := v.(json.Number)
+		n, perr := num.Int64()
+		if !isNum || perr != nil || n < 0 || n > math.MaxUint32 {
+			return nil, errAt(join(p, "requests_per_unit"), "must be an integer from 0 to %d", uint32(math.MaxUint32))
+		}
+		l.RequestsPerUnit = uint32(n)
+	} else if !l.Unlimited {
+		return nil, errAt(join(p, "requests_per_unit"), "must be set")
+	}
+	reps, err := getList(p, rm, "replaces")
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range reps {
+		rp := fmt.Sprintf("%s[%d]", join(p, "replaces"), i)
+		m, err := asMap(rp, r)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkFields(rp, m, replacesFields); err != nil {
+			return nil, err
+		}
+		name, err := getString(rp, m, "name")
+		if err != nil {
+			return nil, err
+		}
+		if name == "" {
+			return nil, errAt(join(rp, "name"), "must not be empty")
+		}
+		if name == l.Name {
+			return nil, errAt(join(rp, "name"), "must not name its own limit %q", name)
+		}
+		l.Replaces = append(l.Replaces, name)
+		c.hasReplaces = true
+	}
+	l.proto = &rlsv3.RateLimitResponse_RateLimit{Name: l.Name, RequestsPerUnit: l.RequestsPerUnit, Unit: l.Unit}
+	c.limits = append(c.limits, l)
+	return l, nil
+}

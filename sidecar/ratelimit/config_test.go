@@ -1,0 +1,135 @@
+package ratelimit_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
+)
+
+func TestConfigErrors(t *testing.T) {
+	cases := map[string]string{
+		"unknown_unit.yaml":         `descriptors[1].rate_limit.unit: unknown unit "fortnight"`,
+		"missing_unit.yaml":         `descriptors[0].rate_limit.unit: must be set (second, minute, hour, day, week, month or year)`,
+		"missing_rpu.yaml":          `descriptors[0].rate_limit.requests_per_unit: must be set`,
+		"negative_rpu.yaml":         `descriptors[0].rate_limit.requests_per_unit: must be an integer from 0 to 4294967295`,
+		"fractional_rpu.yaml":       `descriptors[0].rate_limit.requests_per_unit: must be an integer from 0 to 4294967295`,
+		"huge_rpu.yaml":             `descriptors[0].rate_limit.requests_per_unit: must be an integer from 0 to 4294967295`,
+		"missing_domain.yaml":       `domain: must not be empty`,
+		"empty_key.yaml":            `descriptors[0].key: must not be empty`,
+		"duplicate_value.yaml":      `descriptors[1]: duplicate descriptor key "a" value "x"`,
+		"duplicate_key.yaml":        `descriptors[1]: duplicate descriptor key "a"`,
+		"unknown_field.yaml":        `descriptors[0].descriptors[0].rate_limit.burst: unknown field`,
+		"unlimited_with_unit.yaml":  `descriptors[0].rate_limit.unit: must not be set when unlimited is true`,
+		"shadow_not_bool.yaml":      `descriptors[0].shadow_mode: must be true or false`,
+		"descriptors_not_list.yaml": `descriptors: must be a list`,
+		"replaces_self.yaml":        `descriptors[0].rate_limit.replaces[0].name: must not name its own limit "r"`,
+		"replaces_empty.yaml":       `descriptors[0].rate_limit.replaces[0].name: must not be empty`,
+		"quota_mode.yaml":           `descriptors[0].quota_mode: not supported by shepherd`,
+		"root_not_mapping.yaml":     `must be a mapping with domain and descriptors`,
+	}
+	for file, want := range cases {
+		t.Run(file, func(t *testing.T) {
+			path := filepath.Join("testdata", "bad", file)
+			_, err := ratelimit.LoadConfig(path)
+			require.EqualError(t, err, path+": "+want)
+		})
+	}
+}
+
+func TestConfigInvalidYAMLNamesTheFile(t *testing.T) {
+	path := filepath.Join("testdata", "bad", "invalid_yaml.yaml")
+	_, err := ratelimit.LoadConfig(path)
+	require.ErrorContains(t, err, path+": invalid yaml: ")
+}
+
+func TestConfigDuplicateDomainAcrossFiles(t *testing.T) {
+	_, err := ratelimit.LoadConfig(filepath.Join("testdata", "dupdomain"))
+	require.EqualError(t, err, filepath.Join("testdata", "dupdomain", "2.yaml")+`: domain: duplicate domain "llm" (also in `+filepath.Join("testdata", "dupdomain", "1.yaml")+`)`)
+}
+
+func TestConfigMissingFile(t *testing.T) {
+	_, err := ratelimit.LoadConfig(filepath.Join("testdata", "nope.yaml"))
+	require.ErrorContains(t, err, "rate limit config: ")
+	require.ErrorContains(t, err, "nope.yaml")
+}
+
+func TestConfigDirectoryLoadsEveryYAMLFile(t *testing.T) {
+	cfg, err := ratelimit.LoadConfig(filepath.Join("testdata", "multi"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b"}, cfg.Domains())
+	l := cfg.Lookup("b", []string{"k"}, []string{"anything"})
+	require.NotNil(t, l)
+	require.Equal(t, uint32(7), l.RequestsPerUnit)
+	require.Equal(t, rlsv3.RateLimitResponse_RateLimit_HOUR, l.Unit)
+	require.Equal(t, int64(3600), l.Period())
+	require.Equal(t, "b.k", l.FullKey)
+}
+
+func TestConfigEmpty(t *testing.T) {
+	cfg, err := ratelimit.LoadConfig("")
+	require.NoError(t, err)
+	require.Empty(t, cfg.Domains())
+	require.Nil(t, cfg.Lookup("llm", []string{"user"}, []string{"x"}))
+}
+
+func TestConfigLookup(t *testing.T) {
+	cfg, err := ratelimit.LoadConfig(filepath.Join("testdata", "limits.yaml"))
+	require.NoError(t, err)
+	cases := []struct {
+		name    string
+		domain  string
+		keys    []string
+		values  []string
+		wantKey string // "" means no limit
+	}{
+		{"key-only default", "llm", []string{"user"}, []string{"alice"}, "llm.user"},
+		{"empty value takes the default", "llm", []string{"user"}, []string{""}, "llm.user"},
+		{"value-specific wins", "llm", []string{"user"}, []string{"vip"}, "llm.user_vip"},
+		{"unlimited entry", "llm", []string{"user"}, []string{"free"}, "llm.user_free"},
+		{"nested default", "llm", []string{"route", "model"}, []string{"chat", "llama"}, "llm.route_chat.model"},
+		{"nested specific", "llm", []string{"route", "model"}, []string{"chat", "gpt-4"}, "llm.route_chat.model_gpt-4"},
+		{"parent without a limit", "llm", []string{"route"}, []string{"chat"}, ""},
+		{"unconfigured parent value", "llm", []string{"route", "model"}, []string{"embed", "x"}, ""},
+		{"deeper than the config", "llm", []string{"user", "model"}, []string{"alice", "x"}, ""},
+		{"unknown key", "llm", []string{"team"}, []string{"x"}, ""},
+		{"unknown domain", "other", []string{"user"}, []string{"alice"}, ""},
+		{"no entries", "llm", nil, nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := cfg.Lookup(tc.domain, tc.keys, tc.values)
+			if tc.wantKey == "" {
+				require.Nil(t, l)
+				return
+			}
+			require.NotNil(t, l)
+			require.Equal(t, tc.wantKey, l.FullKey)
+		})
+	}
+	free := cfg.Lookup("llm", []string{"user"}, []string{"free"})
+	require.True(t, free.Unlimited)
+	vip := cfg.Lookup("llm", []string{"user"}, []string{"vip"})
+	require.Equal(t, rlsv3.RateLimitResponse_RateLimit_MINUTE, vip.Unit, "units are case-insensitive")
+}
+
+func TestParseConfigScalarValues(t *testing.T) {
+	cfg, err := ratelimit.ParseConfig("inline.yaml", []byte(`
+domain: d
+descriptors:
+  - key: port
+    value: 8080
+    rate_limit: {unit: week, requests_per_unit: 5}
+  - key: flag
+    value: true
+    rate_limit: {unit: year, requests_per_unit: 6}
+`))
+	require.NoError(t, err)
+	require.Equal(t, uint32(5), cfg.Lookup("d", []string{"port"}, []string{"8080"}).RequestsPerUnit)
+	require.Equal(t, int64(7*86400), cfg.Lookup("d", []string{"port"}, []string{"8080"}).Period())
+	require.Equal(t, uint32(6), cfg.Lookup("d", []string{"flag"}, []string{"true"}).RequestsPerUnit)
+	require.Equal(t, int64(365*86400), cfg.Lookup("d", []string{"flag"}, []string{"true"}).Period())
+}
