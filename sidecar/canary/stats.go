@@ -42,6 +42,7 @@ func bucketOf(ms uint32) int {
 type Stats struct {
 	Requests uint64
 	Errors   uint64
+	max      uint32
 	hist     []uint64
 }
 
@@ -55,6 +56,7 @@ func (s *Stats) Add(status, latencyMs uint32) {
 		s.hist = make([]uint64, len(bounds))
 	}
 	s.hist[bucketOf(latencyMs)]++
+	s.max = max(s.max, latencyMs)
 }
 
 // ErrorRate is Errors/Requests, 0 when empty.
@@ -65,11 +67,11 @@ func (s *Stats) ErrorRate() float64 {
 	return float64(s.Errors) / float64(s.Requests)
 }
 
-// P99 returns the 99th percentile latency in ms (the upper bound of its
-// histogram bucket), 0 when empty.
+// P99 returns the 99th percentile latency in ms, 0 when empty.
 func (s *Stats) P99() uint32 { return s.Quantile(0.99) }
 
-// Quantile returns the q-quantile latency in ms, 0 when empty.
+// Quantile returns the q-quantile latency in ms (the upper bound of its
+// histogram bucket, never above the largest latency seen), 0 when empty.
 func (s *Stats) Quantile(q float64) uint32 {
 	if s.Requests == 0 {
 		return 0
@@ -82,8 +84,8 @@ func (s *Stats) Quantile(q float64) uint32 {
 	for i, n := range s.hist {
 		seen += n
 		if seen >= rank {
-			return bounds[i]
+			return min(bounds[i], s.max)
 		}
 	}
-	return bounds[len(bounds)-1]
+	return s.max
 }

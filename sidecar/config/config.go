@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -21,15 +22,22 @@ import (
 // Duration is a time.Duration written as a Go duration string ("30s", "5m").
 type Duration time.Duration
 
-// UnmarshalJSON accepts a duration string such as "1m30s".
+// badDuration marks a value that was not a duration string, so that
+// validation can report it under its field name.
+const badDuration = Duration(math.MinInt64)
+
+// UnmarshalJSON accepts a duration string such as "1m30s". Anything else is
+// reported by validation, which knows the field's name.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("must be a duration string such as \"30s\"")
+		*d = badDuration
+		return nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("must be a duration string such as \"30s\"")
+		*d = badDuration
+		return nil
 	}
 	*d = Duration(v)
 	return nil
@@ -270,6 +278,14 @@ func (c *Config) validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
+	duration := func(field string, d Duration) {
+		switch {
+		case d == badDuration:
+			bad(field, "must be a duration string such as \"30s\"")
+		case d < 0:
+			bad(field, "must not be negative")
+		}
+	}
 	providers := map[string]bool{}
 	for i, p := range c.Providers {
 		f := fmt.Sprintf("providers[%d]", i)
@@ -324,9 +340,7 @@ func (c *Config) validate() error {
 				bad(sf, "must be greater than the previous step")
 			}
 		}
-		if p.Interval < 0 {
-			bad(f+".interval", "must not be negative")
-		}
+		duration(f+".interval", p.Interval)
 		if r := *p.MaxErrorRate; r < 0 || r > 1 {
 			bad(f+".max_error_rate", "must be between 0 and 1")
 		}
@@ -363,21 +377,16 @@ func (c *Config) validate() error {
 		}
 	}
 	h := c.Health
-	if h.Window < 0 {
-		bad("health.window", "must not be negative")
-	}
+	duration("health.window", h.Window)
 	if r := *h.MaxErrorRate; r <= 0 || r > 1 {
 		bad("health.max_error_rate", "must be greater than 0 and at most 1")
 	}
-	if h.Cooldown < 0 {
-		bad("health.cooldown", "must not be negative")
-	}
-	if h.MaxCooldown < h.Cooldown {
+	duration("health.cooldown", h.Cooldown)
+	duration("health.max_cooldown", h.MaxCooldown)
+	if h.MaxCooldown >= 0 && h.Cooldown >= 0 && h.MaxCooldown < h.Cooldown {
 		bad("health.max_cooldown", "must not be less than health.cooldown")
 	}
-	if c.Credentials.PollInterval < 0 {
-		bad("credentials.poll_interval", "must not be negative")
-	}
+	duration("credentials.poll_interval", c.Credentials.PollInterval)
 	return errors.Join(errs...)
 }
 
