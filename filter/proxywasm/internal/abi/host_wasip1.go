@@ -1,0 +1,380 @@
+//go:build wasip1
+
+package abi
+
+import "unsafe"
+
+// Data the host hands back (header maps, buffers, property values) arrives in
+// memory the host obtains by calling proxy_on_memory_allocate from inside the
+// host call. Those buffers stay referenced in pending until the wrapper below
+// has located the one whose address the host returned, so the collector
+// cannot reclaim them while the host is writing into them.
+var pending [][]byte
+
+//go:wasmexport proxy_on_memory_allocate
+func proxyOnMemoryAllocate(size uint32) uint32 {
+	if size == 0 {
+		size = 1
+	}
+	b := make([]byte, size)
+	pending = append(pending, b)
+	return uint32(uintptr(unsafe.Pointer(&b[0])))
+}
+
+// take returns the pending buffer that starts at ptr, cut to size, and drops
+// every pending reference. A pointer the guest did not allocate yields nil.
+func take(ptr, size uint32) []byte {
+	var out []byte
+	if ptr != 0 {
+		for _, b := range pending {
+			if uint32(uintptr(unsafe.Pointer(&b[0]))) == ptr && int(size) <= len(b) {
+				out = b[:size:size]
+				break
+			}
+		}
+	}
+	clear(pending)
+	pending = pending[:0]
+	return out
+}
+
+func strPtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
+
+func bytesPtr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+//go:wasmimport env proxy_log
+func proxyLog(level uint32, msg unsafe.Pointer, size uint32) uint32
+
+//go:wasmimport env proxy_get_log_level
+func proxyGetLogLevel(ret unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_tick_period_milliseconds
+func proxySetTickPeriodMilliseconds(ms uint32) uint32
+
+//go:wasmimport env proxy_set_effective_context
+func proxySetEffectiveContext(id uint32) uint32
+
+//go:wasmimport env proxy_done
+func proxyDone() uint32
+
+//go:wasmimport env proxy_get_current_time_nanoseconds
+func proxyGetCurrentTimeNanoseconds(ret unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_get_buffer_bytes
+func proxyGetBufferBytes(bt, start, maxSize uint32, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_get_buffer_status
+func proxyGetBufferStatus(bt uint32, retSize, retFlags unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_buffer_bytes
+func proxySetBufferBytes(bt, start, size uint32, data unsafe.Pointer, dataSize uint32) uint32
+
+//go:wasmimport env proxy_get_header_map_size
+func proxyGetHeaderMapSize(mt uint32, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_get_header_map_pairs
+func proxyGetHeaderMapPairs(mt uint32, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_header_map_pairs
+func proxySetHeaderMapPairs(mt uint32, data unsafe.Pointer, size uint32) uint32
+
+//go:wasmimport env proxy_get_header_map_value
+func proxyGetHeaderMapValue(mt uint32, key unsafe.Pointer, keySize uint32, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_add_header_map_value
+func proxyAddHeaderMapValue(mt uint32, key unsafe.Pointer, keySize uint32, value unsafe.Pointer, valueSize uint32) uint32
+
+//go:wasmimport env proxy_replace_header_map_value
+func proxyReplaceHeaderMapValue(mt uint32, key unsafe.Pointer, keySize uint32, value unsafe.Pointer, valueSize uint32) uint32
+
+//go:wasmimport env proxy_remove_header_map_value
+func proxyRemoveHeaderMapValue(mt uint32, key unsafe.Pointer, keySize uint32) uint32
+
+//go:wasmimport env proxy_get_property
+func proxyGetProperty(path unsafe.Pointer, pathSize uint32, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_property
+func proxySetProperty(path unsafe.Pointer, pathSize uint32, value unsafe.Pointer, valueSize uint32) uint32
+
+//go:wasmimport env proxy_send_local_response
+func proxySendLocalResponse(statusCode uint32, details unsafe.Pointer, detailsSize uint32, body unsafe.Pointer, bodySize uint32, headers unsafe.Pointer, headersSize uint32, grpcStatus int32) uint32
+
+//go:wasmimport env proxy_continue_stream
+func proxyContinueStream(st uint32) uint32
+
+//go:wasmimport env proxy_close_stream
+func proxyCloseStream(st uint32) uint32
+
+//go:wasmimport env proxy_get_status
+func proxyGetStatus(retCode, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_http_call
+func proxyHTTPCall(upstream unsafe.Pointer, upstreamSize uint32, headers unsafe.Pointer, headersSize uint32, body unsafe.Pointer, bodySize uint32, trailers unsafe.Pointer, trailersSize uint32, timeout uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_call
+func proxyGrpcCall(upstream unsafe.Pointer, upstreamSize uint32, service unsafe.Pointer, serviceSize uint32, method unsafe.Pointer, methodSize uint32, md unsafe.Pointer, mdSize uint32, msg unsafe.Pointer, msgSize uint32, timeout uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_stream
+func proxyGrpcStream(upstream unsafe.Pointer, upstreamSize uint32, service unsafe.Pointer, serviceSize uint32, method unsafe.Pointer, methodSize uint32, md unsafe.Pointer, mdSize uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_send
+func proxyGrpcSend(id uint32, msg unsafe.Pointer, msgSize uint32, endStream uint32) uint32
+
+//go:wasmimport env proxy_grpc_cancel
+func proxyGrpcCancel(id uint32) uint32
+
+//go:wasmimport env proxy_grpc_close
+func proxyGrpcClose(id uint32) uint32
+
+//go:wasmimport env proxy_get_shared_data
+func proxyGetSharedData(key unsafe.Pointer, keySize uint32, retData, retSize, retCas unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_shared_data
+func proxySetSharedData(key unsafe.Pointer, keySize uint32, value unsafe.Pointer, valueSize uint32, cas uint32) uint32
+
+//go:wasmimport env proxy_register_shared_queue
+func proxyRegisterSharedQueue(name unsafe.Pointer, nameSize uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_resolve_shared_queue
+func proxyResolveSharedQueue(vmID unsafe.Pointer, vmIDSize uint32, name unsafe.Pointer, nameSize uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_enqueue_shared_queue
+func proxyEnqueueSharedQueue(id uint32, value unsafe.Pointer, valueSize uint32) uint32
+
+//go:wasmimport env proxy_dequeue_shared_queue
+func proxyDequeueSharedQueue(id uint32, retData, retSize unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_define_metric
+func proxyDefineMetric(mt uint32, name unsafe.Pointer, nameSize uint32, retID unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_increment_metric
+func proxyIncrementMetric(id uint32, offset int64) uint32
+
+//go:wasmimport env proxy_record_metric
+func proxyRecordMetric(id uint32, value uint64) uint32
+
+//go:wasmimport env proxy_get_metric
+func proxyGetMetric(id uint32, ret unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_call_foreign_function
+func proxyCallForeignFunction(name unsafe.Pointer, nameSize uint32, args unsafe.Pointer, argsSize uint32, retData, retSize unsafe.Pointer) uint32
+
+func Log(level LogLevel, msg string) Status {
+	return Status(proxyLog(uint32(level), strPtr(msg), uint32(len(msg))))
+}
+
+func GetLogLevel() (LogLevel, Status) {
+	var l uint32
+	st := Status(proxyGetLogLevel(unsafe.Pointer(&l)))
+	return LogLevel(l), st
+}
+
+func SetTickPeriodMilliseconds(ms uint32) Status { return Status(proxySetTickPeriodMilliseconds(ms)) }
+
+func SetEffectiveContext(contextID uint32) Status {
+	return Status(proxySetEffectiveContext(contextID))
+}
+
+func Done() Status { return Status(proxyDone()) }
+
+func GetCurrentTimeNanoseconds() (uint64, Status) {
+	var t uint64
+	st := Status(proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&t)))
+	return t, st
+}
+
+func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyGetBufferBytes(uint32(bt), start, maxSize, unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
+
+func GetBufferStatus(bt BufferType) (uint32, uint32, Status) {
+	var size, flags uint32
+	st := Status(proxyGetBufferStatus(uint32(bt), unsafe.Pointer(&size), unsafe.Pointer(&flags)))
+	return size, flags, st
+}
+
+func SetBufferBytes(bt BufferType, start, size uint32, value []byte) Status {
+	return Status(proxySetBufferBytes(uint32(bt), start, size, bytesPtr(value), uint32(len(value))))
+}
+
+func GetHeaderMapSize(mt MapType) (uint32, Status) {
+	var n uint32
+	st := Status(proxyGetHeaderMapSize(uint32(mt), unsafe.Pointer(&n)))
+	return n, st
+}
+
+func GetHeaderMapPairs(mt MapType) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
+
+func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
+	return Status(proxySetHeaderMapPairs(uint32(mt), bytesPtr(serialized), uint32(len(serialized))))
+}
+
+func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
+
+func AddHeaderMapValue(mt MapType, key, value string) Status {
+	return Status(proxyAddHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), strPtr(value), uint32(len(value))))
+}
+
+func ReplaceHeaderMapValue(mt MapType, key, value string) Status {
+	return Status(proxyReplaceHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), strPtr(value), uint32(len(value))))
+}
+
+func RemoveHeaderMapValue(mt MapType, key string) Status {
+	return Status(proxyRemoveHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key))))
+}
+
+func GetProperty(path []byte) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
+
+func SetProperty(path, value []byte) Status {
+	return Status(proxySetProperty(bytesPtr(path), uint32(len(path)), bytesPtr(value), uint32(len(value))))
+}
+
+func SendLocalResponse(statusCode uint32, details string, body, serializedHeaders []byte, grpcStatus int32) Status {
+	return Status(proxySendLocalResponse(statusCode, strPtr(details), uint32(len(details)),
+		bytesPtr(body), uint32(len(body)), bytesPtr(serializedHeaders), uint32(len(serializedHeaders)), grpcStatus))
+}
+
+func ContinueStream(st StreamType) Status { return Status(proxyContinueStream(uint32(st))) }
+
+func CloseStream(st StreamType) Status { return Status(proxyCloseStream(uint32(st))) }
+
+func GetStatus() (uint32, []byte, Status) {
+	var code, p, n uint32
+	st := Status(proxyGetStatus(unsafe.Pointer(&code), unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	return code, b, st
+}
+
+func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uint32) (uint32, Status) {
+	var id uint32
+	st := Status(proxyHTTPCall(strPtr(upstream), uint32(len(upstream)), bytesPtr(headers), uint32(len(headers)),
+		bytesPtr(body), uint32(len(body)), bytesPtr(trailers), uint32(len(trailers)), timeoutMillis, unsafe.Pointer(&id)))
+	return id, st
+}
+
+func GrpcCall(upstream, service, method string, initialMetadata, message []byte, timeoutMillis uint32) (uint32, Status) {
+	var id uint32
+	st := Status(proxyGrpcCall(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
+		strPtr(method), uint32(len(method)), bytesPtr(initialMetadata), uint32(len(initialMetadata)),
+		bytesPtr(message), uint32(len(message)), timeoutMillis, unsafe.Pointer(&id)))
+	return id, st
+}
+
+func GrpcStream(upstream, service, method string, initialMetadata []byte) (uint32, Status) {
+	var id uint32
+	st := Status(proxyGrpcStream(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
+		strPtr(method), uint32(len(method)), bytesPtr(initialMetadata), uint32(len(initialMetadata)), unsafe.Pointer(&id)))
+	return id, st
+}
+
+func GrpcSend(streamID uint32, message []byte, endStream bool) Status {
+	var eos uint32
+	if endStream {
+		eos = 1
+	}
+	return Status(proxyGrpcSend(streamID, bytesPtr(message), uint32(len(message)), eos))
+}
+
+func GrpcCancel(id uint32) Status { return Status(proxyGrpcCancel(id)) }
+
+func GrpcClose(id uint32) Status { return Status(proxyGrpcClose(id)) }
+
+func GetSharedData(key string) ([]byte, uint32, Status) {
+	var p, n, cas uint32
+	st := Status(proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n), unsafe.Pointer(&cas)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, 0, st
+	}
+	return b, cas, st
+}
+
+func SetSharedData(key string, value []byte, cas uint32) Status {
+	return Status(proxySetSharedData(strPtr(key), uint32(len(key)), bytesPtr(value), uint32(len(value)), cas))
+}
+
+func RegisterSharedQueue(name string) (uint32, Status) {
+	var id uint32
+	st := Status(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	return id, st
+}
+
+func ResolveSharedQueue(vmID, name string) (uint32, Status) {
+	var id uint32
+	st := Status(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	return id, st
+}
+
+func EnqueueSharedQueue(queueID uint32, value []byte) Status {
+	return Status(proxyEnqueueSharedQueue(queueID, bytesPtr(value), uint32(len(value))))
+}
+
+func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyDequeueSharedQueue(queueID, unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
+
+func DefineMetric(mt MetricType, name string) (uint32, Status) {
+	var id uint32
+	st := Status(proxyDefineMetric(uint32(mt), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	return id, st
+}
+
+func IncrementMetric(metricID uint32, offset int64) Status {
+	return Status(proxyIncrementMetric(metricID, offset))
+}
+
+func RecordMetric(metricID uint32, value uint64) Status {
+	return Status(proxyRecordMetric(metricID, value))
+}
+
+func GetMetric(metricID uint32) (uint64, Status) {
+	var v uint64
+	st := Status(proxyGetMetric(metricID, unsafe.Pointer(&v)))
+	return v, st
+}
+
+func CallForeignFunction(name string, args []byte) ([]byte, Status) {
+	var p, n uint32
+	st := Status(proxyCallForeignFunction(strPtr(name), uint32(len(name)), bytesPtr(args), uint32(len(args)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
+	b := take(p, n)
+	if st != StatusOK {
+		return nil, st
+	}
+	return b, st
+}
