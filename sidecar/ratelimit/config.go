@@ -52,10 +52,36 @@ type domain struct {
 }
 
 // keyNode holds the descriptors configured for one key at one level: the
-// value-specific ones and the key-only default.
+// value-specific ones, the wildcard ones (values with '*') and the key-only
+// default.
 type keyNode struct {
-	def    *descNode
-	values map[string]*descNode
+	def       *descNode
+	values    map[string]*descNode
+	wildcards []wildcard
+}
+
+// wildcard is a configured value with '*' in it, split at the stars.
+type wildcard struct {
+	parts []string
+	node  *descNode
+}
+
+// match reports whether v matches the pattern: each '*' stands for any run
+// of bytes, possibly empty.
+func (w *wildcard) match(v string) bool {
+	first, last := w.parts[0], w.parts[len(w.parts)-1]
+	if len(v) < len(first)+len(last) || v[:len(first)] != first || v[len(v)-len(last):] != last {
+		return false
+	}
+	rest := v[len(first) : len(v)-len(last)]
+	for _, p := range w.parts[1 : len(w.parts)-1] {
+		i := strings.Index(rest, p)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(p):]
+	}
+	return true
 }
 
 type descNode struct {
@@ -86,8 +112,9 @@ func (c *Config) Limits() []*Limit { return append([]*Limit(nil), c.limits...) }
 // Lookup returns the limit that applies to a descriptor given as its
 // entries' keys and values, or nil when none applies. It follows
 // envoyproxy/ratelimit: at each level the entry's key and value select a
-// value-specific descriptor, else the key-only one; a limit applies only when
-// it sits at the level of the last entry.
+// value-specific descriptor, else the first matching wildcard value (a '*'
+// matches any run of bytes), else the key-only one; a limit applies only
+// when it sits at the level of the last entry.
 func (c *Config) Lookup(domainName string, keys, values []string) *Limit {
 	d := c.domains[domainName]
 	if d == nil || len(keys) != len(values) {
@@ -119,6 +146,11 @@ func (m levelMap) find(key, value string) *descNode {
 	}
 	if n := kn.values[value]; n != nil {
 		return n
+	}
+	for i := range kn.wildcards {
+		if kn.wildcards[i].match(value) {
+			return kn.wildcards[i].node
+		}
 	}
 	return kn.def
 }
@@ -415,7 +447,11 @@ func (c *Config) parseDescriptors(path, fullKey string, m map[string]any) (level
 		myKey := fullKey + "." + key
 		if value != "" {
 			myKey += "_" + value
-			if kn.values[value] != nil {
+			dup := kn.values[value] != nil
+			for _, w := range kn.wildcards {
+				dup = dup || strings.Join(w.parts, "*") == value
+			}
+			if dup {
 				return nil, errAt(p, "duplicate descriptor key %q value %q", key, value)
 			}
 		} else if kn.def != nil {
@@ -428,7 +464,9 @@ func (c *Config) parseDescriptors(path, fullKey string, m map[string]any) (level
 		if n.children, err = c.parseDescriptors(p, myKey, dm); err != nil {
 			return nil, err
 		}
-		if value != "" {
+		if strings.Contains(value, "*") {
+			kn.wildcards = append(kn.wildcards, wildcard{parts: strings.Split(value, "*"), node: n})
+		} else if value != "" {
 			if kn.values == nil {
 				kn.values = map[string]*descNode{}
 			}

@@ -22,6 +22,7 @@ func TestConfigErrors(t *testing.T) {
 		"empty_key.yaml":            `descriptors[0].key: must not be empty`,
 		"duplicate_value.yaml":      `descriptors[1]: duplicate descriptor key "a" value "x"`,
 		"duplicate_key.yaml":        `descriptors[1]: duplicate descriptor key "a"`,
+		"duplicate_wildcard.yaml":   `descriptors[1]: duplicate descriptor key "a" value "x*"`,
 		"unknown_field.yaml":        `descriptors[0].descriptors[0].rate_limit.burst: unknown field`,
 		"unlimited_with_unit.yaml":  `descriptors[0].rate_limit.unit: must not be set when unlimited is true`,
 		"shadow_not_bool.yaml":      `descriptors[0].shadow_mode: must be true or false`,
@@ -98,6 +99,12 @@ func TestConfigLookup(t *testing.T) {
 		{"unknown key", "llm", []string{"team"}, []string{"x"}, ""},
 		{"unknown domain", "other", []string{"user"}, []string{"alice"}, ""},
 		{"no entries", "llm", nil, nil, ""},
+		{"exact value beats a wildcard", "llm", []string{"path"}, []string{"/v1/chat/completions"}, "llm.path_/v1/chat/completions"},
+		{"trailing wildcard", "llm", []string{"path"}, []string{"/v1/chat/other"}, "llm.path_/v1/chat/*"},
+		{"trailing wildcard matches empty", "llm", []string{"path"}, []string{"/v1/chat/"}, "llm.path_/v1/chat/*"},
+		{"middle wildcard", "llm", []string{"path"}, []string{"/v1/x/embeddings"}, "llm.path_/v1/*/embed*"},
+		{"wildcard needs its parts in order", "llm", []string{"path"}, []string{"/v1/embed"}, "llm.path"},
+		{"no wildcard matches: default", "llm", []string{"path"}, []string{"/v2/chat/x"}, "llm.path"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,165 @@
+// Command rlsbench drives an Envoy rate limit service over loopback gRPC
+// and prints throughput and latency.
+//
+//	rlsbench -addr 127.0.0.1:8081 -c 32 -d 5s       drive a running server
+//	rlsbench -compare -c 32 -d 5s [-redis ADDR]      null, memory (and Redis) servers in turn, with ratios
+//	rlsbench -serve memory -listen 127.0.0.1:8081    serve one kind (null, memory, redis) until killed
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
+	"github.com/shepherd-mesh/shepherd/sidecar/rlsbench"
+	"github.com/shepherd-mesh/shepherd/sidecar/store"
+)
+
+// benchConfig limits every user to far more than a run can send, so every
+// decision takes the full path (lookup, store, response) and answers OK.
+const benchConfig = `
+domain: rlsbench
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 4000000000}
+`
+
+type descFlag [][]rlsbench.Entry
+
+func (d *descFlag) String() string { return fmt.Sprint(*d) }
+
+// Set parses "key=value,key2=value2" as one descriptor.
+func (d *descFlag) Set(s string) error {
+	var entries []rlsbench.Entry
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("descriptor entry %q: want key=value", kv)
+		}
+		entries = append(entries, rlsbench.Entry{Key: k, Value: v})
+	}
+	*d = append(*d, entries)
+	return nil
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "rlsbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		opts    rlsbench.Options
+		descs   descFlag
+		compare = flag.Bool("compare", false, "serve null, memory and (with -redis) Redis servers in process and drive each in turn")
+		serve   = flag.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
+		listen  = flag.String("listen", "127.0.0.1:0", "address for -serve")
+		rAddr   = flag.String("redis", "", "Redis address for the redis server kind")
+		rounds  = flag.Int("rounds", 1, "with -compare, how many times to drive each server in turn")
+	)
+	flag.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
+	flag.IntVar(&opts.Concurrency, "c", 32, "requests in flight")
+	flag.IntVar(&opts.Connections, "conns", 1, "gRPC connections")
+	flag.DurationVar(&opts.Duration, "d", 5*time.Second, "run length per server")
+	flag.IntVar(&opts.Requests, "n", 0, "request cap per server (0: none)")
+	flag.StringVar(&opts.Domain, "domain", "rlsbench", "request domain")
+	flag.IntVar(&opts.Variants, "variants", 1000, "distinct requests; {n} in values is replaced by 0..variants-1")
+	flag.Var(&descs, "descriptor", "a descriptor as key=value[,key=value...]; repeat for several (default user=u{n})")
+	flag.Parse()
+	opts.Descriptors = descs
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	switch {
+	case *serve != "":
+		lis, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return err
+		}
+		gs, err := start(*serve, lis, *rAddr)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("serving %s on %s\n", *serve, lis.Addr())
+		<-ctx.Done()
+		gs.Stop()
+		return nil
+	case *compare:
+		kinds := []string{"null", "memory"}
+		if *rAddr != "" {
+			kinds = append(kinds, "redis")
+		}
+		rates := map[string]float64{}
+		for r := 0; r < *rounds; r++ {
+			for _, kind := range kinds {
+				lis, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					return err
+				}
+				gs, err := start(kind, lis, *rAddr)
+				if err != nil {
+					return err
+				}
+				o := opts
+				o.Addr = lis.Addr().String()
+				res, err := rlsbench.Run(ctx, o)
+				gs.Stop()
+				if err != nil {
+					return err
+				}
+				rates[kind] += res.PerSecond
+				fmt.Printf("%-6s %s\n", kind, res)
+			}
+		}
+		for _, kind := range kinds[1:] {
+			fmt.Printf("%s/null throughput: %.2f\n", kind, rates[kind]/rates["null"])
+		}
+		return nil
+	default:
+		res, err := rlsbench.Run(ctx, opts)
+		if err != nil {
+			return err
+		}
+		fmt.Println(res)
+		return nil
+	}
+}
+
+// start serves one kind of RLS on lis in the background.
+func start(kind string, lis net.Listener, redisAddr string) (*grpc.Server, error) {
+	if kind == "null" {
+		return rlsbench.ServeNull(lis), nil
+	}
+	var st store.Store
+	switch kind {
+	case "memory":
+		st = store.NewMemory(store.MemoryOptions{})
+	case "redis":
+		if redisAddr == "" {
+			return nil, errors.New("-redis is required for the redis kind")
+		}
+		st = store.NewRedis(redis.NewClient(&redis.Options{Addr: redisAddr}), store.RedisOptions{Prefix: "rlsbench:"})
+	default:
+		return nil, fmt.Errorf("unknown server kind %q (null, memory, redis)", kind)
+	}
+	cfg, err := ratelimit.ParseConfig("rlsbench.yaml", []byte(benchConfig))
+	if err != nil {
+		return nil, err
+	}
+	gs := grpc.NewServer()
+	ratelimit.NewService(cfg, st, ratelimit.Options{}).Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	return gs, nil
+}
