@@ -1,0 +1,74 @@
+package limits
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestAppendDuration(t *testing.T) {
+	cases := []struct {
+		ns   int64
+		want string
+	}{
+		{-5, "0s"},
+		{0, "0s"},
+		{1, "1ms"},
+		{20 * ms, "20ms"},
+		{20*ms + 1, "21ms"},
+		{999 * ms, "999ms"},
+		{second, "1s"},
+		{1500 * ms, "1.5s"},
+		{8640 * ms, "8.64s"},
+		{second + ms, "1.001s"},
+		{6 * minute, "6m0s"},
+		{6*minute + 12*second + 340*ms, "6m12.34s"},
+		{60 * minute, "1h0m0s"},
+		{25*60*minute + 3*second + 4*ms, "25h0m3.004s"},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.want, string(AppendDuration(nil, tc.ns)), "ns=%d", tc.ns)
+	}
+}
+
+// TestAppendDurationMatchesGo checks the formatter against time.Duration.String
+// for whole milliseconds, the form OpenAI's headers use.
+func TestAppendDurationMatchesGo(t *testing.T) {
+	for _, d := range []time.Duration{
+		time.Millisecond, 7 * time.Millisecond, 250 * time.Millisecond, time.Second,
+		1234 * time.Millisecond, 59*time.Second + 999*time.Millisecond, time.Minute,
+		61 * time.Second, 90 * time.Minute, 100*time.Hour + 1010*time.Millisecond,
+	} {
+		require.Equal(t, d.String(), string(AppendDuration(nil, int64(d))))
+	}
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	cases := []struct{ ns, want int64 }{
+		{-second, 1}, {0, 1}, {1, 1}, {second, 1}, {second + 1, 2}, {1500 * ms, 2},
+		{2 * second, 2}, {6 * minute, 360},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.want, RetryAfterSeconds(tc.ns), "ns=%d", tc.ns)
+	}
+}
+
+func TestAppendHeaders(t *testing.T) {
+	denied := Decision{Limit: 30000, Remaining: 12, ResetAfter: 6*minute + 500*ms, RetryAfter: 1200 * ms}
+	got := AppendHeaders(nil, Tokens, denied)
+	got = AppendRetryAfter(got, denied)
+	require.Equal(t, [][2]string{
+		{"x-ratelimit-limit-tokens", "30000"},
+		{"x-ratelimit-remaining-tokens", "12"},
+		{"x-ratelimit-reset-tokens", "6m0.5s"},
+		{"retry-after", "2"},
+	}, got)
+
+	got = AppendHeaders(got[:0], Requests, Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: second})
+	require.Equal(t, [][2]string{
+		{"x-ratelimit-limit-requests", "60"},
+		{"x-ratelimit-remaining-requests", "59"},
+		{"x-ratelimit-reset-requests", "1s"},
+	}, got)
+}
