@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm/proxytest"
+)
+
+// TestScenariosNative runs the end-to-end scenarios with the filter compiled into
+// this test binary, on the emulated host, against real fake providers. The same
+// scenarios run as the compiled .wasm under the Envoy-faithful host in package e2e.
+func TestScenariosNative(t *testing.T) {
+	scenario.RunAll(t, nativeRunner)
+}
+
+// nativeMesh plays Envoy's part around the emulated host: it turns client requests
+// into filter callbacks, routes by the (possibly rewritten) authority to a cluster
+// and forwards the request there over real HTTP.
+type nativeMesh struct {
+	host  *proxytest.HostEmulator
+	setup scenario.Setup
+}
+
+func nativeRunner(t testing.TB, s scenario.Setup) scenario.Mesh {
+	for k, v := range s.Env {
+		t.Setenv(k, v)
+	}
+	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+		WithVMContext(&vm{}).
+		WithPluginConfiguration([]byte(s.PluginConfig)))
+	t.Cleanup(release)
+	require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
+	require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin(), "logs: %v", host.GetLogs(proxywasm.LogLevelCritical))
+	return &nativeMesh{host: host, setup: s}
+}
+
+func (m *nativeMesh) Counter(t testing.TB, name string) uint64 {
+	v, err := m.host.GetCounterMetric(name)
+	require.NoError(t, err)
+	return v
+}
+
+func (m *nativeMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
+	id := m.host.InitializeHttpContext()
+	defer m.host.CompleteHttpContext(id)
+
+	hdrs := [][2]string{{":method", r.Method}, {":path", r.Path}, {":authority", r.Authority}, {":scheme", "http"}}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			hdrs = append(hdrs, [2]string{strings.ToLower(k), v})
+		}
+	}
+	action := m.host.CallOnRequestHeaders(id, hdrs, r.Body == "")
+	if lr := m.host.GetSentLocalResponse(id); lr != nil {
+		return scenario.Response{Status: int(lr.StatusCode), Header: toHeader(lr.Headers), Body: lr.Data}
+	}
+	require.Equal(t, types.ActionContinue, action)
+	body := []byte(r.Body)
+	if r.Body != "" {
+		require.Equal(t, types.ActionContinue, m.host.CallOnRequestBody(id, body, true))
+		body = m.host.GetCurrentRequestBody(id)
+	}
+
+	// Route as Envoy would after the filter: by the current :authority.
+	var method, path, authority string
+	out := http.Header{}
+	for _, kv := range m.host.GetCurrentRequestHeaders(id) {
+		switch kv[0] {
+		case ":method":
+			method = kv[1]
+		case ":path":
+			path = kv[1]
+		case ":authority":
+			authority = kv[1]
+		case ":scheme":
+		default:
+			out.Add(kv[0], kv[1])
+		}
+	}
+	cluster, ok := m.setup.Routes[authority]
+	if !ok {
+		cluster = m.setup.DefaultCluster
+	}
+	addr, ok := m.setup.Clusters[cluster]
+	require.True(t, ok, "no cluster %q for authority %q", cluster, authority)
+
+	req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Host = authority
+	req.Header = out
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	respBody, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+
+	rh := [][2]string{{":status", itoa(resp.StatusCode)}}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			rh = append(rh, [2]string{strings.ToLower(k), v})
+		}
+	}
+	m.host.CallOnResponseHeaders(id, rh, len(respBody) == 0)
+	if lr := m.host.GetSentLocalResponse(id); lr != nil {
+		return scenario.Response{Status: int(lr.StatusCode), Header: toHeader(lr.Headers), Body: lr.Data}
+	}
+	if len(respBody) > 0 {
+		m.host.CallOnResponseBody(id, respBody, true)
+		respBody = m.host.GetCurrentResponseBody(id)
+	}
+	return scenario.Response{Status: resp.StatusCode, Header: toHeader(m.host.GetCurrentResponseHeaders(id)), Body: respBody}
+}
+
+func toHeader(pairs [][2]string) http.Header {
+	h := http.Header{}
+	for _, kv := range pairs {
+		if !strings.HasPrefix(kv[0], ":") {
+			h.Add(kv[0], kv[1])
+		}
+	}
+	return h
+}
+
+func TestBadConfigFailsStartNamingTheField(t *testing.T) {
+	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+		WithVMContext(&vm{}).
+		WithPluginConfiguration([]byte(`{"providers":[{"name":"relay","host":"relay.example.com","credential":{"env":"SHEPHERD_TEST_UNSET_KEY"}}],"routes":[]}`)))
+	defer release()
+	require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
+	require.Equal(t, types.OnPluginStartStatusFailed, host.StartPlugin())
+	require.Contains(t, strings.Join(host.GetLogs(proxywasm.LogLevelCritical), "\n"),
+		`shepherd: invalid pluginConfig: providers[0].credential.env: environment variable "SHEPHERD_TEST_UNSET_KEY" is not set or empty`)
+}
+
+func TestCredentialNeverLogged(t *testing.T) {
+	const key = "sk-never-in-logs-42"
+	t.Setenv("RELAY_API_KEY", key)
+	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+		WithVMContext(&vm{}).
+		WithLogLevel(proxywasm.LogLevelTrace).
+		WithPluginConfiguration([]byte(`{"providers":[{"name":"relay","host":"relay.example.com","credential":{"env":"RELAY_API_KEY"}}],"routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"relay"}]}`)))
+	defer release()
+	host.StartVM()
+	require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin())
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, [][2]string{{":path", "/v1/chat/completions"}, {":authority", "x"}, {":method", "POST"}}, true)
+	host.CompleteHttpContext(id)
+	for _, lvl := range []proxywasm.LogLevel{proxywasm.LogLevelTrace, proxywasm.LogLevelDebug, proxywasm.LogLevelInfo, proxywasm.LogLevelWarn, proxywasm.LogLevelError, proxywasm.LogLevelCritical} {
+		for _, line := range host.GetLogs(lvl) {
+			require.NotContains(t, line, key)
+		}
+	}
+	require.Contains(t, host.GetCurrentRequestHeaders(id), [2]string{"authorization", "Bearer " + key})
+}
