@@ -265,6 +265,13 @@ func (m *Members) NameIs(name string) bool {
 	return unescape(raw) == name
 }
 
+// Name returns the current member's name as written, without its quotes. It is
+// the decoded name when NameEscaped is false.
+func (m *Members) Name() []byte { return m.data[m.NameStart+1 : m.NameEnd-1] }
+
+// NameEscaped reports whether the current member's name token holds escapes.
+func (m *Members) NameEscaped() bool { return m.nameEscaped }
+
 // Value returns the current member's value token.
 func (m *Members) Value() []byte { return m.data[m.ValueStart:m.ValueEnd] }
 

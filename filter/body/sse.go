@@ -1,0 +1,303 @@
+package body
+
+import (
+	"bytes"
+
+	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
+)
+
+// DefaultMaxEvent is the data size above which SSEScanner skips an event.
+const DefaultMaxEvent = 1 << 20
+
+// SSEScanner reads a streamed chat completion (text/event-stream) as it passes
+// through, for its usage, its model and the arrival of its first content.
+//
+// It follows the SSE parsing rules of the HTML standard: lines end with CRLF,
+// LF or CR; a line "field:value" loses one space after the colon; a line without
+// a colon is a field with an empty value; lines starting with ':' are comments;
+// the values of an event's "data" lines are joined with "\n"; a blank line ends
+// the event, and an event without data lines is not dispatched. Other fields
+// (event, id, retry) are ignored. The data "[DONE]" marks the end of the stream;
+// events after it are ignored. Other data is read as a chat completion chunk:
+// the last usage object and the last model win, as with encoding/json.
+//
+// Only the data of the current event is kept, up to MaxEvent bytes; a larger
+// event is skipped (counted by Skipped) and its data dropped as it arrives.
+//
+// The zero SSEScanner is ready; set MaxEvent before the first Feed. Calls must
+// not be concurrent.
+type SSEScanner struct {
+	// MaxEvent bounds the data kept for one event; 0 means DefaultMaxEvent.
+	MaxEvent int
+
+	// Current line.
+	field     [4]byte // the field name, while it fits
+	fieldLen  int     // bytes of the field name seen, even past len(field)
+	inValue   bool    // past the colon
+	skipSP    bool    // the next byte is the optional space after the colon
+	dataLine  bool    // the line is a data line
+	afterCR   bool    // the previous line ended with CR: drop one LF
+	lineBytes bool    // the line is not empty
+
+	// Current event.
+	data     []byte
+	hasData  bool
+	overflow bool
+
+	usage    Usage
+	sawUsage bool
+	model    modelStore
+	content  bool
+	reported bool
+	done     bool
+	events   int
+	skipped  int
+	bad      int
+}
+
+// Feed scans the next chunk of the body. The scanner does not keep chunk.
+func (s *SSEScanner) Feed(chunk []byte) {
+	for i := 0; i < len(chunk); i++ {
+		c := chunk[i]
+		if s.afterCR {
+			s.afterCR = false
+			if c == '\n' {
+				continue
+			}
+		}
+		if c == '\n' || c == '\r' {
+			s.endLine()
+			s.afterCR = c == '\r'
+			continue
+		}
+		s.lineBytes = true
+		if !s.inValue {
+			if c == ':' {
+				s.inValue, s.skipSP = true, true
+				s.dataLine = s.isDataField()
+				if s.dataLine {
+					s.startData()
+				}
+				continue
+			}
+			if s.fieldLen < len(s.field) {
+				s.field[s.fieldLen] = c
+			}
+			s.fieldLen++
+			continue
+		}
+		if s.skipSP {
+			s.skipSP = false
+			if c == ' ' {
+				continue
+			}
+		}
+		// The rest of the value, up to the end of the line or of the chunk.
+		j := bytes.IndexAny(chunk[i:], "\r\n")
+		if j < 0 {
+			j = len(chunk) - i
+		}
+		if s.dataLine {
+			s.appendData(chunk[i : i+j])
+		}
+		i += j - 1
+	}
+}
+
+// Finish ends the stream: an event that was not ended by a blank line is
+// dispatched as if it had been. (The SSE standard drops such an event; some
+// upstreams close the stream right after their last data line.) Call it once,
+// after the last Feed.
+func (s *SSEScanner) Finish() {
+	if s.lineBytes {
+		s.endLine()
+	}
+	s.dispatch()
+}
+
+func (s *SSEScanner) isDataField() bool {
+	return s.fieldLen == 4 && string(s.field[:]) == "data"
+}
+
+func (s *SSEScanner) endLine() {
+	if !s.lineBytes {
+		s.dispatch()
+		return
+	}
+	if !s.inValue && s.isDataField() {
+		s.startData() // "data" without a colon: an empty data line
+	}
+	s.fieldLen, s.inValue, s.skipSP, s.dataLine, s.lineBytes = 0, false, false, false, false
+}
+
+func (s *SSEScanner) startData() {
+	if s.hasData {
+		s.appendData([]byte{'\n'})
+	}
+	s.hasData = true
+}
+
+func (s *SSEScanner) maxEvent() int {
+	if s.MaxEvent > 0 {
+		return s.MaxEvent
+	}
+	return DefaultMaxEvent
+}
+
+func (s *SSEScanner) appendData(b []byte) {
+	if s.overflow {
+		return
+	}
+	if len(s.data)+len(b) > s.maxEvent() {
+		s.overflow = true
+		s.data = s.data[:0]
+		return
+	}
+	s.data = append(s.data, b...)
+}
+
+func (s *SSEScanner) dispatch() {
+	if !s.hasData {
+		return
+	}
+	switch {
+	case s.done:
+	case s.overflow:
+		s.skipped++
+	default:
+		s.events++
+		s.event(s.data)
+	}
+	s.data, s.hasData, s.overflow = s.data[:0], false, false
+}
+
+// event reads one event's data.
+func (s *SSEScanner) event(data []byte) {
+	data = bytes.TrimSpace(data)
+	switch string(data) {
+	case "[DONE]":
+		s.done = true
+		return
+	case "":
+		return
+	}
+	var (
+		usage    Usage
+		hasUsage bool
+		model    Span
+		content  bool
+	)
+	m := jsonlite.ObjectMembers(data, 0)
+	for m.Next() {
+		switch {
+		case m.NameIs("usage"):
+			if u, ok := parseUsage(m.Value()); ok {
+				usage, hasUsage = u, true
+			}
+		case m.NameIs("model"):
+			model = Span{m.ValueStart, m.ValueEnd}
+		case m.NameIs("choices"):
+			if data[m.ValueStart] == '[' {
+				content = content || choicesHaveContent(m.Value())
+			}
+		}
+	}
+	if m.Err() != nil || jsonlite.SkipSpace(data, m.End()) != len(data) {
+		s.bad++
+		return
+	}
+	if hasUsage {
+		s.usage, s.sawUsage = usage, true
+	}
+	if model.Len() > 0 {
+		s.model.setToken(data[model.Start:model.End])
+	}
+	s.content = s.content || content
+}
+
+// choicesHaveContent reports whether a choices array of a chunk carries output:
+// a delta with non-empty content, refusal or reasoning_content, with tool_calls
+// or a function_call, or a non-empty "text" (the completions API).
+func choicesHaveContent(tok []byte) bool {
+	e := jsonlite.ArrayElements(tok, 0)
+	for e.Next() {
+		if tok[e.ValueStart] != '{' {
+			continue
+		}
+		c := jsonlite.ObjectMembers(tok, e.ValueStart)
+		for c.Next() {
+			v := c.Value()
+			switch {
+			case c.NameIs("delta"):
+				if v[0] == '{' && deltaHasContent(v) {
+					return true
+				}
+			case c.NameIs("text"):
+				if nonEmptyString(v) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func deltaHasContent(tok []byte) bool {
+	d := jsonlite.ObjectMembers(tok, 0)
+	for d.Next() {
+		v := d.Value()
+		switch {
+		case d.NameIs("content"), d.NameIs("refusal"), d.NameIs("reasoning_content"):
+			if nonEmptyString(v) {
+				return true
+			}
+		case d.NameIs("tool_calls"):
+			if v[0] == '[' && v[jsonlite.SkipSpace(v, 1)] != ']' {
+				return true
+			}
+		case d.NameIs("function_call"):
+			if v[0] == '{' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func nonEmptyString(tok []byte) bool {
+	return len(tok) > 2 && tok[0] == '"'
+}
+
+// Usage returns the last usage the stream reported; see SawUsage.
+func (s *SSEScanner) Usage() Usage { return s.usage }
+
+// SawUsage reports whether an event carried a usage object.
+func (s *SSEScanner) SawUsage() bool { return s.sawUsage }
+
+// Model returns the last model an event named, or "".
+func (s *SSEScanner) Model() string { return s.model.name }
+
+// FirstContent reports true once: on the first call after an event carried
+// content. Call it after each Feed to stamp the time to first token.
+func (s *SSEScanner) FirstContent() bool {
+	if s.content && !s.reported {
+		s.reported = true
+		return true
+	}
+	return false
+}
+
+// SawContent reports whether any event carried content.
+func (s *SSEScanner) SawContent() bool { return s.content }
+
+// Done reports whether the stream sent its "[DONE]" event.
+func (s *SSEScanner) Done() bool { return s.done }
+
+// Events counts the events read, the "[DONE]" event included.
+func (s *SSEScanner) Events() int { return s.events }
+
+// Skipped counts the events dropped for being larger than MaxEvent.
+func (s *SSEScanner) Skipped() int { return s.skipped }
+
+// Malformed counts the events whose data was neither "[DONE]" nor a JSON object.
+func (s *SSEScanner) Malformed() int { return s.bad }

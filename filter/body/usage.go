@@ -1,0 +1,81 @@
+package body
+
+import "github.com/shepherd-mesh/shepherd/filter/jsonlite"
+
+// Usage is the token usage a provider reports for one completion.
+type Usage struct {
+	Input       int64 // prompt_tokens (input_tokens)
+	CachedInput int64 // prompt_tokens_details.cached_tokens, part of Input
+	Output      int64 // completion_tokens (output_tokens)
+	Total       int64 // total_tokens; Input+Output when the provider omits it
+}
+
+// parseUsage reads a usage object token. Members that are missing or are not
+// non-negative integers read as 0. ok is false when tok is not a valid object.
+func parseUsage(tok []byte) (u Usage, ok bool) {
+	if len(tok) == 0 || tok[0] != '{' {
+		return Usage{}, false
+	}
+	hasTotal := false
+	m := jsonlite.ObjectMembers(tok, 0)
+	for m.Next() {
+		v := m.Value()
+		switch {
+		case m.NameIs("prompt_tokens"), m.NameIs("input_tokens"):
+			u.Input = count(v)
+		case m.NameIs("completion_tokens"), m.NameIs("output_tokens"):
+			u.Output = count(v)
+		case m.NameIs("total_tokens"):
+			u.Total = count(v)
+			hasTotal = true
+		case m.NameIs("prompt_tokens_details"), m.NameIs("input_tokens_details"):
+			if v[0] == '{' {
+				d := jsonlite.ObjectMembers(v, 0)
+				for d.Next() {
+					if d.NameIs("cached_tokens") {
+						u.CachedInput = count(d.Value())
+					}
+				}
+			}
+		}
+	}
+	if m.Err() != nil || jsonlite.SkipSpace(tok, m.End()) != len(tok) {
+		return Usage{}, false
+	}
+	if !hasTotal {
+		u.Total = u.Input + u.Output
+	}
+	return u, true
+}
+
+// count reads a token count; anything but a non-negative integer reads as 0.
+func count(tok []byte) int64 {
+	n, ok := parseCount(tok)
+	if !ok {
+		return 0
+	}
+	return n
+}
+
+// modelStore keeps the last model name a response reported, allocating only
+// when the name changes.
+type modelStore struct {
+	name string
+	set  bool
+}
+
+// setToken stores a string token; other tokens are ignored.
+func (s *modelStore) setToken(tok []byte) {
+	if len(tok) < 2 || tok[0] != '"' {
+		return
+	}
+	raw := tok[1 : len(tok)-1]
+	if s.set && string(raw) == s.name {
+		return
+	}
+	name, err := jsonlite.Unquote(tok)
+	if err != nil {
+		return
+	}
+	s.name, s.set = name, true
+}
