@@ -6,33 +6,66 @@ import "unsafe"
 
 // Data the host hands back (header maps, buffers, property values) arrives in
 // memory the host obtains by calling proxy_on_memory_allocate from inside the
-// host call. Those buffers stay referenced in pending until the wrapper below
-// has located the one whose address the host returned, so the collector
-// cannot reclaim them while the host is writing into them.
-var pending [][]byte
+// host call. That export avoids the Go heap where it can: a heap allocation
+// may start a collection, whose stop-the-world calls WASI poll_oneoff, and
+// Envoy restricts the host functions a module may call while it allocates.
+// So requests up to scratchMax bytes are served from a reused scratch buffer
+// (copied out by take once the host call has returned); larger ones, and a
+// second request within the same host call, get their own buffer, kept in
+// pending until take so the collector cannot reclaim it while the host
+// writes.
+const scratchMax = 64 << 10
+
+var (
+	scratch     []byte
+	scratchUsed bool
+	pending     [][]byte
+)
+
+func init() {
+	// Pre-size the bookkeeping so the allocator export normally makes no
+	// heap allocation at all. init runs in _initialize and calls no host.
+	scratch = make([]byte, 4<<10)
+	pending = make([][]byte, 0, 4)
+}
 
 //go:wasmexport proxy_on_memory_allocate
 func proxyOnMemoryAllocate(size uint32) uint32 {
 	if size == 0 {
 		size = 1
 	}
+	if !scratchUsed && size <= scratchMax {
+		if uint32(len(scratch)) < size {
+			scratch = make([]byte, size)
+		}
+		scratchUsed = true
+		return uint32(uintptr(unsafe.Pointer(&scratch[0])))
+	}
 	b := make([]byte, size)
 	pending = append(pending, b)
 	return uint32(uintptr(unsafe.Pointer(&b[0])))
 }
 
-// take returns the pending buffer that starts at ptr, cut to size, and drops
-// every pending reference. A pointer the guest did not allocate yields nil.
+// take returns the data of size bytes the host placed at ptr and releases
+// every allocation made during the host call. Scratch contents are copied,
+// so the result stays valid after the next host call. A pointer the guest
+// did not hand out yields nil.
 func take(ptr, size uint32) []byte {
 	var out []byte
 	if ptr != 0 {
-		for _, b := range pending {
-			if uint32(uintptr(unsafe.Pointer(&b[0]))) == ptr && int(size) <= len(b) {
-				out = b[:size:size]
-				break
+		if scratchUsed && uint32(uintptr(unsafe.Pointer(&scratch[0]))) == ptr && int(size) <= len(scratch) {
+			out = make([]byte, size)
+			copy(out, scratch[:size])
+		} else {
+			for _, b := range pending {
+				if uint32(uintptr(unsafe.Pointer(&b[0]))) == ptr && int(size) <= len(b) {
+					out = b[:size:size]
+					break
+				}
 			}
 		}
 	}
+	scratchUsed = false
 	clear(pending)
 	pending = pending[:0]
 	return out

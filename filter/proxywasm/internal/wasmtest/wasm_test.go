@@ -3,6 +3,7 @@
 package wasmtest
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -326,6 +327,16 @@ func TestExampleHeadersAndCallout(t *testing.T) {
 	require.Positive(t, h.allocs)
 	in.finish(t, 2)
 	in.finish(t, 3)
+
+	// A body above the allocator's scratch size takes the dedicated-buffer path.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 8<<10)
+	require.Equal(t, uint64(1), in.request(t, 4, [][2]string{{"x-callout", "sidecar"}}))
+	h.effective = 1
+	h.callBody = big
+	in.call(t, "proxy_on_http_call_response", 1, 2, 1, uint64(len(big)), 0)
+	require.Contains(t, h.headers[4], [2]string{"x-callout-body", string(big)})
+	require.Empty(t, h.logs)
+	in.finish(t, 4)
 }
 
 // TestExampleHeapStaysBounded drives many requests with a tick every 100;
