@@ -1,0 +1,337 @@
+//go:build !wasip1
+
+package proxytest_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm/proxytest"
+)
+
+// scripted is a filter whose callbacks run the test's closures.
+type scripted struct {
+	types.DefaultVMContext
+	reqHeaders func() types.Action
+	reqBody    func(size int, eos bool) types.Action
+	tick       func()
+	pluginDone func() bool
+	tcp        bool
+	downstream func(size int, eos bool) types.Action
+	closed     []types.PeerType
+}
+
+func (s *scripted) NewPluginContext(uint32) types.PluginContext { return &scriptedPlugin{s: s} }
+
+type scriptedPlugin struct {
+	types.DefaultPluginContext
+	s *scripted
+}
+
+func (p *scriptedPlugin) OnTick() {
+	if p.s.tick != nil {
+		p.s.tick()
+	}
+}
+
+func (p *scriptedPlugin) OnPluginDone() bool {
+	if p.s.pluginDone != nil {
+		return p.s.pluginDone()
+	}
+	return true
+}
+
+func (p *scriptedPlugin) NewHttpContext(uint32) types.HttpContext {
+	if p.s.tcp {
+		return nil
+	}
+	return &scriptedHTTP{s: p.s}
+}
+
+func (p *scriptedPlugin) NewTcpContext(uint32) types.TcpContext {
+	return &scriptedTCP{s: p.s}
+}
+
+type scriptedHTTP struct {
+	types.DefaultHttpContext
+	s *scripted
+}
+
+func (h *scriptedHTTP) OnHttpRequestHeaders(int, bool) types.Action {
+	if h.s.reqHeaders != nil {
+		return h.s.reqHeaders()
+	}
+	return types.ActionContinue
+}
+
+func (h *scriptedHTTP) OnHttpRequestBody(size int, eos bool) types.Action {
+	if h.s.reqBody != nil {
+		return h.s.reqBody(size, eos)
+	}
+	return types.ActionContinue
+}
+
+type scriptedTCP struct {
+	types.DefaultTcpContext
+	s *scripted
+}
+
+func (t *scriptedTCP) OnDownstreamData(size int, eos bool) types.Action {
+	if t.s.downstream != nil {
+		return t.s.downstream(size, eos)
+	}
+	return types.ActionContinue
+}
+
+func (t *scriptedTCP) OnDownstreamClose(p types.PeerType) { t.s.closed = append(t.s.closed, p) }
+
+func run(t *testing.T, s *scripted, opt *proxytest.EmulatorOption) *proxytest.HostEmulator {
+	t.Helper()
+	if opt == nil {
+		opt = proxytest.NewEmulatorOption()
+	}
+	host, reset := proxytest.NewHostEmulator(opt.WithVMContext(s))
+	t.Cleanup(reset)
+	require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
+	require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin())
+	return host
+}
+
+func TestBodyWritesFollowEnvoy(t *testing.T) {
+	tests := []struct {
+		name  string
+		write func() error
+		want  string
+		err   error
+	}{
+		{"replace", func() error { return proxywasm.ReplaceHttpRequestBody([]byte("new")) }, "new", nil},
+		{"prepend", func() error { return proxywasm.PrependHttpRequestBody([]byte(">")) }, ">abcdef", nil},
+		{"append", func() error { return proxywasm.AppendHttpRequestBody([]byte("<")) }, "abcdef<", nil},
+		{"replace with empty", func() error { return proxywasm.ReplaceHttpRequestBody(nil) }, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			host := run(t, &scripted{reqBody: func(int, bool) types.Action {
+				err = tt.write()
+				return types.ActionContinue
+			}}, nil)
+			id := host.InitializeHttpContext()
+			host.CallOnRequestBody(id, []byte("abcdef"), true)
+			require.Equal(t, tt.err, err)
+			require.Equal(t, tt.want, string(host.GetCurrentRequestBody(id)))
+		})
+	}
+}
+
+func TestGetBodyBounds(t *testing.T) {
+	var got []byte
+	var errs []error
+	host := run(t, &scripted{reqBody: func(size int, _ bool) types.Action {
+		b, err := proxywasm.GetHttpRequestBody(2, 100)
+		got, errs = b, append(errs, err)
+		_, err = proxywasm.GetHttpRequestBody(size+1, 1)
+		errs = append(errs, err)
+		_, err = proxywasm.GetHttpRequestBody(-1, 1)
+		errs = append(errs, err)
+		return types.ActionContinue
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestBody(id, []byte("abcdef"), true)
+	require.Equal(t, "cdef", string(got), "reads are clamped to the buffer")
+	require.NoError(t, errs[0])
+	require.ErrorIs(t, errs[1], types.ErrorStatusBadArgument)
+	require.ErrorIs(t, errs[2], types.ErrorStatusBadArgument)
+}
+
+func TestHeaderReplaceCollapsesDuplicates(t *testing.T) {
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		_ = proxywasm.ReplaceHttpRequestHeader("X-Dup", "one")
+		return types.ActionContinue
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, [][2]string{{"x-dup", "a"}, {"x-keep", "k"}, {"x-dup", "b"}}, true)
+	require.Equal(t, [][2]string{{"x-dup", "one"}, {"x-keep", "k"}}, host.GetCurrentRequestHeaders(id))
+}
+
+func TestRootContextHasNoStream(t *testing.T) {
+	var errs []error
+	host := run(t, &scripted{tick: func() {
+		_, err := proxywasm.GetHttpRequestHeaders()
+		errs = append(errs, err)
+		errs = append(errs, proxywasm.ResumeHttpRequest())
+		errs = append(errs, proxywasm.SetEffectiveContext(999))
+	}}, nil)
+	host.Tick()
+	require.ErrorIs(t, errs[0], types.ErrorStatusBadArgument, "the root context has no header maps")
+	require.NoError(t, errs[1], "Envoy accepts continue on the root context and does nothing")
+	require.ErrorIs(t, errs[2], types.ErrorStatusBadArgument)
+}
+
+func TestLogLevelAndLogs(t *testing.T) {
+	var level proxywasm.LogLevel
+	host := run(t, &scripted{tick: func() {
+		level, _ = proxywasm.GetLogLevel()
+		proxywasm.LogTrace("t")
+		proxywasm.LogDebug("d")
+		proxywasm.LogWarn("w")
+		proxywasm.LogError("e")
+		proxywasm.LogCritical("c")
+	}}, proxytest.NewEmulatorOption().WithLogLevel(proxywasm.LogLevelWarn))
+	host.Tick()
+	require.Equal(t, proxywasm.LogLevelWarn, level)
+	require.Equal(t, "warn", level.String())
+	for l, want := range map[proxywasm.LogLevel]string{
+		proxywasm.LogLevelTrace: "t", proxywasm.LogLevelDebug: "d", proxywasm.LogLevelWarn: "w",
+		proxywasm.LogLevelError: "e", proxywasm.LogLevelCritical: "c",
+	} {
+		require.Equal(t, []string{want}, host.GetLogs(l))
+	}
+	require.Empty(t, host.GetLogs(proxywasm.LogLevelInfo))
+}
+
+func TestPluginDoneLater(t *testing.T) {
+	var doneErr error
+	s := &scripted{pluginDone: func() bool { return false }}
+	s.tick = func() { doneErr = proxywasm.Done() }
+	host := run(t, s, nil)
+	require.False(t, host.FinishVM())
+	require.False(t, host.IsPluginDone())
+	host.Tick()
+	require.NoError(t, doneErr)
+	require.True(t, host.IsPluginDone())
+	host.Tick()
+	require.ErrorIs(t, doneErr, types.ErrorStatusNotFound, "nothing pending any more")
+}
+
+func TestGrpcStream(t *testing.T) {
+	var (
+		streamID uint32
+		events   []string
+		errs     []error
+	)
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		var err error
+		streamID, err = proxywasm.OpenGrpcStream("policy", "shepherd.Policy", "Watch", nil, proxywasm.GrpcCallbacks{
+			OnInitialMetadata: func(n int) {
+				md, err := proxywasm.GetGrpcCallInitialMetadata()
+				errs = append(errs, err)
+				events = append(events, "initial:"+md[0][1])
+			},
+			OnMessage: func(size int) {
+				m, err := proxywasm.GetGrpcCallResponseMessage(0, size)
+				errs = append(errs, err)
+				events = append(events, "message:"+string(m))
+			},
+			OnTrailingMetadata: func(n int) {
+				md, err := proxywasm.GetGrpcCallTrailingMetadata()
+				errs = append(errs, err)
+				events = append(events, "trailing:"+md[0][0])
+			},
+			OnClose: func(code uint32) {
+				_, msg, err := proxywasm.GetStatus()
+				errs = append(errs, err)
+				events = append(events, "close:"+msg)
+			},
+		})
+		errs = append(errs, err)
+		errs = append(errs, proxywasm.SendGrpcStreamMessage(streamID, []byte("hello"), false))
+		errs = append(errs, proxywasm.CloseGrpcCall(streamID))
+		return types.ActionContinue
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, nil, true)
+	calls := host.GetGrpcCalloutAttributesFromContext(id)
+	require.Len(t, calls, 1)
+	require.True(t, calls[0].Stream)
+	require.True(t, calls[0].LocalClosed)
+	require.Equal(t, [][]byte{[]byte("hello")}, calls[0].Messages)
+	require.Zero(t, streamID%2, "Envoy gives streams even ids")
+
+	host.CallOnGrpcReceiveInitialMetadata(streamID, [][2]string{{"x-v", "7"}})
+	host.CallOnGrpcReceive(streamID, []byte("w1"))
+	host.CallOnGrpcReceive(streamID, []byte("w2"))
+	host.CallOnGrpcReceiveTrailingMetadata(streamID, [][2]string{{"grpc-status", "0"}})
+	host.CallOnGrpcClose(streamID, 0, "done")
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, []string{"initial:7", "message:w1", "message:w2", "trailing:grpc-status", "close:done"}, events)
+	require.Empty(t, host.GetGrpcCalloutAttributesFromContext(id))
+}
+
+func TestGrpcCancelStopsCallbacks(t *testing.T) {
+	var callID uint32
+	var cancelErr, sendErr error
+	ran := false
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		callID, _ = proxywasm.DispatchGrpcCall("limiter", "s", "m", nil, []byte("x"), 100,
+			proxywasm.GrpcCallbacks{OnMessage: func(int) { ran = true }})
+		sendErr = proxywasm.SendGrpcStreamMessage(callID, nil, false)
+		cancelErr = proxywasm.CancelGrpcCall(callID)
+		return types.ActionContinue
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, nil, true)
+	require.ErrorIs(t, sendErr, types.ErrorStatusBadArgument, "calls are not streams")
+	require.NoError(t, cancelErr)
+	require.Equal(t, uint32(1), callID%2, "Envoy gives calls odd ids")
+	require.Empty(t, host.GetGrpcCalloutAttributesFromContext(id))
+	require.False(t, ran)
+}
+
+func TestGrpcUnknownUpstream(t *testing.T) {
+	var err error
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		_, err = proxywasm.DispatchGrpcCall("", "s", "m", nil, nil, 100, proxywasm.GrpcCallbacks{})
+		return types.ActionContinue
+	}}, nil)
+	host.CallOnRequestHeaders(host.InitializeHttpContext(), nil, true)
+	require.ErrorIs(t, err, proxywasm.ErrParseFailure)
+}
+
+func TestTCP(t *testing.T) {
+	var seen string
+	s := &scripted{tcp: true}
+	s.downstream = func(size int, eos bool) types.Action {
+		b, _ := proxywasm.GetDownstreamData(0, size)
+		seen = string(b)
+		if !eos {
+			return types.ActionPause
+		}
+		_ = proxywasm.ReplaceDownstreamData([]byte("PING"))
+		return types.ActionContinue
+	}
+	host := run(t, s, nil)
+	id, action := host.InitializeTcpContext()
+	require.Equal(t, types.ActionContinue, action)
+	require.Equal(t, types.ActionPause, host.CallOnDownstreamData(id, []byte("pi"), false))
+	require.Equal(t, types.ActionContinue, host.CallOnDownstreamData(id, []byte("ng"), true))
+	require.Equal(t, "ping", seen)
+	require.Equal(t, "PING", string(host.GetCurrentDownstreamData(id)))
+	host.CloseDownstreamConnection(id, types.PeerTypeRemote)
+	require.Equal(t, []types.PeerType{types.PeerTypeRemote}, s.closed)
+	host.CompleteTcpContext(id)
+}
+
+func TestMetricsGaugeAndUndefined(t *testing.T) {
+	var gaugeErr error
+	var g proxywasm.MetricGauge
+	host := run(t, &scripted{tick: func() {
+		g = proxywasm.DefineGaugeMetric("queue_depth")
+		_ = g.Add(5)
+		_ = g.Add(-2)
+		gaugeErr = g.Set(10)
+		_ = g.Add(-4)
+	}}, nil)
+	host.Tick()
+	require.NoError(t, gaugeErr)
+	v, err := host.GetGaugeMetric("queue_depth")
+	require.NoError(t, err)
+	require.Equal(t, int64(6), v)
+	_, err = host.GetHistogramMetric("queue_depth")
+	require.Error(t, err, "a gauge is not a histogram")
+}
