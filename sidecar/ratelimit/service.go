@@ -411,7 +411,7 @@ func (s *Service) countLimit(sn *snapshot, l *Limit, domainName string, entries 
 }
 
 // headerValues builds the response headers from the status chosen as
-// envoyproxy/ratelimit does: the first over-limit descriptor, else the one
+// envoyproxy/ratelimit does: the last over-limit descriptor, else the one
 // with the least remaining.
 func (s *Service) headerValues(st *rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.HeaderValue {
 	hv := make([]corev3.HeaderValue, 3)

@@ -130,7 +130,7 @@ func waitPing(s *server, timeout time.Duration) error {
 			return fmt.Errorf("redis-server on %s exited before answering", s.addr)
 		default:
 		}
-		if ping(s.addr) {
+		if Ping(s.addr) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -138,7 +138,8 @@ func waitPing(s *server, timeout time.Duration) error {
 	return fmt.Errorf("redis-server on %s did not answer PING within %s", s.addr, timeout)
 }
 
-func ping(addr string) bool {
+// Ping reports whether a Redis server at addr answers PING.
+func Ping(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return false
