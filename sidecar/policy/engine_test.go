@@ -454,7 +454,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 		"redis": func(t *testing.T) policy.Store {
 			c := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
 			t.Cleanup(func() { c.Close() })
-			return policy.RedisStore{Client: c, Key: "test:" + t.Name()}
+			key := "test:" + t.Name()
+			require.NoError(t, c.Del(context.Background(), key).Err())
+			return policy.RedisStore{Client: c, Key: key}
 		},
 	}
 	for name, mk := range stores {
