@@ -25,7 +25,8 @@ type Config struct {
 }
 
 // Limit is one configured rate limit: RequestsPerUnit hits per Unit,
-// counted in fixed windows aligned to the unix epoch.
+// counted in fixed windows aligned to the unix epoch. A Limit belongs to its
+// Config and must not be modified.
 type Limit struct {
 	// FullKey names the limit by its place in the config, as
 	// envoyproxy/ratelimit does: "domain.key_value.key".
@@ -182,9 +183,10 @@ func unitPeriod(u rlsv3.RateLimitResponse_RateLimit_Unit) int64 {
 }
 
 // LoadConfig reads a config file, or every .yaml/.yml file of a directory
-// (not recursing; in name order), each holding one domain. A domain may
-// appear in only one file. An empty path gives the empty config. Errors
-// start with the file's path.
+// (not recursing; in name order; symlinked files are followed, so a mounted
+// Kubernetes ConfigMap works), each holding one domain. A domain may appear
+// in only one file. An empty path gives the empty config. Errors start with
+// the file's path.
 func LoadConfig(path string) (*Config, error) {
 	if path == "" {
 		return EmptyConfig(), nil

@@ -1,6 +1,7 @@
 package ratelimit_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -68,6 +69,24 @@ func TestConfigDirectoryLoadsEveryYAMLFile(t *testing.T) {
 	require.Equal(t, rlsv3.RateLimitResponse_RateLimit_HOUR, l.Unit)
 	require.Equal(t, int64(3600), l.Period())
 	require.Equal(t, "b.k", l.FullKey)
+}
+
+// TestConfigDirectoryAsConfigMapMount loads a directory laid out the way
+// Kubernetes mounts a ConfigMap: files are symlinks into a hidden, dated
+// directory reached through the "..data" symlink.
+func TestConfigDirectoryAsConfigMapMount(t *testing.T) {
+	dir := t.TempDir()
+	dated := filepath.Join(dir, "..2026_11_27_04_00_00.000000001")
+	require.NoError(t, os.Mkdir(dated, 0o755))
+	data, err := os.ReadFile(filepath.Join("testdata", "multi", "a.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dated, "a.yaml"), data, 0o644))
+	require.NoError(t, os.Symlink(filepath.Base(dated), filepath.Join(dir, "..data")))
+	require.NoError(t, os.Symlink(filepath.Join("..data", "a.yaml"), filepath.Join(dir, "a.yaml")))
+
+	cfg, err := ratelimit.LoadConfig(dir)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, cfg.Domains())
 }
 
 func TestConfigEmpty(t *testing.T) {
