@@ -101,5 +101,5 @@ func serializeOptional(pairs [][2]string) []byte {
 	if len(pairs) == 0 {
 		return nil
 	}
-	return abi.SerializePairs(pairs)
+	return encodePairs(pairs)
 }

@@ -1,6 +1,8 @@
 package proxywasm
 
 import (
+	"unsafe"
+
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm/internal/abi"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -112,16 +114,19 @@ func GetCurrentTimeNanoseconds() (uint64, error) {
 
 // ---- header maps
 
+// Host functions return slices the caller owns, so map data and values are
+// turned into strings without a further copy.
+
 func getMap(mt abi.MapType) ([][2]string, error) {
 	b, st := abi.GetHeaderMapPairs(mt)
 	if st != abi.StatusOK {
 		return nil, toErr(st)
 	}
-	return abi.DeserializePairs(b)
+	return abi.DeserializePairsOwned(b)
 }
 
 func setMap(mt abi.MapType, pairs [][2]string) error {
-	return toErr(abi.SetHeaderMapPairs(mt, abi.SerializePairs(pairs)))
+	return toErr(abi.SetHeaderMapPairs(mt, encodePairs(pairs)))
 }
 
 func getMapValue(mt abi.MapType, key string) (string, error) {
@@ -129,7 +134,25 @@ func getMapValue(mt abi.MapType, key string) (string, error) {
 	if st != abi.StatusOK {
 		return "", toErr(st)
 	}
-	return string(b), nil
+	return unsafe.String(unsafe.SliceData(b), len(b)), nil
+}
+
+// pairsBuf holds the encoding of a map being passed to the host. The host
+// copies what it needs before the call returns, and the only guest code
+// that can run during a host call is the allocator export, so one buffer
+// serves every call. Buffers grown past pairsBufMax are not kept.
+var pairsBuf []byte
+
+const pairsBufMax = 16 << 10
+
+// encodePairs encodes pairs into pairsBuf. The result is valid until the
+// next encodePairs call.
+func encodePairs(pairs [][2]string) []byte {
+	b := abi.AppendPairs(pairsBuf[:0], pairs)
+	if cap(b) <= pairsBufMax {
+		pairsBuf = b
+	}
+	return b
 }
 
 // GetHttpRequestHeaders returns all request headers. Valid in
@@ -418,7 +441,7 @@ func ReplaceUpstreamData(data []byte) error { return replaceBuffer(abi.BufferUps
 // response. Envoy acts on it after the current callback returns, so the
 // callback should then return ActionPause.
 func SendHttpResponse(statusCode uint32, headers [][2]string, body []byte, grpcStatus int32) error {
-	return toErr(abi.SendLocalResponse(statusCode, "", body, abi.SerializePairs(headers), grpcStatus))
+	return toErr(abi.SendLocalResponse(statusCode, "", body, encodePairs(headers), grpcStatus))
 }
 
 // ResumeHttpRequest continues a request paused by the filter.
@@ -445,6 +468,25 @@ func CloseDownstream() error { return toErr(abi.CloseStream(abi.StreamDownstream
 
 // CloseUpstream closes the upstream connection of a TCP stream.
 func CloseUpstream() error { return toErr(abi.CloseStream(abi.StreamUpstream)) }
+
+// StreamType names a side of a stream for ContinueStream and CloseStream.
+type StreamType uint32
+
+// Stream types.
+const (
+	StreamTypeRequest    = StreamType(abi.StreamHTTPRequest)
+	StreamTypeResponse   = StreamType(abi.StreamHTTPResponse)
+	StreamTypeDownstream = StreamType(abi.StreamDownstream)
+	StreamTypeUpstream   = StreamType(abi.StreamUpstream)
+)
+
+// ContinueStream resumes the paused side st of the current stream
+// (proxy_continue_stream). It takes effect after the callback returns.
+func ContinueStream(st StreamType) error { return toErr(abi.ContinueStream(abi.StreamType(st))) }
+
+// CloseStream resets or closes side st of the current stream
+// (proxy_close_stream). It takes effect after the callback returns.
+func CloseStream(st StreamType) error { return toErr(abi.CloseStream(abi.StreamType(st))) }
 
 // GetStatus returns the status of the callout whose callback is running:
 // for http callouts Envoy reports BrokenConnection (11) with "reset" on
@@ -486,7 +528,7 @@ func DispatchHttpCall(cluster string, headers [][2]string, body []byte, trailers
 	if len(trailers) > 0 {
 		tr = abi.SerializePairs(trailers)
 	}
-	id, st := abi.HTTPCall(cluster, abi.SerializePairs(headers), body, tr, timeoutMillisecond)
+	id, st := abi.HTTPCall(cluster, encodePairs(headers), body, tr, timeoutMillisecond)
 	if st != abi.StatusOK {
 		return 0, toErr(st)
 	}

@@ -335,3 +335,22 @@ func TestMetricsGaugeAndUndefined(t *testing.T) {
 	_, err = host.GetHistogramMetric("queue_depth")
 	require.Error(t, err, "a gauge is not a histogram")
 }
+
+func TestEncodedMapsAreNotAliased(t *testing.T) {
+	// The binding reuses one buffer to encode maps; what the host keeps
+	// from one call must survive the next.
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		_ = proxywasm.SendHttpResponse(403, [][2]string{{"x-reason", "denied"}}, nil, -1)
+		_ = proxywasm.ReplaceHttpRequestHeaders([][2]string{{"x-other", "zzzzzzzzzzzz"}})
+		_, _ = proxywasm.DispatchHttpCall("c", [][2]string{{":method", "GET"}, {":path", "/p"}, {":authority", "a"}}, nil, nil, 1, nil)
+		_ = proxywasm.ReplaceHttpRequestHeaders([][2]string{{"x-last", "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}})
+		return types.ActionPause
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, nil, true)
+	require.Equal(t, [][2]string{{"x-reason", "denied"}}, host.GetSentLocalResponse(id).Headers)
+	callouts := host.GetCalloutAttributesFromContext(id)
+	require.Len(t, callouts, 1)
+	require.Equal(t, [][2]string{{":method", "GET"}, {":path", "/p"}, {":authority", "a"}}, callouts[0].Headers)
+	require.Equal(t, [][2]string{{"x-last", "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}}, host.GetCurrentRequestHeaders(id))
+}

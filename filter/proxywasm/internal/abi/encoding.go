@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // ErrMalformedPairs reports serialized header-map data that does not follow
@@ -48,6 +49,17 @@ func AppendPairs(dst []byte, pairs [][2]string) []byte {
 // lengths pointing past the end, missing NUL terminators and trailing bytes
 // are reported as errors wrapping ErrMalformedPairs; it never panics.
 func DeserializePairs(data []byte) ([][2]string, error) {
+	return deserializePairs(data, false)
+}
+
+// DeserializePairsOwned is DeserializePairs for data the caller owns and
+// will never modify again: keys and values share data's memory instead of a
+// copy of it. Data returned by this package's host functions qualifies.
+func DeserializePairsOwned(data []byte) ([][2]string, error) {
+	return deserializePairs(data, true)
+}
+
+func deserializePairs(data []byte, owned bool) ([][2]string, error) {
 	if len(data) == 0 || (len(data) == 1 && data[0] == 0) {
 		return nil, nil
 	}
@@ -65,8 +77,13 @@ func DeserializePairs(data []byte) ([][2]string, error) {
 	if uint64(n) > uint64(len(data)-4)/10 {
 		return nil, malformed("count "+strconv.FormatUint(uint64(n), 10)+" exceeds data", 0)
 	}
-	// One copy of the whole payload; keys and values are substrings of it.
-	s := string(data)
+	// Keys and values are substrings of one string holding the payload.
+	var s string
+	if owned {
+		s = unsafe.String(unsafe.SliceData(data), len(data))
+	} else {
+		s = string(data)
+	}
 	lens := 4
 	pos := 4 + int(n)*8
 	out := make([][2]string, n)

@@ -38,10 +38,17 @@ func TestPairsRoundTrip(t *testing.T) {
 			b := SerializePairs(tt.pairs)
 			got, err := DeserializePairs(b)
 			require.NoError(t, err)
+			owned, err := DeserializePairsOwned(append([]byte(nil), b...))
+			require.NoError(t, err)
 			if len(tt.pairs) == 0 {
 				require.Empty(t, got)
+				require.Empty(t, owned)
 				return
 			}
+			require.Equal(t, tt.pairs, got)
+			require.Equal(t, tt.pairs, owned)
+			// The copying form does not alias its input.
+			clear(b)
 			require.Equal(t, tt.pairs, got)
 		})
 	}
