@@ -227,6 +227,15 @@ func TestShouldRateLimitDecisions(t *testing.T) {
 			},
 		},
 		{
+			name: "separators inside values do not merge counters",
+			steps: []step{
+				{descs: descs(desc("esc=x|b=y")), overall: ok, want: []want{{ok, 1, min, 0, 50}}},
+				{descs: descs(desc("esc=x", "b=y")), overall: ok, want: []want{{ok, 1, min, 0, 50}}},
+				{descs: descs(desc("esc=x%7Cb%3Dy")), overall: ok, want: []want{{ok, 1, min, 0, 50}}},
+				{descs: descs(desc("esc=x|b=y")), overall: over, want: []want{{over, 1, min, 0, 50}}},
+			},
+		},
+		{
 			name: "unknown domain is OK without limits",
 			steps: []step{
 				{descs: descs(desc("user=alice")), overall: ok, want: []want{noLimit}},
