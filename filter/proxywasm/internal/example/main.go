@@ -1,8 +1,8 @@
 // Command example is a minimal filter that proves package proxywasm links
 // into a wasip1 c-shared module and exercises its wasm-side paths: header
 // maps handed back through proxy_on_memory_allocate, an http callout whose
-// answer arrives on the root context, metrics, and garbage collection from
-// the plugin tick.
+// answer arrives on the root context, metrics, garbage collection from the
+// plugin tick, and recovery from a panicking callback.
 package main
 
 import (
@@ -63,6 +63,10 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	}
 	if err := proxywasm.AddHttpRequestHeader("x-example", strconv.Itoa(len(headers))); err != nil {
 		proxywasm.LogWarn("add header: " + err.Error())
+	}
+	if _, err := proxywasm.GetHttpRequestHeader("x-panic"); err == nil {
+		// Lets tests check that a panicking callback leaves the VM usable.
+		panic("x-panic requested")
 	}
 	cluster, err := proxywasm.GetHttpRequestHeader("x-callout")
 	if err != nil {

@@ -339,6 +339,15 @@ func TestExampleHeadersAndCallout(t *testing.T) {
 	in.finish(t, 4)
 }
 
+func TestPanicInCallbackKeepsVM(t *testing.T) {
+	in := start(t)
+	require.Equal(t, uint64(0), in.request(t, 2, [][2]string{{"x-panic", "1"}}), "a panicking callback answers ActionContinue")
+	require.Equal(t, []string{"panic in proxy_on_request_headers: x-panic requested"}, in.host.logs)
+	in.finish(t, 2)
+	require.Equal(t, uint64(0), in.request(t, 3, [][2]string{{":path", "/"}}))
+	require.Contains(t, in.host.headers[3], [2]string{"x-example", "1"}, "the VM still serves requests")
+}
+
 // TestExampleHeapStaysBounded drives many requests with a tick every 100;
 // the tick's CollectGarbageIfGrown must keep linear memory from growing with
 // the request count.
