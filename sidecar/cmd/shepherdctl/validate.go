@@ -92,7 +92,7 @@ func validateWasmPlugins(data []byte) ([]string, error) {
 		}
 		name, err := validateWasmPlugin([]byte(doc))
 		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
 		}
 		if name != "" {
 			names = append(names, name)

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// TestRunsWithNoConfigAndStopsOnSIGTERM starts the command as main does,
+// with addresses from the environment, and stops it with SIGTERM.
+func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
+	httpAddr := freePort(t)
+	t.Setenv("SHEPHERD_SIDECAR_GRPC_LISTEN", "127.0.0.1:0")
+	t.Setenv("SHEPHERD_SIDECAR_HTTP_LISTEN", httpAddr)
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"--log-format", "text"}, logs) }()
+
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop on SIGTERM")
+	}
+	require.Contains(t, logs.String(), "sidecar serving")
+	require.Contains(t, logs.String(), "sidecar stopped")
+}
+
+func TestStartErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("providers: [{name: a}, {name: a}]\n"), 0o600))
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, 2, "flag provided but not defined: -nope"},
+		{"extra argument", []string{"serve"}, nil, 2, `unexpected argument "serve"`},
+		{"bad env", nil, map[string]string{"SHEPHERD_SIDECAR_RELOAD_INTERVAL": "often"}, 2, "SHEPHERD_SIDECAR_RELOAD_INTERVAL: "},
+		{"bad log level", []string{"--log-level", "loud"}, nil, 2, "--log-level"},
+		{"bad config", []string{"--config", bad, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, nil, 1,
+			`providers[1].name: duplicate provider \"a\"`},
+		{"config from env", []string{"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+			map[string]string{"SHEPHERD_SIDECAR_CONFIG": bad}, 1, `duplicate provider`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var out bytes.Buffer
+			code := run(tt.args, &out)
+			require.Equal(t, tt.code, code, out.String())
+			require.Contains(t, out.String(), tt.want)
+		})
+	}
+}
+
+func TestUsageNamesEnvironment(t *testing.T) {
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"--help"}, &out))
+	for _, name := range []string{"GRPC_LISTEN", "HTTP_LISTEN", "CONFIG", "RATELIMIT_CONFIG", "REDIS", "ADMIN_TOKEN_FILE", "STATE_FILE"} {
+		require.True(t, strings.Contains(out.String(), "SHEPHERD_SIDECAR_"+name), name)
+	}
+}
