@@ -76,90 +76,159 @@ func current() Host {
 	return host
 }
 
-func Log(level LogLevel, msg string) Status       { return current().Log(level, msg) }
-func GetLogLevel() (LogLevel, Status)             { return current().GetLogLevel() }
-func SetTickPeriodMilliseconds(ms uint32) Status  { return current().SetTickPeriodMilliseconds(ms) }
+// Log calls proxy_log.
+func Log(level LogLevel, msg string) Status { return current().Log(level, msg) }
+
+// GetLogLevel calls proxy_get_log_level.
+func GetLogLevel() (LogLevel, Status) { return current().GetLogLevel() }
+
+// SetTickPeriodMilliseconds calls proxy_set_tick_period_milliseconds.
+func SetTickPeriodMilliseconds(ms uint32) Status { return current().SetTickPeriodMilliseconds(ms) }
+
+// SetEffectiveContext calls proxy_set_effective_context.
 func SetEffectiveContext(contextID uint32) Status { return current().SetEffectiveContext(contextID) }
-func Done() Status                                { return current().Done() }
+
+// Done calls proxy_done.
+func Done() Status { return current().Done() }
+
+// GetCurrentTimeNanoseconds calls proxy_get_current_time_nanoseconds.
 func GetCurrentTimeNanoseconds() (uint64, Status) { return current().GetCurrentTimeNanoseconds() }
 
+// GetBufferBytes calls proxy_get_buffer_bytes.
 func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
 	return current().GetBufferBytes(bt, start, maxSize)
 }
+
+// GetBufferStatus calls proxy_get_buffer_status.
 func GetBufferStatus(bt BufferType) (uint32, uint32, Status) { return current().GetBufferStatus(bt) }
+
+// SetBufferBytes calls proxy_set_buffer_bytes.
 func SetBufferBytes(bt BufferType, start, size uint32, value []byte) Status {
 	return current().SetBufferBytes(bt, start, size, value)
 }
 
-func GetHeaderMapSize(mt MapType) (uint32, Status)  { return current().GetHeaderMapSize(mt) }
+// GetHeaderMapSize calls proxy_get_header_map_size.
+func GetHeaderMapSize(mt MapType) (uint32, Status) { return current().GetHeaderMapSize(mt) }
+
+// GetHeaderMapPairs calls proxy_get_header_map_pairs.
 func GetHeaderMapPairs(mt MapType) ([]byte, Status) { return current().GetHeaderMapPairs(mt) }
+
+// SetHeaderMapPairs calls proxy_set_header_map_pairs.
 func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
 	return current().SetHeaderMapPairs(mt, serialized)
 }
+
+// GetHeaderMapValue calls proxy_get_header_map_value.
 func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
 	return current().GetHeaderMapValue(mt, key)
 }
+
+// AddHeaderMapValue calls proxy_add_header_map_value.
 func AddHeaderMapValue(mt MapType, key, value string) Status {
 	return current().AddHeaderMapValue(mt, key, value)
 }
+
+// ReplaceHeaderMapValue calls proxy_replace_header_map_value.
 func ReplaceHeaderMapValue(mt MapType, key, value string) Status {
 	return current().ReplaceHeaderMapValue(mt, key, value)
 }
+
+// RemoveHeaderMapValue calls proxy_remove_header_map_value.
 func RemoveHeaderMapValue(mt MapType, key string) Status {
 	return current().RemoveHeaderMapValue(mt, key)
 }
 
+// GetProperty calls proxy_get_property.
 func GetProperty(path []byte) ([]byte, Status) { return current().GetProperty(path) }
-func SetProperty(path, value []byte) Status    { return current().SetProperty(path, value) }
 
+// SetProperty calls proxy_set_property.
+func SetProperty(path, value []byte) Status { return current().SetProperty(path, value) }
+
+// SendLocalResponse calls proxy_send_local_response.
 func SendLocalResponse(statusCode uint32, details string, body, serializedHeaders []byte, grpcStatus int32) Status {
 	return current().SendLocalResponse(statusCode, details, body, serializedHeaders, grpcStatus)
 }
+
+// ContinueStream calls proxy_continue_stream.
 func ContinueStream(st StreamType) Status { return current().ContinueStream(st) }
-func CloseStream(st StreamType) Status    { return current().CloseStream(st) }
+
+// CloseStream calls proxy_close_stream.
+func CloseStream(st StreamType) Status { return current().CloseStream(st) }
+
+// GetStatus calls proxy_get_status.
 func GetStatus() (uint32, []byte, Status) { return current().GetStatus() }
 
+// HTTPCall calls proxy_http_call.
 func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uint32) (uint32, Status) {
 	return current().HTTPCall(upstream, headers, body, trailers, timeoutMillis)
 }
+
+// GrpcCall calls proxy_grpc_call.
 func GrpcCall(upstream, service, method string, initialMetadata, message []byte, timeoutMillis uint32) (uint32, Status) {
 	return current().GrpcCall(upstream, service, method, initialMetadata, message, timeoutMillis)
 }
+
+// GrpcStream calls proxy_grpc_stream.
 func GrpcStream(upstream, service, method string, initialMetadata []byte) (uint32, Status) {
 	return current().GrpcStream(upstream, service, method, initialMetadata)
 }
+
+// GrpcSend calls proxy_grpc_send.
 func GrpcSend(streamID uint32, message []byte, endStream bool) Status {
 	return current().GrpcSend(streamID, message, endStream)
 }
-func GrpcCancel(id uint32) Status { return current().GrpcCancel(id) }
-func GrpcClose(id uint32) Status  { return current().GrpcClose(id) }
 
+// GrpcCancel calls proxy_grpc_cancel.
+func GrpcCancel(id uint32) Status { return current().GrpcCancel(id) }
+
+// GrpcClose calls proxy_grpc_close.
+func GrpcClose(id uint32) Status { return current().GrpcClose(id) }
+
+// GetSharedData calls proxy_get_shared_data.
 func GetSharedData(key string) ([]byte, uint32, Status) { return current().GetSharedData(key) }
+
+// SetSharedData calls proxy_set_shared_data.
 func SetSharedData(key string, value []byte, cas uint32) Status {
 	return current().SetSharedData(key, value, cas)
 }
+
+// RegisterSharedQueue calls proxy_register_shared_queue.
 func RegisterSharedQueue(name string) (uint32, Status) { return current().RegisterSharedQueue(name) }
+
+// ResolveSharedQueue calls proxy_resolve_shared_queue.
 func ResolveSharedQueue(vmID, name string) (uint32, Status) {
 	return current().ResolveSharedQueue(vmID, name)
 }
+
+// EnqueueSharedQueue calls proxy_enqueue_shared_queue.
 func EnqueueSharedQueue(queueID uint32, value []byte) Status {
 	return current().EnqueueSharedQueue(queueID, value)
 }
+
+// DequeueSharedQueue calls proxy_dequeue_shared_queue.
 func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
 	return current().DequeueSharedQueue(queueID)
 }
 
+// DefineMetric calls proxy_define_metric.
 func DefineMetric(mt MetricType, name string) (uint32, Status) {
 	return current().DefineMetric(mt, name)
 }
+
+// IncrementMetric calls proxy_increment_metric.
 func IncrementMetric(metricID uint32, offset int64) Status {
 	return current().IncrementMetric(metricID, offset)
 }
+
+// RecordMetric calls proxy_record_metric.
 func RecordMetric(metricID uint32, value uint64) Status {
 	return current().RecordMetric(metricID, value)
 }
+
+// GetMetric calls proxy_get_metric.
 func GetMetric(metricID uint32) (uint64, Status) { return current().GetMetric(metricID) }
 
+// CallForeignFunction calls proxy_call_foreign_function.
 func CallForeignFunction(name string, args []byte) ([]byte, Status) {
 	return current().CallForeignFunction(name, args)
 }

@@ -192,30 +192,37 @@ func proxyGetMetric(id uint32, ret unsafe.Pointer) uint32
 //go:wasmimport env proxy_call_foreign_function
 func proxyCallForeignFunction(name unsafe.Pointer, nameSize uint32, args unsafe.Pointer, argsSize uint32, retData, retSize unsafe.Pointer) uint32
 
+// Log calls proxy_log.
 func Log(level LogLevel, msg string) Status {
 	return Status(proxyLog(uint32(level), strPtr(msg), uint32(len(msg))))
 }
 
+// GetLogLevel calls proxy_get_log_level.
 func GetLogLevel() (LogLevel, Status) {
 	var l uint32
 	st := Status(proxyGetLogLevel(unsafe.Pointer(&l)))
 	return LogLevel(l), st
 }
 
+// SetTickPeriodMilliseconds calls proxy_set_tick_period_milliseconds.
 func SetTickPeriodMilliseconds(ms uint32) Status { return Status(proxySetTickPeriodMilliseconds(ms)) }
 
+// SetEffectiveContext calls proxy_set_effective_context.
 func SetEffectiveContext(contextID uint32) Status {
 	return Status(proxySetEffectiveContext(contextID))
 }
 
+// Done calls proxy_done.
 func Done() Status { return Status(proxyDone()) }
 
+// GetCurrentTimeNanoseconds calls proxy_get_current_time_nanoseconds.
 func GetCurrentTimeNanoseconds() (uint64, Status) {
 	var t uint64
 	st := Status(proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&t)))
 	return t, st
 }
 
+// GetBufferBytes calls proxy_get_buffer_bytes.
 func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyGetBufferBytes(uint32(bt), start, maxSize, unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -226,22 +233,26 @@ func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
 	return b, st
 }
 
+// GetBufferStatus calls proxy_get_buffer_status.
 func GetBufferStatus(bt BufferType) (uint32, uint32, Status) {
 	var size, flags uint32
 	st := Status(proxyGetBufferStatus(uint32(bt), unsafe.Pointer(&size), unsafe.Pointer(&flags)))
 	return size, flags, st
 }
 
+// SetBufferBytes calls proxy_set_buffer_bytes.
 func SetBufferBytes(bt BufferType, start, size uint32, value []byte) Status {
 	return Status(proxySetBufferBytes(uint32(bt), start, size, bytesPtr(value), uint32(len(value))))
 }
 
+// GetHeaderMapSize calls proxy_get_header_map_size.
 func GetHeaderMapSize(mt MapType) (uint32, Status) {
 	var n uint32
 	st := Status(proxyGetHeaderMapSize(uint32(mt), unsafe.Pointer(&n)))
 	return n, st
 }
 
+// GetHeaderMapPairs calls proxy_get_header_map_pairs.
 func GetHeaderMapPairs(mt MapType) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -252,10 +263,12 @@ func GetHeaderMapPairs(mt MapType) ([]byte, Status) {
 	return b, st
 }
 
+// SetHeaderMapPairs calls proxy_set_header_map_pairs.
 func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
 	return Status(proxySetHeaderMapPairs(uint32(mt), bytesPtr(serialized), uint32(len(serialized))))
 }
 
+// GetHeaderMapValue calls proxy_get_header_map_value.
 func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -266,18 +279,22 @@ func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
 	return b, st
 }
 
+// AddHeaderMapValue calls proxy_add_header_map_value.
 func AddHeaderMapValue(mt MapType, key, value string) Status {
 	return Status(proxyAddHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), strPtr(value), uint32(len(value))))
 }
 
+// ReplaceHeaderMapValue calls proxy_replace_header_map_value.
 func ReplaceHeaderMapValue(mt MapType, key, value string) Status {
 	return Status(proxyReplaceHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), strPtr(value), uint32(len(value))))
 }
 
+// RemoveHeaderMapValue calls proxy_remove_header_map_value.
 func RemoveHeaderMapValue(mt MapType, key string) Status {
 	return Status(proxyRemoveHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key))))
 }
 
+// GetProperty calls proxy_get_property.
 func GetProperty(path []byte) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -288,19 +305,24 @@ func GetProperty(path []byte) ([]byte, Status) {
 	return b, st
 }
 
+// SetProperty calls proxy_set_property.
 func SetProperty(path, value []byte) Status {
 	return Status(proxySetProperty(bytesPtr(path), uint32(len(path)), bytesPtr(value), uint32(len(value))))
 }
 
+// SendLocalResponse calls proxy_send_local_response.
 func SendLocalResponse(statusCode uint32, details string, body, serializedHeaders []byte, grpcStatus int32) Status {
 	return Status(proxySendLocalResponse(statusCode, strPtr(details), uint32(len(details)),
 		bytesPtr(body), uint32(len(body)), bytesPtr(serializedHeaders), uint32(len(serializedHeaders)), grpcStatus))
 }
 
+// ContinueStream calls proxy_continue_stream.
 func ContinueStream(st StreamType) Status { return Status(proxyContinueStream(uint32(st))) }
 
+// CloseStream calls proxy_close_stream.
 func CloseStream(st StreamType) Status { return Status(proxyCloseStream(uint32(st))) }
 
+// GetStatus calls proxy_get_status.
 func GetStatus() (uint32, []byte, Status) {
 	var code, p, n uint32
 	st := Status(proxyGetStatus(unsafe.Pointer(&code), unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -308,6 +330,7 @@ func GetStatus() (uint32, []byte, Status) {
 	return code, b, st
 }
 
+// HTTPCall calls proxy_http_call.
 func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uint32) (uint32, Status) {
 	var id uint32
 	st := Status(proxyHTTPCall(strPtr(upstream), uint32(len(upstream)), bytesPtr(headers), uint32(len(headers)),
@@ -315,6 +338,7 @@ func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uin
 	return id, st
 }
 
+// GrpcCall calls proxy_grpc_call.
 func GrpcCall(upstream, service, method string, initialMetadata, message []byte, timeoutMillis uint32) (uint32, Status) {
 	var id uint32
 	st := Status(proxyGrpcCall(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
@@ -323,6 +347,7 @@ func GrpcCall(upstream, service, method string, initialMetadata, message []byte,
 	return id, st
 }
 
+// GrpcStream calls proxy_grpc_stream.
 func GrpcStream(upstream, service, method string, initialMetadata []byte) (uint32, Status) {
 	var id uint32
 	st := Status(proxyGrpcStream(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
@@ -330,6 +355,7 @@ func GrpcStream(upstream, service, method string, initialMetadata []byte) (uint3
 	return id, st
 }
 
+// GrpcSend calls proxy_grpc_send.
 func GrpcSend(streamID uint32, message []byte, endStream bool) Status {
 	var eos uint32
 	if endStream {
@@ -338,10 +364,13 @@ func GrpcSend(streamID uint32, message []byte, endStream bool) Status {
 	return Status(proxyGrpcSend(streamID, bytesPtr(message), uint32(len(message)), eos))
 }
 
+// GrpcCancel calls proxy_grpc_cancel.
 func GrpcCancel(id uint32) Status { return Status(proxyGrpcCancel(id)) }
 
+// GrpcClose calls proxy_grpc_close.
 func GrpcClose(id uint32) Status { return Status(proxyGrpcClose(id)) }
 
+// GetSharedData calls proxy_get_shared_data.
 func GetSharedData(key string) ([]byte, uint32, Status) {
 	var p, n, cas uint32
 	st := Status(proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n), unsafe.Pointer(&cas)))
@@ -352,26 +381,31 @@ func GetSharedData(key string) ([]byte, uint32, Status) {
 	return b, cas, st
 }
 
+// SetSharedData calls proxy_set_shared_data.
 func SetSharedData(key string, value []byte, cas uint32) Status {
 	return Status(proxySetSharedData(strPtr(key), uint32(len(key)), bytesPtr(value), uint32(len(value)), cas))
 }
 
+// RegisterSharedQueue calls proxy_register_shared_queue.
 func RegisterSharedQueue(name string) (uint32, Status) {
 	var id uint32
 	st := Status(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
 	return id, st
 }
 
+// ResolveSharedQueue calls proxy_resolve_shared_queue.
 func ResolveSharedQueue(vmID, name string) (uint32, Status) {
 	var id uint32
 	st := Status(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
 	return id, st
 }
 
+// EnqueueSharedQueue calls proxy_enqueue_shared_queue.
 func EnqueueSharedQueue(queueID uint32, value []byte) Status {
 	return Status(proxyEnqueueSharedQueue(queueID, bytesPtr(value), uint32(len(value))))
 }
 
+// DequeueSharedQueue calls proxy_dequeue_shared_queue.
 func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyDequeueSharedQueue(queueID, unsafe.Pointer(&p), unsafe.Pointer(&n)))
@@ -382,26 +416,31 @@ func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
 	return b, st
 }
 
+// DefineMetric calls proxy_define_metric.
 func DefineMetric(mt MetricType, name string) (uint32, Status) {
 	var id uint32
 	st := Status(proxyDefineMetric(uint32(mt), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
 	return id, st
 }
 
+// IncrementMetric calls proxy_increment_metric.
 func IncrementMetric(metricID uint32, offset int64) Status {
 	return Status(proxyIncrementMetric(metricID, offset))
 }
 
+// RecordMetric calls proxy_record_metric.
 func RecordMetric(metricID uint32, value uint64) Status {
 	return Status(proxyRecordMetric(metricID, value))
 }
 
+// GetMetric calls proxy_get_metric.
 func GetMetric(metricID uint32) (uint64, Status) {
 	var v uint64
 	st := Status(proxyGetMetric(metricID, unsafe.Pointer(&v)))
 	return v, st
 }
 
+// CallForeignFunction calls proxy_call_foreign_function.
 func CallForeignFunction(name string, args []byte) ([]byte, Status) {
 	var p, n uint32
 	st := Status(proxyCallForeignFunction(strPtr(name), uint32(len(name)), bytesPtr(args), uint32(len(args)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
