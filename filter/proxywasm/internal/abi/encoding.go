@@ -1,7 +1,6 @@
 package abi
 
 import (
-	"encoding/binary"
 	"errors"
 	"strconv"
 	"strings"
@@ -30,10 +29,10 @@ func SerializePairs(pairs [][2]string) []byte {
 
 // AppendPairs appends the encoding of pairs (see SerializePairs) to dst.
 func AppendPairs(dst []byte, pairs [][2]string) []byte {
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(pairs)))
+	dst = appendU32(dst, uint32(len(pairs)))
 	for _, p := range pairs {
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p[0])))
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p[1])))
+		dst = appendU32(dst, uint32(len(p[0])))
+		dst = appendU32(dst, uint32(len(p[1])))
 	}
 	for _, p := range pairs {
 		dst = append(dst, p[0]...)
@@ -66,7 +65,7 @@ func deserializePairs(data []byte, owned bool) ([][2]string, error) {
 	if len(data) < 4 {
 		return nil, malformed("header shorter than 4 bytes", 0)
 	}
-	n := binary.LittleEndian.Uint32(data)
+	n := u32(data)
 	if n == 0 {
 		if len(data) != 4 {
 			return nil, malformed("trailing bytes after empty map", 4)
@@ -88,8 +87,8 @@ func deserializePairs(data []byte, owned bool) ([][2]string, error) {
 	pos := 4 + int(n)*8
 	out := make([][2]string, n)
 	for i := range out {
-		kl := int(binary.LittleEndian.Uint32(data[lens:]))
-		vl := int(binary.LittleEndian.Uint32(data[lens+4:]))
+		kl := int(u32(data[lens:]))
+		vl := int(u32(data[lens+4:]))
 		lens += 8
 		if kl < 0 || vl < 0 || kl > len(s)-pos {
 			return nil, malformed("key length past end", lens-8)
@@ -161,4 +160,16 @@ func DeserializePath(data []byte) []string {
 	s := string(data)
 	s = strings.TrimSuffix(s, "\x00")
 	return strings.Split(s, "\x00")
+}
+
+// u32 reads a little-endian uint32 from the start of b. Two helpers do not
+// justify importing encoding/binary (and reflect) into every filter.
+func u32(b []byte) uint32 {
+	_ = b[3]
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// appendU32 appends v to b in little-endian order.
+func appendU32(b []byte, v uint32) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
 }
