@@ -233,10 +233,14 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 			}
 		}
 		if o.CostMicroUsd > 0 {
-			for _, k := range [2]string{budgetKey(o.Route, ""), budgetKey("", o.Consumer)} {
-				if k == "consumer/" {
-					continue
-				}
+			var keys []string
+			if o.Route != "" {
+				keys = append(keys, budgetKey(o.Route, ""))
+			}
+			if o.Consumer != "" {
+				keys = append(keys, budgetKey("", o.Consumer))
+			}
+			for _, k := range keys {
 				if b, ok := e.budgets[k]; ok {
 					if b.spend(o.CostMicroUsd, now) {
 						publish = true
@@ -272,10 +276,8 @@ func (e *Engine) Tick() {
 	publish := credsChanged
 	for route, r := range e.rollouts {
 		v, changed := r.Evaluate(now)
-		if r.State() == canary.Progressing || changed {
-			e.m.verdicts.WithLabelValues(route, v.Decision.String()).Inc()
-		}
 		if changed {
+			e.m.verdicts.WithLabelValues(route, v.Decision.String()).Inc()
 			publish = true
 			e.log.Info("canary step", "route", route, "verdict", v.Decision.String(), "reason", v.Reason,
 				"state", r.State().String(), "weight_bp", r.Weight())

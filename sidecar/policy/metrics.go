@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "canary_state",
 			Help: "1 for the rollout's current state."}, []string{"route", "state"}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "canary_verdicts_total",
-			Help: "Rollout analysis results (advance, wait, rollback)."}, []string{"route", "verdict"}),
+			Help: "Rollout analyses that changed the weight, by verdict (advance, rollback)."}, []string{"route", "verdict"}),
 		spent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "budget_spent_usd",
 			Help: "Month-to-date spend."}, []string{"scope", "name"}),
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "budget_limit_usd",
