@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,7 +68,7 @@ func run() error {
 		serve   = flag.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
 		listen  = flag.String("listen", "127.0.0.1:0", "address for -serve")
 		rAddr   = flag.String("redis", "", "Redis address for the redis server kind")
-		rounds  = flag.Int("rounds", 1, "with -compare, how many times to drive each server in turn")
+		rounds  = flag.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
 	)
 	flag.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
 	flag.IntVar(&opts.Concurrency, "c", 32, "requests in flight")
@@ -102,7 +103,9 @@ func run() error {
 			kinds = append(kinds, "redis")
 		}
 		rates := map[string]float64{}
+		ratios := map[string][]float64{}
 		for r := 0; r < *rounds; r++ {
+			round := map[string]float64{}
 			for _, kind := range kinds {
 				lis, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -120,11 +123,16 @@ func run() error {
 					return err
 				}
 				rates[kind] += res.PerSecond
+				round[kind] = res.PerSecond
 				fmt.Printf("%-6s %s\n", kind, res)
+			}
+			for _, kind := range kinds[1:] {
+				ratios[kind] = append(ratios[kind], round[kind]/round["null"])
 			}
 		}
 		for _, kind := range kinds[1:] {
-			fmt.Printf("%s/null throughput: %.2f\n", kind, rates[kind]/rates["null"])
+			fmt.Printf("%s/null throughput: %.2f overall, %.2f median of %d rounds\n",
+				kind, rates[kind]/rates["null"], median(ratios[kind]), *rounds)
 		}
 		return nil
 	default:
@@ -135,6 +143,15 @@ func run() error {
 		fmt.Println(res)
 		return nil
 	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // start serves one kind of RLS on lis in the background.
