@@ -250,7 +250,9 @@ func (l *Limiter) load(key string, now int64) (state, uint32, error) {
 }
 
 // refill adds what the bucket earned since st.last. A clock that goes backwards
-// earns nothing and does not move last back.
+// earns nothing and does not move last back. last advances only by the time the
+// credited micro-units took, so frequent updates of a slow bucket lose nothing
+// to rounding (at most a nanosecond per update).
 func (l *Limiter) refill(st state, now int64) state {
 	// A smaller capacity from a new config applies at once.
 	st.tokens = min(st.tokens, l.capacity)
@@ -259,17 +261,14 @@ func (l *Limiter) refill(st state, now int64) state {
 		return st
 	}
 	elapsed := now - st.last
-	st.last = now
 	deficit := l.capacity - st.tokens
-	if deficit <= 0 {
+	if deficit <= 0 || elapsed >= mulDiv(deficit, minuteMicro, l.perMinute, true) {
+		st.tokens, st.last = l.capacity, now
 		return st
 	}
-	if elapsed >= mulDiv(deficit, minuteMicro, l.perMinute, true) {
-		st.tokens = l.capacity
-		return st
-	}
-	// Flooring loses under one micro-unit per update.
-	st.tokens += mulDiv(elapsed, l.perMinute, minuteMicro, false)
+	gain := mulDiv(elapsed, l.perMinute, minuteMicro, false)
+	st.tokens += gain
+	st.last += mulDiv(gain, minuteMicro, l.perMinute, true)
 	return st
 }
 

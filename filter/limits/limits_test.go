@@ -451,3 +451,24 @@ func BenchmarkKey(b *testing.B) {
 		}
 	})
 }
+
+// TestSlowBucketRefillsUnderFrequentWrites writes a 1-per-minute bucket every
+// 50 µs, less than the 60 µs one micro-unit takes to refill: refill must still
+// accrue instead of being rounded away at every write.
+func TestSlowBucketRefillsUnderFrequentWrites(t *testing.T) {
+	l := newLimiter(t, &MemorySharedData{}, Rule{PerMinute: 1, Burst: 2})
+	d, err := l.Take("k", 2, t0)
+	require.NoError(t, err)
+	require.True(t, d.Allowed)
+	at := t0
+	for at < t0+6*second {
+		at += 50_000
+		require.NoError(t, l.Settle("k", 1, 0, at)) // refund one
+		require.NoError(t, l.Settle("k", 0, 1, at)) // and charge it back
+	}
+	d, err = l.Take("k", 1, at)
+	require.NoError(t, err)
+	require.False(t, d.Allowed)
+	// A tenth of a token earned in 6 s; each write may lose under 1 ns.
+	require.InDelta(t, 54*second, d.RetryAfter, float64(ms))
+}
