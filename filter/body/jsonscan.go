@@ -45,7 +45,7 @@ type JSONUsageScanner struct {
 	target    uint8
 	capturing bool
 	overflow  bool
-	key       [24]byte // the member name token while it fits
+	key       [40]byte // the member name token while it fits (any spelling of "usage" or "model" does)
 	keyLen    int
 	capture   []byte
 

@@ -146,3 +146,8 @@ func TestJSONUsageScannerDoesNotAllocateOnceWarm(t *testing.T) {
 	require.Zero(t, allocs)
 	require.True(t, s.SawUsage())
 }
+
+func TestJSONUsageScannerFullyEscapedNames(t *testing.T) {
+	body := `{"\u0075\u0073\u0061\u0067\u0065":{"prompt_tokens":1},"\u006d\u006f\u0064\u0065\u006c":"m"}`
+	require.Equal(t, jsonResult{Usage: Usage{Input: 1, Total: 1}, SawUsage: true, Model: "m"}, scanJSON(0, []byte(body)))
+}

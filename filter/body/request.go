@@ -155,8 +155,14 @@ func InspectRequest(body []byte) (Request, error) {
 		return r, ErrNotObject
 	}
 	r.Open = start
+	// A member of the wrong type is reported only once the whole body is known
+	// to be valid JSON: a syntax error takes precedence.
+	var typeErr error
 	m := jsonlite.ObjectMembers(body, start)
 	for m.Next() {
+		if typeErr != nil {
+			continue
+		}
 		r.Members++
 		name := m.Name()
 		if m.NameEscaped() {
@@ -171,7 +177,8 @@ func InspectRequest(body []byte) (Request, error) {
 		switch string(name) {
 		case "model":
 			if body[v.Start] != '"' {
-				return r, fieldErr("model", "a string", ErrModelType)
+				err = fieldErr("model", "a string", ErrModelType)
+				break
 			}
 			r.DuplicateModel = r.HasModel
 			r.HasModel = true
@@ -189,9 +196,7 @@ func InspectRequest(body []byte) (Request, error) {
 			r.PromptTextBytes = 0
 			err = r.messages(body, v)
 		}
-		if err != nil {
-			return r, err
-		}
+		typeErr = err
 	}
 	if err := m.Err(); err != nil {
 		return r, invalid(err)
@@ -200,7 +205,7 @@ func InspectRequest(body []byte) (Request, error) {
 	if jsonlite.SkipSpace(body, m.End()) != len(body) {
 		return r, invalid(&jsonlite.SyntaxError{Offset: m.End(), Msg: "unexpected data after the document"})
 	}
-	return r, nil
+	return r, typeErr
 }
 
 // boolValue reads a boolean member; null reads as false.

@@ -173,6 +173,7 @@ func TestInspectRequestErrors(t *testing.T) {
 		{"model number", `{"model":5}`, ErrModelType, "body: model must be a string"},
 		{"model null", `{"model":null}`, ErrModelType, ""},
 		{"model object", `{"model":{"name":"m"}}`, ErrModelType, ""},
+		{"syntax errors take precedence over types", `{"model":5,"x":[}`, ErrInvalidJSON, ""},
 		{"earlier model of wrong type", `{"model":1,"model":"m"}`, ErrModelType, ""},
 		{"stream string", `{"stream":"true"}`, ErrFieldType, "body: stream must be a boolean"},
 		{"max_tokens float", `{"max_tokens":1.5}`, ErrFieldType, "body: max_tokens must be a non-negative integer"},

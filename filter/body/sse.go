@@ -6,15 +6,20 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
 )
 
+// bom is the UTF-8 byte order mark, which the SSE standard drops from the start
+// of a stream.
+const bom = "\xef\xbb\xbf"
+
 // DefaultMaxEvent is the data size above which SSEScanner skips an event.
 const DefaultMaxEvent = 1 << 20
 
 // SSEScanner reads a streamed chat completion (text/event-stream) as it passes
 // through, for its usage, its model and the arrival of its first content.
 //
-// It follows the SSE parsing rules of the HTML standard: lines end with CRLF,
-// LF or CR; a line "field:value" loses one space after the colon; a line without
-// a colon is a field with an empty value; lines starting with ':' are comments;
+// It follows the SSE parsing rules of the HTML standard: a leading byte order
+// mark is dropped; lines end with CRLF, LF or CR; a line "field:value" loses one
+// space after the colon; a line without a colon is a field with an empty value;
+// lines starting with ':' are comments;
 // the values of an event's "data" lines are joined with "\n"; a blank line ends
 // the event, and an event without data lines is not dispatched. Other fields
 // (event, id, retry) are ignored. The data "[DONE]" marks the end of the stream;
@@ -29,6 +34,8 @@ const DefaultMaxEvent = 1 << 20
 type SSEScanner struct {
 	// MaxEvent bounds the data kept for one event; 0 means DefaultMaxEvent.
 	MaxEvent int
+
+	bom int // bytes of a leading U+FEFF matched; -1 once past the start
 
 	// Current line.
 	field     [4]byte // the field name, while it fits
@@ -59,6 +66,20 @@ type SSEScanner struct {
 func (s *SSEScanner) Feed(chunk []byte) {
 	for i := 0; i < len(chunk); i++ {
 		c := chunk[i]
+		if s.bom >= 0 {
+			if c == bom[s.bom] {
+				if s.bom++; s.bom == len(bom) {
+					s.bom = -1
+				}
+				continue
+			}
+			if s.bom > 0 {
+				// The stream started with part of a BOM: that is the start of
+				// a field name that cannot be "data".
+				s.field[0], s.fieldLen, s.lineBytes = bom[0], s.bom, true
+			}
+			s.bom = -1
+		}
 		if s.afterCR {
 			s.afterCR = false
 			if c == '\n' {

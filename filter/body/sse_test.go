@@ -190,6 +190,21 @@ func TestSSEScannerEvents(t *testing.T) {
 			want:   sseResult{Done: true, Events: 1},
 		},
 		{
+			name:   "a leading byte order mark is dropped",
+			stream: "\xef\xbb\xbfdata: {\"model\":\"m\"}\n\n",
+			want:   sseResult{Model: "m", Events: 1},
+		},
+		{
+			name:   "part of a byte order mark spoils the first line",
+			stream: "\xef\xbbdata: {\"model\":\"m\"}\n\ndata: {\"model\":\"n\"}\n\n",
+			want:   sseResult{Model: "n", Events: 1},
+		},
+		{
+			name:   "a byte order mark later is data",
+			stream: "data: {\"model\":\"m\"}\n\n\xef\xbb\xbfdata: {\"model\":\"n\"}\n\n",
+			want:   sseResult{Model: "m", Events: 1},
+		},
+		{
 			name:   "an unterminated last event is read by Finish",
 			stream: "data: {\"model\":\"m\"}",
 			want:   sseResult{Model: "m", Events: 1},

@@ -1,0 +1,79 @@
+package body
+
+import (
+	"testing"
+)
+
+func BenchmarkInspectRequest8K(b *testing.B) {
+	body := request8K()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := InspectRequest(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRewriteModel8K(b *testing.B) {
+	body := request8K()
+	r, err := InspectRequest(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = RewriteModel(body, r, "relay/llama-3.1-70b-instruct")
+	}
+}
+
+// BenchmarkInspectAndApply8K is the request-body path of the filter: inspect,
+// then rewrite the model and ask for usage in one splice.
+func BenchmarkInspectAndApply8K(b *testing.B) {
+	body := request8K()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := InspectRequest(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = Apply(body, r, Edit{SetModel: true, Model: "relay/llama-3.1-70b-instruct", IncludeUsage: true})
+	}
+}
+
+// BenchmarkSSEScan200Chunks feeds a 202-event stream as 200 chunks to a fresh
+// scanner per stream.
+func BenchmarkSSEScan200Chunks(b *testing.B) {
+	data := sse200()
+	size := len(data) / 200
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var s SSEScanner
+		for off := 0; off < len(data); off += size {
+			s.Feed(data[off:min(off+size, len(data))])
+		}
+		if !s.SawUsage() {
+			b.Fatal("no usage")
+		}
+	}
+}
+
+// BenchmarkJSONScan4K feeds a 4 KiB response in 4 chunks to a fresh scanner.
+func BenchmarkJSONScan4K(b *testing.B) {
+	data := response4K()
+	size := len(data)/4 + 1
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var s JSONUsageScanner
+		for off := 0; off < len(data); off += size {
+			s.Feed(data[off:min(off+size, len(data))])
+		}
+		if !s.SawUsage() {
+			b.Fatal("no usage")
+		}
+	}
+}
