@@ -472,3 +472,64 @@ func TestSlowBucketRefillsUnderFrequentWrites(t *testing.T) {
 	// A tenth of a token earned in 6 s; each write may lose under 1 ns.
 	require.InDelta(t, 54*second, d.RetryAfter, float64(ms))
 }
+
+// TestConcurrentSettlesAreExact has 8 VMs reserve 5 and settle at 2 many times
+// over one bucket with the clock stopped: every refund must land exactly once.
+func TestConcurrentSettlesAreExact(t *testing.T) {
+	store := &MemorySharedData{}
+	const capacity, vms, rounds = 10_000, 8, 200
+	first := newLimiter(t, store, Rule{PerMinute: capacity})
+	// Create the bucket before the race (see TestConcurrentTakesNeverOverAdmit).
+	d, err := first.Take("k", 1, t0)
+	require.NoError(t, err)
+	require.True(t, d.Allowed)
+	require.NoError(t, first.Settle("k", 1, 0, t0))
+
+	var wg sync.WaitGroup
+	for range vms {
+		l := newLimiter(t, store, Rule{PerMinute: capacity})
+		l.maxRetries = 1 << 20
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				d, err := l.Take("k", 5, t0)
+				if err != nil || !d.Allowed || d.FailedOpen {
+					panic("take failed")
+				}
+				if err := l.Settle("k", 5, 2, t0); err != nil {
+					panic(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d, err = first.Take("k", 0, t0)
+	require.NoError(t, err)
+	require.Equal(t, int64(capacity-vms*rounds*2), d.Remaining)
+}
+
+func FuzzConsumersForeignSet(f *testing.F) {
+	f.Add([]byte{0, 5, 'a', 'l', 'i', 'c', 'e'}, "alice")
+	f.Add([]byte{0, 9, 'x'}, "bob")
+	f.Add([]byte{}, "")
+	f.Fuzz(func(t *testing.T, stored []byte, value string) {
+		store := &MemorySharedData{}
+		c := newConsumers(t, store, 2)
+		require.NoError(t, store.Set(c.key, stored, 0))
+		first, err := c.Resolve(value)
+		require.NoError(t, err)
+		again, err := newConsumers(t, store, 2).Resolve(value)
+		require.NoError(t, err)
+		require.Equal(t, first, again, "VMs disagree")
+		if value == "" || len(value) > MaxConsumerLen {
+			require.False(t, first)
+			return // never tracked, the store is not read
+		}
+		v, _, err := store.Get(c.key)
+		require.NoError(t, err)
+		if !validSet(v) {
+			t.Fatalf("stored set %q is not valid after Resolve", v)
+		}
+	})
+}
