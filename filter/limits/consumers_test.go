@@ -48,7 +48,7 @@ func TestConsumersOverflow(t *testing.T) {
 }
 
 func TestConsumersAgreeAcrossConcurrentVMs(t *testing.T) {
-	store := &MemorySharedData{}
+	store := &yieldingStore{}
 	const max, values, vms = 10, 40, 8
 	// Create the set before the race: its creation is an unconditional write
 	// in Envoy (see Consumers), every later change is CAS-checked.

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -63,6 +64,17 @@ type contendedStore struct {
 func (s *contendedStore) Set(string, []byte, uint32) error {
 	s.sets++
 	return ErrCasMismatch
+}
+
+// yieldingStore is MemorySharedData that yields the processor after every
+// read, so other workers' writes land between a worker's read and its write
+// far more often than they would by chance.
+type yieldingStore struct{ MemorySharedData }
+
+func (s *yieldingStore) Get(key string) ([]byte, uint32, error) {
+	v, cas, err := s.MemorySharedData.Get(key)
+	runtime.Gosched()
+	return v, cas, err
 }
 
 // brokenStore fails every read.
@@ -158,7 +170,7 @@ func TestKeysAreDistinct(t *testing.T) {
 func TestConcurrentTakesNeverOverAdmit(t *testing.T) {
 	for _, n := range []int64{1, 7} {
 		t.Run("n="+strconv.FormatInt(n, 10), func(t *testing.T) {
-			store := &MemorySharedData{}
+			store := &yieldingStore{}
 			const capacity = 1000
 			first := newLimiter(t, store, Rule{PerMinute: capacity})
 			key := first.Key("alice")
@@ -476,7 +488,7 @@ func TestSlowBucketRefillsUnderFrequentWrites(t *testing.T) {
 // TestConcurrentSettlesAreExact has 8 VMs reserve 5 and settle at 2 many times
 // over one bucket with the clock stopped: every refund must land exactly once.
 func TestConcurrentSettlesAreExact(t *testing.T) {
-	store := &MemorySharedData{}
+	store := &yieldingStore{}
 	const capacity, vms, rounds = 10_000, 8, 200
 	first := newLimiter(t, store, Rule{PerMinute: capacity})
 	// Create the bucket before the race (see TestConcurrentTakesNeverOverAdmit).
