@@ -3,6 +3,13 @@
 //
 //	rlsbench -addr 127.0.0.1:8081 -c 32 -d 5s       drive a running server
 //	rlsbench -compare -c 32 -d 5s [-redis ADDR]      null, memory (and Redis) servers in turn, with ratios
+//
+// With -compare the servers run in this process, so the CPU time per
+// decision covers client and server; its ratio between servers estimates the
+// throughput ratio on a saturated machine and is far less disturbed by other
+// load on the machine than wall-clock throughput. (For Redis, the
+// redis-server's own CPU is not included.)
+//
 //	rlsbench -serve memory -listen 127.0.0.1:8081    serve one kind (null, memory, redis) until killed
 package main
 
@@ -104,6 +111,8 @@ func run() error {
 		}
 		rates := map[string]float64{}
 		ratios := map[string][]float64{}
+		cpu := map[string]time.Duration{}
+		decisions := map[string]int{}
 		for r := 0; r < *rounds; r++ {
 			round := map[string]float64{}
 			for _, kind := range kinds {
@@ -117,22 +126,27 @@ func run() error {
 				}
 				o := opts
 				o.Addr = lis.Addr().String()
+				before := processCPU()
 				res, err := rlsbench.Run(ctx, o)
+				used := processCPU() - before
 				gs.Stop()
 				if err != nil {
 					return err
 				}
 				rates[kind] += res.PerSecond
 				round[kind] = res.PerSecond
-				fmt.Printf("%-6s %s\n", kind, res)
+				cpu[kind] += used
+				decisions[kind] += res.Decisions
+				fmt.Printf("%-6s %s; %s CPU per decision (client and server)\n", kind, res, perDecision(used, res.Decisions))
 			}
 			for _, kind := range kinds[1:] {
 				ratios[kind] = append(ratios[kind], round[kind]/round["null"])
 			}
 		}
 		for _, kind := range kinds[1:] {
-			fmt.Printf("%s/null throughput: %.2f overall, %.2f median of %d rounds\n",
-				kind, rates[kind]/rates["null"], median(ratios[kind]), *rounds)
+			fmt.Printf("%s/null throughput: %.2f overall, %.2f median of %d rounds; by CPU per decision: %.2f\n",
+				kind, rates[kind]/rates["null"], median(ratios[kind]), *rounds,
+				float64(perDecision(cpu["null"], decisions["null"]))/float64(perDecision(cpu[kind], decisions[kind])))
 		}
 		return nil
 	default:
@@ -143,6 +157,13 @@ func run() error {
 		fmt.Println(res)
 		return nil
 	}
+}
+
+func perDecision(d time.Duration, n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return d / time.Duration(n)
 }
 
 func median(v []float64) float64 {
