@@ -25,7 +25,7 @@ func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
 	if err != nil {
 		return types.ActionContinue
 	}
-	d, ok := routing.Decide(cfg, path)
+	d, ok := routing.Decide(cfg, path, requestHeader, 0)
 	if !ok {
 		return types.ActionContinue
 	}
@@ -50,3 +50,9 @@ func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
 // OnHttpStreamDone gives the collector a chance at stream end, so a busy VM does
 // not wait for the next tick.
 func (s *stream) OnHttpStreamDone() { proxywasm.CollectGarbageIfGrown(gcThreshold) }
+
+// requestHeader reads a request header for route matching.
+func requestHeader(name string) (string, bool) {
+	v, err := proxywasm.GetHttpRequestHeader(name)
+	return v, err == nil
+}

@@ -2,34 +2,77 @@
 //
 // The filter reads its configuration once per proxy_on_configure. Parse checks every
 // field and answers the first problem it finds with the field's path, for example
-// `routes[1].provider: unknown provider "relay2"`. Credentials given by environment
-// variable are resolved here, once, through the Env function the caller passes; the
-// resolved values live only in the snapshot and are never part of an error text.
+// `routes[1].fallback.models[0]: unknown model "x"`. Unknown fields are rejected, so
+// a typo is never silently ignored. Credentials given by environment variable are
+// resolved here, once, through the Env function the caller passes; the resolved
+// values live only in the snapshot and are never part of an error text.
 //
 // The same validator backs `shepherdctl validate filter`, so a config that passes
-// there loads in the filter.
+// there loads in the filter. docs/CONFIG.md documents the schema.
 package config
 
 import (
 	"errors"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
+	"github.com/shepherd-mesh/shepherd/filter/pricing"
 )
 
 // MaxConfigSize is the largest pluginConfig Parse accepts.
 const MaxConfigSize = 1 << 20
+
+// OtherModel is the metric label of models the config does not list, so client
+// input cannot grow the number of metrics.
+const OtherModel = "other"
 
 // Config is a validated pluginConfig. It is never modified after Parse returns, so
 // it can be shared by every stream of a VM.
 type Config struct {
 	Providers []*Provider
 	Routes    []*Route
+	// Models are the models the config lists, sorted by name. Each has an index
+	// for per-model tables; unlisted models share the index len(Models) (OtherModel).
+	Models []*Model
+	// Aliases map a name clients may send to a listed model.
+	Aliases map[string]*Model
+	// Prices are the listed models' prices; a model without one costs nothing.
+	Prices *pricing.Table
+
+	models map[string]*Model
+}
+
+// Model is a model the config lists.
+type Model struct {
+	Index int
+	Name  string
+	// Priced reports whether the model has a price.
+	Priced bool
+}
+
+// Model returns the listed model with this name (after alias resolution), or nil.
+func (c *Config) Model(name string) *Model {
+	if m, ok := c.models[name]; ok {
+		return m
+	}
+	return c.Aliases[name]
+}
+
+// ModelLabel is the metric label for a model name: its name when listed,
+// OtherModel otherwise.
+func (c *Config) ModelLabel(name string) string {
+	if m := c.Model(name); m != nil {
+		return m.Name
+	}
+	return OtherModel
 }
 
 // Provider is an upstream OpenAI-compatible API.
 type Provider struct {
+	// Index is the provider's position in Config.Providers.
+	Index int
 	// Name identifies the provider in routes, metrics and headers.
 	Name string
 	// Host is the :authority requests are rewritten to.
@@ -45,24 +88,23 @@ type Provider struct {
 	// CredentialSource says where the credential came from, for logs: "env NAME",
 	// "inline" or "none". It never holds the credential itself.
 	CredentialSource string
+	// Models maps a listed model's name to the name this provider knows it by.
+	Models map[string]string
 }
 
-// Route matches requests by path prefix and sends them to a provider.
-type Route struct {
-	// Index is the route's position in Config.Routes, for per-route tables.
-	Index int
-	// Name identifies the route in metrics and logs.
-	Name string
-	// PathPrefix is matched against the request path; the first matching route wins.
-	PathPrefix string
-	// Provider receives the route's traffic.
-	Provider *Provider
+// ModelName is the name this provider knows model by.
+func (p *Provider) ModelName(model string) string {
+	if n, ok := p.Models[model]; ok {
+		return n
+	}
+	return model
 }
 
-// Match returns the first route whose prefix the path starts with, or nil.
-func (c *Config) Match(path string) *Route {
+// Match returns the first route that matches the request, or nil. header looks up
+// a request header by its lowercase name.
+func (c *Config) Match(path string, header func(name string) (string, bool)) *Route {
 	for _, r := range c.Routes {
-		if strings.HasPrefix(path, r.PathPrefix) {
+		if r.matches(path, header) {
 			return r
 		}
 	}
@@ -89,100 +131,38 @@ func Parse(data []byte, env Env) (*Config, error) {
 		env = func(string) (string, bool) { return "", false }
 	}
 	d := decoder{env: env}
-	cfg, err := d.config(doc)
-	if err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return d.config(doc)
+}
+
+// Validate checks a pluginConfig without resolving credentials: a credential named
+// by environment variable is taken as set, since the variable exists only in the
+// proxy. It is what `shepherdctl validate filter` runs.
+func Validate(data []byte) error {
+	_, err := Parse(data, func(string) (string, bool) { return "placeholder", true })
+	return err
 }
 
 type decoder struct {
-	env Env
-}
-
-// fieldError is a validation error at a field path.
-type fieldError struct {
-	path string
-	err  error
-}
-
-func (e *fieldError) Error() string { return e.path + ": " + e.err.Error() }
-func (e *fieldError) Unwrap() error { return e.err }
-
-func wrap(path string, err error) error { return &fieldError{path: path, err: err} }
-func fail(path, msg string) error       { return &fieldError{path: path, err: errors.New(msg)} }
-
-// object checks v is an object whose members are all in allowed.
-func object(path string, v *jsonlite.Value, allowed ...string) error {
-	if v.Kind != jsonlite.Object {
-		return fail(path, "must be an object, not "+v.Kind.String())
-	}
-	for _, m := range v.Members {
-		known := false
-		for _, a := range allowed {
-			if m.Name == a {
-				known = true
-				break
-			}
-		}
-		if !known {
-			return fail(join(path, m.Name), "unknown field (known: "+strings.Join(allowed, ", ")+")")
-		}
-	}
-	return nil
-}
-
-func join(path, field string) string {
-	if path == "" {
-		return field
-	}
-	return path + "." + field
-}
-
-func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
-
-// str reads an optional string member; absent gives "".
-func str(path string, obj *jsonlite.Value, name string) (string, error) {
-	v := obj.Get(name)
-	if v == nil {
-		return "", nil
-	}
-	if v.Kind != jsonlite.String {
-		return "", fail(join(path, name), "must be a string, not "+v.Kind.String())
-	}
-	return v.Str, nil
-}
-
-func requiredStr(path string, obj *jsonlite.Value, name string) (string, error) {
-	s, err := str(path, obj, name)
-	if err != nil {
-		return "", err
-	}
-	if s == "" {
-		return "", fail(join(path, name), "must not be empty")
-	}
-	return s, nil
-}
-
-func array(path string, obj *jsonlite.Value, name string) ([]*jsonlite.Value, error) {
-	v := obj.Get(name)
-	if v == nil {
-		return nil, nil
-	}
-	if v.Kind != jsonlite.Array {
-		return nil, fail(join(path, name), "must be an array, not "+v.Kind.String())
-	}
-	return v.Items, nil
+	env       Env
+	cfg       *Config
+	providers map[string]*Provider
 }
 
 func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	if doc.Kind != jsonlite.Object {
 		return nil, fail("config", "must be a JSON object, not "+doc.Kind.String())
 	}
-	if err := object("", doc, "providers", "routes"); err != nil {
+	if err := object("", doc, "models", "aliases", "providers", "routes"); err != nil {
 		return nil, err
 	}
-	cfg := &Config{}
+	d.cfg = &Config{models: map[string]*Model{}}
+	if err := d.models(doc); err != nil {
+		return nil, err
+	}
+	if err := d.aliases(doc); err != nil {
+		return nil, err
+	}
+
 	providers, err := array("", doc, "providers")
 	if err != nil {
 		return nil, err
@@ -190,18 +170,20 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	if len(providers) == 0 {
 		return nil, fail("providers", "at least one provider is required")
 	}
-	byName := make(map[string]*Provider, len(providers))
+	d.providers = make(map[string]*Provider, len(providers))
 	for i, pv := range providers {
 		p, err := d.provider(index("providers", i), pv)
 		if err != nil {
 			return nil, err
 		}
-		if _, dup := byName[p.Name]; dup {
+		if _, dup := d.providers[p.Name]; dup {
 			return nil, fail(index("providers", i)+".name", "duplicate provider name "+strconv.Quote(p.Name))
 		}
-		byName[p.Name] = p
-		cfg.Providers = append(cfg.Providers, p)
+		p.Index = i
+		d.providers[p.Name] = p
+		d.cfg.Providers = append(d.cfg.Providers, p)
 	}
+
 	routes, err := array("", doc, "routes")
 	if err != nil {
 		return nil, err
@@ -211,7 +193,7 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	}
 	seen := make(map[string]bool, len(routes))
 	for i, rv := range routes {
-		r, err := d.route(index("routes", i), rv, byName)
+		r, err := d.route(index("routes", i), rv)
 		if err != nil {
 			return nil, err
 		}
@@ -220,13 +202,129 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 		}
 		seen[r.Name] = true
 		r.Index = i
-		cfg.Routes = append(cfg.Routes, r)
+		d.cfg.Routes = append(d.cfg.Routes, r)
 	}
-	return cfg, nil
+	return d.cfg, nil
+}
+
+// models reads {"models": {"gpt-4.1": {"input": 2.0, "cachedInput": 0.5, "output": 8.0}, "m2": {}}}.
+func (d *decoder) models(doc *jsonlite.Value) error {
+	v := doc.Get("models")
+	prices := map[string]pricing.Price{}
+	if v != nil {
+		if v.Kind != jsonlite.Object {
+			return fail("models", "must be an object of model names, not "+v.Kind.String())
+		}
+		names := make([]string, 0, len(v.Members))
+		for _, m := range v.Members {
+			path := key("models", m.Name)
+			if err := checkModel(path, m.Name); err != nil {
+				return err
+			}
+			if _, dup := d.cfg.models[m.Name]; dup {
+				return fail(path, "appears twice")
+			}
+			price, priced, err := d.price(path, m.Value)
+			if err != nil {
+				return err
+			}
+			d.cfg.models[m.Name] = &Model{Name: m.Name, Priced: priced}
+			if priced {
+				prices[m.Name] = price
+			}
+			names = append(names, m.Name)
+		}
+		sort.Strings(names)
+		for i, n := range names {
+			m := d.cfg.models[n]
+			m.Index = i
+			d.cfg.Models = append(d.cfg.Models, m)
+		}
+	}
+	table, err := pricing.NewTable(prices)
+	if err != nil {
+		return wrap("models", err)
+	}
+	d.cfg.Prices = table
+	return nil
+}
+
+func (d *decoder) price(path string, v *jsonlite.Value) (pricing.Price, bool, error) {
+	if err := object(path, v, "input", "cachedInput", "output"); err != nil {
+		return pricing.Price{}, false, err
+	}
+	if len(v.Members) == 0 {
+		return pricing.Price{}, false, nil
+	}
+	var p pricing.Price
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"input", &p.Input}, {"cachedInput", &p.CachedInput}, {"output", &p.Output}} {
+		fv := v.Get(f.name)
+		if fv == nil {
+			if f.name == "cachedInput" {
+				continue // defaults to the input price below
+			}
+			return p, false, fail(join(path, f.name), "is required when a model has prices (USD per million tokens)")
+		}
+		var text string
+		switch fv.Kind {
+		case jsonlite.Number:
+			text = fv.Num
+		case jsonlite.String:
+			text = fv.Str
+		default:
+			return p, false, fail(join(path, f.name), "must be a number of USD per million tokens, not "+fv.Kind.String())
+		}
+		n, err := pricing.ParseUSD(text)
+		if err != nil {
+			return p, false, wrap(join(path, f.name), err)
+		}
+		*f.dst = n
+	}
+	if v.Get("cachedInput") == nil {
+		p.CachedInput = p.Input
+	}
+	return p, true, nil
+}
+
+func (d *decoder) aliases(doc *jsonlite.Value) error {
+	m, err := stringMap("", doc, "aliases")
+	if err != nil {
+		return err
+	}
+	d.cfg.Aliases = make(map[string]*Model, len(m))
+	for alias, target := range m {
+		path := key("aliases", alias)
+		if err := checkModel(path, alias); err != nil {
+			return err
+		}
+		if _, clash := d.cfg.models[alias]; clash {
+			return fail(path, "is also a listed model; an alias must be a new name")
+		}
+		t, ok := d.cfg.models[target]
+		if !ok {
+			return fail(path, "unknown model "+strconv.Quote(target)+" (list it under models)")
+		}
+		d.cfg.Aliases[alias] = t
+	}
+	return nil
+}
+
+// model resolves a model reference in the config: a listed model or an alias.
+func (d *decoder) model(path, name string) (*Model, error) {
+	if err := checkModel(path, name); err != nil {
+		return nil, err
+	}
+	if m := d.cfg.Model(name); m != nil {
+		return m, nil
+	}
+	return nil, fail(path, "unknown model "+strconv.Quote(name)+" (list it under models)")
 }
 
 func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
-	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential"); err != nil {
+	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models"); err != nil {
 		return nil, err
 	}
 	p := &Provider{}
@@ -259,6 +357,24 @@ func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 	} else if err := checkHeaderValue(join(path, "cluster"), p.Cluster); err != nil {
 		return nil, err
 	}
+	models, err := stringMap(path, v, "models")
+	if err != nil {
+		return nil, err
+	}
+	for public, own := range models {
+		mp := key(join(path, "models"), public)
+		m, err := d.model(mp, public)
+		if err != nil {
+			return nil, err
+		}
+		if m.Name != public {
+			return nil, fail(mp, "is an alias; map the model "+strconv.Quote(m.Name)+" instead")
+		}
+		if err := checkModel(mp, own); err != nil {
+			return nil, err
+		}
+	}
+	p.Models = models
 	cred, source, err := d.credential(join(path, "credential"), v.Get("credential"))
 	if err != nil {
 		return nil, err
@@ -306,113 +422,4 @@ func (d *decoder) credential(path string, v *jsonlite.Value) (value, source stri
 		return inline, "inline", nil
 	}
 	return "", "", fail(path, "set env or inline")
-}
-
-func (d *decoder) route(path string, v *jsonlite.Value, providers map[string]*Provider) (*Route, error) {
-	if err := object(path, v, "name", "match", "provider"); err != nil {
-		return nil, err
-	}
-	r := &Route{}
-	var err error
-	if r.Name, err = requiredStr(path, v, "name"); err != nil {
-		return nil, err
-	}
-	if err := checkName(join(path, "name"), r.Name); err != nil {
-		return nil, err
-	}
-	match := v.Get("match")
-	if match == nil {
-		return nil, fail(join(path, "match"), "is required")
-	}
-	mpath := join(path, "match")
-	if err := object(mpath, match, "pathPrefix"); err != nil {
-		return nil, err
-	}
-	if r.PathPrefix, err = requiredStr(mpath, match, "pathPrefix"); err != nil {
-		return nil, err
-	}
-	if err := checkPath(join(mpath, "pathPrefix"), r.PathPrefix); err != nil {
-		return nil, err
-	}
-	name, err := requiredStr(path, v, "provider")
-	if err != nil {
-		return nil, err
-	}
-	p, ok := providers[name]
-	if !ok {
-		return nil, fail(join(path, "provider"), "unknown provider "+strconv.Quote(name))
-	}
-	r.Provider = p
-	return r, nil
-}
-
-// checkName keeps names usable inside metric names and tag regexes:
-// lowercase letters, digits, '-' and '_', at most 64.
-func checkName(path, s string) error {
-	if len(s) > 64 {
-		return fail(path, "longer than 64 characters")
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fail(path, strconv.Quote(s)+" may hold only lowercase letters, digits, '-' and '_'")
-		}
-	}
-	return nil
-}
-
-func checkHost(path, s string) error {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':' || c == '[' || c == ']') {
-			return fail(path, strconv.Quote(s)+" is not a host name (letters, digits, '-', '.', optional :port)")
-		}
-	}
-	return nil
-}
-
-func checkPath(path, s string) error {
-	if s[0] != '/' {
-		return fail(path, "must start with '/'")
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == 0x7f || c == '?' || c == '#' {
-			return fail(path, "may not hold spaces, control characters, '?' or '#'")
-		}
-	}
-	return nil
-}
-
-func checkHeaderValue(path, s string) error {
-	if !validHeaderValue(s) {
-		return fail(path, "holds characters not allowed in a header value")
-	}
-	return nil
-}
-
-// validHeaderValue reports whether s can be sent as an HTTP header value: visible
-// ASCII, spaces and tabs, no CR, LF or NUL.
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func hostOnly(hostport string) string {
-	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") {
-		return hostport[:i]
-	}
-	return hostport
-}
-
-// Validate checks a pluginConfig without resolving credentials: a credential named
-// by environment variable is taken as set, since the variable exists only in the
-// proxy. It is what `shepherdctl validate filter` runs.
-func Validate(data []byte) error {
-	_, err := Parse(data, func(string) (string, bool) { return "placeholder", true })
-	return err
 }

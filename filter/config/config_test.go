@@ -13,6 +13,8 @@ func envOf(m map[string]string) Env {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
+func noHeaders(string) (string, bool) { return "", false }
+
 func TestParseValid(t *testing.T) {
 	data, err := os.ReadFile("testdata/valid/full.json")
 	require.NoError(t, err)
@@ -30,11 +32,11 @@ func TestParseValid(t *testing.T) {
 	require.Empty(t, local.Authorization)
 	require.Equal(t, "none", local.CredentialSource)
 
-	require.Equal(t, "chat", cfg.Match("/v1/chat/completions").Name, "first match wins")
-	require.Equal(t, "rest", cfg.Match("/v1/embeddings").Name)
-	require.Equal(t, 1, cfg.Match("/v1/embeddings").Index)
-	require.Same(t, local, cfg.Match("/v1/embeddings").Provider)
-	require.Nil(t, cfg.Match("/healthz"))
+	require.Equal(t, "chat", cfg.Match("/v1/chat/completions", noHeaders).Name, "first match wins")
+	require.Equal(t, "rest", cfg.Match("/v1/embeddings", noHeaders).Name)
+	require.Equal(t, 1, cfg.Match("/v1/embeddings", noHeaders).Index)
+	require.Same(t, local, cfg.Match("/v1/embeddings", noHeaders).Provider)
+	require.Nil(t, cfg.Match("/healthz", noHeaders))
 }
 
 func TestDefaultClusterDropsPort(t *testing.T) {
@@ -45,27 +47,46 @@ func TestDefaultClusterDropsPort(t *testing.T) {
 
 func TestParseInvalid(t *testing.T) {
 	want := map[string]string{
-		"not-object":             `config: must be a JSON object, not array`,
-		"syntax":                 `config: invalid json at offset 15: unexpected character '}'`,
-		"unknown-top":            `route: unknown field (known: providers, routes)`,
-		"no-providers":           `providers: at least one provider is required`,
-		"provider-no-host":       `providers[0].host: must not be empty`,
-		"provider-bad-name":      `providers[0].name: "A b" may hold only lowercase letters, digits, '-' and '_'`,
-		"provider-dup":           `providers[1].name: duplicate provider name "a"`,
-		"provider-bad-host":      `providers[0].host: "x/y" is not a host name (letters, digits, '-', '.', optional :port)`,
-		"provider-path":          `providers[0].pathPrefix: must start with '/'`,
-		"provider-host-type":     `providers[0].host: must be a string, not number`,
-		"cred-both":              `providers[0].credential: set either env or inline, not both`,
-		"cred-empty":             `providers[0].credential: set env or inline`,
-		"cred-env-missing":       `providers[0].credential.env: environment variable "MISSING_KEY" is not set or empty`,
-		"cred-crlf":              `providers[0].credential.inline: holds characters not allowed in a header value`,
-		"cred-unknown":           `providers[0].credential.file: unknown field (known: env, inline)`,
-		"no-routes":              `routes: at least one route is required`,
-		"route-no-match":         `routes[0].match: is required`,
-		"route-bad-prefix":       `routes[0].match.pathPrefix: may not hold spaces, control characters, '?' or '#'`,
-		"route-unknown-provider": `routes[0].provider: unknown provider "b"`,
-		"route-dup":              `routes[1].name: duplicate route name "r"`,
-		"route-match-unknown":    `routes[0].match.prefix: unknown field (known: pathPrefix)`,
+		"not-object":                  `config: must be a JSON object, not array`,
+		"syntax":                      `config: invalid json at offset 15: unexpected character '}'`,
+		"unknown-top":                 `route: unknown field (known: models, aliases, providers, routes)`,
+		"no-providers":                `providers: at least one provider is required`,
+		"provider-no-host":            `providers[0].host: must not be empty`,
+		"provider-bad-name":           `providers[0].name: "A b" may hold only lowercase letters, digits, '-' and '_'`,
+		"provider-dup":                `providers[1].name: duplicate provider name "a"`,
+		"provider-bad-host":           `providers[0].host: "x/y" is not a host name (letters, digits, '-', '.', optional :port)`,
+		"provider-path":               `providers[0].pathPrefix: must start with '/'`,
+		"provider-host-type":          `providers[0].host: must be a string, not number`,
+		"cred-both":                   `providers[0].credential: set either env or inline, not both`,
+		"cred-empty":                  `providers[0].credential: set env or inline`,
+		"cred-env-missing":            `providers[0].credential.env: environment variable "MISSING_KEY" is not set or empty`,
+		"cred-crlf":                   `providers[0].credential.inline: holds characters not allowed in a header value`,
+		"cred-unknown":                `providers[0].credential.file: unknown field (known: env, inline)`,
+		"no-routes":                   `routes: at least one route is required`,
+		"route-no-match":              `routes[0].match: is required`,
+		"route-bad-prefix":            `routes[0].match.pathPrefix: may not hold spaces, control characters, '?' or '#'`,
+		"route-unknown-provider":      `routes[0].provider: unknown provider "b"`,
+		"route-dup":                   `routes[1].name: duplicate route name "r"`,
+		"route-match-unknown":         `routes[0].match.prefix: unknown field (known: pathPrefix, headers)`,
+		"alias-clash":                 `aliases["m"]: is also a listed model; an alias must be a new name`,
+		"alias-unknown":               `aliases["fast"]: unknown model "x" (list it under models)`,
+		"body-too-big":                `routes[0].maxBodyBytes: must be a whole number, not 1e9`,
+		"fallback-attempts":           `routes[0].fallback.maxAttempts: must be between 1 and 10, not 11`,
+		"fallback-backoff-order":      `routes[0].fallback.maxBackoffMs: must not be less than baseBackoffMs`,
+		"fallback-bad-status":         `routes[0].fallback.statuses[0]: must be a 4xx or 5xx status`,
+		"fallback-unknown-model":      `routes[1].fallback.models[0]: unknown model "x" (list it under models)`,
+		"limits-bad-header":           `routes[0].limits.consumerHeader: "X Tenant" is not a lowercase header name`,
+		"limits-negative":             `routes[0].limits.requestsPerMinute: must be between 0 and 1000000000, not -1`,
+		"limits-none":                 `routes[0].limits: set requestsPerMinute or tokensPerMinute`,
+		"model-bad-name":              `models["gpt 4"]: "gpt 4" may hold only visible ASCII characters other than '"' and '\'`,
+		"price-bad":                   `models["m"].input: pricing: usd "1.2.3": not a decimal number`,
+		"price-missing-output":        `models["m"].output: is required when a model has prices (USD per million tokens)`,
+		"provider-model-unknown":      `providers[0].models["gpt"]: unknown model "gpt" (list it under models)`,
+		"route-both-providers":        `routes[0]: set either provider or providers, not both`,
+		"route-default-model-unknown": `routes[0].defaultModel: unknown model "gpt-5" (list it under models)`,
+		"route-priority-empty":        `routes[0].priority.models: must map at least one header value to a model`,
+		"route-zero-weights":          `routes[0].providers: weights add up to 0; at least one must be positive`,
+		"stream-usage-type":           `routes[0].streamUsage: must be true or false, not string`,
 	}
 	files, err := filepath.Glob("testdata/invalid/*.json")
 	require.NoError(t, err)
@@ -115,4 +136,66 @@ func TestValidateAssumesEnvSet(t *testing.T) {
 	require.NoError(t, Validate(data))
 	_, err = Parse(data, nil)
 	require.EqualError(t, err, `providers[0].credential.env: environment variable "RELAY_API_KEY" is not set or empty`)
+}
+
+func TestParseFullExample(t *testing.T) {
+	data, err := os.ReadFile("testdata/valid/example.json")
+	require.NoError(t, err)
+	cfg, err := Parse(data, func(string) (string, bool) { return "k", true })
+	require.NoError(t, err)
+
+	require.Len(t, cfg.Models, 5)
+	require.Equal(t, "claude-sonnet-4.5", cfg.Models[0].Name, "models are sorted")
+	require.Equal(t, "gemini-2.5-flash", cfg.Model("fast").Name, "aliases resolve")
+	require.Equal(t, "other", cfg.ModelLabel("gpt-9"), "unlisted models share one label")
+	require.Equal(t, "gpt-4.1", cfg.ModelLabel("gpt-4.1"))
+	cost, known := cfg.Prices.Cost("gpt-4.1", 1_000_000, 0, 1_000_000)
+	require.True(t, known)
+	require.EqualValues(t, 10_000_000, cost, "$2 in + $8 out per million")
+	_, known = cfg.Prices.Cost("unpriced-model", 1, 0, 1)
+	require.False(t, known)
+	require.False(t, cfg.Model("unpriced-model").Priced)
+
+	relay := cfg.Providers[0]
+	require.Equal(t, "anthropic/claude-sonnet-4.5", relay.ModelName("claude-sonnet-4.5"))
+	require.Equal(t, "gpt-4.1", relay.ModelName("gpt-4.1"))
+
+	chat := cfg.Routes[0]
+	require.Equal(t, []Backend{{relay, 90}, {cfg.Providers[1], 10}}, chat.Backends)
+	require.Same(t, relay, chat.Provider)
+	require.Equal(t, "gpt-4.1", chat.DefaultModel.Name)
+	require.Equal(t, "x-priority", chat.PriorityHeader)
+	require.Equal(t, "claude-sonnet-4.5", chat.Priority["high"].Name)
+	require.EqualValues(t, 600, chat.Limits.Requests.PerMinute)
+	require.EqualValues(t, 200000, chat.Limits.Tokens.PerMinute)
+	require.Equal(t, "x-tenant", chat.Limits.ConsumerHeader)
+	require.EqualValues(t, 2048, chat.Limits.DefaultMaxTokens)
+	require.Len(t, chat.Fallback.Chain, 2)
+	require.Equal(t, "deepseek-v3.2", chat.Fallback.Chain[0].Model.Name)
+	require.Nil(t, chat.Fallback.Chain[0].Provider, "same provider")
+	require.Same(t, cfg.Providers[1], chat.Fallback.Chain[1].Provider)
+	require.Equal(t, []int{429, 500, 502, 503, 504}, chat.Fallback.Policy.Statuses)
+	require.EqualValues(t, 200_000_000, chat.Fallback.Policy.BaseBackoff)
+	require.Equal(t, 20, chat.Fallback.Budget.Percent)
+	require.True(t, chat.StreamUsage)
+	require.True(t, chat.NeedsBody)
+	require.Equal(t, DefaultMaxBodyBytes, chat.MaxBodyBytes)
+
+	emb := cfg.Routes[1]
+	require.Equal(t, []HeaderMatch{{"x-team", "search"}}, emb.Headers)
+	require.Equal(t, 65536, emb.MaxBodyBytes)
+	require.True(t, emb.NeedsBody, "aliases exist, so every route reads the model")
+
+	hdr := func(v string) func(string) (string, bool) {
+		return func(n string) (string, bool) { return v, n == "x-team" }
+	}
+	require.Same(t, emb, cfg.Match("/v1/embeddings", hdr("search")))
+	require.Nil(t, cfg.Match("/v1/embeddings", hdr("other")), "header must match exactly")
+	require.Same(t, chat, cfg.Match("/v1/chat/completions", hdr("search")), "first match wins")
+}
+
+func TestHeadersOnlyRouteNeedsNoBody(t *testing.T) {
+	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"x"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a","streamUsage":false,"limits":{"requestsPerMinute":5}}]}`), nil)
+	require.NoError(t, err)
+	require.False(t, cfg.Routes[0].NeedsBody)
 }

@@ -18,14 +18,39 @@ type Decision struct {
 	path string
 }
 
-// Decide matches path against cfg's routes. ok is false when no route matches; the
-// request then passes through untouched.
-func Decide(cfg *config.Config, path string) (d Decision, ok bool) {
-	r := cfg.Match(path)
+// Header looks up a request header by its lowercase name.
+type Header func(name string) (string, bool)
+
+// Decide matches the request against cfg's routes and picks the provider. ok is
+// false when no route matches; the request then passes through untouched. pick is
+// a uniformly random number (or a hash of a sticky client key) that selects a
+// backend by weight.
+func Decide(cfg *config.Config, path string, header Header, pick uint64) (d Decision, ok bool) {
+	r := cfg.Match(path, header)
 	if r == nil {
 		return Decision{}, false
 	}
-	return Decision{Route: r, Provider: r.Provider, rest: path[len(r.PathPrefix):], path: path}, true
+	return Decision{Route: r, Provider: Pick(r.Backends, pick), rest: path[len(r.PathPrefix):], path: path}, true
+}
+
+// Pick selects a backend by weight: with weights 90 and 10, picks spread
+// uniformly over [0, 2^64) choose the first 90% of the time.
+func Pick(backends []config.Backend, pick uint64) *config.Provider {
+	if len(backends) == 1 {
+		return backends[0].Provider
+	}
+	total := 0
+	for _, b := range backends {
+		total += b.Weight
+	}
+	n := int(pick % uint64(total))
+	for _, b := range backends {
+		if n < b.Weight {
+			return b.Provider
+		}
+		n -= b.Weight
+	}
+	return backends[0].Provider
 }
 
 // Authority is the :authority the request is sent with.

@@ -36,7 +36,7 @@ func TestDecidePaths(t *testing.T) {
 				doc = `{"providers":[{"name":"p","host":"api.example.com"}],` +
 					`"routes":[{"name":"r","match":{"pathPrefix":"` + tc.routePrefix + `"},"provider":"p"}]}`
 			}
-			d, ok := Decide(mustConfig(t, doc), tc.path)
+			d, ok := Decide(mustConfig(t, doc), tc.path, noHeaders, 0)
 			require.True(t, ok)
 			require.Equal(t, tc.want, d.Path())
 			require.Equal(t, tc.want != tc.path, d.PathChanged())
@@ -46,16 +46,30 @@ func TestDecidePaths(t *testing.T) {
 	}
 }
 
+func noHeaders(string) (string, bool) { return "", false }
+
+func TestPickFollowsWeights(t *testing.T) {
+	cfg := mustConfig(t, `{"providers":[{"name":"a","host":"a"},{"name":"b","host":"b"},{"name":"c","host":"c"}],`+
+		`"routes":[{"name":"r","match":{"pathPrefix":"/"},"providers":[{"name":"a","weight":70},{"name":"b","weight":0},{"name":"c","weight":30}]}]}`)
+	counts := map[string]int{}
+	for pick := uint64(0); pick < 1000; pick++ {
+		d, ok := Decide(cfg, "/x", noHeaders, pick*7919)
+		require.True(t, ok)
+		counts[d.Provider.Name]++
+	}
+	require.Equal(t, map[string]int{"a": 700, "c": 300}, counts, "a weight of 0 gets nothing")
+}
+
 func TestNoRouteMeansPassThrough(t *testing.T) {
 	cfg := mustConfig(t, `{"providers":[{"name":"p","host":"h"}],"routes":[{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
-	_, ok := Decide(cfg, "/healthz")
+	_, ok := Decide(cfg, "/healthz", noHeaders, 0)
 	require.False(t, ok)
 }
 
 func TestDecideAllocatesNothing(t *testing.T) {
 	cfg := mustConfig(t, `{"providers":[{"name":"p","host":"h"}],"routes":[{"name":"a","match":{"pathPrefix":"/v2/"},"provider":"p"},{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
 	allocs := testing.AllocsPerRun(1000, func() {
-		d, ok := Decide(cfg, "/v1/chat/completions")
+		d, ok := Decide(cfg, "/v1/chat/completions", noHeaders, 7)
 		if !ok || d.Path() != "/v1/chat/completions" || d.PathChanged() {
 			panic("unexpected decision")
 		}
@@ -67,7 +81,7 @@ func BenchmarkDecide(b *testing.B) {
 	cfg := mustConfig(b, `{"providers":[{"name":"p","host":"h","pathPrefix":"/openai/v1/"}],"routes":[{"name":"a","match":{"pathPrefix":"/v2/"},"provider":"p"},{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		d, _ := Decide(cfg, "/v1/chat/completions")
+		d, _ := Decide(cfg, "/v1/chat/completions", noHeaders, 7)
 		_ = d.Path()
 	}
 }
