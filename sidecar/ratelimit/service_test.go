@@ -70,12 +70,14 @@ func storeKinds(t *testing.T) map[string]func() store.Store {
 	addr := redistest.Start(t)
 	client := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = client.Close() })
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redistest.StartCluster(t)})
+	t.Cleanup(func() { _ = cc.Close() })
 	var n atomic.Int64
+	prefix := func() string { return t.Name() + ":" + strconv.FormatInt(n.Add(1), 10) + ":" }
 	return map[string]func() store.Store{
-		"memory": func() store.Store { return store.NewMemory(store.MemoryOptions{}) },
-		"redis": func() store.Store {
-			return store.NewRedis(client, store.RedisOptions{Prefix: t.Name() + ":" + string(rune('a'+n.Add(1))) + ":"})
-		},
+		"memory":        func() store.Store { return store.NewMemory(store.MemoryOptions{}) },
+		"redis":         func() store.Store { return store.NewRedis(client, store.RedisOptions{Prefix: prefix()}) },
+		"redis-cluster": func() store.Store { return store.NewRedis(cc, store.RedisOptions{Prefix: prefix()}) },
 	}
 }
 

@@ -15,16 +15,20 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// stores returns a fresh Memory store and a Redis store with its own prefix,
-// so that cases do not see each other's counters.
+// stores returns a fresh Memory store, and Redis stores on one server and
+// on a two-node cluster with a prefix of the test's own, so that cases do
+// not see each other's counters.
 func stores(t *testing.T) map[string]store.Store {
 	t.Helper()
 	addr := redistest.Start(t)
 	client := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = client.Close() })
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redistest.StartCluster(t)})
+	t.Cleanup(func() { _ = cc.Close() })
 	mem := store.NewMemory(store.MemoryOptions{})
 	rs := store.NewRedis(client, store.RedisOptions{Prefix: "test:" + t.Name() + ":"})
-	return map[string]store.Store{"memory": mem, "redis": rs}
+	rc := store.NewRedis(cc, store.RedisOptions{Prefix: "test:" + t.Name() + ":"})
+	return map[string]store.Store{"memory": mem, "redis": rs, "redis-cluster": rc}
 }
 
 func hit(key string, hits uint64, start, secs int64) store.Hit {
@@ -90,6 +94,19 @@ func TestStoresAgree(t *testing.T) {
 			steps: []step{
 				{[]store.Hit{hit("dom|k=v|x=\x00y", 2, 0, 60)}, []store.Result{{Count: 2, Reset: 60}}},
 				{[]store.Hit{hit("dom|k=v|x=\x00z", 1, 0, 60)}, []store.Result{{Count: 1, Reset: 60}}},
+			},
+		},
+		{
+			name: "one decision spread over cluster nodes",
+			steps: []step{
+				{
+					[]store.Hit{hit("a", 1, 0, 60), hit("b", 2, 0, 60), hit("c", 3, 0, 60), hit("d", 4, 0, 60), hit("e", 5, 0, 60), hit("f", 6, 0, 60)},
+					[]store.Result{{Count: 1, Reset: 60}, {Count: 2, Reset: 60}, {Count: 3, Reset: 60}, {Count: 4, Reset: 60}, {Count: 5, Reset: 60}, {Count: 6, Reset: 60}},
+				},
+				{
+					[]store.Hit{hit("f", 1, 0, 60), hit("e", 1, 0, 60), hit("d", 1, 0, 60), hit("c", 1, 0, 60), hit("b", 1, 0, 60), hit("a", 1, 0, 60)},
+					[]store.Result{{Count: 7, Reset: 60}, {Count: 6, Reset: 60}, {Count: 5, Reset: 60}, {Count: 4, Reset: 60}, {Count: 3, Reset: 60}, {Count: 2, Reset: 60}},
+				},
 			},
 		},
 		{

@@ -24,12 +24,14 @@ import (
 const SkipEnv = "SHEPHERD_SKIP_REDIS"
 
 var (
-	mu  sync.Mutex
-	srv *server
+	mu      sync.Mutex
+	srv     *server
+	cluster []*server
 )
 
 type server struct {
 	addr string
+	dir  string // removed when the server stops, if set
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -40,6 +42,22 @@ type server struct {
 // is skipped.
 func Start(t testing.TB) string {
 	t.Helper()
+	path := lookPath(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if srv == nil {
+		s, err := launch(path, "")
+		if err != nil {
+			t.Fatalf("start redis-server: %v", err)
+		}
+		srv = s
+	}
+	return srv.addr
+}
+
+// lookPath finds redis-server, or fails or skips the test.
+func lookPath(t testing.TB) string {
+	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv(SkipEnv) == "1" {
@@ -47,16 +65,7 @@ func Start(t testing.TB) string {
 		}
 		t.Fatalf("redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server), or set %s=1 to skip Redis tests", SkipEnv)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if srv == nil {
-		s, err := launch(path)
-		if err != nil {
-			t.Fatalf("start redis-server: %v", err)
-		}
-		srv = s
-	}
-	return srv.addr
+	return path
 }
 
 // Main runs the tests and then stops the server, if one was started. Call it
@@ -67,33 +76,50 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// Stop kills the server if one is running. A later Start launches a new one.
+// Stop kills the servers that are running (the one of Start and the
+// cluster of StartCluster). A later Start launches a new one.
 func Stop() {
 	mu.Lock()
 	defer mu.Unlock()
-	if srv == nil {
-		return
+	for _, s := range append(cluster, srv) {
+		if s != nil {
+			_ = s.cmd.Process.Kill()
+			<-s.done
+			if s.dir != "" {
+				_ = os.RemoveAll(s.dir)
+			}
+		}
 	}
-	_ = srv.cmd.Process.Kill()
-	<-srv.done
-	srv = nil
+	srv, cluster = nil, nil
 }
 
-func launch(path string) (*server, error) {
+// launch starts one redis-server; with a non-empty dir it runs as a
+// cluster node keeping its cluster state there.
+func launch(path, dir string) (*server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(path,
+		args := []string{
 			"--bind", "127.0.0.1",
 			"--port", fmt.Sprint(port),
 			"--save", "",
 			"--appendonly", "no",
 			"--protected-mode", "yes",
-			"--dir", os.TempDir(),
-		)
+		}
+		if dir == "" {
+			args = append(args, "--dir", os.TempDir())
+		} else {
+			args = append(args,
+				"--dir", dir,
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
+				"--cluster-node-timeout", "2000",
+			)
+		}
+		cmd := exec.Command(path, args...)
 		dieWithParent(cmd)
 		if err := cmd.Start(); err != nil {
 			return nil, err

@@ -1,9 +1,11 @@
 package redistest_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
@@ -65,4 +67,27 @@ func TestMissingRedisServer(t *testing.T) {
 	startWith(r)
 	require.Contains(t, r.skipped, "redis-server not found and SHEPHERD_SKIP_REDIS=1")
 	require.Empty(t, r.failed)
+}
+
+func TestStartClusterServesAllSlots(t *testing.T) {
+	addrs := redistest.StartCluster(t)
+	require.Len(t, addrs, 2)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer c.Close()
+	ctx := context.Background()
+	// Keys in both nodes' slot ranges.
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		require.NoError(t, c.Set(ctx, "cluster-test:"+k, k, 0).Err())
+		v, err := c.Get(ctx, "cluster-test:"+k).Result()
+		require.NoError(t, err)
+		require.Equal(t, k, v)
+	}
+	for _, addr := range addrs {
+		node := redis.NewClient(&redis.Options{Addr: addr})
+		n, err := node.DBSize(ctx).Result()
+		_ = node.Close()
+		require.NoError(t, err)
+		require.Positive(t, n, "node %s holds some of the keys", addr)
+	}
+	require.Equal(t, addrs, redistest.StartCluster(t), "one cluster per test binary")
 }
