@@ -60,7 +60,7 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 		if s.inString {
 			if !s.escape {
 				// Step over the plain part of the string at once.
-				j := bytes.IndexAny(chunk[i:], "\"\\")
+				j := quoteOrBackslash(chunk[i:])
 				if j < 0 {
 					s.keep(chunk[i:])
 					return
@@ -156,6 +156,18 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 	}
 }
 
+// quoteOrBackslash returns the index of the first '"' or '\\' in b, or -1.
+func quoteOrBackslash(b []byte) int {
+	q := bytes.IndexByte(b, '"')
+	if q >= 0 {
+		b = b[:q]
+	}
+	if j := bytes.IndexByte(b, '\\'); j >= 0 {
+		return j
+	}
+	return q
+}
+
 // keep records bytes of the member name or of the captured value being read.
 func (s *JSONUsageScanner) keep(b []byte) {
 	switch {
@@ -213,6 +225,9 @@ func (s *JSONUsageScanner) endString() {
 func (s *JSONUsageScanner) startValue() {
 	if s.target != targetNone {
 		s.capturing, s.overflow = true, false
+		if s.capture == nil {
+			s.capture = make([]byte, 0, min(512, s.maxCapture())) // a usage object fits
+		}
 		s.capture = s.capture[:0]
 	}
 }

@@ -159,10 +159,7 @@ func InspectRequest(body []byte) (Request, error) {
 	// to be valid JSON: a syntax error takes precedence.
 	var typeErr error
 	m := jsonlite.ObjectMembers(body, start)
-	for m.Next() {
-		if typeErr != nil {
-			continue
-		}
+	for m.NextName() {
 		r.Members++
 		name := m.Name()
 		if m.NameEscaped() {
@@ -172,8 +169,24 @@ func InspectRequest(body []byte) (Request, error) {
 			}
 			name = []byte(s)
 		}
-		v := Span{m.ValueStart, m.ValueEnd}
+		// Every value is validated once: messages while they are counted, the
+		// others by SkipValue.
+		var end int
 		var err error
+		if string(name) == "messages" && body[m.ValueStart] == '[' {
+			r.PromptTextBytes = 0
+			end, err = r.messages(body, m.ValueStart)
+		} else {
+			end, err = jsonlite.SkipValue(body, m.ValueStart)
+		}
+		if err != nil {
+			return r, invalid(err)
+		}
+		m.ValueDone(end)
+		if typeErr != nil {
+			continue
+		}
+		v := Span{m.ValueStart, end}
 		switch string(name) {
 		case "model":
 			if body[v.Start] != '"' {
@@ -193,8 +206,9 @@ func InspectRequest(body []byte) (Request, error) {
 		case "stream_options":
 			err = r.streamOptions(body, v)
 		case "messages":
-			r.PromptTextBytes = 0
-			err = r.messages(body, v)
+			if body[v.Start] != '[' {
+				r.PromptTextBytes = 0 // not messages the estimate can read
+			}
 		}
 		typeErr = err
 	}
@@ -282,59 +296,86 @@ func (r *Request) streamOptions(body []byte, v Span) error {
 	return nil
 }
 
-// messages adds up the message text of a "messages" array. Anything that is not
-// shaped like a chat message is skipped: the upstream judges it.
-func (r *Request) messages(body []byte, v Span) error {
-	if body[v.Start] != '[' {
-		return nil
-	}
-	msgs := jsonlite.ArrayElements(body, v.Start)
-	for msgs.Next() {
-		if body[msgs.ValueStart] != '{' {
-			continue
+// messages adds up the message text of the "messages" array at body[start] and
+// returns the offset just past it, validating it on the way. Elements that are
+// not shaped like chat messages are skipped: the upstream judges them.
+func (r *Request) messages(body []byte, start int) (int, error) {
+	msgs := jsonlite.ArrayElements(body, start)
+	for msgs.NextStart() {
+		var end int
+		var err error
+		if body[msgs.ValueStart] == '{' {
+			end, err = r.message(body, msgs.ValueStart)
+		} else {
+			end, err = jsonlite.SkipValue(body, msgs.ValueStart)
 		}
-		m := jsonlite.ObjectMembers(body, msgs.ValueStart)
-		for m.Next() {
-			if !m.NameIs("content") {
-				continue
-			}
-			switch body[m.ValueStart] {
-			case '"':
-				r.PromptTextBytes += int64(m.ValueEnd - m.ValueStart - 2)
-			case '[':
-				if err := r.contentParts(body, m.ValueStart); err != nil {
-					return err
-				}
-			}
+		if err != nil {
+			return 0, err
 		}
-		if err := m.Err(); err != nil {
-			return invalid(err)
-		}
+		msgs.ValueDone(end)
 	}
-	if err := msgs.Err(); err != nil {
-		return invalid(err)
-	}
-	return nil
+	return msgs.End(), msgs.Err()
 }
 
-func (r *Request) contentParts(body []byte, start int) error {
+// message counts the content of the message object at body[start].
+func (r *Request) message(body []byte, start int) (int, error) {
+	m := jsonlite.ObjectMembers(body, start)
+	for m.NextName() {
+		v := m.ValueStart
+		var end int
+		var err error
+		switch {
+		case body[v] == '"' && m.NameIs("content"):
+			end, _, err = jsonlite.ScanString(body, v)
+			r.PromptTextBytes += int64(end - v - 2)
+		case body[v] == '[' && m.NameIs("content"):
+			end, err = r.contentParts(body, v)
+		default:
+			end, err = jsonlite.SkipValue(body, v)
+		}
+		if err != nil {
+			return 0, err
+		}
+		m.ValueDone(end)
+	}
+	return m.End(), m.Err()
+}
+
+// contentParts counts the "text" strings of the content parts at body[start].
+func (r *Request) contentParts(body []byte, start int) (int, error) {
 	parts := jsonlite.ArrayElements(body, start)
-	for parts.Next() {
-		if body[parts.ValueStart] != '{' {
-			continue
+	for parts.NextStart() {
+		var end int
+		var err error
+		if body[parts.ValueStart] == '{' {
+			end, err = r.contentPart(body, parts.ValueStart)
+		} else {
+			end, err = jsonlite.SkipValue(body, parts.ValueStart)
 		}
-		m := jsonlite.ObjectMembers(body, parts.ValueStart)
-		for m.Next() {
-			if body[m.ValueStart] == '"' && m.NameIs("text") {
-				r.PromptTextBytes += int64(m.ValueEnd - m.ValueStart - 2)
-			}
+		if err != nil {
+			return 0, err
 		}
-		if err := m.Err(); err != nil {
-			return invalid(err)
-		}
+		parts.ValueDone(end)
 	}
-	if err := parts.Err(); err != nil {
-		return invalid(err)
+	return parts.End(), parts.Err()
+}
+
+func (r *Request) contentPart(body []byte, start int) (int, error) {
+	m := jsonlite.ObjectMembers(body, start)
+	for m.NextName() {
+		v := m.ValueStart
+		var end int
+		var err error
+		if body[v] == '"' && m.NameIs("text") {
+			end, _, err = jsonlite.ScanString(body, v)
+			r.PromptTextBytes += int64(end - v - 2)
+		} else {
+			end, err = jsonlite.SkipValue(body, v)
+		}
+		if err != nil {
+			return 0, err
+		}
+		m.ValueDone(end)
 	}
-	return nil
+	return m.End(), m.Err()
 }

@@ -114,15 +114,23 @@ func (s *SSEScanner) Feed(chunk []byte) {
 			}
 		}
 		// The rest of the value, up to the end of the line or of the chunk.
-		j := bytes.IndexAny(chunk[i:], "\r\n")
-		if j < 0 {
-			j = len(chunk) - i
-		}
+		j := lineEnd(chunk[i:])
 		if s.dataLine {
 			s.appendData(chunk[i : i+j])
 		}
 		i += j - 1
 	}
+}
+
+// lineEnd returns the index of the first CR or LF in b, or len(b).
+func lineEnd(b []byte) int {
+	if j := bytes.IndexByte(b, '\n'); j >= 0 {
+		b = b[:j]
+	}
+	if j := bytes.IndexByte(b, '\r'); j >= 0 {
+		return j
+	}
+	return len(b)
 }
 
 // Finish ends the stream: an event that was not ended by a blank line is
@@ -208,19 +216,41 @@ func (s *SSEScanner) event(data []byte) {
 		model    Span
 		content  bool
 	)
+	// One pass validates the event and reads it; nothing is kept unless the
+	// whole event is valid.
 	m := jsonlite.ObjectMembers(data, 0)
-	for m.Next() {
-		switch {
-		case m.NameIs("usage"):
+	for m.NextName() {
+		name := m.Name()
+		if m.NameEscaped() {
+			u, err := jsonlite.Unquote(data[m.NameStart:m.NameEnd])
+			if err != nil {
+				s.bad++
+				return
+			}
+			name = []byte(u)
+		}
+		v := m.ValueStart
+		var end int
+		var err error
+		if data[v] == '[' && string(name) == "choices" {
+			var c bool
+			end, c, err = choices(data, v)
+			content = content || c
+		} else {
+			end, err = jsonlite.SkipValue(data, v)
+		}
+		if err != nil {
+			s.bad++
+			return
+		}
+		m.ValueDone(end)
+		switch string(name) {
+		case "usage":
 			if u, ok := parseUsage(m.Value()); ok {
 				usage, hasUsage = u, true
 			}
-		case m.NameIs("model"):
-			model = Span{m.ValueStart, m.ValueEnd}
-		case m.NameIs("choices"):
-			if data[m.ValueStart] == '[' {
-				content = content || choicesHaveContent(m.Value())
-			}
+		case "model":
+			model = Span{v, end}
 		}
 	}
 	if m.Err() != nil || jsonlite.SkipSpace(data, m.End()) != len(data) {
@@ -236,57 +266,74 @@ func (s *SSEScanner) event(data []byte) {
 	s.content = s.content || content
 }
 
-// choicesHaveContent reports whether a choices array of a chunk carries output:
-// a delta with non-empty content, refusal or reasoning_content, with tool_calls
-// or a function_call, or a non-empty "text" (the completions API).
-func choicesHaveContent(tok []byte) bool {
-	e := jsonlite.ArrayElements(tok, 0)
-	for e.Next() {
-		if tok[e.ValueStart] != '{' {
+// choices steps over the choices array at data[start] and reports whether a
+// choice carries output: a delta with non-empty content, refusal or
+// reasoning_content, with tool_calls or a function_call, or a non-empty "text"
+// (the completions API).
+func choices(data []byte, start int) (end int, content bool, err error) {
+	e := jsonlite.ArrayElements(data, start)
+	for e.NextStart() {
+		v := e.ValueStart
+		if data[v] != '{' {
+			if end, err = jsonlite.SkipValue(data, v); err != nil {
+				return 0, false, err
+			}
+			e.ValueDone(end)
 			continue
 		}
-		c := jsonlite.ObjectMembers(tok, e.ValueStart)
-		for c.Next() {
-			v := c.Value()
+		c := jsonlite.ObjectMembers(data, v)
+		for c.NextName() {
+			cv := c.ValueStart
+			var has bool
 			switch {
-			case c.NameIs("delta"):
-				if v[0] == '{' && deltaHasContent(v) {
-					return true
-				}
-			case c.NameIs("text"):
-				if nonEmptyString(v) {
-					return true
-				}
+			case data[cv] == '{' && c.NameIs("delta"):
+				end, has, err = delta(data, cv)
+			case data[cv] == '"' && c.NameIs("text"):
+				end, _, err = jsonlite.ScanString(data, cv)
+				has = end-cv > 2
+			default:
+				end, err = jsonlite.SkipValue(data, cv)
+			}
+			if err != nil {
+				return 0, false, err
+			}
+			content = content || has
+			c.ValueDone(end)
+		}
+		if err := c.Err(); err != nil {
+			return 0, false, err
+		}
+		e.ValueDone(c.End())
+	}
+	return e.End(), content, e.Err()
+}
+
+// delta steps over the delta object at data[start] and reports whether it
+// carries output.
+func delta(data []byte, start int) (end int, content bool, err error) {
+	d := jsonlite.ObjectMembers(data, start)
+	for d.NextName() {
+		v := d.ValueStart
+		if end, err = jsonlite.SkipValue(data, v); err != nil {
+			return 0, false, err
+		}
+		d.ValueDone(end)
+		switch data[v] {
+		case '"':
+			if end-v > 2 && (d.NameIs("content") || d.NameIs("refusal") || d.NameIs("reasoning_content")) {
+				content = true
+			}
+		case '[':
+			if data[jsonlite.SkipSpace(data, v+1)] != ']' && d.NameIs("tool_calls") {
+				content = true
+			}
+		case '{':
+			if d.NameIs("function_call") {
+				content = true
 			}
 		}
 	}
-	return false
-}
-
-func deltaHasContent(tok []byte) bool {
-	d := jsonlite.ObjectMembers(tok, 0)
-	for d.Next() {
-		v := d.Value()
-		switch {
-		case d.NameIs("content"), d.NameIs("refusal"), d.NameIs("reasoning_content"):
-			if nonEmptyString(v) {
-				return true
-			}
-		case d.NameIs("tool_calls"):
-			if v[0] == '[' && v[jsonlite.SkipSpace(v, 1)] != ']' {
-				return true
-			}
-		case d.NameIs("function_call"):
-			if v[0] == '{' {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func nonEmptyString(tok []byte) bool {
-	return len(tok) > 2 && tok[0] == '"'
+	return d.End(), content, d.Err()
 }
 
 // Usage returns the last usage the stream reported; see SawUsage.

@@ -191,6 +191,23 @@ func ObjectMembers(data []byte, pos int) Members {
 // Next advances to the next member and reports whether there is one. Every value
 // it steps over is validated with SkipValue.
 func (m *Members) Next() bool {
+	if !m.NextName() {
+		return false
+	}
+	end, err := SkipValue(m.data, m.ValueStart)
+	if err != nil {
+		return m.fail(err)
+	}
+	m.ValueDone(end)
+	return true
+}
+
+// NextName advances to the next member like Next but stops at the start of its
+// value: NameStart, NameEnd and ValueStart are set, ValueEnd is not. It lets a
+// caller read a value in the same pass that validates it. Before the next call
+// to Next or NextName, the caller must step over the value and report where it
+// ended with ValueDone.
+func (m *Members) NextName() bool {
 	switch m.state {
 	case 0:
 		if m.pos >= len(m.data) || m.data[m.pos] != '{' {
@@ -234,12 +251,17 @@ func (m *Members) Next() bool {
 		return m.fail(&SyntaxError{Offset: m.pos, Msg: "expected ':' after member name"})
 	}
 	m.pos = skipSpace(m.data, m.pos+1)
-	m.ValueStart = m.pos
-	if m.pos, err = SkipValue(m.data, m.pos); err != nil {
-		return m.fail(err)
+	if m.pos >= len(m.data) {
+		return m.fail(&SyntaxError{Offset: m.pos, Msg: "unexpected end of input"})
 	}
-	m.ValueEnd = m.pos
+	m.ValueStart, m.ValueEnd = m.pos, m.pos
 	return true
+}
+
+// ValueDone records that the current value, which the caller has validated
+// (with SkipValue or the scanning functions), ends at end.
+func (m *Members) ValueDone(end int) {
+	m.pos, m.ValueEnd = end, end
 }
 
 func (m *Members) fail(err error) bool {
@@ -296,6 +318,22 @@ func ArrayElements(data []byte, pos int) Elements {
 // Next advances to the next element and reports whether there is one. Every
 // element is validated with SkipValue.
 func (e *Elements) Next() bool {
+	if !e.NextStart() {
+		return false
+	}
+	end, err := SkipValue(e.data, e.ValueStart)
+	if err != nil {
+		return e.fail(err)
+	}
+	e.ValueDone(end)
+	return true
+}
+
+// NextStart advances to the next element like Next but stops at its start:
+// ValueStart is set, ValueEnd is not. Before the next call to Next or
+// NextStart, the caller must step over the element and report where it ended
+// with ValueDone.
+func (e *Elements) NextStart() bool {
 	switch e.state {
 	case 0:
 		if e.pos >= len(e.data) || e.data[e.pos] != '[' {
@@ -326,13 +364,17 @@ func (e *Elements) Next() bool {
 	default:
 		return false
 	}
-	e.ValueStart = e.pos
-	end, err := SkipValue(e.data, e.pos)
-	if err != nil {
-		return e.fail(err)
+	if e.pos >= len(e.data) {
+		return e.fail(&SyntaxError{Offset: e.pos, Msg: "unexpected end of input in array"})
 	}
-	e.pos, e.ValueEnd = end, end
+	e.ValueStart, e.ValueEnd = e.pos, e.pos
 	return true
+}
+
+// ValueDone records that the current element, which the caller has validated,
+// ends at end.
+func (e *Elements) ValueDone(end int) {
+	e.pos, e.ValueEnd = end, end
 }
 
 func (e *Elements) fail(err error) bool {

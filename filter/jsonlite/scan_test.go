@@ -164,3 +164,45 @@ func FuzzSkipValue(f *testing.F) {
 		require.NoError(t, perr, "SkipValue accepted what Parse rejects")
 	})
 }
+
+func TestLazyWalks(t *testing.T) {
+	data := []byte(`{"a":[1,"x",{"b":2}],"c":"s"}`)
+	m := ObjectMembers(data, 0)
+	var got []string
+	for m.NextName() {
+		if m.NameIs("a") {
+			e := ArrayElements(data, m.ValueStart)
+			for e.NextStart() {
+				end, err := SkipValue(data, e.ValueStart)
+				require.NoError(t, err)
+				e.ValueDone(end)
+				got = append(got, string(e.Value()))
+			}
+			require.NoError(t, e.Err())
+			m.ValueDone(e.End())
+		} else {
+			end, err := SkipValue(data, m.ValueStart)
+			require.NoError(t, err)
+			m.ValueDone(end)
+		}
+		got = append(got, string(m.Value()))
+	}
+	require.NoError(t, m.Err())
+	require.Equal(t, []string{`1`, `"x"`, `{"b":2}`, `[1,"x",{"b":2}]`, `"s"`}, got)
+
+	for _, doc := range []string{`{"a":`, `{"a": `, `[`, `[1,`, `[1, `} {
+		m := ObjectMembers([]byte(doc), 0)
+		e := ArrayElements([]byte(doc), 0)
+		if doc[0] == '{' {
+			require.False(t, m.NextName(), doc)
+			require.Error(t, m.Err(), doc)
+			continue
+		}
+		for e.NextStart() {
+			end, err := SkipValue([]byte(doc), e.ValueStart)
+			require.NoError(t, err)
+			e.ValueDone(end)
+		}
+		require.Error(t, e.Err(), doc)
+	}
+}
