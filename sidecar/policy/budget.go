@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math"
 	"time"
 )
@@ -9,24 +10,41 @@ import (
 type budget struct {
 	route, consumer string
 	limit           int64 // micro-USD
-	period          string
+	month           int   // the budget period: UTC year*12 + month-1
 	spent           int64
 }
 
-// periodOf is the budget period (UTC calendar month) containing t.
-func periodOf(t time.Time) string { return t.UTC().Format("2006-01") }
+// monthOf is the budget period (UTC calendar month) containing t.
+func monthOf(t time.Time) int {
+	y, m, _ := t.UTC().Date()
+	return y*12 + int(m) - 1
+}
+
+// period formats the budget's month as "2006-01".
+func (b *budget) period() string {
+	return fmt.Sprintf("%04d-%02d", b.month/12, b.month%12+1)
+}
+
+// parsePeriod reads "2006-01"; ok is false for anything else.
+func parsePeriod(s string) (int, bool) {
+	t, err := time.Parse("2006-01", s)
+	if err != nil {
+		return 0, false
+	}
+	return monthOf(t), true
+}
 
 func (b *budget) exhausted() bool { return b.spent >= b.limit }
 
 // roll starts a new period when now is past the current one; it reports
 // whether the budget's published state changed.
 func (b *budget) roll(now time.Time) bool {
-	p := periodOf(now)
-	if b.period == p {
+	m := monthOf(now)
+	if b.month == m {
 		return false
 	}
 	changed := b.spent != 0
-	b.period, b.spent = p, 0
+	b.month, b.spent = m, 0
 	return changed
 }
 
@@ -42,9 +60,16 @@ func (b *budget) spend(cost int64, now time.Time) bool {
 
 func usdToMicro(usd float64) int64 { return int64(math.Round(usd * 1e6)) }
 
-func budgetKey(route, consumer string) string {
-	if consumer != "" {
-		return "consumer/" + consumer
+// budgetID names a budget: a route's (consumer empty) or a consumer's
+// (route empty).
+type budgetID struct{ route, consumer string }
+
+// String is the budget's key in saved state: "route/<r>" or "consumer/<c>".
+func (id budgetID) String() string {
+	if id.consumer != "" {
+		return "consumer/" + id.consumer
 	}
-	return "route/" + route
+	return "route/" + id.route
 }
+
+func (b *budget) id() budgetID { return budgetID{b.route, b.consumer} }

@@ -61,7 +61,7 @@ type Engine struct {
 	changed     chan struct{}
 	rollouts    map[string]*canary.Rollout
 	health      map[string]*providerHealth
-	budgets     map[string]*budget
+	budgets     map[budgetID]*budget
 	creds       map[string]*credential
 	lastPoll    time.Time
 	spendDirty  bool
@@ -100,17 +100,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.version = max(saved.Version+1, uint64(now.UnixMilli()))
 	e.rollouts = map[string]*canary.Rollout{}
 	e.health = map[string]*providerHealth{}
-	e.budgets = map[string]*budget{}
+	e.budgets = map[budgetID]*budget{}
 	e.applyConfigLocked(cfg, now)
 	for route, s := range saved.Rollouts {
 		if r, ok := e.rollouts[route]; ok {
 			e.rollouts[route] = canary.Restore(r.Plan(), s, now)
 		}
 	}
-	for key, s := range saved.Budgets {
-		if b, ok := e.budgets[key]; ok {
-			b.period, b.spent = s.Period, s.SpentMicroUSD
-			b.roll(now)
+	for _, b := range e.budgets {
+		if s, ok := saved.Budgets[b.id().String()]; ok {
+			if m, ok := parsePeriod(s.Period); ok {
+				b.month, b.spent = m, s.SpentMicroUSD
+				b.roll(now)
+			}
 		}
 	}
 	for p, s := range saved.Cooldowns {
@@ -162,12 +164,12 @@ func (e *Engine) applyConfigLocked(cfg *config.Config, now time.Time) {
 		}
 	}
 	e.health = health
-	budgets := map[string]*budget{}
+	budgets := map[budgetID]*budget{}
 	add := func(route, consumer string, usd float64) {
-		k := budgetKey(route, consumer)
+		k := budgetID{route, consumer}
 		b, ok := e.budgets[k]
 		if !ok {
-			b = &budget{route: route, consumer: consumer, period: periodOf(now)}
+			b = &budget{route: route, consumer: consumer, month: monthOf(now)}
 		}
 		b.limit = usdToMicro(usd)
 		budgets[k] = b
@@ -233,19 +235,15 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 			}
 		}
 		if o.CostMicroUsd > 0 {
-			var keys []string
-			if o.Route != "" {
-				keys = append(keys, budgetKey(o.Route, ""))
-			}
-			if o.Consumer != "" {
-				keys = append(keys, budgetKey("", o.Consumer))
-			}
-			for _, k := range keys {
+			for _, k := range [2]budgetID{{route: o.Route}, {consumer: o.Consumer}} {
+				if k == (budgetID{}) {
+					continue
+				}
 				if b, ok := e.budgets[k]; ok {
 					if b.spend(o.CostMicroUsd, now) {
 						publish = true
 						if b.exhausted() {
-							e.log.Warn("budget exhausted", "route", b.route, "consumer", b.consumer, "period", b.period)
+							e.log.Warn("budget exhausted", "route", b.route, "consumer", b.consumer, "period", b.period())
 						}
 					}
 					e.spendDirty = true
@@ -380,11 +378,10 @@ func (e *Engine) publishLocked(now time.Time) {
 		}
 		p.Health = append(p.Health, ph)
 	}
-	for _, k := range sortedKeys(e.budgets) {
-		b := e.budgets[k]
+	for _, b := range sortedBudgets(e.budgets) {
 		b.roll(now)
 		p.Budgets = append(p.Budgets, &policyv1.Budget{
-			Route: b.route, Consumer: b.consumer, Period: b.period,
+			Route: b.route, Consumer: b.consumer, Period: b.period(),
 			SpentMicroUsd: b.spent, LimitMicroUsd: b.limit, Exhausted: b.exhausted(),
 		})
 	}
@@ -443,7 +440,7 @@ func (e *Engine) savedLocked() Saved {
 		s.Rollouts[k] = r.Save()
 	}
 	for k, b := range e.budgets {
-		s.Budgets[k] = SavedBudget{Period: b.period, SpentMicroUSD: b.spent}
+		s.Budgets[k.String()] = SavedBudget{Period: b.period(), SpentMicroUSD: b.spent}
 	}
 	for k, h := range e.health {
 		if !h.cooldownUntil.IsZero() {
@@ -541,6 +538,15 @@ func (e *Engine) PromoteCanary(route string) (*policyv1.CanaryStatus, error) {
 // RollbackCanary sends all of a route's traffic to its baseline.
 func (e *Engine) RollbackCanary(route string) (*policyv1.CanaryStatus, error) {
 	return e.command(route, "rollback", func(r *canary.Rollout, now time.Time) error { r.Rollback(now); return nil })
+}
+
+func sortedBudgets(m map[budgetID]*budget) []*budget {
+	out := make([]*budget, 0, len(m))
+	for _, b := range m {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id().String() < out[j].id().String() })
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
