@@ -4,14 +4,18 @@ import (
 	"os"
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/fallback"
+	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
-	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
 
 const (
-	// tickMillis is how often the plugin context wakes to let the collector run.
-	tickMillis = 1000
+	// idleTickMillis is how often the plugin context wakes when nothing waits, to
+	// let the collector run.
+	idleTickMillis = 1000
+	// busyTickMillis is the tick while fallback retries wait for their backoff.
+	busyTickMillis = 10
 	// gcThreshold is how many bytes may be allocated between collections. The
 	// collector does not finish cycles by itself in a reactor whose callbacks never
 	// block; a bound here bounds each VM's heap.
@@ -21,22 +25,39 @@ const (
 // vm is the filter's VM context: one per Wasm VM (Envoy worker).
 type vm struct{ types.DefaultVMContext }
 
-// NewPluginContext is called once per plugin configuration on this VM.
+// NewPluginContext is called once per plugin on this VM.
 func (*vm) NewPluginContext(uint32) types.PluginContext { return &plugin{} }
 
-// plugin holds the validated config and the metrics defined for it. Its fields are
-// replaced as a whole on reconfigure and only read by streams.
+// plugin holds one validated configuration with everything derived from it, and
+// the retries waiting for their backoff. A reconfigure replaces the policy as a
+// whole; streams keep the one they started with.
 type plugin struct {
 	types.DefaultPluginContext
-	cfg *config.Config
-	// requests holds the request counter of each (route, provider) pair, indexed
-	// like cfg.Routes.
-	requests []proxywasm.MetricCounter
+	policy *policy
+	rng    uint64
+	tick   uint32
+	// waiting are the streams whose next fallback attempt waits for the tick.
+	waiting []*stream
+}
+
+// policy is a configuration and the per-VM state built from it.
+type policy struct {
+	cfg     *config.Config
+	metrics *metrics
+	routes  []routeState
+}
+
+// routeState is a route's limiters and retry state on this VM.
+type routeState struct {
+	requests, tokens *limits.Limiter
+	consumers        *limits.Consumers
+	planner          *fallback.Planner
+	budget           *fallback.RetryBudget
 }
 
 // OnPluginStart validates the pluginConfig. A bad config fails the start with a
-// log line naming the field; Envoy then keeps the previous config, or applies the
-// plugin's fail_open setting when there is none.
+// log line naming the field; Envoy then keeps the previous configuration, or
+// applies the plugin's fail_open setting when there is none.
 func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 	data, err := proxywasm.GetPluginConfiguration()
 	if err != nil && err != types.ErrorStatusNotFound {
@@ -48,39 +69,137 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 		proxywasm.LogCritical("shepherd: invalid pluginConfig: " + err.Error())
 		return types.OnPluginStartStatusFailed
 	}
-	requests := make([]proxywasm.MetricCounter, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		requests[i] = proxywasm.DefineCounterMetric(telemetry.RouteProvider(telemetry.Requests, r.Name, r.Provider.Name))
-		if err := requests[i].Err(); err != nil {
-			proxywasm.LogCritical("shepherd: defining metrics: " + err.Error())
-			return types.OnPluginStartStatusFailed
-		}
+	pol, err := newPolicy(cfg)
+	if err != nil {
+		proxywasm.LogCritical("shepherd: invalid pluginConfig: " + err.Error())
+		return types.OnPluginStartStatusFailed
 	}
-	p.cfg, p.requests = cfg, requests
-	if err := proxywasm.SetTickPeriodMilliSeconds(tickMillis); err != nil {
-		proxywasm.LogWarn("shepherd: no tick, garbage is collected at stream end only: " + err.Error())
+	p.policy = pol
+	if now, err := proxywasm.GetCurrentTimeNanoseconds(); err == nil {
+		p.rng ^= now | 1
 	}
-	proxywasm.LogInfo("shepherd: configured " + itoa(len(cfg.Routes)) + " routes, " + itoa(len(cfg.Providers)) + " providers")
+	p.setTick(idleTickMillis)
+	proxywasm.LogInfo("shepherd: configured " + itoa(len(cfg.Routes)) + " routes, " + itoa(len(cfg.Providers)) + " providers, " + itoa(len(cfg.Models)) + " models")
 	return types.OnPluginStartStatusOK
 }
 
-// OnTick lets the collector run when enough has been allocated.
-func (p *plugin) OnTick() { proxywasm.CollectGarbageIfGrown(gcThreshold) }
+func newPolicy(cfg *config.Config) (*policy, error) {
+	pol := &policy{cfg: cfg, metrics: newMetrics(cfg), routes: make([]routeState, len(cfg.Routes))}
+	store := sharedData{}
+	for i, r := range cfg.Routes {
+		st := &pol.routes[i]
+		var err error
+		if l := r.Limits; l != nil {
+			if l.Requests.PerMinute > 0 {
+				if st.requests, err = limits.New(store, r.Name, limits.Requests, l.Requests); err != nil {
+					return nil, err
+				}
+			}
+			if l.Tokens.PerMinute > 0 {
+				if st.tokens, err = limits.New(store, r.Name, limits.Tokens, l.Tokens); err != nil {
+					return nil, err
+				}
+			}
+			if l.ConsumerHeader != "" {
+				if st.consumers, err = limits.NewConsumers(store, r.Name, l.MaxConsumers); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if f := r.Fallback; f != nil {
+			if st.planner, err = fallback.NewPlanner(f.Policy, len(f.Chain)+1); err != nil {
+				return nil, err
+			}
+			if st.budget, err = fallback.NewRetryBudget(f.Budget); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return pol, nil
+}
+
+func (p *plugin) setTick(ms uint32) {
+	if p.tick == ms {
+		return
+	}
+	if err := proxywasm.SetTickPeriodMilliSeconds(ms); err != nil {
+		proxywasm.LogWarn("shepherd: setting the tick: " + err.Error())
+		return
+	}
+	p.tick = ms
+}
+
+// OnTick starts the fallback attempts whose backoff has passed and lets the
+// collector run when enough has been allocated.
+func (p *plugin) OnTick() {
+	if len(p.waiting) > 0 {
+		now := nowNanos()
+		kept := p.waiting[:0]
+		for _, s := range p.waiting {
+			if s.done {
+				continue
+			}
+			if s.retryAt <= now {
+				s.startAttempt()
+				continue
+			}
+			kept = append(kept, s)
+		}
+		clear(p.waiting[len(kept):])
+		p.waiting = kept
+	}
+	if len(p.waiting) == 0 {
+		p.setTick(idleTickMillis)
+	}
+	proxywasm.CollectGarbageIfGrown(gcThreshold)
+}
+
+// wait parks s until its retryAt; the tick starts its next attempt.
+func (p *plugin) wait(s *stream) {
+	p.waiting = append(p.waiting, s)
+	p.setTick(busyTickMillis)
+}
+
+// random returns the next number of a splitmix64 sequence: for backend choice and
+// jitter, where unpredictability to clients does not matter.
+func (p *plugin) random() uint64 {
+	p.rng += 0x9e3779b97f4a7c15
+	z := p.rng
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
 
 // NewHttpContext is called for every HTTP stream.
-func (p *plugin) NewHttpContext(uint32) types.HttpContext {
-	return &stream{plugin: p}
+func (p *plugin) NewHttpContext(id uint32) types.HttpContext {
+	return &stream{plugin: p, id: id, policy: p.policy}
+}
+
+func nowNanos() int64 {
+	t, err := proxywasm.GetCurrentTimeNanoseconds()
+	if err != nil {
+		return 0
+	}
+	return int64(t)
 }
 
 func itoa(n int) string {
 	if n == 0 {
 		return "0"
 	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
 	var b [20]byte
 	i := len(b)
 	for ; n > 0; n /= 10 {
 		i--
 		b[i] = byte('0' + n%10)
+	}
+	if neg {
+		i--
+		b[i] = '-'
 	}
 	return string(b[i:])
 }

@@ -1,55 +1,384 @@
 package main
 
 import (
+	"strconv"
+	"strings"
+
+	"github.com/shepherd-mesh/shepherd/filter/body"
+	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/routing"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
 
-// stream is one HTTP request through the filter.
+// Response headers that tell the client who answered.
+const (
+	headerProvider = "x-shepherd-provider"
+	headerModel    = "x-shepherd-model"
+	headerAttempts = "x-shepherd-attempts"
+	internalPrefix = "x-shepherd-"
+)
+
+// stream is one HTTP request through the filter. Its callbacks run one at a time
+// on the VM that owns it.
 type stream struct {
 	types.DefaultHttpContext
 	plugin *plugin
+	policy *policy
+	id     uint32
+
+	decision routing.Decision
+	state    *routeState
+	routed    bool // a route matched
+	awaitBody bool // the request headers wait for the body
+	replied   bool // the filter sent a local reply
+	done      bool // the stream ended
+
+	localStatus int // status of the filter's local reply
+
+	start     int64
+	firstByte int64
+
+	// Request body facts, when the route reads the body.
+	body      []byte // the request as sent upstream, kept for fallback
+	req       body.Request
+	model     *config.Model // the requested model after aliases and priority, nil if unlisted
+	requested string        // the requested model's name
+	modelName string        // the model named upstream (provider's name)
+	stream    bool
+	estimate  int64 // prompt tokens estimated at admission
+
+	// Token reservation, settled when the stream ends.
+	tokenKey string
+	reserved int64
+
+	// Response.
+	status  int
+	sse     *body.SSEScanner
+	json    *body.JSONUsageScanner
+	outputs int64 // stream events seen, the output estimate when usage is missing
+
+	// Fallback.
+	provider *config.Provider // provider of the current attempt
+	entry    int              // chain entry of the current attempt (0 = primary)
+	attempts int
+	held     bool  // the upstream response is paused while a retry runs
+	retryAt  int64 // when the next attempt may start
+	retryTo  int
+	last     *answer // the last failed callout's response
 }
 
 // OnHttpRequestHeaders routes the request: it rewrites :authority and :path to the
-// route's provider and replaces any client credential with the provider's. Envoy
-// clears its route cache when these headers change, so the request is re-routed to
-// the provider's cluster. Requests no route matches pass through untouched.
-func (s *stream) OnHttpRequestHeaders(int, bool) types.Action {
-	cfg := s.plugin.cfg
-	if cfg == nil {
+// chosen provider, replaces any client credential with the provider's, strips
+// shepherd's internal headers, and applies the route's request limit. Envoy clears
+// its route cache when these headers change, so the request is re-routed to the
+// provider's cluster. Requests no route matches pass through untouched.
+func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
+	pol := s.policy
+	if pol == nil {
 		return types.ActionContinue
 	}
 	path, err := proxywasm.GetHttpRequestHeader(":path")
 	if err != nil {
 		return types.ActionContinue
 	}
-	d, ok := routing.Decide(cfg, path, requestHeader, 0)
+	d, ok := routing.Decide(pol.cfg, path, requestHeader, s.plugin.random())
 	if !ok {
 		return types.ActionContinue
+	}
+	s.decision, s.routed, s.provider = d, true, d.Provider
+	s.state = &pol.routes[d.Route.Index]
+	s.start = nowNanos()
+	s.attempts = 1
+
+	if hdrs, err := proxywasm.GetHttpRequestHeaders(); err == nil {
+		for _, kv := range hdrs {
+			if strings.HasPrefix(kv[0], internalPrefix) {
+				_ = proxywasm.RemoveHttpRequestHeader(kv[0])
+			}
+		}
 	}
 	if err := proxywasm.ReplaceHttpRequestHeader(":authority", d.Authority()); err != nil {
 		proxywasm.LogError("shepherd: route " + d.Route.Name + ": rewriting :authority: " + err.Error())
 		return types.ActionContinue
 	}
 	if d.PathChanged() {
-		if err := proxywasm.ReplaceHttpRequestHeader(":path", d.Path()); err != nil {
-			proxywasm.LogError("shepherd: route " + d.Route.Name + ": rewriting :path: " + err.Error())
-		}
+		_ = proxywasm.ReplaceHttpRequestHeader(":path", d.Path())
 	}
 	// The client's own credential never reaches a provider.
 	_ = proxywasm.RemoveHttpRequestHeader("authorization")
 	if auth := d.Provider.Authorization; auth != "" {
 		_ = proxywasm.ReplaceHttpRequestHeader("authorization", auth)
 	}
-	s.plugin.requests[d.Route.Index].Increment(1)
+
+	if s.state.budget != nil {
+		s.state.budget.Record(s.start)
+	}
+	if l := s.state.requests; l != nil {
+		dec, err := l.Take(s.limitKey(l), 1, s.start)
+		if err != nil {
+			proxywasm.LogWarn("shepherd: route " + d.Route.Name + ": request limit failed open: " + err.Error())
+		}
+		if !dec.Allowed {
+			return s.rateLimited(limits.Requests, dec)
+		}
+	}
+	if !d.Route.NeedsBody || endOfStream {
+		return types.ActionContinue
+	}
+	if cl, err := proxywasm.GetHttpRequestHeader("content-length"); err == nil {
+		if n, err := strconv.Atoi(cl); err == nil && n > d.Route.MaxBodyBytes {
+			return s.tooLarge()
+		}
+	}
+	if ct, err := proxywasm.GetHttpRequestHeader("content-type"); err == nil && !strings.Contains(ct, "json") {
+		return types.ActionContinue // not a JSON API call: pass it on unread
+	}
+	// Hold the headers until the body is read: the model and the token limit are
+	// decided there, before anything reaches the provider.
+	s.awaitBody = true
+	return types.ActionPause
+}
+
+// limitKey is the bucket key for this request: per consumer when the route names a
+// consumer header, else the route's.
+func (s *stream) limitKey(l *limits.Limiter) string {
+	c := s.state.consumers
+	if c == nil {
+		return l.Key("")
+	}
+	v, err := proxywasm.GetHttpRequestHeader(s.decision.Route.Limits.ConsumerHeader)
+	if err != nil || v == "" {
+		return l.Key("")
+	}
+	if tracked, _ := c.Resolve(v); tracked {
+		return l.Key(v)
+	}
+	return l.OverflowKey()
+}
+
+// OnHttpRequestBody buffers a body the route reads, then picks the model, reserves
+// tokens, and rewrites the body.
+func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
+	if !s.awaitBody || s.replied {
+		return types.ActionContinue
+	}
+	r := s.decision.Route
+	if size > r.MaxBodyBytes {
+		return s.tooLarge()
+	}
+	if !endOfStream {
+		return types.ActionPause
+	}
+	s.awaitBody = false
+	raw, err := proxywasm.GetHttpRequestBody(0, size)
+	if err != nil {
+		return types.ActionContinue
+	}
+	req, err := body.InspectRequest(raw)
+	if err != nil {
+		return s.badRequest("request body: "+err.Error(), "invalid_json")
+	}
+	if req.DuplicateModel {
+		return s.badRequest("request body names its model more than once", "duplicate_model")
+	}
+	s.req, s.stream = req, req.Stream
+
+	// Model: priority header, then the body (aliases resolved), then the default.
+	requested := req.ModelName(raw)
+	if r.PriorityHeader != "" {
+		if v, err := proxywasm.GetHttpRequestHeader(r.PriorityHeader); err == nil {
+			if m, ok := r.Priority[v]; ok {
+				requested = m.Name
+			}
+		}
+	}
+	if requested == "" && r.DefaultModel != nil {
+		requested = r.DefaultModel.Name
+	}
+	s.model = s.policy.cfg.Model(requested)
+	if s.model != nil {
+		requested = s.model.Name
+	}
+	s.requested = requested
+	s.modelName = s.provider.ModelName(requested)
+
+	edit := body.Edit{IncludeUsage: r.StreamUsage}
+	if s.modelName != "" && !req.ModelIs(raw, s.modelName) {
+		edit.SetModel, edit.Model = true, s.modelName
+	}
+	out, changed := body.Apply(raw, req, edit)
+
+	// Tokens: reserve the prompt estimate plus the output the request may use.
+	if l := s.state.tokens; l != nil {
+		s.estimate = req.EstimatePromptTokens()
+		maxOut := req.MaxOutputTokens()
+		if maxOut < 0 {
+			maxOut = r.Limits.DefaultMaxTokens
+		}
+		n := s.estimate + maxOut
+		s.tokenKey = s.limitKey(l)
+		dec, err := l.Take(s.tokenKey, n, nowNanos())
+		if err != nil {
+			proxywasm.LogWarn("shepherd: route " + r.Name + ": token limit failed open: " + err.Error())
+		}
+		if !dec.Allowed {
+			return s.rateLimited(limits.Tokens, dec)
+		}
+		if !dec.FailedOpen {
+			s.reserved = n
+		}
+	} else {
+		s.estimate = req.EstimatePromptTokens()
+	}
+
+	if changed {
+		if err := proxywasm.ReplaceHttpRequestBody(out); err != nil {
+			proxywasm.LogError("shepherd: route " + r.Name + ": rewriting the body: " + err.Error())
+		} else {
+			_ = proxywasm.ReplaceHttpRequestHeader("content-length", itoa(len(out)))
+		}
+	}
+	if r.Fallback != nil {
+		if !changed {
+			out = append([]byte(nil), raw...)
+		}
+		s.body = out
+		if inspected, err := body.InspectRequest(out); err == nil {
+			s.req = inspected
+		}
+	}
 	return types.ActionContinue
 }
 
-// OnHttpStreamDone gives the collector a chance at stream end, so a busy VM does
-// not wait for the next tick.
-func (s *stream) OnHttpStreamDone() { proxywasm.CollectGarbageIfGrown(gcThreshold) }
+// OnHttpResponseHeaders holds a failed response while a fallback runs, and
+// otherwise tells the client who answered and prepares usage scanning.
+func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
+	if !s.routed || s.replied {
+		return types.ActionContinue
+	}
+	s.status = 0
+	if v, err := proxywasm.GetHttpResponseHeader(":status"); err == nil {
+		s.status, _ = strconv.Atoi(v)
+	}
+	if s.shouldRetry(s.status, false) {
+		retryAfter, _ := proxywasm.GetHttpResponseHeader("retry-after")
+		if s.planRetry(s.status, false, retryAfter, resetHint(proxywasm.GetHttpResponseHeader)) {
+			s.held = true
+			return types.ActionPause
+		}
+	}
+	s.firstByte = nowNanos()
+	_ = proxywasm.ReplaceHttpResponseHeader(headerProvider, s.provider.Name)
+	if s.modelName != "" {
+		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, s.modelName)
+	}
+	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, itoa(s.attempts))
+	if !endOfStream {
+		ct, _ := proxywasm.GetHttpResponseHeader("content-type")
+		switch {
+		case strings.HasPrefix(ct, "text/event-stream"):
+			s.sse = &body.SSEScanner{}
+		case strings.Contains(ct, "json"):
+			s.json = &body.JSONUsageScanner{}
+		}
+	}
+	return types.ActionContinue
+}
+
+// OnHttpResponseBody scans the body for usage as it passes, never holding it back,
+// except while a fallback replaces the response.
+func (s *stream) OnHttpResponseBody(size int, endOfStream bool) types.Action {
+	if s.held {
+		return types.ActionPause
+	}
+	if s.replied || (s.sse == nil && s.json == nil) || size == 0 {
+		return types.ActionContinue
+	}
+	chunk, err := proxywasm.GetHttpResponseBody(0, size)
+	if err != nil {
+		return types.ActionContinue
+	}
+	if s.sse != nil {
+		s.sse.Feed(chunk)
+		if s.sse.FirstContent() {
+			s.firstByte = nowNanos()
+		}
+		if endOfStream {
+			s.sse.Finish()
+		}
+	} else {
+		s.json.Feed(chunk)
+	}
+	return types.ActionContinue
+}
+
+// OnHttpStreamDone settles the token reservation with the real usage and records
+// the request's metrics. It runs also when the client went away mid-stream.
+func (s *stream) OnHttpStreamDone() {
+	s.done = true
+	if s.routed {
+		s.finish()
+	}
+	proxywasm.CollectGarbageIfGrown(gcThreshold)
+}
+
+// usage returns the tokens the response reported, or an estimate when it reported
+// none (an aborted stream): the prompt estimate and one token per content event.
+func (s *stream) usage() (u body.Usage, real bool) {
+	switch {
+	case s.sse != nil && s.sse.SawUsage():
+		return s.sse.Usage(), true
+	case s.json != nil && s.json.SawUsage():
+		return s.json.Usage(), true
+	}
+	out := int64(0)
+	if s.sse != nil {
+		out = int64(s.sse.Events())
+	}
+	return body.Usage{Input: s.estimate, Output: out, Total: s.estimate + out}, false
+}
+
+func (s *stream) finish() {
+	now := nowNanos()
+	u, real := s.usage()
+	r := s.decision.Route
+	if s.reserved > 0 && s.state.tokens != nil {
+		actual := u.Input + u.Output
+		if err := s.state.tokens.Settle(s.tokenKey, s.reserved, actual, now); err != nil {
+			proxywasm.LogWarn("shepherd: route " + r.Name + ": settling tokens: " + err.Error())
+		}
+	}
+	m := s.policy.metrics
+	route, provider := int16(r.Index), int16(s.provider.Index)
+	model := m.modelIndex(s.model)
+	status := s.status
+	if status == 0 && s.replied {
+		status = s.localStatus
+	}
+	m.count(metricKey{kind: mRequests, route: route, provider: provider, model: model, extra: codeIndex(status)}, 1)
+	if s.start > 0 && now > s.start {
+		m.record(metricKey{kind: mDuration, route: route, provider: provider}, uint64((now-s.start)/1e6))
+		if s.firstByte > 0 {
+			ttft := uint64((s.firstByte - s.start) / 1e6)
+			m.record(metricKey{kind: mTTFT, route: route, provider: provider}, ttft)
+			m.record(metricKey{kind: mGenAITTFT, model: model}, ttft)
+		}
+	}
+	if !real {
+		return // tokens and cost count only what providers reported
+	}
+	m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 0}, uint64(u.Input))
+	m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 1}, uint64(u.Output))
+	m.record(metricKey{kind: mGenAIUsage, model: model, extra: 0}, uint64(u.Input))
+	m.record(metricKey{kind: mGenAIUsage, model: model, extra: 1}, uint64(u.Output))
+	if s.model != nil {
+		if cost, known := s.policy.cfg.Prices.Cost(s.model.Name, u.Input, u.CachedInput, u.Output); known {
+			m.count(metricKey{kind: mCost, route: route, provider: provider, model: model}, uint64(cost))
+		}
+	}
+}
 
 // requestHeader reads a request header for route matching.
 func requestHeader(name string) (string, bool) {

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
 
 const rewriteConfig = `{
@@ -54,7 +55,8 @@ func Rewrite(t *testing.T, run Runner) {
 	got := provider.Last().Header.Values("Authorization")
 	require.Equal(t, []string{"Bearer " + key}, got, "exactly the provider's credential")
 
-	require.EqualValues(t, 1, mesh.Counter(t, "shepherd.requests.route.chat.provider.relay"))
+	require.EqualValues(t, 1, mesh.Counter(t, telemetry.Name(telemetry.Requests,
+		telemetry.LabelRoute, "chat", telemetry.LabelProvider, "relay", telemetry.LabelModel, "other", telemetry.LabelCode, "2xx")))
 }
 
 // PassThrough: requests no route matches are not touched.

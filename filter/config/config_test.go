@@ -78,7 +78,7 @@ func TestParseInvalid(t *testing.T) {
 		"limits-bad-header":           `routes[0].limits.consumerHeader: "X Tenant" is not a lowercase header name`,
 		"limits-negative":             `routes[0].limits.requestsPerMinute: must be between 0 and 1000000000, not -1`,
 		"limits-none":                 `routes[0].limits: set requestsPerMinute or tokensPerMinute`,
-		"model-bad-name":              `models["gpt 4"]: "gpt 4" may hold only visible ASCII characters other than '"' and '\'`,
+		"model-bad-name":              `models["gpt 4"]: "gpt 4" may hold only visible ASCII characters other than '"', '\', ';' and '='`,
 		"price-bad":                   `models["m"].input: pricing: usd "1.2.3": not a decimal number`,
 		"price-missing-output":        `models["m"].output: is required when a model has prices (USD per million tokens)`,
 		"provider-model-unknown":      `providers[0].models["gpt"]: unknown model "gpt" (list it under models)`,

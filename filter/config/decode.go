@@ -155,9 +155,9 @@ func checkName(path, s string) error {
 	return nil
 }
 
-// checkModel keeps model names usable as metric label values and in JSON: at
-// most 128 visible ASCII characters other than '"', '\' and space. Metric names
-// use a sanitised form (see Model.Label).
+// checkModel keeps model names usable in JSON and as metric label values (which
+// are encoded into metric names as ";model=<name>"): at most 128 visible ASCII
+// characters other than double quote, backslash, semicolon and equals sign.
 func checkModel(path, s string) error {
 	if s == "" {
 		return fail(path, "must not be empty")
@@ -166,8 +166,8 @@ func checkModel(path, s string) error {
 		return fail(path, "longer than 128 characters")
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
-			return fail(path, strconv.Quote(s)+" may hold only visible ASCII characters other than '\"' and '\\'")
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == ';' || c == '=' {
+			return fail(path, strconv.Quote(s)+" may hold only visible ASCII characters other than '\"', '\\', ';' and '='")
 		}
 	}
 	return nil

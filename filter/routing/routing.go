@@ -59,8 +59,12 @@ func (d Decision) Authority() string { return d.Provider.Host }
 // Path is the :path the request is sent with: the route's prefix replaced by the
 // provider's, or the original path when the provider has no prefix. The result
 // allocates only when the path changes.
-func (d Decision) Path() string {
-	p := d.Provider.PathPrefix
+func (d Decision) Path() string { return d.PathVia(d.Provider) }
+
+// PathVia is the :path the request would be sent with to provider p, for a
+// fallback to another provider.
+func (d Decision) PathVia(provider *config.Provider) string {
+	p := provider.PathPrefix
 	if p == "" {
 		return d.path
 	}

@@ -1,16 +1,19 @@
-// Package telemetry names the filter's metrics and the Envoy stats_tags that turn
-// the labels encoded in those names into Prometheus labels.
+// Package telemetry names the filter's metrics, keeps their ids, and ships the
+// Envoy stats_tags that turn the labels encoded in the names into Prometheus
+// labels.
 //
-// proxy-wasm metrics have names only. shepherd encodes labels into the name as
-// `.<label>.<value>` pairs after the metric's base name, for example
-// `shepherd.requests.route.chat.provider.relay`. Envoy exposes it as
-// `wasmcustom.shepherd.requests.route.chat.provider.relay`, and the tag regexes in
-// StatsTags (shipped in the Istio manifests as the proxy's stats tags) strip each
-// pair into a label, so Prometheus sees
-// `envoy_wasmcustom_shepherd_requests{route="chat",provider="relay"}`.
+// proxy-wasm metrics have names only. shepherd appends each label to the metric's
+// base name as `;<label>=<value>`, for example
+// `shepherd_requests_total;route=chat;provider=relay;model=gpt-4.1;code=2xx`. Envoy
+// keeps it as `wasmcustom.shepherd_requests_total;route=chat;...`; the tag regexes in
+// StatsTags (shipped in the Istio manifests as the proxy's stats tags) cut each pair
+// out into a label, and Envoy's Prometheus output drops the custom `wasmcustom`
+// namespace, so Prometheus sees
+// `shepherd_requests_total{route="chat",provider="relay",model="gpt-4.1",code="2xx"}`.
 //
-// Label values are route and provider names, which config restricts to
-// [a-z0-9_-], so they never contain the '.' that separates the pairs.
+// Label values never contain ';' or '=': route and provider names are restricted by
+// config, models are either listed in the config (validated) or collapse to
+// "other", and the remaining labels are fixed words.
 package telemetry
 
 // StatsTag is one Envoy stats_tags entry: the regex's first capture group is cut
@@ -20,25 +23,91 @@ type StatsTag struct {
 	Regex string
 }
 
-// Labels encoded into metric names, in the order they appear.
+// Labels encoded into metric names.
 const (
 	LabelRoute    = "route"
 	LabelProvider = "provider"
+	LabelModel    = "model"
+	LabelCode     = "code"
+	LabelType     = "type"
+	LabelKind     = "kind"
+	LabelFrom     = "from"
+	LabelTo       = "to"
+	LabelReason   = "reason"
+	// OpenTelemetry's gen_ai semantic convention names.
+	LabelGenAIModel     = "gen_ai_request_model"
+	LabelGenAITokenType = "gen_ai_token_type"
 )
+
+var labels = []string{LabelRoute, LabelProvider, LabelModel, LabelCode, LabelType, LabelKind,
+	LabelFrom, LabelTo, LabelReason, LabelGenAIModel, LabelGenAITokenType}
 
 // StatsTags are the tag extraction rules for every label the filter encodes.
-var StatsTags = []StatsTag{
-	{Name: LabelRoute, Regex: `^wasmcustom\.shepherd\..*?(\.route\.([a-z0-9_-]+))`},
-	{Name: LabelProvider, Regex: `^wasmcustom\.shepherd\..*?(\.provider\.([a-z0-9_-]+))`},
-}
+var StatsTags = func() []StatsTag {
+	tags := make([]StatsTag, len(labels))
+	for i, l := range labels {
+		tags[i] = StatsTag{Name: l, Regex: `^wasmcustom\.[^;]*(?:;[^;]*)*?(;` + l + `=([^;]*))`}
+	}
+	return tags
+}()
 
-// Base names of the filter's metrics (before Envoy's `wasmcustom.` prefix).
+// Base names of the filter's metrics (before Envoy's `wasmcustom.` namespace).
 const (
-	// Requests counts requests that matched a route, by route and provider.
-	Requests = "shepherd.requests"
+	// Requests counts requests that matched a route: route, provider, model, code.
+	Requests = "shepherd_requests_total"
+	// Duration is the request's duration in ms, to the end of the response: route, provider.
+	Duration = "shepherd_request_duration_ms"
+	// TTFT is the time to the first token (first content chunk of a stream, first
+	// byte otherwise) in ms: route, provider.
+	TTFT = "shepherd_time_to_first_token_ms"
+	// Tokens counts tokens: route, provider, model, type (input, output).
+	Tokens = "shepherd_tokens_total"
+	// Cost counts cost in micro-USD from the price table: route, provider, model.
+	Cost = "shepherd_cost_usd_micros_total"
+	// Fallbacks counts retries on a fallback: route, from, to (models), reason.
+	Fallbacks = "shepherd_fallbacks_total"
+	// RateLimited counts requests refused by a local limit: route, kind.
+	RateLimited = "shepherd_ratelimited_total"
+	// GenAITokenUsage is OpenTelemetry's gen_ai.client.token.usage histogram:
+	// gen_ai_request_model, gen_ai_token_type.
+	GenAITokenUsage = "gen_ai_client_token_usage"
+	// GenAITTFT is OpenTelemetry's gen_ai.server.time_to_first_token histogram, in
+	// ms (OpenTelemetry uses seconds; proxy-wasm histograms hold integers):
+	// gen_ai_request_model.
+	GenAITTFT = "gen_ai_server_time_to_first_token_ms"
 )
 
-// RouteProvider returns base with the route and provider labels encoded.
-func RouteProvider(base, route, provider string) string {
-	return base + "." + LabelRoute + "." + route + "." + LabelProvider + "." + provider
+// Name returns base with the label pairs encoded; kv alternates label and value.
+// It allocates, so call it when defining a metric, not per request.
+func Name(base string, kv ...string) string {
+	n := len(base)
+	for _, s := range kv {
+		n += len(s) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, base...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = append(b, ';')
+		b = append(b, kv[i]...)
+		b = append(b, '=')
+		b = append(b, kv[i+1]...)
+	}
+	return string(b)
+}
+
+// CodeClass is the code label of an HTTP status: "2xx" ... "5xx", or "other".
+func CodeClass(status int) string {
+	switch status / 100 {
+	case 1:
+		return "1xx"
+	case 2:
+		return "2xx"
+	case 3:
+		return "3xx"
+	case 4:
+		return "4xx"
+	case 5:
+		return "5xx"
+	}
+	return "other"
 }

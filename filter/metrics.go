@@ -1,0 +1,134 @@
+package main
+
+import (
+	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+)
+
+// metricKind says which metric a key names.
+type metricKind uint8
+
+const (
+	mRequests metricKind = iota
+	mDuration
+	mTTFT
+	mTokens
+	mCost
+	mFallbacks
+	mRateLimited
+	mGenAIUsage
+	mGenAITTFT
+)
+
+// metricKey identifies one labelled metric by small indexes, so finding its id
+// allocates nothing. Unused fields are zero.
+type metricKey struct {
+	kind            metricKind
+	route, provider int16
+	model, model2   int16 // config model index; len(cfg.Models) is "other"
+	extra           uint8 // code class, token type, kind or reason
+}
+
+// metrics defines the filter's metrics on first use and remembers their ids. All
+// label dimensions are bounded by the config (models outside it collapse to
+// "other"), so the table is bounded too. One per plugin configuration; not safe
+// for concurrent use (a VM runs one callback at a time).
+type metrics struct {
+	cfg      *config.Config
+	counters map[metricKey]proxywasm.MetricCounter
+	hists    map[metricKey]proxywasm.MetricHistogram
+}
+
+func newMetrics(cfg *config.Config) *metrics {
+	return &metrics{cfg: cfg, counters: map[metricKey]proxywasm.MetricCounter{}, hists: map[metricKey]proxywasm.MetricHistogram{}}
+}
+
+// modelIndex is the metric index of a model name (after alias resolution).
+func (m *metrics) modelIndex(model *config.Model) int16 {
+	if model == nil {
+		return int16(len(m.cfg.Models))
+	}
+	return int16(model.Index)
+}
+
+func (m *metrics) modelName(i int16) string {
+	if int(i) < len(m.cfg.Models) {
+		return m.cfg.Models[i].Name
+	}
+	return config.OtherModel
+}
+
+var (
+	codeClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}
+	tokenTypes  = []string{"input", "output"}
+	limitKinds  = []string{"requests", "tokens"}
+)
+
+func codeIndex(status int) uint8 {
+	if status >= 100 && status < 600 {
+		return uint8(status/100 - 1)
+	}
+	return 5
+}
+
+// name builds the metric's full name; called once per key.
+func (m *metrics) name(k metricKey) string {
+	route := m.cfg.Routes[k.route].Name
+	provider := ""
+	if int(k.provider) < len(m.cfg.Providers) {
+		provider = m.cfg.Providers[k.provider].Name
+	}
+	const (
+		R = telemetry.LabelRoute
+		P = telemetry.LabelProvider
+		M = telemetry.LabelModel
+	)
+	switch k.kind {
+	case mRequests:
+		return telemetry.Name(telemetry.Requests, R, route, P, provider, M, m.modelName(k.model), telemetry.LabelCode, codeClasses[k.extra])
+	case mDuration:
+		return telemetry.Name(telemetry.Duration, R, route, P, provider)
+	case mTTFT:
+		return telemetry.Name(telemetry.TTFT, R, route, P, provider)
+	case mTokens:
+		return telemetry.Name(telemetry.Tokens, R, route, P, provider, M, m.modelName(k.model), telemetry.LabelType, tokenTypes[k.extra])
+	case mCost:
+		return telemetry.Name(telemetry.Cost, R, route, P, provider, M, m.modelName(k.model))
+	case mFallbacks:
+		return telemetry.Name(telemetry.Fallbacks, R, route, telemetry.LabelFrom, m.modelName(k.model), telemetry.LabelTo, m.modelName(k.model2), telemetry.LabelReason, fallbackReasons[k.extra])
+	case mRateLimited:
+		return telemetry.Name(telemetry.RateLimited, R, route, telemetry.LabelKind, limitKinds[k.extra])
+	case mGenAIUsage:
+		return telemetry.Name(telemetry.GenAITokenUsage, telemetry.LabelGenAIModel, m.modelName(k.model), telemetry.LabelGenAITokenType, tokenTypes[k.extra])
+	case mGenAITTFT:
+		return telemetry.Name(telemetry.GenAITTFT, telemetry.LabelGenAIModel, m.modelName(k.model))
+	}
+	return ""
+}
+
+// count adds delta (> 0) to the counter named by k.
+func (m *metrics) count(k metricKey, delta uint64) {
+	if delta == 0 {
+		return
+	}
+	c, ok := m.counters[k]
+	if !ok {
+		c = proxywasm.DefineCounterMetric(m.name(k))
+		m.counters[k] = c
+	}
+	_ = c.Increment(delta)
+}
+
+// record records v in the histogram named by k.
+func (m *metrics) record(k metricKey, v uint64) {
+	h, ok := m.hists[k]
+	if !ok {
+		h = proxywasm.DefineHistogramMetric(m.name(k))
+		m.hists[k] = h
+	}
+	_ = h.Record(v)
+}
+
+// Reasons a fallback is taken, as the reason label.
+var fallbackReasons = []string{"status", "callout_failed"}

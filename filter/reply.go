@@ -1,0 +1,47 @@
+package main
+
+import (
+	"github.com/shepherd-mesh/shepherd/filter/limits"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// reply sends a local reply in OpenAI's error shape. Envoy sends it after the
+// current callback returns; the stream stops here.
+func (s *stream) reply(status int, headers [][2]string, message, typ, code string) types.Action {
+	s.replied, s.localStatus = true, status
+	headers = append(headers, openai.JSONHeaders...)
+	if err := proxywasm.SendHttpResponse(uint32(status), headers, openai.ErrorBody(message, typ, code), -1); err != nil {
+		proxywasm.LogError("shepherd: sending a local reply: " + err.Error())
+		return types.ActionContinue
+	}
+	return types.ActionPause
+}
+
+// rateLimited answers 429 with Retry-After and OpenAI's x-ratelimit-* headers.
+func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
+	r := s.decision.Route
+	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: uint8(kind)}, 1)
+	hdrs := make([][2]string, 0, 8)
+	hdrs = limits.AppendRetryAfter(hdrs, d)
+	hdrs = limits.AppendHeaders(hdrs, kind, d)
+	what := "requests"
+	if kind == limits.Tokens {
+		what = "tokens"
+	}
+	msg := "rate limit reached for " + what + " per minute on route " + r.Name
+	if d.TooLarge {
+		msg = "request needs more tokens than the per-minute limit of route " + r.Name + " allows"
+	}
+	return s.reply(429, hdrs, msg, openai.TypeRateLimit, "rate_limit_exceeded")
+}
+
+func (s *stream) tooLarge() types.Action {
+	return s.reply(413, nil, "request body is larger than the "+itoa(s.decision.Route.MaxBodyBytes)+" bytes route "+s.decision.Route.Name+" accepts",
+		openai.TypeInvalidRequest, "request_too_large")
+}
+
+func (s *stream) badRequest(msg, code string) types.Action {
+	return s.reply(400, nil, msg, openai.TypeInvalidRequest, code)
+}

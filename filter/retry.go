@@ -1,0 +1,229 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/shepherd-mesh/shepherd/filter/body"
+	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/fallback"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+)
+
+// Fallback, as the filter runs it: when the upstream answers a retryable status,
+// the response headers are held (Envoy stops the response there), the planner
+// chooses the next chain entry and a backoff, and the attempt goes out as an http
+// callout with the kept request body carrying the entry's model. A delay runs
+// through the plugin's tick, never a sleep. The first success is sent to the
+// client as a local reply, which in the response phase replaces the upstream
+// response. When the attempts or budgets run out, the client gets the last real
+// upstream error: the last callout's response, or the held original when no
+// callout produced one.
+
+// shouldRetry reports whether a failure of the current attempt may be retried at
+// all on this route.
+func (s *stream) shouldRetry(status int, calloutFailed bool) bool {
+	return s.state.planner != nil && s.body != nil && !s.done &&
+		(calloutFailed || s.state.planner.Retryable(status))
+}
+
+// planRetry asks the planner and the retry budget what follows the failure of the
+// current attempt, and starts or schedules the next one. It reports whether an
+// attempt was planned.
+func (s *stream) planRetry(status int, calloutFailed bool, retryAfter, reset string) bool {
+	now := nowNanos()
+	step := s.state.planner.Next(s.attempts, fallback.Failure{
+		Entry: s.entry, Status: status, CalloutFailed: calloutFailed, RetryAfter: retryAfter, ResetHint: reset,
+	}, now-s.start, now, s.plugin.random)
+	if !step.Retry || !s.state.budget.Allow(now) {
+		return false
+	}
+	reason := uint8(0)
+	if calloutFailed {
+		reason = 1
+	}
+	m := s.policy.metrics
+	_, _, to := s.target(step.Entry)
+	m.count(metricKey{kind: mFallbacks, route: int16(s.decision.Route.Index), model: m.modelIndex(s.entryModel(s.entry)), model2: m.modelIndex(to), extra: reason}, 1)
+	s.retryTo = step.Entry
+	if step.Delay <= 0 {
+		return s.startAttempt()
+	}
+	s.retryAt = now + step.Delay
+	s.plugin.wait(s)
+	return true
+}
+
+// entryModel is the listed model of chain entry e.
+func (s *stream) entryModel(e int) *config.Model {
+	if e == 0 {
+		return s.model
+	}
+	return s.decision.Route.Fallback.Chain[e-1].Model
+}
+
+// target is the provider and upstream model name of chain entry e.
+func (s *stream) target(e int) (*config.Provider, string, *config.Model) {
+	if e == 0 {
+		return s.decision.Provider, s.decision.Provider.ModelName(s.publicModel()), s.model
+	}
+	ce := s.decision.Route.Fallback.Chain[e-1]
+	p := ce.Provider
+	if p == nil {
+		p = s.decision.Provider
+	}
+	return p, p.ModelName(ce.Model.Name), ce.Model
+}
+
+func (s *stream) publicModel() string {
+	if s.model != nil {
+		return s.model.Name
+	}
+	return s.requested
+}
+
+// startAttempt sends the attempt to s.retryTo as a callout. It reports whether
+// the callout went out; when it could not, the next entry is planned as for a
+// failed callout, and when nothing is left the held response is released.
+func (s *stream) startAttempt() bool {
+	if s.done {
+		return false
+	}
+	// From the tick this runs on the plugin context; the callout and its answer
+	// belong to the stream.
+	_ = proxywasm.SetEffectiveContext(s.id)
+	provider, modelName, _ := s.target(s.retryTo)
+	reqBody := body.SetModel(s.body, s.req, modelName)
+	hdrs := [][2]string{
+		{":method", "POST"},
+		{":path", s.decision.PathVia(provider)},
+		{":authority", provider.Host},
+		{"content-type", "application/json"},
+	}
+	if provider.Authorization != "" {
+		hdrs = append(hdrs, [2]string{"authorization", provider.Authorization})
+	}
+	s.attempts++
+	s.entry = s.retryTo
+	_, err := proxywasm.DispatchHttpCall(provider.Cluster, hdrs, reqBody, nil, s.decision.Route.Fallback.TimeoutMs, s.onAttempt)
+	if err == nil {
+		return true
+	}
+	proxywasm.LogWarn("shepherd: route " + s.decision.Route.Name + ": fallback to " + provider.Name + " (cluster " + provider.Cluster + "): " + err.Error())
+	if s.shouldRetry(0, true) && s.planRetry(0, true, "", "") {
+		return true
+	}
+	s.release()
+	return false
+}
+
+// onAttempt handles a fallback callout's answer.
+func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
+	if s.done {
+		return
+	}
+	hdrs, _ := proxywasm.GetHttpCallResponseHeaders()
+	status := 0
+	for _, kv := range hdrs {
+		if kv[0] == ":status" {
+			status, _ = strconv.Atoi(kv[1])
+		}
+	}
+	var respBody []byte
+	if bodySize > 0 {
+		respBody, _ = proxywasm.GetHttpCallResponseBody(0, bodySize)
+	}
+	failed := numHeaders == 0 || status == 0
+	if s.shouldRetry(status, failed) {
+		if !failed {
+			s.last = &answer{status: status, headers: hdrs, body: respBody, entry: s.entry}
+		}
+		if s.planRetry(status, failed, headerValue(hdrs, "retry-after"), resetHint(func(k string) (string, error) {
+			return headerValue(hdrs, k), nil
+		})) {
+			return
+		}
+		if failed {
+			s.release()
+			return
+		}
+	}
+	s.respond(&answer{status: status, headers: hdrs, body: respBody, entry: s.entry})
+}
+
+// answer is a complete upstream response from a callout.
+type answer struct {
+	status  int
+	headers [][2]string
+	body    []byte
+	entry   int
+}
+
+// release ends a fallback that produced no usable answer: the last real upstream
+// error from a callout when there is one, else the held original response.
+func (s *stream) release() {
+	if s.last != nil {
+		s.respond(s.last)
+		return
+	}
+	s.held = false
+	_ = proxywasm.ResumeHttpResponse()
+}
+
+// respond replaces the held upstream response with a callout's answer.
+func (s *stream) respond(a *answer) {
+	provider, modelName, model := s.target(a.entry)
+	s.held, s.replied = false, true
+	s.status, s.localStatus = a.status, a.status
+	s.provider, s.model, s.modelName = provider, model, modelName
+	s.firstByte = nowNanos()
+	out := make([][2]string, 0, len(a.headers)+3)
+	ct := ""
+	for _, kv := range a.headers {
+		switch {
+		case kv[0] == "content-type":
+			ct = kv[1]
+		case kv[0] == "content-length", kv[0] == "transfer-encoding", kv[0] == "connection",
+			strings.HasPrefix(kv[0], ":"), strings.HasPrefix(kv[0], internalPrefix):
+			continue
+		}
+		out = append(out, kv)
+	}
+	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
+		[2]string{headerAttempts, itoa(s.attempts)})
+	if strings.HasPrefix(ct, "text/event-stream") {
+		s.sse, s.json = &body.SSEScanner{}, nil
+		s.sse.Feed(a.body)
+		s.sse.Finish()
+	} else {
+		s.sse, s.json = nil, &body.JSONUsageScanner{}
+		s.json.Feed(a.body)
+	}
+	if err := proxywasm.SendHttpResponse(uint32(a.status), out, a.body, -1); err != nil {
+		proxywasm.LogError("shepherd: route " + s.decision.Route.Name + ": answering with the fallback's response: " + err.Error())
+	}
+}
+
+// resetHint returns OpenAI's reset header for the exhausted limit: the requests
+// one when x-ratelimit-remaining-requests is 0, else the tokens one when its
+// remaining is 0, else "".
+func resetHint(get func(string) (string, error)) string {
+	if v, _ := get("x-ratelimit-remaining-requests"); v == "0" {
+		r, _ := get("x-ratelimit-reset-requests")
+		return r
+	}
+	if v, _ := get("x-ratelimit-remaining-tokens"); v == "0" {
+		r, _ := get("x-ratelimit-reset-tokens")
+		return r
+	}
+	return ""
+}
+
+func headerValue(hdrs [][2]string, k string) string {
+	for _, kv := range hdrs {
+		if kv[0] == k {
+			return kv[1]
+		}
+	}
+	return ""
+}
