@@ -28,8 +28,8 @@ type stream struct {
 	policy *policy
 	id     uint32
 
-	decision routing.Decision
-	state    *routeState
+	decision  routing.Decision
+	state     *routeState
 	routed    bool // a route matched
 	awaitBody bool // the request headers wait for the body
 	replied   bool // the filter sent a local reply

@@ -18,7 +18,7 @@ func (e *fieldError) Error() string { return e.path + ": " + e.err.Error() }
 func (e *fieldError) Unwrap() error { return e.err }
 
 func wrap(path string, err error) error { return &fieldError{path: path, err: err} }
-func fail(path, msg string) error      { return &fieldError{path: path, err: errors.New(msg)} }
+func fail(path, msg string) error       { return &fieldError{path: path, err: errors.New(msg)} }
 
 // object checks v is an object whose members are all in allowed.
 func object(path string, v *jsonlite.Value, allowed ...string) error {
