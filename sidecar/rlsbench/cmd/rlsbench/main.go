@@ -11,6 +11,8 @@
 // redis-server's own CPU is not included.)
 //
 //	rlsbench -serve memory -listen 127.0.0.1:8081    serve one kind (null, memory, redis) until killed
+//	rlsbench -targets a=127.0.0.1:8081,b=127.0.0.1:8082 -rounds 5
+//	                                                 drive running servers in turn, with ratios to the first
 package main
 
 import (
@@ -75,6 +77,7 @@ func run() error {
 		serve   = flag.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
 		listen  = flag.String("listen", "127.0.0.1:0", "address for -serve")
 		rAddr   = flag.String("redis", "", "Redis address for the redis server kind")
+		targets = flag.String("targets", "", "name=addr,name=addr...: running servers to drive in turn, compared with the first")
 		rounds  = flag.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
 	)
 	flag.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
@@ -103,6 +106,39 @@ func run() error {
 		fmt.Printf("serving %s on %s\n", *serve, lis.Addr())
 		<-ctx.Done()
 		gs.Stop()
+		return nil
+	case *targets != "":
+		var names, addrs []string
+		for _, t := range strings.Split(*targets, ",") {
+			name, addr, ok := strings.Cut(t, "=")
+			if !ok {
+				return fmt.Errorf("-targets: %q: want name=addr", t)
+			}
+			names, addrs = append(names, name), append(addrs, addr)
+		}
+		rates := map[string]float64{}
+		ratios := map[string][]float64{}
+		for r := 0; r < *rounds; r++ {
+			round := map[string]float64{}
+			for i, name := range names {
+				o := opts
+				o.Addr = addrs[i]
+				res, err := rlsbench.Run(ctx, o)
+				if err != nil {
+					return err
+				}
+				rates[name] += res.PerSecond
+				round[name] = res.PerSecond
+				fmt.Printf("%-10s %s\n", name, res)
+			}
+			for _, name := range names[1:] {
+				ratios[name] = append(ratios[name], round[name]/round[names[0]])
+			}
+		}
+		for _, name := range names[1:] {
+			fmt.Printf("%s/%s throughput: %.2f overall, %.2f median of %d rounds\n",
+				name, names[0], rates[name]/rates[names[0]], median(ratios[name]), *rounds)
+		}
 		return nil
 	case *compare:
 		kinds := []string{"null", "memory"}
