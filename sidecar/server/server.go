@@ -155,6 +155,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		store = policy.RedisStore{Client: s.rdb, Key: opts.RedisKey}
 	} else if opts.StateFile != "" {
 		store = policy.FileStore{Path: opts.StateFile}
+	} else {
+		s.log.Warn("no state file and no redis: rollout state, spend and cooldowns will not survive a restart")
 	}
 	var err error
 	s.engine, err = policy.New(ctx, cfg, policy.Options{Clock: opts.Clock, Logger: s.log, Registerer: s.reg, Store: store})

@@ -111,7 +111,10 @@ func run(args []string, stderr io.Writer) int {
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer func() {
+		signal.Stop(hup)
+		close(hup)
+	}()
 	go func() {
 		for range hup {
 			log.Info("SIGHUP: reloading")

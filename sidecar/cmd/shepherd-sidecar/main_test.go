@@ -75,6 +75,42 @@ func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
 	require.Contains(t, logs.String(), "sidecar stopped")
 }
 
+// TestSIGHUPReloads changes the config and sends SIGHUP: the new config is
+// applied; then an invalid one is rejected and logged.
+func TestSIGHUPReloads(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sidecar.yaml")
+	write := func(s string) { require.NoError(t, os.WriteFile(cfg, []byte(s), 0o600)) }
+	write("providers: [{name: a}]\n")
+	httpAddr := freePort(t)
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--config", cfg, "--reload-interval", "0", "--grpc-listen", "127.0.0.1:0",
+			"--http-listen", httpAddr, "--log-format", "text"}, logs)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "sidecar serving") }, 10*time.Second, 10*time.Millisecond)
+
+	write("providers: [{name: a}, {name: b}]\n")
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "msg=reloaded") }, 10*time.Second, 10*time.Millisecond)
+
+	write("providers: [{name: a}, {name: a}]\n")
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "reload failed; keeping the last good config")
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, logs.String(), `providers[1].name: duplicate provider`)
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop on SIGTERM")
+	}
+}
+
 func TestStartErrors(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("providers: [{name: a}, {name: a}]\n"), 0o600))
