@@ -37,6 +37,8 @@
 //
 // # Cost
 //
-// The package imports only jsonlite and bytes: it runs inside the Wasm filter on
-// every request.
+// The package imports only errors, bytes and jsonlite: it runs inside the Wasm
+// filter on every request. The read paths allocate nothing per request
+// (InspectRequest at all; the scanners once per response for their buffer and
+// the model name); an edit allocates its output once.
 package body

@@ -135,9 +135,19 @@ func (r *Request) MaxOutputTokens() int64 {
 }
 
 // InspectRequest validates body as one JSON object and reads its top-level members
-// model, stream, max_tokens, max_completion_tokens, stream_options and messages.
+// model, stream, max_tokens, max_completion_tokens, stream_options and messages,
+// in one pass over the body. Unknown members are validated and skipped.
+//
+// Validation follows RFC 8259 as jsonlite does, which is stricter than
+// encoding/json in two ways: strings must be valid UTF-8, and values nest at most
+// jsonlite.MaxDepth deep. An error wraps ErrInvalidJSON, ErrNotObject,
+// ErrModelType or ErrFieldType; a syntax error anywhere takes precedence over a
+// member of the wrong type, and of several mistyped members the first is named.
+// null reads as absent for stream, max_tokens, max_completion_tokens and
+// include_usage; a null model is an error.
+//
 // It does not allocate unless it returns an error or meets a member name written
-// with escapes. Unknown members are validated and skipped.
+// with escapes. It is valid for any input and never panics.
 func InspectRequest(body []byte) (Request, error) {
 	r := Request{MaxTokens: -1, MaxCompletionTokens: -1}
 	start := jsonlite.SkipSpace(body, 0)

@@ -19,12 +19,18 @@ const DefaultMaxEvent = 1 << 20
 // It follows the SSE parsing rules of the HTML standard: a leading byte order
 // mark is dropped; lines end with CRLF, LF or CR; a line "field:value" loses one
 // space after the colon; a line without a colon is a field with an empty value;
-// lines starting with ':' are comments;
-// the values of an event's "data" lines are joined with "\n"; a blank line ends
-// the event, and an event without data lines is not dispatched. Other fields
-// (event, id, retry) are ignored. The data "[DONE]" marks the end of the stream;
-// events after it are ignored. Other data is read as a chat completion chunk:
-// the last usage object and the last model win, as with encoding/json.
+// lines starting with ':' are comments; the values of an event's "data" lines
+// are joined with "\n"; a blank line ends the event, and an event without data
+// lines is not dispatched. Other fields (event, id, retry) are ignored. The data
+// "[DONE]" marks the end of the stream; events after it are ignored. Other data
+// is read as a chat completion chunk, in one pass that validates it (an invalid
+// one counts in Malformed and changes nothing): the last usage object and the
+// last model win, as with encoding/json; an event carries content when a choice
+// has a delta with non-empty content, refusal or reasoning_content, with
+// tool_calls or a function_call, or a non-empty "text" (the completions API).
+//
+// Content is known when its event ends, so FirstContent turns true in the Feed
+// that completes the first event with content.
 //
 // Only the data of the current event is kept, up to MaxEvent bytes; a larger
 // event is skipped (counted by Skipped) and its data dropped as it arrives.

@@ -206,3 +206,35 @@ func TestLazyWalks(t *testing.T) {
 		require.Error(t, e.Err(), doc)
 	}
 }
+
+func FuzzScanStringMatchesParse(f *testing.F) {
+	for _, s := range []string{`"abc"`, `"a\"b\u00e9"`, "\"\xff\"", "\"a\x01\"", `"\x"`, `"\u12"`, `"abc`, `"\`, `"日本語 😀"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 || data[0] != '"' {
+			return
+		}
+		end, escaped, err := ScanString(data, 0)
+		wantEnd, wantEscaped, wantErr := scanString(data, 0)
+		require.Equal(t, wantErr, err)
+		require.Equal(t, wantEnd, end)
+		require.Equal(t, wantEscaped, escaped)
+	})
+}
+
+func TestPlain8MatchesTheTable(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 8; at++ {
+			for _, fill := range []byte{'a', ' ', '~', '!', '#', '[', ']'} {
+				b := []byte{fill, fill, fill, fill, fill, fill, fill, fill}
+				b[at] = byte(c)
+				want := true
+				for _, x := range b {
+					want = want && plain[x]
+				}
+				require.Equal(t, want, plain8(b), "byte %#x at %d among %q", c, at, fill)
+			}
+		}
+	}
+}
