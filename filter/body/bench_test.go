@@ -28,6 +28,22 @@ func BenchmarkRewriteModel8K(b *testing.B) {
 	}
 }
 
+// BenchmarkRewriteModel8KReusedBuffer rewrites into a buffer kept across
+// requests, as a filter context can.
+func BenchmarkRewriteModel8KReusedBuffer(b *testing.B) {
+	body := request8K()
+	r, err := InspectRequest(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 0, 16<<10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = AppendApplied(buf[:0], body, r, Edit{SetModel: true, Model: "relay/llama-3.1-70b-instruct"})
+	}
+}
+
 // BenchmarkInspectAndApply8K is the request-body path of the filter: inspect,
 // then rewrite the model and ask for usage in one splice.
 func BenchmarkInspectAndApply8K(b *testing.B) {

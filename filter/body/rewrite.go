@@ -20,6 +20,18 @@ type Edit struct {
 // nothing changed. Member insertions go right after the opening '{' of their
 // object, so an empty object gets no stray comma.
 func Apply(body []byte, r Request, e Edit) ([]byte, bool) {
+	out, changed := AppendApplied(nil, body, r, e)
+	if !changed {
+		return body, false
+	}
+	return out, true
+}
+
+// AppendApplied is Apply writing the edited body after the end of dst, so that a
+// caller that keeps a buffer across requests (dst[:0]) edits without
+// allocating; dst grows at most once when it is too small. When nothing changes
+// it returns dst as it was and false: body can be used as is.
+func AppendApplied(dst, body []byte, r Request, e Edit) ([]byte, bool) {
 	var s splices
 	var top splice // insertions after the top-level '{'
 	top.start, top.end = r.Open+1, r.Open+1
@@ -69,9 +81,9 @@ func Apply(body []byte, r Request, e Edit) ([]byte, bool) {
 		s.add(top)
 	}
 	if s.n == 0 {
-		return body, false
+		return dst, false
 	}
-	return s.apply(body, e.Model), true
+	return s.apply(dst, body, e.Model), true
 }
 
 // RewriteModel returns body with the value of its model member replaced by
@@ -124,7 +136,7 @@ func (ss *splices) add(x splice) {
 	ss.n++
 }
 
-func (ss *splices) apply(body []byte, model string) []byte {
+func (ss *splices) apply(out, body []byte, model string) []byte {
 	size := len(body)
 	for _, x := range ss.s[:ss.n] {
 		size += len(x.pre) + len(x.post) - (x.end - x.start)
@@ -132,7 +144,11 @@ func (ss *splices) apply(body []byte, model string) []byte {
 			size += 2 + 6*len(model) // AppendString's longest output
 		}
 	}
-	out := make([]byte, 0, size)
+	if cap(out)-len(out) < size {
+		grown := make([]byte, len(out), len(out)+size)
+		copy(grown, out)
+		out = grown
+	}
 	prev := 0
 	for _, x := range ss.s[:ss.n] {
 		out = append(out, body[prev:x.start]...)

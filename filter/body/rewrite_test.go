@@ -152,3 +152,27 @@ func TestRewriteAllocatesOnce(t *testing.T) {
 		require.Equal(t, 1.0, allocs, model)
 	}
 }
+
+func TestAppendAppliedReusesTheBuffer(t *testing.T) {
+	body, r := inspect(t, chatRequest)
+	want, changed := Apply(body, r, Edit{SetModel: true, Model: "m", IncludeUsage: true})
+	require.True(t, changed)
+
+	prefix := []byte("kept:")
+	got, changed := AppendApplied(prefix, body, r, Edit{SetModel: true, Model: "m", IncludeUsage: true})
+	require.True(t, changed)
+	require.Equal(t, "kept:"+string(want), string(got))
+
+	buf := make([]byte, 0, 16<<10)
+	allocs := testing.AllocsPerRun(50, func() {
+		out, _ := AppendApplied(buf[:0], body, r, Edit{SetModel: true, Model: "m", IncludeUsage: true})
+		if len(out) != len(want) {
+			panic("bad length")
+		}
+	})
+	require.Zero(t, allocs)
+
+	same, changed := AppendApplied(buf[:0], body, r, Edit{})
+	require.False(t, changed)
+	require.Empty(t, same)
+}
