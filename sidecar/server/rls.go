@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -18,18 +19,36 @@ type rls struct {
 	st  store.Store
 }
 
-// DefaultRateLimit is the RateLimitFactory of the shepherd-sidecar binary:
-// the ratelimit package's service counting in Redis when an address is
-// given, else in memory.
+// DefaultRateLimit is the RateLimitFactory with the ratelimit package's
+// default options: its service counting in Redis when an address is given,
+// else in memory.
 func DefaultRateLimit(reg prometheus.Registerer, rdb redis.UniversalClient, log *slog.Logger) (RateLimit, error) {
-	var st store.Store
-	if rdb != nil {
-		st = store.NewRedis(rdb, store.RedisOptions{})
-	} else {
-		st = store.NewMemory(store.MemoryOptions{})
+	return RateLimitWith(ratelimit.Options{})(reg, rdb, log)
+}
+
+// RateLimitWith returns a RateLimitFactory for the ratelimit package's
+// service with opts; the factory fills in Registerer and Logger.
+func RateLimitWith(opts ratelimit.Options) RateLimitFactory {
+	return func(reg prometheus.Registerer, rdb redis.UniversalClient, log *slog.Logger) (RateLimit, error) {
+		var st store.Store
+		if rdb != nil {
+			st = store.NewRedis(rdb, store.RedisOptions{})
+		} else {
+			st = store.NewMemory(store.MemoryOptions{})
+		}
+		opts.Registerer, opts.Logger = reg, log
+		return &rls{svc: ratelimit.NewService(nil, st, opts), st: st}, nil
 	}
-	svc := ratelimit.NewService(nil, st, ratelimit.Options{Registerer: reg, Logger: log})
-	return &rls{svc: svc, st: st}, nil
+}
+
+// ParseFailureMode reads "error", "open" or "closed".
+func ParseFailureMode(s string) (ratelimit.FailureMode, error) {
+	for _, m := range []ratelimit.FailureMode{ratelimit.FailError, ratelimit.FailOpen, ratelimit.FailClosed} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("must be error, open or closed, got %q", s)
 }
 
 func (r *rls) Register(g grpc.ServiceRegistrar) { r.svc.Register(g) }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -48,6 +49,11 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.StateFile, "state-file", "", "JSON file that keeps rollout state across restarts (ignored with --redis)")
 	fs.DurationVar(&o.ReloadInterval, "reload-interval", 5*time.Second, "how often files are checked for changes (0 or less: only on SIGHUP)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 20*time.Second, "how long in-flight calls may finish after SIGTERM")
+	var failMode string
+	var storeTimeout time.Duration
+	fs.StringVar(&failMode, "ratelimit-failure-mode", "error",
+		"answer when the counter store fails: error (UNAVAILABLE; Envoy's failure_mode_deny decides), open or closed")
+	fs.DurationVar(&storeTimeout, "ratelimit-store-timeout", 0, "bound on each counter store round trip (0: the request's deadline only)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "json", "json or text")
 	fs.Usage = func() {
@@ -100,7 +106,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 	o.ShutdownTimeout = shutdown
 	o.Logger = log
-	o.RateLimit = server.DefaultRateLimit
+	mode, err := server.ParseFailureMode(failMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "shepherd-sidecar: --ratelimit-failure-mode: %v\n", err)
+		return 2
+	}
+	o.RateLimit = server.RateLimitWith(ratelimit.Options{FailureMode: mode, StoreTimeout: storeTimeout})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

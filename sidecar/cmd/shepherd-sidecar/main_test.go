@@ -125,6 +125,7 @@ func TestStartErrors(t *testing.T) {
 		{"extra argument", []string{"serve"}, nil, 2, `unexpected argument "serve"`},
 		{"bad env", nil, map[string]string{"SHEPHERD_SIDECAR_RELOAD_INTERVAL": "often"}, 2, "SHEPHERD_SIDECAR_RELOAD_INTERVAL: "},
 		{"bad log level", []string{"--log-level", "loud"}, nil, 2, "--log-level"},
+		{"bad failure mode", []string{"--ratelimit-failure-mode", "maybe"}, nil, 2, `--ratelimit-failure-mode: must be error, open or closed, got "maybe"`},
 		{"bad config", []string{"--config", bad, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, nil, 1,
 			`providers[1].name: duplicate provider \"a\"`},
 		{"config from env", []string{"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
