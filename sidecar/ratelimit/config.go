@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -39,9 +40,10 @@ type Limit struct {
 	DetailedMetric  bool
 	Replaces        []string
 
-	id     int   // index in Config.limits; -1 for request overrides
-	period int64 // window length in seconds
-	proto  *rlsv3.RateLimitResponse_RateLimit
+	id          int   // index in Config.limits; -1 for request overrides
+	period      int64 // window length in seconds
+	proto       *rlsv3.RateLimitResponse_RateLimit
+	limitHeader string // RequestsPerUnit in decimal
 }
 
 // Period returns the length of the limit's window in seconds.
@@ -566,6 +568,7 @@ func (c *Config) parseRateLimit(path, fullKey string, dm map[string]any) (*Limit
 		c.hasReplaces = true
 	}
 	l.proto = &rlsv3.RateLimitResponse_RateLimit{Name: l.Name, RequestsPerUnit: l.RequestsPerUnit, Unit: l.Unit}
+	l.limitHeader = strconv.FormatUint(uint64(l.RequestsPerUnit), 10)
 	c.limits = append(c.limits, l)
 	return l, nil
 }

@@ -266,19 +266,14 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 	}
 
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
-	statuses := make([]rlsv3.RateLimitResponse_DescriptorStatus, len(descs))
-	resp.Statuses = make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))
+	blk := newResponse(len(descs), len(results))
+	resp, statuses, durations := &blk.resp, blk.statuses, blk.durations
+	resp.OverallCode = rlsv3.RateLimitResponse_OK
 	for i := range descs {
-		resp.Statuses[i] = &statuses[i]
 		statuses[i].Code = rlsv3.RateLimitResponse_OK
 		if l := sc.limits[i]; l != nil && l.Unlimited {
 			statuses[i].LimitRemaining = math.MaxUint32
 		}
-	}
-	var durations []durationpb.Duration
-	if len(results) > 0 {
-		durations = make([]durationpb.Duration, len(results))
 	}
 	shadowed := false
 	headerIdx := -1
@@ -322,8 +317,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		domCounters.ok.Inc()
 	}
 	if !s.noHdrs && headerIdx >= 0 {
-		st := &statuses[headerIdx]
-		resp.ResponseHeadersToAdd = s.headerValues(st)
+		s.setHeaders(blk, &statuses[headerIdx], sc.limits[headerIdx])
 	}
 	return resp, nil
 }
@@ -413,12 +407,49 @@ func (s *Service) countLimit(sn *snapshot, l *Limit, domainName string, entries 
 // headerValues builds the response headers from the status chosen as
 // envoyproxy/ratelimit does: the last over-limit descriptor, else the one
 // with the least remaining.
-func (s *Service) headerValues(st *rlsv3.RateLimitResponse_DescriptorStatus) []*corev3.HeaderValue {
-	hv := make([]corev3.HeaderValue, 3)
-	hv[0].Key, hv[0].Value = s.headers.Limit, strconv.FormatUint(uint64(st.CurrentLimit.RequestsPerUnit), 10)
+func (s *Service) setHeaders(blk *responseBlock, st *rlsv3.RateLimitResponse_DescriptorStatus, l *Limit) {
+	hv := &blk.headers
+	hv[0].Key, hv[0].Value = s.headers.Limit, l.limitHeader
 	hv[1].Key, hv[1].Value = s.headers.Remaining, strconv.FormatUint(uint64(st.LimitRemaining), 10)
 	hv[2].Key, hv[2].Value = s.headers.Reset, strconv.FormatInt(st.DurationUntilReset.GetSeconds(), 10)
-	return []*corev3.HeaderValue{&hv[0], &hv[1], &hv[2]}
+	blk.headerPtrs = [3]*corev3.HeaderValue{&hv[0], &hv[1], &hv[2]}
+	blk.resp.ResponseHeadersToAdd = blk.headerPtrs[:]
+}
+
+// smallResponse is the number of descriptors whose response fits in one
+// responseBlock allocation; Envoy's rate limit actions usually send one or two.
+const smallResponse = 4
+
+// responseBlock holds a whole response in one allocation: the message, its
+// statuses, their reset durations and the headers.
+type responseBlock struct {
+	resp        rlsv3.RateLimitResponse
+	statuses    []rlsv3.RateLimitResponse_DescriptorStatus
+	durations   []durationpb.Duration
+	statusArr   [smallResponse]rlsv3.RateLimitResponse_DescriptorStatus
+	statusPtrs  [smallResponse]*rlsv3.RateLimitResponse_DescriptorStatus
+	durationArr [smallResponse]durationpb.Duration
+	headers     [3]corev3.HeaderValue
+	headerPtrs  [3]*corev3.HeaderValue
+}
+
+// newResponse returns a response with n statuses (linked into resp) and
+// room for d durations.
+func newResponse(n, d int) *responseBlock {
+	blk := &responseBlock{}
+	if n <= smallResponse {
+		blk.statuses = blk.statusArr[:n]
+		blk.resp.Statuses = blk.statusPtrs[:n]
+		blk.durations = blk.durationArr[:d]
+	} else {
+		blk.statuses = make([]rlsv3.RateLimitResponse_DescriptorStatus, n)
+		blk.resp.Statuses = make([]*rlsv3.RateLimitResponse_DescriptorStatus, n)
+		blk.durations = make([]durationpb.Duration, d)
+	}
+	for i := range blk.statuses {
+		blk.resp.Statuses[i] = &blk.statuses[i]
+	}
+	return blk
 }
 
 // lookup is Config.Lookup on a request's entries.
@@ -455,6 +486,7 @@ func overrideLimit(o *commonrl.RateLimitDescriptor_RateLimitOverride) *Limit {
 		RequestsPerUnit: o.GetRequestsPerUnit(),
 		id:              -1,
 		period:          p,
+		limitHeader:     strconv.FormatUint(uint64(o.GetRequestsPerUnit()), 10),
 		proto:           &rlsv3.RateLimitResponse_RateLimit{RequestsPerUnit: o.GetRequestsPerUnit(), Unit: u},
 	}
 }
