@@ -66,3 +66,27 @@ func BenchmarkShouldRateLimitRedis(b *testing.B) {
 	defer client.Close()
 	runBench(b, benchService(b, store.NewRedis(client, store.RedisOptions{Prefix: "bench:"})))
 }
+
+// TestShouldRateLimitAllocations holds the in-process decision to its
+// allocation budget: the response (one block) and the store's results.
+func TestShouldRateLimitAllocations(t *testing.T) {
+	cfg := loadTestConfig(t)
+	fixed := time.Unix(t0+10, 0)
+	svc := ratelimit.NewService(cfg, store.NewMemory(store.MemoryOptions{}), ratelimit.Options{
+		Registerer: prometheus.NewRegistry(),
+		Clock:      func() time.Time { return fixed },
+	})
+	req := &rlsv3.RateLimitRequest{Domain: "llm", Descriptors: []*commonrl.RateLimitDescriptor{
+		desc("route=chat", "model=llama"),
+		desc("user=alice"),
+	}}
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := svc.ShouldRateLimit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2.5 {
+		t.Fatalf("ShouldRateLimit allocates %.1f times per decision, want at most 2", allocs)
+	}
+}
