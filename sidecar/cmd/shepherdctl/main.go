@@ -4,6 +4,7 @@
 //	shepherdctl canary status [ROUTE]
 //	shepherdctl canary set ROUTE WEIGHT        (25, 25%, 12.5% or 1250bp)
 //	shepherdctl canary promote|rollback|pause|resume ROUTE
+//	shepherdctl policy
 //	shepherdctl limits check --domain D --descriptor k=v,k2=v2 [--hits N]
 //	shepherdctl validate sidecar|ratelimit|filter|wasmplugin PATH
 //	shepherdctl bench rls --addr A [--concurrency 32] [--duration 5s] [--serve-null]
@@ -45,6 +46,7 @@ commands:
   canary rollback ROUTE                       send all traffic to the baseline
   canary pause ROUTE                          hold the current weight
   canary resume ROUTE                         continue stepping
+  policy                                      show the policy filters get (credentials redacted)
   limits check --domain D --descriptor k=v,k2=v2 [--descriptor ...] [--hits N]
                                               ask the rate limit service, print statuses
   validate sidecar FILE                       check a sidecar config file
@@ -87,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "canary":
 		err = canaryCmd(args[1:], stdout)
+	case "policy":
+		err = policyCmd(args[1:], stdout)
 	case "limits":
 		err = limitsCmd(args[1:], stdout)
 	case "validate":

@@ -25,9 +25,16 @@ func sidecar(t *testing.T) string {
 	require.NoError(t, os.WriteFile(tokenFile, []byte(token), 0o600))
 	rl := filepath.Join(dir, "rl.yaml")
 	require.NoError(t, os.WriteFile(rl, []byte("domain: llm\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 3, name: per-user}\n"), 0o600))
+	key := filepath.Join(dir, "openai.key")
+	require.NoError(t, os.WriteFile(key, []byte("sk-ctl-secret\n"), 0o600))
+	cfg := filepath.Join(dir, "sidecar.yaml")
+	base, err := os.ReadFile("testdata/sidecar.yaml")
+	require.NoError(t, err)
+	withCred := strings.Replace(string(base), "providers: [{name: openai}", "providers: [{name: openai, credential: {file: "+key+"}}", 1)
+	require.NoError(t, os.WriteFile(cfg, []byte(withCred), 0o600))
 	srv, err := server.New(context.Background(), server.Options{
 		GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		ConfigPath: "testdata/sidecar.yaml", AdminTokenFile: tokenFile, RateLimitConfigPath: rl,
+		ConfigPath: cfg, AdminTokenFile: tokenFile, RateLimitConfigPath: rl,
 		RateLimit: server.DefaultRateLimit, ReloadInterval: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -100,6 +107,17 @@ func TestCanaryCommands(t *testing.T) {
 	code, _, errs = ctl("canary", "status", "nope")
 	require.Equal(t, exitFail, code)
 	require.Equal(t, "shepherdctl: NotFound: no canary plan for route \"nope\"\n", errs)
+}
+
+func TestPolicyRedactsCredentials(t *testing.T) {
+	addr := sidecar(t)
+	code, out, errs := ctl("policy", "--addr", addr)
+	require.Equal(t, exitOK, code, errs)
+	require.Contains(t, out, "chat")
+	require.Contains(t, out, "90.00%")
+	require.Contains(t, out, "healthy")
+	require.Contains(t, out, "openai  authorization  [redacted, 20 bytes]")
+	require.NotContains(t, out, "sk-ctl-secret")
 }
 
 func TestCanaryUsageErrors(t *testing.T) {
