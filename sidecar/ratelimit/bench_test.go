@@ -10,6 +10,7 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
@@ -86,7 +87,5 @@ func TestShouldRateLimitAllocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if allocs > 2.5 {
-		t.Fatalf("ShouldRateLimit allocates %.1f times per decision, want at most 2", allocs)
-	}
+	require.LessOrEqual(t, allocs, 2.5, "allocations per decision")
 }
