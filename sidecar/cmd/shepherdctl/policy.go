@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -41,34 +42,45 @@ func policyCmd(args []string, out io.Writer) error {
 		return fmt.Errorf("sidecar sent no policy")
 	}
 	fmt.Fprintf(out, "version %d, generated %s\n", p.Version, time.UnixMilli(p.GeneratedUnixMs).UTC().Format(time.RFC3339))
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nWEIGHTS\tROUTE\tPROVIDER\tWEIGHT")
-	for _, w := range p.Weights {
-		fmt.Fprintf(tw, "\t%s\t%s\t%.2f%%\n", w.Route, w.Provider, float64(w.WeightBp)/100)
-	}
-	fmt.Fprintln(tw, "\nHEALTH\tPROVIDER\tSTATE\tREASON")
-	for _, h := range p.Health {
+	table(out, "weights", []string{"ROUTE", "PROVIDER", "WEIGHT"}, len(p.Weights), func(i int) []string {
+		w := p.Weights[i]
+		return []string{w.Route, w.Provider, fmt.Sprintf("%.2f%%", float64(w.WeightBp)/100)}
+	})
+	table(out, "health", []string{"PROVIDER", "STATE", "REASON"}, len(p.Health), func(i int) []string {
+		h := p.Health[i]
 		state := "healthy"
 		if h.CooldownUntilUnixMs != 0 {
 			state = "cooldown until " + time.UnixMilli(h.CooldownUntilUnixMs).UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "\t%s\t%s\t%s\n", h.Provider, state, h.Reason)
-	}
-	fmt.Fprintln(tw, "\nBUDGETS\tSCOPE\tPERIOD\tSPENT / LIMIT (USD)")
-	for _, b := range p.Budgets {
+		return []string{h.Provider, state, h.Reason}
+	})
+	table(out, "budgets", []string{"SCOPE", "PERIOD", "SPENT USD", "LIMIT USD", "EXHAUSTED"}, len(p.Budgets), func(i int) []string {
+		b := p.Budgets[i]
 		scope := "route " + b.Route
 		if b.Consumer != "" {
 			scope = "consumer " + b.Consumer
 		}
-		ex := ""
-		if b.Exhausted {
-			ex = "  EXHAUSTED"
-		}
-		fmt.Fprintf(tw, "\t%s\t%s\t%.2f / %.2f%s\n", scope, b.Period, float64(b.SpentMicroUsd)/1e6, float64(b.LimitMicroUsd)/1e6, ex)
+		return []string{scope, b.Period, fmt.Sprintf("%.2f", float64(b.SpentMicroUsd)/1e6),
+			fmt.Sprintf("%.2f", float64(b.LimitMicroUsd)/1e6), fmt.Sprint(b.Exhausted)}
+	})
+	table(out, "credentials", []string{"PROVIDER", "HEADER", "VALUE"}, len(p.Credentials), func(i int) []string {
+		cr := p.Credentials[i]
+		return []string{cr.Provider, cr.Header, fmt.Sprintf("[redacted, %d bytes]", len(cr.Value))}
+	})
+	return nil
+}
+
+// table prints a titled, aligned table, or "title: none".
+func table(out io.Writer, title string, header []string, n int, row func(i int) []string) {
+	if n == 0 {
+		fmt.Fprintf(out, "\n%s: none\n", title)
+		return
 	}
-	fmt.Fprintln(tw, "\nCREDENTIALS\tPROVIDER\tHEADER\tVALUE")
-	for _, cr := range p.Credentials {
-		fmt.Fprintf(tw, "\t%s\t%s\t[redacted, %d bytes]\n", cr.Provider, cr.Header, len(cr.Value))
+	fmt.Fprintf(out, "\n%s:\n", title)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  "+strings.Join(header, "\t"))
+	for i := 0; i < n; i++ {
+		fmt.Fprintln(tw, "  "+strings.Join(row(i), "\t"))
 	}
-	return tw.Flush()
+	tw.Flush()
 }
