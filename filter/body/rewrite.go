@@ -14,11 +14,13 @@ type Edit struct {
 	IncludeUsage bool
 }
 
-// Apply makes the edits e to body, which InspectRequest read as r, and reports
-// whether the body changed. Bytes outside the edited tokens are copied unchanged.
-// The result is a new slice built with one allocation, or body itself when
-// nothing changed. Member insertions go right after the opening '{' of their
-// object, so an empty object gets no stray comma.
+// Apply makes the edits e to body, which InspectRequest read as r without error
+// (any other r is a misuse), and reports whether the body changed. Bytes outside
+// the edited tokens are copied unchanged. The result is a new slice built with
+// one allocation, or body itself when nothing changed. Member insertions go
+// right after the opening '{' of their object, so an empty object gets no stray
+// comma. The offsets in r do not describe the result: inspect it again before
+// another edit, or make all edits in one Apply.
 func Apply(body []byte, r Request, e Edit) ([]byte, bool) {
 	out, changed := AppendApplied(nil, body, r, e)
 	if !changed {
