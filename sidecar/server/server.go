@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/config"
@@ -175,7 +176,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		s.prints[f] = fingerprint(f)
 	}
 
-	s.grpcSrv = grpc.NewServer()
+	s.grpcSrv = grpc.NewServer(
+		// Long-lived WatchPolicy streams: ping idle clients so dead ones go
+		// away, and accept the keepalives Envoy's gRPC clients may send.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 	policyv1.RegisterPolicyServiceServer(s.grpcSrv, &policyAPI{engine: s.engine, token: &s.token, stopping: s.stopping})
