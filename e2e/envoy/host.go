@@ -1,0 +1,395 @@
+// Package envoy is a proxy-wasm host on wazero that behaves like Envoy (1.33 and
+// later) does for a proxy-wasm module: one VM per worker, Envoy's plugin lifecycle and
+// host calls (ABI 0.2.0/0.2.1), WASI as proxy-wasm-cpp-host provides it, http and gRPC
+// callouts to named clusters over the network, shared data and queues, tick timers,
+// stats with Envoy's naming and Prometheus text, and plugin logs. Host.ServeHTTP is
+// the HTTP filter chain plus Envoy's router. Each emulated behaviour names the Envoy or
+// proxy-wasm-cpp-host source it follows; differences are stated where they are.
+package envoy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"google.golang.org/grpc"
+)
+
+// Config describes one plugin as an Envoy wasm HTTP filter would be configured
+// (the fields of Istio's WasmPlugin that matter) plus the clusters and routes around it.
+type Config struct {
+	Module       []byte // the .wasm
+	PluginName   string
+	RootID       string
+	VMID         string
+	PluginConfig []byte
+	VMConfig     []byte
+	Workers      int               // VMs (Envoy workers); default 1
+	Clusters     map[string]string // cluster name -> host:port (plain HTTP/1.1 or gRPC over h2c)
+	Routes       map[string]string // :authority (host, port optional) -> cluster
+	// DefaultCluster takes requests no route matches; empty means 404 like Envoy
+	// without a matching route.
+	DefaultCluster string
+	StatsTags      []StatsTag
+	// FailOpen is the plugin's fail_open: after the VM failed, streams continue without
+	// the plugin; otherwise they get a 503 local reply.
+	FailOpen bool
+	// FailReload replaces a failed VM on the next request (Envoy's FAIL_RELOAD failure
+	// policy) instead of keeping it failed until the next configuration.
+	FailReload bool
+	// LegacyWASI answers poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756.
+	LegacyWASI bool
+	Env        map[string]string // environment of the VM (Istio's vmConfig.env)
+	LogWriter  io.Writer         // plugin and host log lines; stderr by default
+	// LogLevel is Envoy's wasm logger level ("trace" ... "critical"); default "info".
+	// Plugin lines below it are dropped, and proxy_get_log_level reports it.
+	LogLevel string
+	// CompilationCache, when set, is shared between hosts (tests compile once).
+	CompilationCache wazero.CompilationCache
+}
+
+// Host runs one plugin on Workers VMs. It is safe for concurrent use.
+type Host struct {
+	cfg         Config
+	ctx         context.Context
+	cancel      context.CancelFunc
+	rt          wazero.Runtime
+	compiled    wazero.CompiledModule
+	logs        *logRing
+	logLevel    LogLevel
+	stats       *statsStore
+	shared      *sharedData
+	queues      *sharedQueues
+	transport   *http.Transport
+	environ     []string
+	nodeID      string
+	nodeCluster string
+
+	vmSeq atomic.Uint64
+	rr    atomic.Uint64
+
+	mu           sync.RWMutex
+	vms          []*vm
+	gen          uint64
+	pluginConfig []byte
+	closed       bool
+
+	inflight sync.WaitGroup
+
+	grpcMu    sync.Mutex
+	grpcConns map[string]*grpc.ClientConn
+
+	createdVMs *metric
+	activeVMs  *metric
+
+	// trace, when set before requests run, sees every guest export call (tests).
+	trace atomic.Pointer[func(ctxID uint32, export string)]
+}
+
+// New compiles the module once and starts Workers VMs, each through Envoy's start
+// sequence. A start failure (a trap, proxy_on_vm_start or proxy_on_configure returning
+// false, a missing import) is returned with the plugin's log lines of that start.
+func New(ctx context.Context, cfg Config) (*Host, error) {
+	if len(cfg.Module) == 0 {
+		return nil, errors.New("config.module: must not be empty")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	for name, addr := range cfg.Clusters {
+		if name == "" {
+			return nil, errors.New("config.clusters: cluster name must not be empty")
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("config.clusters[%s]: %w", name, err)
+		}
+	}
+	for auth, c := range cfg.Routes {
+		if _, ok := cfg.Clusters[c]; !ok {
+			return nil, fmt.Errorf("config.routes[%s]: unknown cluster %q", auth, c)
+		}
+	}
+	if cfg.DefaultCluster != "" {
+		if _, ok := cfg.Clusters[cfg.DefaultCluster]; !ok {
+			return nil, fmt.Errorf("config.default_cluster: unknown cluster %q", cfg.DefaultCluster)
+		}
+	}
+	level, err := ParseLogLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("config.log_level: %w", err)
+	}
+	stats, err := newStatsStore(cfg.StatsTags)
+	if err != nil {
+		return nil, fmt.Errorf("config.%w", err)
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	h := &Host{
+		cfg: cfg, ctx: hctx, cancel: cancel,
+		logs: newLogRing(cfg.LogWriter, cfg.PluginName, cfg.RootID, cfg.VMID), logLevel: level,
+		stats: stats, shared: newSharedData(), queues: newSharedQueues(),
+		transport: &http.Transport{
+			Proxy:               nil,
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     60 * time.Second,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		},
+		grpcConns:    map[string]*grpc.ClientConn{},
+		pluginConfig: cfg.PluginConfig,
+		nodeID:       "sidecar~127.0.0.1~shepherd-local.default~default.svc.cluster.local",
+		nodeCluster:  "shepherd-local.default",
+	}
+	for k, v := range cfg.Env {
+		h.environ = append(h.environ, k+"="+v)
+	}
+	sort.Strings(h.environ)
+	// Envoy's runtime stats (source/extensions/common/wasm/stats_handler.cc): VMs created
+	// and active, under the runtime's name (Istio runs V8).
+	h.createdVMs = stats.get(metricCounter, "wasm.envoy.wasm.runtime.v8.created")
+	h.activeVMs = stats.get(metricGauge, "wasm.envoy.wasm.runtime.v8.active")
+
+	rc := wazero.NewRuntimeConfig()
+	if cfg.CompilationCache != nil {
+		rc = rc.WithCompilationCache(cfg.CompilationCache)
+	}
+	h.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	fail := func(err error) (*Host, error) {
+		_ = h.rt.Close(context.Background())
+		cancel()
+		return nil, err
+	}
+	if err := h.buildEnv(ctx); err != nil {
+		return fail(fmt.Errorf("env host module: %w", err))
+	}
+	for _, m := range []string{"wasi_snapshot_preview1", "wasi_unstable"} {
+		if err := h.buildWASI(ctx, m, cfg.LegacyWASI); err != nil {
+			return fail(fmt.Errorf("wasi host module: %w", err))
+		}
+	}
+	h.compiled, err = h.rt.CompileModule(ctx, cfg.Module)
+	if err != nil {
+		return fail(fmt.Errorf("failed to load wasm module: %w", err))
+	}
+	vms, err := h.startVMs(ctx, cfg.Workers, 1, cfg.PluginConfig)
+	if err != nil {
+		return fail(err)
+	}
+	h.vms, h.gen = vms, 1
+	return h, nil
+}
+
+// StartError is a failed VM start with the plugin log lines written during it.
+type StartError struct {
+	Err  error
+	Logs []LogLine
+}
+
+func (e *StartError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Err.Error())
+	for _, l := range e.Logs {
+		b.WriteString("\n  ")
+		b.WriteString(l.Text)
+	}
+	return b.String()
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+func (h *Host) startVMs(ctx context.Context, n int, gen uint64, pluginConfig []byte) ([]*vm, error) {
+	before := len(h.logs.snapshot())
+	var vms []*vm
+	for i := 0; i < n; i++ {
+		v, err := h.newVM(ctx, i, gen, pluginConfig)
+		if err != nil {
+			for _, o := range vms {
+				o.shutdown()
+				h.activeVMs.value.Add(-1)
+			}
+			lines := h.logs.snapshot()
+			if before > len(lines) {
+				before = 0
+			}
+			h.logs.host(i, LogError, "wasm vm start failed: "+err.Error())
+			return nil, &StartError{Err: fmt.Errorf("vm %d: %w", i, err), Logs: lines[before:]}
+		}
+		h.createdVMs.value.Add(1)
+		h.activeVMs.value.Add(1)
+		vms = append(vms, v)
+	}
+	return vms, nil
+}
+
+// pickVM spreads requests over the workers round-robin. A failed VM stays in place
+// (Envoy keeps serving the stream through fail_open/closed) unless FailReload is set.
+func (h *Host) pickVM() *vm {
+	h.mu.RLock()
+	vms := h.vms
+	h.mu.RUnlock()
+	i := int(h.rr.Add(1)-1) % len(vms)
+	v := vms[i]
+	if v.failed.Load() && h.cfg.FailReload {
+		h.mu.Lock()
+		if h.vms[i] == v && !h.closed {
+			nv, err := h.newVM(h.ctx, i, h.gen, h.pluginConfig)
+			if err == nil {
+				h.createdVMs.value.Add(1)
+				h.activeVMs.value.Add(1)
+				h.vms[i] = nv
+				h.logs.host(i, LogInfo, "wasm vm reloaded after failure")
+				go h.retire(v)
+			}
+		}
+		v = h.vms[i]
+		h.mu.Unlock()
+	}
+	return v
+}
+
+// vmFailed is called (VM mutex held) when a VM traps.
+func (h *Host) vmFailed(v *vm) {
+	h.logs.host(v.idx, LogError, "wasm vm failed: further callbacks of this vm are not run")
+}
+
+// pluginLog records a plugin line at or above the configured level.
+func (h *Host) pluginLog(v *vm, level LogLevel, msg string) {
+	if level < h.logLevel {
+		return
+	}
+	h.logs.plugin(v.idx, level, msg)
+}
+
+// route maps an :authority to a cluster: exact match, then the host without its port,
+// then the default cluster. The route name is the matched authority or "default".
+func (h *Host) route(authority string) (cluster, routeName string, ok bool) {
+	if c, ok := h.cfg.Routes[authority]; ok {
+		return c, authority, true
+	}
+	host := authority
+	if hh, _, err := net.SplitHostPort(authority); err == nil {
+		host = hh
+	}
+	if c, ok := h.cfg.Routes[host]; ok {
+		return c, host, true
+	}
+	if h.cfg.DefaultCluster != "" {
+		return h.cfg.DefaultCluster, "default", true
+	}
+	return "", "", false
+}
+
+// Reconfigure applies a new plugin configuration like an xDS update: a canary VM is
+// started and configured first and, if that fails, the error is returned and the old
+// configuration stays in force. Otherwise new VMs replace the old ones, which finish
+// their in-flight streams and are then drained.
+//
+// Difference from Envoy: Envoy may keep the VMs and start a new root context; here
+// every VM is replaced (shared data and queues persist, they belong to the vm_id).
+func (h *Host) Reconfigure(pluginConfig []byte) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return errors.New("host is closed")
+	}
+	gen := h.gen + 1
+	h.mu.Unlock()
+	vms, err := h.startVMs(h.ctx, h.cfg.Workers, gen, pluginConfig)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	old := h.vms
+	h.vms, h.gen, h.pluginConfig = vms, gen, pluginConfig
+	h.mu.Unlock()
+	for _, v := range old {
+		go h.retire(v)
+	}
+	return nil
+}
+
+// retire waits for a VM's streams to end, then drains it.
+func (h *Host) retire(v *vm) {
+	for {
+		v.mu.Lock()
+		n := len(v.streams)
+		v.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	v.drain()
+	h.activeVMs.value.Add(-1)
+}
+
+// Close stops all VMs (after proxy_on_done/proxy_on_delete on their root contexts),
+// cancels callouts and releases the runtime. In-flight requests are waited for until
+// ctx ends.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	vms := h.vms
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	h.cancel()
+	for _, v := range vms {
+		v.drain()
+		h.activeVMs.value.Add(-1)
+	}
+	h.grpcMu.Lock()
+	for _, c := range h.grpcConns {
+		_ = c.Close()
+	}
+	h.grpcMu.Unlock()
+	h.transport.CloseIdleConnections()
+	return h.rt.Close(context.Background())
+}
+
+// WritePrometheus writes all stats as Envoy's /stats/prometheus would.
+func (h *Host) WritePrometheus(w io.Writer) { h.stats.writePrometheus(w) }
+
+// Logs returns the most recent log lines (plugin and host), oldest first.
+func (h *Host) Logs() []LogLine { return h.logs.snapshot() }
+
+// VMStat describes one worker VM.
+type VMStat struct {
+	Index       int
+	MemoryBytes uint64 // linear memory size (the guest's heap grows it, never shrinks)
+	Callbacks   uint64 // guest exports called
+	Traps       uint64
+	Failed      bool
+	Streams     int // live stream contexts
+}
+
+// VMStats reports each current worker VM.
+func (h *Host) VMStats() []VMStat {
+	h.mu.RLock()
+	vms := h.vms
+	h.mu.RUnlock()
+	out := make([]VMStat, len(vms))
+	for i, v := range vms {
+		v.mu.Lock()
+		out[i] = VMStat{Index: v.idx, MemoryBytes: v.memoryBytes(), Callbacks: v.callbacks.Load(),
+			Traps: v.traps.Load(), Failed: v.failed.Load(), Streams: len(v.streams)}
+		v.mu.Unlock()
+	}
+	return out
+}

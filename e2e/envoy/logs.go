@@ -1,0 +1,129 @@
+package envoy
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// LogLevel is an Envoy (spdlog) log level as the proxy-wasm ABI numbers it.
+type LogLevel uint32
+
+// Log levels of proxy_log and proxy_get_log_level.
+const (
+	LogTrace    LogLevel = 0
+	LogDebug    LogLevel = 1
+	LogInfo     LogLevel = 2
+	LogWarn     LogLevel = 3
+	LogError    LogLevel = 4
+	LogCritical LogLevel = 5
+)
+
+var levelNames = [...]string{"trace", "debug", "info", "warning", "error", "critical"}
+
+// String returns the level as Envoy prints it.
+func (l LogLevel) String() string {
+	if int(l) < len(levelNames) {
+		return levelNames[l]
+	}
+	return fmt.Sprintf("level%d", uint32(l))
+}
+
+// ParseLogLevel reads a level name (trace, debug, info, warn/warning, error, critical).
+func ParseLogLevel(s string) (LogLevel, error) {
+	switch strings.ToLower(s) {
+	case "trace":
+		return LogTrace, nil
+	case "debug":
+		return LogDebug, nil
+	case "info", "":
+		return LogInfo, nil
+	case "warn", "warning":
+		return LogWarn, nil
+	case "error":
+		return LogError, nil
+	case "critical":
+		return LogCritical, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q", s)
+}
+
+// LogLine is one plugin log line (from proxy_log or from the guest's stdout/stderr).
+type LogLine struct {
+	Time    time.Time
+	Level   LogLevel
+	VM      int    // index of the VM (worker) that logged it; -1 for host lines
+	Message string // the plugin's message, without prefix
+	Text    string // the full line as Envoy would print it
+}
+
+// logRing keeps the last lines for Host.Logs and writes each line to an io.Writer.
+type logRing struct {
+	mu     sync.Mutex
+	lines  []LogLine
+	start  int
+	w      io.Writer
+	prefix string // " <plugin> <root_id> <vm_id>", Envoy's PluginBase::makeLogPrefix
+}
+
+const logRingSize = 4096
+
+func newLogRing(w io.Writer, pluginName, rootID, vmID string) *logRing {
+	if w == nil {
+		w = os.Stderr
+	}
+	// proxy-wasm-cpp-host src/context.cc PluginBase::makeLogPrefix: each non-empty part
+	// of name, root id and vm id is preceded by one space.
+	var p strings.Builder
+	for _, s := range []string{pluginName, rootID, vmID} {
+		if s != "" {
+			p.WriteString(" ")
+			p.WriteString(s)
+		}
+	}
+	return &logRing{w: w, prefix: p.String(), lines: make([]LogLine, 0, 64)}
+}
+
+// plugin records a plugin log line in Envoy's format:
+// source/extensions/common/wasm/context.cc Context::log prints "wasm log{prefix}: {message}"
+// under the "wasm" logger, so a line reads
+// "[time][thread][level][wasm] [source/extensions/common/wasm/context.cc] wasm log my-plugin root vm: msg".
+func (r *logRing) plugin(vm int, level LogLevel, msg string) {
+	now := time.Now().UTC()
+	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/context.cc] wasm log%s: %s",
+		now.Format("2006-01-02 15:04:05.000"), vm, level, r.prefix, msg)
+	r.add(LogLine{Time: now, Level: level, VM: vm, Message: msg, Text: text})
+}
+
+// host records a line from the host itself (VM failures, load errors), logged by Envoy
+// under the same "wasm" logger without the "wasm log" marker.
+func (r *logRing) host(vm int, level LogLevel, msg string) {
+	now := time.Now().UTC()
+	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/wasm.cc]%s: %s",
+		now.Format("2006-01-02 15:04:05.000"), vm, level, r.prefix, msg)
+	r.add(LogLine{Time: now, Level: level, VM: vm, Message: msg, Text: text})
+}
+
+func (r *logRing) add(l LogLine) {
+	r.mu.Lock()
+	if len(r.lines) < logRingSize {
+		r.lines = append(r.lines, l)
+	} else {
+		r.lines[r.start] = l
+		r.start = (r.start + 1) % logRingSize
+	}
+	_, _ = io.WriteString(r.w, l.Text+"\n")
+	r.mu.Unlock()
+}
+
+func (r *logRing) snapshot() []LogLine {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]LogLine, 0, len(r.lines))
+	out = append(out, r.lines[r.start:]...)
+	out = append(out, r.lines[:r.start]...)
+	return out
+}

@@ -1,0 +1,234 @@
+package envoy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Properties follow Envoy's attribute names (source/extensions/filters/common/expr/context.cc
+// and source/extensions/common/wasm/context.cc findValue). A path is its segments joined by
+// NUL, as the SDKs send it ("request\x00path"); a dotted string is not split, as in Envoy.
+// Values are serialized like Envoy's serializeValue: strings as bytes, integers as 8-byte
+// little-endian, booleans as one byte, timestamps and durations as int64 nanoseconds, maps
+// as header pairs.
+//
+// Emulated: request.{path,url_path,host,scheme,method,headers,referer,useragent,id,time,
+// protocol,size,total_size,duration}, response.{code,code_details,flags,headers,trailers,
+// size,total_size}, source.{address,port}, destination.{address,port},
+// connection.{id,mtls,requested_server_name}, upstream.{address,port},
+// xds.{route_name,cluster_name}, node.{id,cluster}, plugin_name, plugin_root_id,
+// plugin_vm_id, and values set with proxy_set_property (Envoy's "wasm." filter state).
+//
+// Difference from Envoy: request.* reads the stream's current request headers in every
+// phase; Envoy's attribute view can lose them outside the request-headers callbacks.
+
+func i64(x int64) []byte { return le64(uint64(x)) }
+
+func boolByte(b bool) []byte {
+	if b {
+		return []byte{1}
+	}
+	return []byte{0}
+}
+
+func splitHostPort(addr string) (string, int64) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 0
+	}
+	p, _ := strconv.ParseInt(port, 10, 64)
+	return host, p
+}
+
+func (v *vm) getProperty(path string) ([]byte, Status) {
+	path = strings.TrimSuffix(path, "\x00")
+	parts := strings.Split(path, "\x00")
+	top := parts[0]
+	rest := parts[1:]
+	leaf := func(b []byte) ([]byte, Status) {
+		if len(rest) > 1 {
+			return nil, StatusNotFound
+		}
+		return b, StatusOK
+	}
+	switch top {
+	case "plugin_name":
+		if len(rest) == 0 {
+			return []byte(v.h.cfg.PluginName), StatusOK
+		}
+		return nil, StatusNotFound
+	case "plugin_root_id":
+		if len(rest) == 0 {
+			return []byte(v.h.cfg.RootID), StatusOK
+		}
+		return nil, StatusNotFound
+	case "plugin_vm_id":
+		if len(rest) == 0 {
+			return []byte(v.h.cfg.VMID), StatusOK
+		}
+		return nil, StatusNotFound
+	case "node":
+		if len(rest) == 1 {
+			switch rest[0] {
+			case "id":
+				return []byte(v.h.nodeID), StatusOK
+			case "cluster":
+				return []byte(v.h.nodeCluster), StatusOK
+			}
+		}
+		return nil, StatusNotFound
+	}
+	s := v.currentStream()
+	if s == nil {
+		return nil, StatusNotFound
+	}
+	if len(rest) == 0 {
+		if val, ok := s.filterState[top]; ok {
+			return val, StatusOK
+		}
+		return nil, StatusNotFound
+	}
+	field := rest[0]
+	switch top {
+	case "request":
+		switch field {
+		case "path":
+			return leaf([]byte(getPair(s.reqH, ":path")))
+		case "url_path":
+			p := getPair(s.reqH, ":path")
+			if i := strings.IndexByte(p, '?'); i >= 0 {
+				p = p[:i]
+			}
+			return leaf([]byte(p))
+		case "host":
+			return leaf([]byte(getPair(s.reqH, ":authority")))
+		case "scheme":
+			return leaf([]byte(getPair(s.reqH, ":scheme")))
+		case "method":
+			return leaf([]byte(getPair(s.reqH, ":method")))
+		case "referer":
+			return leaf([]byte(getPair(s.reqH, "referer")))
+		case "useragent":
+			return leaf([]byte(getPair(s.reqH, "user-agent")))
+		case "id":
+			return leaf([]byte(getPair(s.reqH, "x-request-id")))
+		case "protocol":
+			return leaf([]byte(s.r.Proto))
+		case "time":
+			return leaf(i64(s.start.UnixNano()))
+		case "duration":
+			return leaf(i64(int64(time.Since(s.start))))
+		case "size":
+			return leaf(i64(s.reqBytes))
+		case "total_size":
+			return leaf(i64(s.reqBytes + int64(headerMap{&s.reqH}.byteSize())))
+		case "headers":
+			return mapProperty(s.reqH, rest[1:])
+		}
+	case "response":
+		if s.respCode == 0 {
+			return nil, StatusNotFound
+		}
+		switch field {
+		case "code":
+			return leaf(i64(int64(s.respCode)))
+		case "code_details":
+			return leaf([]byte(s.codeDetails))
+		case "flags":
+			return leaf(le64(0))
+		case "size":
+			return leaf(i64(s.respBytes))
+		case "total_size":
+			return leaf(i64(s.respBytes + int64(headerMap{&s.respH}.byteSize())))
+		case "headers":
+			return mapProperty(s.respH, rest[1:])
+		case "trailers":
+			return mapProperty(s.respT, rest[1:])
+		}
+	case "source":
+		host, port := splitHostPort(s.r.RemoteAddr)
+		switch field {
+		case "address":
+			return leaf([]byte(s.r.RemoteAddr))
+		case "port":
+			_ = host
+			return leaf(i64(port))
+		}
+	case "destination":
+		la, _ := s.r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if la == nil {
+			return nil, StatusNotFound
+		}
+		switch field {
+		case "address":
+			return leaf([]byte(la.String()))
+		case "port":
+			_, port := splitHostPort(la.String())
+			return leaf(i64(port))
+		}
+	case "connection":
+		switch field {
+		case "id":
+			return leaf(le64(s.conn))
+		case "mtls":
+			return leaf(boolByte(s.r.TLS != nil && len(s.r.TLS.PeerCertificates) > 0))
+		case "requested_server_name":
+			if s.r.TLS != nil {
+				return leaf([]byte(s.r.TLS.ServerName))
+			}
+			return leaf(nil)
+		}
+	case "upstream":
+		if s.upstream == "" {
+			return nil, StatusNotFound
+		}
+		switch field {
+		case "address":
+			return leaf([]byte(s.upstream))
+		case "port":
+			_, port := splitHostPort(s.upstream)
+			return leaf(i64(port))
+		}
+	case "xds":
+		switch field {
+		case "route_name":
+			if s.routeName == "" {
+				return nil, StatusNotFound
+			}
+			return leaf([]byte(s.routeName))
+		case "cluster_name":
+			if s.cluster == "" {
+				return nil, StatusNotFound
+			}
+			return leaf([]byte(s.cluster))
+		}
+	}
+	return nil, StatusNotFound
+}
+
+func mapProperty(ps []pair, rest []string) ([]byte, Status) {
+	switch len(rest) {
+	case 0:
+		return encodePairs(ps), StatusOK
+	case 1:
+		if v, ok := (headerMap{&ps}).get(rest[0]); ok {
+			return []byte(v), StatusOK
+		}
+	}
+	return nil, StatusNotFound
+}
+
+// setProperty stores a value in the stream's filter state under the path, like
+// Envoy's Context::setProperty with the default (bytes) prototype; outside a stream
+// it answers NotFound as Envoy does without stream info.
+func (v *vm) setProperty(path string, value []byte) Status {
+	s := v.currentStream()
+	if s == nil {
+		return StatusNotFound
+	}
+	s.filterState[path] = value
+	return StatusOK
+}

@@ -1,0 +1,929 @@
+package envoy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// stream is one HTTP request through the plugin: Envoy's wasm HTTP filter context
+// (source/extensions/common/wasm/context.cc decodeHeaders ... onDestroy) followed by
+// the router. Fields below wake are guarded by the VM's mutex.
+type stream struct {
+	h     *Host
+	v     *vm
+	id    uint32
+	w     http.ResponseWriter
+	r     *http.Request
+	wake  chan struct{}
+	start time.Time
+	conn  uint64
+
+	created  bool
+	disabled bool // fail-open after the VM failed: the plugin is no longer called
+	failSent bool // fail-closed 503 sent (Envoy's failure_local_reply_sent_)
+
+	reqH, reqT, respH, respT              []pair
+	reqHOpen, reqTOpen, respHOpen         bool
+	respTOpen, logPhase                   bool
+	reqBody, respBody                     []byte
+	reqBodyOpen, respBodyOpen             bool
+	continueReq, continueResp, resetAsked bool
+	local                                 *localReply
+	routeCleared                          bool
+
+	routeName, cluster, upstream string
+	respCode                     int
+	codeDetails                  string
+	reqBytes, respBytes          int64
+	filterState                  map[string][]byte
+	headersSent                  bool
+}
+
+// localReply is a pending proxy_send_local_response.
+type localReply struct {
+	code       int
+	body       []byte
+	headers    []pair
+	details    string
+	grpcStatus int32
+}
+
+var connSeq atomic.Uint64
+
+func (s *stream) lock()   { s.v.mu.Lock() }
+func (s *stream) unlock() { s.v.mu.Unlock() }
+
+func (s *stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// headersStop tells whether a headers callback result stops iteration. Envoy converts
+// StopIteration into StopAllIterationAndWatermark for ABI 0.2.x
+// (proxy-wasm-cpp-host src/context.cc convertVmCallResultToFilterHeadersStatus);
+// ContinueAndEndStream (2) maps to Continue in Envoy's convertFilterHeadersStatus.
+func headersStop(res uint64) bool { return res != actionContinue && res != 2 }
+
+// dataStop tells whether a body callback result stops iteration. Every stop status
+// buffers here; Envoy's StopIterationNoBuffer (3) would leave buffering to the plugin.
+func dataStop(res uint64) bool { return res != actionContinue }
+
+// call runs a stream callback. ok is false when the VM has failed (now or before).
+func (s *stream) call(name string, args ...uint64) (uint64, bool) {
+	if s.disabled || s.failSent {
+		return 0, false
+	}
+	s.lock()
+	res, err := s.v.callLocked(s.id, name, args...)
+	s.unlock()
+	if err != nil && !errors.Is(err, errMissingExport) {
+		return 0, false
+	}
+	return res, true
+}
+
+// onFail applies fail_open after a failed callback, like proxy-wasm-cpp-host's
+// CHECK_FAIL_HTTP: open lets the stream continue without the plugin; closed sends a
+// 503 local reply (details wasm_fail_stream, Envoy's Context::failStream) once and the
+// plugin sees nothing more of the stream. It reports whether the stream is finished.
+func (s *stream) onFail() bool {
+	if s.h.cfg.FailOpen {
+		s.disabled = true
+		return false
+	}
+	if !s.failSent {
+		s.failSent = true
+		if s.headersSent {
+			panic(http.ErrAbortHandler)
+		}
+		s.writeLocal(&localReply{code: http.StatusServiceUnavailable, details: "wasm_fail_stream"})
+	}
+	return true
+}
+
+// wait blocks until cond holds, a local reply or reset is pending, or the VM failed.
+// It returns false when the client went away.
+func (s *stream) wait(cond func() bool) bool {
+	for {
+		s.lock()
+		done := cond() || s.local != nil || s.resetAsked || s.v.failed.Load()
+		s.unlock()
+		if done {
+			return true
+		}
+		select {
+		case <-s.wake:
+		case <-s.r.Context().Done():
+			return false
+		}
+	}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	x := hex.EncodeToString(b[:])
+	return x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
+}
+
+// ServeHTTP runs a request through the plugin and routes it like Envoy's filter chain
+// followed by the router filter.
+func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	v := h.pickVM()
+	s := &stream{h: h, v: v, w: w, r: r, wake: make(chan struct{}, 1), start: time.Now(),
+		conn: connSeq.Add(1), filterState: map[string][]byte{}}
+	s.reqH = requestPairs(r, newRequestID())
+	h.inflight.Add(1)
+	defer h.inflight.Done()
+	s.create()
+	defer s.finish()
+	s.serve()
+}
+
+// create registers the stream context; proxy_on_context_create runs unless the VM has
+// failed (proxy-wasm-cpp-host ContextBase::onCreate).
+func (s *stream) create() {
+	s.lock()
+	defer s.unlock()
+	s.id = s.v.newContextID()
+	s.v.streams[s.id] = s
+	if s.v.failed.Load() || s.v.closed {
+		return
+	}
+	s.created = true
+	_, _ = s.v.callLocked(s.id, "proxy_on_context_create", uint64(s.id), uint64(s.v.rootID))
+}
+
+// finish runs the access-log and destroy callbacks. Envoy logs the stream before its
+// filters are destroyed, so the order is proxy_on_log, proxy_on_done, proxy_on_delete;
+// none runs on a failed VM.
+func (s *stream) finish() {
+	s.lock()
+	defer s.unlock()
+	if s.created && !s.v.failed.Load() && !s.v.closed {
+		s.logPhase = true
+		_, _ = s.v.callLocked(s.id, "proxy_on_log", uint64(s.id))
+		s.logPhase = false
+		if !s.v.failed.Load() {
+			_, _ = s.v.callLocked(s.id, "proxy_on_done", uint64(s.id))
+		}
+		if !s.v.failed.Load() {
+			_, _ = s.v.callLocked(s.id, "proxy_on_delete", uint64(s.id))
+		}
+	}
+	delete(s.v.streams, s.id)
+}
+
+func (s *stream) takeLocal() (*localReply, bool) {
+	s.lock()
+	defer s.unlock()
+	l, reset := s.local, s.resetAsked
+	s.local = nil
+	return l, reset
+}
+
+func (s *stream) serve() {
+	r := s.r
+	eos := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	if eos && r.Body != nil && r.ContentLength == 0 && r.Body != http.NoBody && len(r.TransferEncoding) > 0 {
+		eos = false
+	}
+
+	// Request headers.
+	s.lock()
+	s.reqHOpen = true
+	n := len(s.reqH)
+	s.unlock()
+	res, ok := s.call("proxy_on_request_headers", uint64(s.id), uint64(n), b2u(eos))
+	if !ok {
+		if s.onFail() {
+			return
+		}
+	} else if headersStop(res) {
+		if !s.wait(func() bool { return s.continueReq }) {
+			return
+		}
+		if s.v.failed.Load() && !s.disabled && s.onFail() {
+			return
+		}
+	}
+	s.lock()
+	s.reqHOpen, s.continueReq = false, false
+	s.unlock()
+	if l, reset := s.takeLocal(); reset {
+		panic(http.ErrAbortHandler)
+	} else if l != nil {
+		s.respondLocal(l)
+		return
+	}
+
+	// Route by the (possibly rewritten) :authority: the route cache was cleared by any
+	// request header change, and Envoy's router picks the route after the filter continues.
+	s.lock()
+	authority, path, method := getPair(s.reqH, ":authority"), getPair(s.reqH, ":path"), getPair(s.reqH, ":method")
+	s.unlock()
+	cluster, routeName, found := s.h.route(authority)
+	s.routeName = routeName
+	if !found {
+		// Envoy: no route matched → 404 with details route_not_found.
+		s.respondLocal(&localReply{code: http.StatusNotFound, details: "route_not_found"})
+		return
+	}
+	s.cluster = cluster
+	addr, ok := s.h.cfg.Clusters[cluster]
+	if !ok {
+		// Envoy: the route's cluster is unknown → 503 with details cluster_not_found.
+		s.respondLocal(&localReply{code: http.StatusServiceUnavailable, details: "cluster_not_found"})
+		return
+	}
+	s.upstream = addr
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var body io.Reader
+	if !eos {
+		pr, pw := io.Pipe()
+		body = pr
+		go s.pumpRequestBody(pw, cancel)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		s.respondLocal(&localReply{code: http.StatusBadRequest, details: "invalid_path"})
+		return
+	}
+	req.Host = authority
+	s.lock()
+	for _, p := range s.reqH {
+		if strings.HasPrefix(p.k, ":") || hopByHop[p.k] || p.k == "host" {
+			continue
+		}
+		if p.k == "content-length" {
+			if cl, err := strconv.ParseInt(p.v, 10, 64); err == nil {
+				req.ContentLength = cl
+			}
+			continue
+		}
+		req.Header.Add(p.k, p.v)
+	}
+	s.unlock()
+	if body != nil && req.ContentLength == 0 {
+		req.ContentLength = -1
+	}
+	resp, err := s.h.transport.RoundTrip(req)
+	if l, reset := s.takeLocal(); reset {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		panic(http.ErrAbortHandler)
+	} else if l != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		s.respondLocal(l)
+		return
+	}
+	if s.failSent {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return
+	}
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		// Envoy's router answers a failed upstream connection with a 503 local reply
+		// (source/common/router/router.cc onUpstreamReset).
+		s.respondLocal(&localReply{code: http.StatusServiceUnavailable,
+			body:    []byte("upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
+			details: "upstream_reset_before_response_started{connection_failure}"})
+		return
+	}
+	defer resp.Body.Close()
+	s.lock()
+	s.respH = responsePairs(resp)
+	s.respCode = resp.StatusCode
+	s.codeDetails = "via_upstream"
+	s.unlock()
+	respEOS := resp.ContentLength == 0 || method == http.MethodHead
+	s.processResponse(resp.Body, respEOS, func() http.Header { return resp.Trailer }, true)
+}
+
+// pumpRequestBody feeds the request body through proxy_on_request_body into the
+// upstream request. A Pause buffers the data and the next call sees everything buffered
+// so far (Envoy's StopIterationAndBuffer); a Pause at end_of_stream holds the body until
+// proxy_continue_stream(request).
+func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
+	r := s.r
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	abort := func(err error) {
+		pw.CloseWithError(err)
+		cancel()
+	}
+	for {
+		n, err := r.Body.Read(buf)
+		if err != nil && err != io.EOF {
+			abort(err)
+			return
+		}
+		eof := err == io.EOF
+		if n == 0 && !eof {
+			continue
+		}
+		s.reqBytes += int64(n)
+		hasTrailers := eof && len(r.Trailer) > 0
+		bodyEOS := eof && !hasTrailers
+		data := append(pending, buf[:n]...)
+		pending = nil
+		if !s.disabled && !s.failSent {
+			s.lock()
+			s.reqBody, s.reqBodyOpen = data, true
+			s.unlock()
+			res, ok := s.call("proxy_on_request_body", uint64(s.id), uint64(len(data)), b2u(bodyEOS))
+			s.lock()
+			data = s.reqBody
+			l, reset := s.local, s.resetAsked
+			s.unlock()
+			if !ok {
+				if s.onFailBody() {
+					abort(errStreamDone)
+					return
+				}
+			} else if l != nil || reset {
+				abort(errStreamDone)
+				return
+			} else if dataStop(res) {
+				if !bodyEOS {
+					s.lock()
+					cont := s.continueReq
+					s.continueReq = false
+					if !cont {
+						pending = data
+					} else {
+						s.reqBodyOpen = false
+					}
+					s.unlock()
+					if !cont {
+						if eof {
+							goto trailers
+						}
+						continue
+					}
+				} else {
+					if !s.wait(func() bool { return s.continueReq }) {
+						abort(errStreamDone)
+						return
+					}
+					s.lock()
+					data = s.reqBody
+					l, reset = s.local, s.resetAsked
+					s.continueReq = false
+					s.unlock()
+					if l != nil || reset || (s.v.failed.Load() && !s.disabled && s.onFailBody()) {
+						abort(errStreamDone)
+						return
+					}
+				}
+			}
+			s.lock()
+			s.reqBodyOpen = false
+			s.unlock()
+		}
+		if len(data) > 0 {
+			if _, err := pw.Write(data); err != nil {
+				cancel()
+				return
+			}
+		}
+	trailers:
+		if eof {
+			if len(pending) > 0 {
+				_, _ = pw.Write(pending)
+			}
+			if hasTrailers && !s.disabled && !s.failSent {
+				s.lock()
+				s.reqT, s.reqTOpen = trailerPairs(r.Trailer), true
+				nt := len(s.reqT)
+				s.unlock()
+				_, ok := s.call("proxy_on_request_trailers", uint64(s.id), uint64(nt))
+				s.lock()
+				s.reqTOpen = false
+				s.unlock()
+				if !ok && s.onFailBody() {
+					abort(errStreamDone)
+					return
+				}
+			}
+			pw.Close()
+			return
+		}
+	}
+}
+
+var errStreamDone = errors.New("stream ended by the plugin")
+
+// onFailBody is onFail for the request body goroutine: a fail-closed reply is left to
+// the main goroutine, which sees failSent after the upstream call is cancelled.
+func (s *stream) onFailBody() bool {
+	if s.h.cfg.FailOpen {
+		s.disabled = true
+		return false
+	}
+	s.lock()
+	s.local = &localReply{code: http.StatusServiceUnavailable, details: "wasm_fail_stream"}
+	s.unlock()
+	return true
+}
+
+// respondLocal sends a local reply generated before the response started (by the plugin
+// in the request path, or by the router). Like Envoy's sendLocalReply from a decoder
+// filter, it passes through the encoder filters, so the plugin sees it in its response
+// callbacks (unless the stream already failed).
+func (s *stream) respondLocal(l *localReply) {
+	if l.details == "wasm_fail_stream" {
+		if !s.failSent {
+			s.failSent = true
+			s.writeLocal(l)
+		}
+		return
+	}
+	s.lock()
+	s.respH = localReplyPairs(l)
+	s.respCode = l.code
+	s.codeDetails = l.details
+	s.unlock()
+	s.processResponse(bytes.NewReader(l.body), len(l.body) == 0, func() http.Header { return nil }, false)
+}
+
+// localReplyPairs builds a local reply's headers as Envoy's Http::Utility::sendLocalReply
+// does: :status, content-length, content-type text/plain when there is a body (here
+// only when the plugin adds none), then the plugin's additional headers.
+func localReplyPairs(l *localReply) []pair {
+	ps := []pair{{":status", strconv.Itoa(l.code)}}
+	hasCT := false
+	for _, p := range l.headers {
+		if strings.EqualFold(p.k, "content-type") {
+			hasCT = true
+		}
+	}
+	if len(l.body) > 0 {
+		ps = append(ps, pair{"content-length", strconv.Itoa(len(l.body))})
+		if !hasCT {
+			ps = append(ps, pair{"content-type", "text/plain"})
+		}
+	} else {
+		ps = append(ps, pair{"content-length", "0"})
+	}
+	for _, p := range l.headers {
+		ps = append(ps, pair{strings.ToLower(p.k), p.v})
+	}
+	return ps
+}
+
+// writeLocal writes a local reply straight to the client, bypassing the plugin.
+func (s *stream) writeLocal(l *localReply) {
+	s.lock()
+	s.respH = localReplyPairs(l)
+	s.respCode = l.code
+	s.codeDetails = l.details
+	ps := append([]pair(nil), s.respH...)
+	s.unlock()
+	s.writeHeaders(ps)
+	if len(l.body) > 0 {
+		_, _ = s.w.Write(l.body)
+		s.respBytes += int64(len(l.body))
+	}
+}
+
+func (s *stream) writeHeaders(ps []pair) {
+	hdr := s.w.Header()
+	code := http.StatusOK
+	hasCT := false
+	for _, p := range ps {
+		switch {
+		case p.k == ":status":
+			if c, err := strconv.Atoi(p.v); err == nil {
+				code = c
+			}
+		case strings.HasPrefix(p.k, ":") || hopByHop[p.k]:
+		default:
+			if p.k == "content-type" {
+				hasCT = true
+			}
+			hdr.Add(p.k, p.v)
+		}
+	}
+	if !hasCT {
+		hdr["Content-Type"] = nil // no sniffing: Envoy adds no content type
+	}
+	s.respCode = code
+	s.headersSent = true
+	s.w.WriteHeader(code)
+	_ = http.NewResponseController(s.w).Flush()
+}
+
+// processResponse runs the response through the plugin and writes it to the client,
+// body chunk by chunk with a flush after each (nothing is held unless the plugin pauses).
+// A local reply in the response-headers phase replaces the response (Envoy sends it
+// directly since the response has not started downstream); later it can only reset.
+func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.Header, upstream bool) {
+	active := func() bool { return !s.disabled && !s.failSent }
+	if active() {
+		s.lock()
+		s.respHOpen = true
+		n := len(s.respH)
+		s.unlock()
+		res, ok := s.call("proxy_on_response_headers", uint64(s.id), uint64(n), b2u(eos))
+		if !ok {
+			if s.onFail() {
+				return
+			}
+		} else if headersStop(res) {
+			if !s.wait(func() bool { return s.continueResp }) {
+				return
+			}
+			if s.v.failed.Load() && !s.disabled && s.onFail() {
+				return
+			}
+		}
+		s.lock()
+		s.respHOpen, s.continueResp = false, false
+		s.unlock()
+		if l, reset := s.takeLocal(); reset {
+			panic(http.ErrAbortHandler)
+		} else if l != nil {
+			s.writeLocal(l)
+			return
+		}
+	}
+	s.lock()
+	ps := append([]pair(nil), s.respH...)
+	s.unlock()
+	s.writeHeaders(ps)
+	if eos {
+		return
+	}
+	rc := http.NewResponseController(s.w)
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	for {
+		n, err := body.Read(buf)
+		if err != nil && err != io.EOF {
+			// Upstream reset mid-body: Envoy resets the downstream stream.
+			panic(http.ErrAbortHandler)
+		}
+		eof := err == io.EOF
+		if n == 0 && !eof {
+			continue
+		}
+		var tr http.Header
+		if eof {
+			tr = trailer()
+		}
+		hasTrailers := len(tr) > 0
+		bodyEOS := eof && !hasTrailers
+		data := append(pending, buf[:n]...)
+		pending = nil
+		if active() {
+			s.lock()
+			s.respBody, s.respBodyOpen = data, true
+			s.unlock()
+			res, ok := s.call("proxy_on_response_body", uint64(s.id), uint64(len(data)), b2u(bodyEOS))
+			s.lock()
+			data = s.respBody
+			l, reset := s.local, s.resetAsked
+			s.unlock()
+			if !ok {
+				if s.onFail() {
+					return
+				}
+			} else if l != nil || reset {
+				// The response has started: Envoy can only reset the stream.
+				panic(http.ErrAbortHandler)
+			} else if dataStop(res) {
+				if !bodyEOS {
+					s.lock()
+					cont := s.continueResp
+					s.continueResp = false
+					if !cont {
+						pending = data
+					} else {
+						s.respBodyOpen = false
+					}
+					s.unlock()
+					if !cont && !eof {
+						continue
+					}
+				} else {
+					if !s.wait(func() bool { return s.continueResp }) {
+						return
+					}
+					s.lock()
+					data = s.respBody
+					l, reset = s.local, s.resetAsked
+					s.continueResp = false
+					s.unlock()
+					if l != nil || reset {
+						panic(http.ErrAbortHandler)
+					}
+					if s.v.failed.Load() && !s.disabled && s.onFail() {
+						return
+					}
+				}
+			}
+			s.lock()
+			s.respBodyOpen = false
+			s.unlock()
+		}
+		if len(data) > 0 && pending == nil {
+			if _, err := s.w.Write(data); err != nil {
+				return
+			}
+			s.respBytes += int64(len(data))
+			_ = rc.Flush()
+		}
+		if eof {
+			if len(pending) > 0 {
+				_, _ = s.w.Write(pending)
+				s.respBytes += int64(len(pending))
+			}
+			if hasTrailers {
+				s.lock()
+				s.respT, s.respTOpen = trailerPairs(tr), true
+				nt := len(s.respT)
+				s.unlock()
+				if active() {
+					_, ok := s.call("proxy_on_response_trailers", uint64(s.id), uint64(nt))
+					if !ok && s.onFail() {
+						return
+					}
+				}
+				s.lock()
+				s.respTOpen = false
+				out := append([]pair(nil), s.respT...)
+				s.unlock()
+				for _, p := range out {
+					s.w.Header().Add(http.TrailerPrefix+p.k, p.v)
+				}
+			}
+			return
+		}
+	}
+}
+
+// Host-call side of streams (called with the VM mutex held).
+
+// headerMap returns a header map readable now, or nil (Envoy answers BadArgument).
+// Envoy exposes a stream's request/response headers only during their own callbacks
+// (and while the stream is paused in them): after a callback returns Continue the map
+// pointer is cleared (context.cc decodeHeaders/encodeHeaders). In proxy_on_log the final
+// request and response headers are readable (access-log phase).
+func (v *vm) headerMap(typ uint32) *headerMap {
+	s := v.currentStream()
+	switch typ {
+	case mapRequestHeaders, mapRequestTrailers, mapResponseHeaders, mapResponseTrailers:
+		if s == nil {
+			return nil
+		}
+		if s.logPhase {
+			switch typ {
+			case mapRequestHeaders:
+				return &headerMap{&s.reqH}
+			case mapResponseHeaders:
+				return &headerMap{&s.respH}
+			case mapResponseTrailers:
+				return &headerMap{&s.respT}
+			}
+			return nil
+		}
+		return v.mutableHeaderMap(typ)
+	case mapGrpcInitialMetadata:
+		if v.grpcMDOpen == mapGrpcInitialMetadata {
+			return &headerMap{&v.grpcInitMD}
+		}
+	case mapGrpcTrailingMetadata:
+		if v.grpcMDOpen == mapGrpcTrailingMetadata {
+			return &headerMap{&v.grpcTrailMD}
+		}
+	case mapHTTPCallResponseHeaders:
+		if v.httpResp != nil {
+			return &headerMap{&v.httpResp.headers}
+		}
+	case mapHTTPCallResponseTrailers:
+		if v.httpResp != nil {
+			return &headerMap{&v.httpResp.trailers}
+		}
+	}
+	return nil
+}
+
+// mutableHeaderMap returns a stream header map that may be changed now, or nil.
+func (v *vm) mutableHeaderMap(typ uint32) *headerMap {
+	s := v.currentStream()
+	if s == nil || s.logPhase {
+		return nil
+	}
+	switch typ {
+	case mapRequestHeaders:
+		if s.reqHOpen {
+			return &headerMap{&s.reqH}
+		}
+	case mapRequestTrailers:
+		if s.reqTOpen {
+			return &headerMap{&s.reqT}
+		}
+	case mapResponseHeaders:
+		if s.respHOpen {
+			return &headerMap{&s.respH}
+		}
+	case mapResponseTrailers:
+		if s.respTOpen {
+			return &headerMap{&s.respT}
+		}
+	}
+	return nil
+}
+
+func (v *vm) modifyHeader(typ, keyPtr, keySize, valPtr, valSize uint32, op func(headerMap, string, string)) Status {
+	if typ > mapMax {
+		return StatusBadArgument
+	}
+	key, ok1 := v.readString(keyPtr, keySize)
+	val, ok2 := v.readString(valPtr, valSize)
+	if !ok1 || !ok2 {
+		return StatusInvalidMemoryAccess
+	}
+	m := v.mutableHeaderMap(typ)
+	if m == nil {
+		return StatusBadArgument
+	}
+	op(*m, key, val)
+	v.headersModified(typ)
+	return StatusOK
+}
+
+// headersModified: a change to the request headers clears the route cache
+// (Envoy's Context::onHeadersModified → clearRouteCache).
+func (v *vm) headersModified(typ uint32) {
+	if typ == mapRequestHeaders {
+		if s := v.currentStream(); s != nil {
+			s.routeCleared = true
+		}
+	}
+}
+
+// buffer returns the bytes of a buffer type as Envoy's Context::getBuffer does.
+func (v *vm) buffer(typ uint32) ([]byte, Status) {
+	s := v.currentStream()
+	switch typ {
+	case bufRequestBody:
+		if s != nil && s.reqBodyOpen {
+			return s.reqBody, StatusOK
+		}
+		return nil, StatusOK
+	case bufResponseBody:
+		if s != nil && s.respBodyOpen {
+			return s.respBody, StatusOK
+		}
+		return nil, StatusOK
+	case bufDownstreamData, bufUpstreamData, bufCallData:
+		return nil, StatusOK
+	case bufHTTPCallResponse:
+		if v.httpResp != nil {
+			return v.httpResp.body, StatusOK
+		}
+		return nil, StatusNotFound
+	case bufGrpcReceive:
+		return v.grpcRecv, StatusOK
+	case bufVMConfig:
+		return v.h.cfg.VMConfig, StatusOK
+	case bufPluginConfig:
+		if v.configuring {
+			return v.pluginConfig, StatusOK
+		}
+		return nil, StatusNotFound
+	}
+	return nil, StatusNotFound
+}
+
+// setBuffer changes a body buffer as Envoy's Buffer::copyFrom does: start 0 drains
+// length bytes and prepends the data (start 0, length = size replaces the body);
+// start at or past the end appends; anything else is BadArgument. Buffers that are
+// not mutable answer BadArgument.
+func (v *vm) setBuffer(typ, start, length uint32, data []byte) Status {
+	s := v.currentStream()
+	var b *[]byte
+	switch typ {
+	case bufRequestBody:
+		if s != nil && s.reqBodyOpen {
+			b = &s.reqBody
+		}
+	case bufResponseBody:
+		if s != nil && s.respBodyOpen {
+			b = &s.respBody
+		}
+	case bufGrpcReceive:
+		b = &v.grpcRecv
+	default:
+		if typ > bufMax {
+			return StatusNotFound
+		}
+	}
+	if b == nil {
+		return StatusBadArgument
+	}
+	cur := *b
+	switch {
+	case start == 0:
+		if int(length) > len(cur) {
+			length = uint32(len(cur))
+		}
+		*b = append(append([]byte(nil), data...), cur[length:]...)
+	case int(start) >= len(cur):
+		*b = append(append([]byte(nil), cur...), data...)
+	default:
+		return StatusBadArgument
+	}
+	return StatusOK
+}
+
+// sendLocalResponse records a local reply; it takes effect after the current callback
+// returns (Envoy defers it with addAfterVmCallAction), and the current callback's
+// result becomes a stop (proxy-wasm-cpp-host stopNextIteration). On a root context
+// without a stream nothing is sent.
+func (v *vm) sendLocalResponse(code int, details string, body []byte, hdrs []pair, grpcStatus int32) {
+	v.stopNext = true
+	s := v.currentStream()
+	if s == nil {
+		return
+	}
+	l := &localReply{code: code, body: body, headers: hdrs, details: strings.Join(strings.Fields(details), "_"), grpcStatus: grpcStatus}
+	v.after = append(v.after, func() {
+		if s.local == nil {
+			s.local = l
+		}
+		s.signal()
+	})
+}
+
+// continueStream resumes a paused stream after the current callback
+// (Envoy's Context::continueStream); continuing the request also ends access to the
+// request headers, body and trailers at once, as in Envoy.
+func (v *vm) continueStream(typ uint32) Status {
+	switch typ {
+	case streamRequest, streamResponse:
+	case streamDownstream:
+		return StatusOK
+	case streamUpstream:
+		return StatusUnimplemented
+	default:
+		return StatusBadArgument
+	}
+	s := v.currentStream()
+	if s == nil {
+		return StatusOK
+	}
+	if typ == streamRequest {
+		s.reqHOpen, s.reqTOpen = false, false
+		v.after = append(v.after, func() { s.continueReq = true; s.signal() })
+	} else {
+		v.after = append(v.after, func() { s.continueResp = true; s.signal() })
+	}
+	return StatusOK
+}
+
+// closeStream resets the stream after the current callback (Envoy's Context::closeStream).
+func (v *vm) closeStream(typ uint32) Status {
+	if typ > streamUpstream {
+		return StatusBadArgument
+	}
+	s := v.currentStream()
+	if s != nil && (typ == streamRequest || typ == streamResponse) {
+		v.after = append(v.after, func() { s.resetAsked = true; s.signal() })
+	}
+	return StatusOK
+}
+
+func (s *stream) String() string { return fmt.Sprintf("stream %d", s.id) }

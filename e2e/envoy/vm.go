@@ -1,0 +1,386 @@
+package envoy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// vm is one module instance: what Envoy calls a thread-local Wasm VM of one worker.
+// Every call into the guest holds mu, so a VM never runs two callbacks at once
+// (Envoy runs a VM only on its worker thread).
+type vm struct {
+	h   *Host
+	idx int
+	gen uint64 // configuration generation the VM was started with
+	mod api.Module
+	mem api.Memory
+	ctx context.Context // carries the *vm to host functions
+
+	fns   map[string]api.Function
+	alloc api.Function
+
+	mu     sync.Mutex
+	failed atomic.Bool
+	closed bool
+
+	rootID    uint32
+	nextCtxID uint32
+	streams   map[uint32]*stream
+
+	// Per-callback state; valid while mu is held and a callback runs.
+	cur       uint32 // context id of the running callback
+	effective uint32 // proxy_set_effective_context; 0 = none
+	stopNext  bool   // proxy_send_local_response stops the current iteration
+	after     []func()
+	depth     int
+
+	pluginConfig []byte // visible as PLUGIN_CONFIGURATION only while configuring
+	configuring  bool
+
+	// Root-context callout state, visible only during the matching callback.
+	httpResp    *calloutResponse
+	grpcInitMD  []pair
+	grpcTrailMD []pair
+	grpcRecv    []byte
+	grpcMDOpen  int // header map type open during a gRPC metadata callback, or -1
+	statusCode  uint32
+	statusMsg   string
+
+	metrics       map[uint32]*metric
+	nextCounterID uint32
+	nextGaugeID   uint32
+	nextHistID    uint32
+
+	nextHTTPCall   uint32
+	nextGrpcCall   uint32
+	nextGrpcStream uint32
+	callouts       map[uint32]context.CancelFunc
+	grpcStreams    map[uint32]*grpcStream
+
+	tickPeriod time.Duration
+	tickStop   chan struct{}
+
+	callbacks atomic.Uint64
+	traps     atomic.Uint64
+}
+
+type vmKey struct{}
+
+func vmFrom(ctx context.Context) *vm { return ctx.Value(vmKey{}).(*vm) }
+
+var errMissingExport = errors.New("export not found")
+
+// The ABI versions a module may declare, as proxy-wasm-cpp-host src/wasm.cc checks them.
+var abiExports = []string{"proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0", "proxy_abi_version_0_1_0"}
+
+// newVM instantiates the compiled module and runs Envoy's start sequence
+// (proxy-wasm-cpp-host src/wasm.cc WasmBase::initialize/start/configure):
+// _initialize, proxy_on_context_create(root, 0), proxy_on_vm_start, proxy_on_configure.
+func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []byte) (*vm, error) {
+	name := fmt.Sprintf("vm-%d-%d", idx, h.vmSeq.Add(1))
+	mod, err := h.rt.InstantiateModule(ctx, h.compiled, wazero.NewModuleConfig().WithName(name).WithStartFunctions())
+	if err != nil {
+		return nil, fmt.Errorf("failed to load wasm module: %w", err)
+	}
+	v := &vm{
+		h: h, idx: idx, gen: gen, mod: mod, mem: mod.Memory(),
+		fns:     map[string]api.Function{},
+		streams: map[uint32]*stream{}, metrics: map[uint32]*metric{},
+		nextCounterID: metricCounter, nextGaugeID: metricGauge, nextHistID: metricHistogram,
+		nextHTTPCall: calloutHTTP, nextGrpcCall: calloutGrpcCall, nextGrpcStream: calloutGrpcStream,
+		callouts: map[uint32]context.CancelFunc{}, grpcStreams: map[uint32]*grpcStream{},
+		grpcMDOpen: -1,
+	}
+	v.ctx = context.WithValue(context.Background(), vmKey{}, v)
+	fail := func(err error) (*vm, error) {
+		v.shutdown()
+		return nil, err
+	}
+	if v.mem == nil {
+		return fail(errors.New("wasm module has no exported memory"))
+	}
+	abi := ""
+	for _, n := range abiExports {
+		if mod.ExportedFunction(n) != nil {
+			abi = n
+			break
+		}
+	}
+	if abi == "" {
+		return fail(errors.New("missing or unknown proxy-wasm abi version"))
+	}
+	// proxy-wasm-cpp-host src/wasm.cc: "malloc" is preferred, then proxy_on_memory_allocate.
+	if v.alloc = mod.ExportedFunction("malloc"); v.alloc == nil {
+		v.alloc = mod.ExportedFunction("proxy_on_memory_allocate")
+	}
+	if v.alloc == nil {
+		return fail(errors.New("wasm module is missing malloc function"))
+	}
+	if err := v.start(pluginConfig); err != nil {
+		return fail(err)
+	}
+	return v, nil
+}
+
+// start runs Envoy's start sequence under the VM mutex.
+func (v *vm) start(pluginConfig []byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if f := v.mod.ExportedFunction("_initialize"); f != nil {
+		if _, err := v.callLocked(0, "_initialize"); err != nil {
+			return fmt.Errorf("failed to initialize wasm code: %w", err)
+		}
+	} else if f := v.mod.ExportedFunction("_start"); f != nil {
+		if _, err := v.callLocked(0, "_start"); err != nil {
+			return fmt.Errorf("failed to initialize wasm code: %w", err)
+		}
+	}
+	v.nextCtxID = 1
+	v.rootID = v.newContextID()
+	if _, err := v.callLocked(v.rootID, "proxy_on_context_create", uint64(v.rootID), 0); err != nil {
+		return fmt.Errorf("failed to start thread-local wasm: %w", err)
+	}
+	ok, err := v.callLocked(v.rootID, "proxy_on_vm_start", uint64(v.rootID), uint64(len(v.h.cfg.VMConfig)))
+	if err != nil && !errors.Is(err, errMissingExport) {
+		return fmt.Errorf("failed to start thread-local wasm: %w", err)
+	}
+	if err == nil && uint32(ok) == 0 {
+		return errors.New("failed to start thread-local wasm: proxy_on_vm_start returned false")
+	}
+	return v.configureLocked(pluginConfig)
+}
+
+// configureLocked calls proxy_on_configure with the plugin configuration visible.
+func (v *vm) configureLocked(pluginConfig []byte) error {
+	v.pluginConfig, v.configuring = pluginConfig, true
+	ok, err := v.callLocked(v.rootID, "proxy_on_configure", uint64(v.rootID), uint64(len(pluginConfig)))
+	v.pluginConfig, v.configuring = nil, false
+	if err != nil && !errors.Is(err, errMissingExport) {
+		return fmt.Errorf("failed to configure thread-local wasm plugin: %w", err)
+	}
+	if err == nil && uint32(ok) == 0 {
+		return errors.New("failed to configure thread-local wasm plugin: proxy_on_configure returned false")
+	}
+	return nil
+}
+
+func (v *vm) newContextID() uint32 {
+	id := v.nextCtxID
+	v.nextCtxID++
+	return id
+}
+
+func (v *vm) fn(name string) api.Function {
+	f, ok := v.fns[name]
+	if !ok {
+		f = v.mod.ExportedFunction(name)
+		v.fns[name] = f
+	}
+	return f
+}
+
+// callLocked runs one guest export; mu must be held. Arguments beyond the export's
+// parameter count are dropped, which also serves ABI 0.1.0 (headers callbacks without
+// end_of_stream). A trap marks the VM failed, as proxy-wasm-cpp-host does on a runtime
+// error (FailState::RuntimeError), and is logged like Envoy logs it.
+func (v *vm) callLocked(ctxID uint32, name string, args ...uint64) (uint64, error) {
+	f := v.fn(name)
+	if f == nil {
+		return 0, errMissingExport
+	}
+	if v.failed.Load() {
+		return 0, errVMFailed
+	}
+	if n := len(f.Definition().ParamTypes()); n < len(args) {
+		args = args[:n]
+	}
+	prevCur, prevEff, prevStop := v.cur, v.effective, v.stopNext
+	v.cur, v.effective, v.stopNext = ctxID, 0, false
+	if t := v.h.trace.Load(); t != nil {
+		(*t)(ctxID, name)
+	}
+	v.depth++
+	res, err := f.Call(v.ctx, args...)
+	v.depth--
+	stop := v.stopNext
+	v.cur, v.effective, v.stopNext = prevCur, prevEff, prevStop
+	v.callbacks.Add(1)
+	if err != nil {
+		v.failed.Store(true)
+		v.traps.Add(1)
+		v.h.logs.host(v.idx, LogCritical, fmt.Sprintf("Function: %s failed: %v", name, err))
+		v.h.vmFailed(v)
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	if v.depth == 0 {
+		// Deferred "after VM call" actions (proxy-wasm-cpp-host WasmBase::doAfterVmCallActions).
+		for len(v.after) > 0 {
+			a := v.after[0]
+			v.after = v.after[1:]
+			a()
+		}
+	}
+	var r uint64
+	if len(res) > 0 {
+		r = res[0]
+	}
+	if stop {
+		r = stopResult
+	}
+	return r, nil
+}
+
+// stopResult marks a callback result forced to a stop by proxy_send_local_response
+// (proxy-wasm-cpp-host WasmBase::stopNextIteration).
+const stopResult = 1 << 40
+
+var errVMFailed = errors.New("wasm vm failed")
+
+// callAsync runs a callback from outside any stream (ticks, callouts, queues).
+func (v *vm) callAsync(ctxID uint32, name string, args ...uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed || v.failed.Load() {
+		return
+	}
+	_, _ = v.callLocked(ctxID, name, args...)
+}
+
+// current returns the id of the context host calls act on: the effective context if
+// one was set and still exists, otherwise the running callback's
+// (proxy-wasm-cpp-host src/exports.cc contextOrEffectiveContext).
+func (v *vm) current() uint32 {
+	if v.effective != 0 {
+		if v.effective == v.rootID || v.streams[v.effective] != nil {
+			return v.effective
+		}
+	}
+	return v.cur
+}
+
+// currentStream returns the stream the host call acts on, or nil on the root context.
+func (v *vm) currentStream() *stream {
+	return v.streams[v.current()]
+}
+
+// Memory access.
+
+func (v *vm) read(ptr, size uint32) ([]byte, bool) {
+	if size == 0 {
+		return []byte{}, true
+	}
+	b, ok := v.mem.Read(ptr, size)
+	if !ok {
+		return nil, false
+	}
+	return append([]byte(nil), b...), true
+}
+
+func (v *vm) readString(ptr, size uint32) (string, bool) {
+	b, ok := v.read(ptr, size)
+	return string(b), ok
+}
+
+func (v *vm) putU32(ptr, val uint32) bool { return v.mem.WriteUint32Le(ptr, val) }
+
+// copyOut hands data to the guest as proxy-wasm-cpp-host WasmBase::copyToPointerSize
+// does: memory from the guest's allocator (called re-entrantly from inside the host
+// call), then pointer and size stored at the return pointers. Empty data stores 0, 0.
+func (v *vm) copyOut(data []byte, ptrPtr, sizePtr uint32) Status {
+	var ptr uint32
+	if len(data) > 0 {
+		p, ok := v.allocate(uint32(len(data)))
+		if !ok || !v.mem.Write(p, data) {
+			return StatusInvalidMemoryAccess
+		}
+		ptr = p
+	}
+	if !v.putU32(ptrPtr, ptr) || !v.putU32(sizePtr, uint32(len(data))) {
+		return StatusInvalidMemoryAccess
+	}
+	return StatusOK
+}
+
+func (v *vm) allocate(size uint32) (uint32, bool) {
+	res, err := v.alloc.Call(v.ctx, uint64(size))
+	if err != nil || len(res) == 0 || res[0] == 0 {
+		return 0, false
+	}
+	return uint32(res[0]), true
+}
+
+// memoryBytes is the VM's linear memory size.
+func (v *vm) memoryBytes() uint64 { return uint64(v.mem.Size()) }
+
+// setTick (re)arms the root context's timer (Envoy: one timer per root context,
+// source/extensions/common/wasm/wasm.cc Wasm::setTickPeriod); 0 disables it.
+func (v *vm) setTick(period time.Duration) {
+	if v.tickStop != nil {
+		close(v.tickStop)
+		v.tickStop = nil
+	}
+	v.tickPeriod = period
+	if period <= 0 || v.closed {
+		return
+	}
+	stop := make(chan struct{})
+	v.tickStop = stop
+	go func() {
+		t := time.NewTimer(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			v.callAsync(v.rootID, "proxy_on_tick", uint64(v.rootID))
+			t.Reset(period)
+		}
+	}()
+}
+
+// shutdown releases the instance; outstanding callouts are cancelled.
+func (v *vm) shutdown() {
+	v.mu.Lock()
+	v.closed = true
+	if v.tickStop != nil {
+		close(v.tickStop)
+		v.tickStop = nil
+	}
+	for _, c := range v.callouts {
+		c()
+	}
+	for _, gs := range v.grpcStreams {
+		gs.cancel()
+	}
+	v.mu.Unlock()
+	_ = v.mod.Close(context.Background())
+}
+
+// drain runs proxy_on_done and proxy_on_delete on the root context when the VM is
+// retired (Envoy: WasmBase destruction after proxy_on_done; the "done" ack of
+// proxy_done is not awaited here).
+func (v *vm) drain() {
+	v.mu.Lock()
+	if !v.closed && !v.failed.Load() {
+		_, _ = v.callLocked(v.rootID, "proxy_on_done", uint64(v.rootID))
+		_, _ = v.callLocked(v.rootID, "proxy_on_delete", uint64(v.rootID))
+	}
+	v.mu.Unlock()
+	v.shutdown()
+}
+
+func le64(x uint64) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, x)
+	return b
+}
