@@ -69,9 +69,13 @@ type Engine struct {
 	dirty       bool
 }
 
-// New builds an engine from a validated config, restoring saved state from
-// opts.Store. A store that cannot be read is an error.
+// New builds an engine from a validated config (nil means config.Empty),
+// restoring saved state from opts.Store. A store that cannot be read is an
+// error. Credential files are read before New returns.
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error) {
+	if cfg == nil {
+		cfg = config.Empty()
+	}
 	e := &Engine{
 		clock:   opts.Clock,
 		log:     opts.Logger,
@@ -127,7 +131,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	return e, nil
 }
 
-// SetConfig applies a new validated config. Rollouts whose plan kept its
+// SetConfig applies a new validated, non-nil config. Rollouts whose plan kept its
 // providers and steps keep their state; budgets keep their spend.
 func (e *Engine) SetConfig(cfg *config.Config) {
 	now := e.clock()
