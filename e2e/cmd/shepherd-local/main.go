@@ -1,0 +1,255 @@
+// Command shepherd-local runs a proxy-wasm plugin in the Envoy-faithful host of package
+// e2e/envoy behind an HTTP/1.1 (and h2c) listener, with named upstream clusters and an
+// admin listener serving /stats/prometheus, /ready and /logs. It is the local mesh:
+// one Envoy sidecar's worth of behaviour without Envoy.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "shepherd-local:", err)
+		os.Exit(1)
+	}
+}
+
+// kvFlag collects repeatable NAME=VALUE flags.
+type kvFlag struct {
+	name  string
+	pairs [][2]string
+}
+
+func (f *kvFlag) String() string { return "" }
+
+func (f *kvFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want NAME=VALUE, got %q", s)
+	}
+	f.pairs = append(f.pairs, [2]string{k, v})
+	return nil
+}
+
+// addrs are the bound listen and admin addresses, reported once serving.
+type addrs struct{ Listen, Admin string }
+
+type options struct {
+	cfg    envoy.Config
+	listen string
+	admin  string
+}
+
+// parseFlags turns the command line into a host configuration; errors name the flag.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("shepherd-local", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	wasm := fs.String("wasm", "", "the plugin `FILE` (.wasm)")
+	pluginConfig := fs.String("plugin-config", "", "plugin configuration: a `FILE` or inline JSON")
+	vmConfig := fs.String("vm-config", "", "VM configuration: a `FILE` or inline JSON")
+	pluginName := fs.String("plugin-name", "shepherd", "plugin `NAME` (appears in logs)")
+	vmID := fs.String("vm-id", "shepherd", "VM `ID` (shared data and queues are per VM id)")
+	rootID := fs.String("root-id", "shepherd", "root context `ID`")
+	workers := fs.Int("workers", 2, "worker VMs")
+	listen := fs.String("listen", "127.0.0.1:10000", "HTTP listen `ADDR`")
+	admin := fs.String("admin", "127.0.0.1:15000", "admin listen `ADDR` (/stats/prometheus, /ready, /logs)")
+	defCluster := fs.String("default-cluster", "", "cluster `NAME` for requests no route matches")
+	failOpen := fs.Bool("fail-open", false, "let streams continue without the plugin after its VM failed")
+	failReload := fs.Bool("fail-reload", false, "replace a failed VM on the next request (Envoy's FAIL_RELOAD)")
+	legacy := fs.Bool("legacy-wasi", false, "answer WASI poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756")
+	logLevel := fs.String("log-level", "info", "wasm log `LEVEL` (trace, debug, info, warn, error, critical)")
+	clusters := &kvFlag{name: "cluster"}
+	routes := &kvFlag{name: "route"}
+	tags := &kvFlag{name: "stats-tag"}
+	env := &kvFlag{name: "env"}
+	fs.Var(clusters, "cluster", "upstream cluster `NAME=HOST:PORT` (repeatable)")
+	fs.Var(routes, "route", "route `AUTHORITY=CLUSTER` (repeatable; host with or without port)")
+	fs.Var(tags, "stats-tag", "stats tag `NAME=REGEX` (repeatable; Envoy stats_tags)")
+	fs.Var(env, "env", "VM environment variable `NAME=VALUE` (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *wasm == "" {
+		return nil, errors.New("--wasm: must name the plugin file")
+	}
+	module, err := os.ReadFile(*wasm)
+	if err != nil {
+		return nil, fmt.Errorf("--wasm: %w", err)
+	}
+	pc, err := fileOrInline(*pluginConfig)
+	if err != nil {
+		return nil, fmt.Errorf("--plugin-config: %w", err)
+	}
+	vc, err := fileOrInline(*vmConfig)
+	if err != nil {
+		return nil, fmt.Errorf("--vm-config: %w", err)
+	}
+	if *workers < 1 {
+		return nil, fmt.Errorf("--workers: must be at least 1, got %d", *workers)
+	}
+	if _, err := envoy.ParseLogLevel(*logLevel); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	o := &options{listen: *listen, admin: *admin, cfg: envoy.Config{
+		Module: module, PluginName: *pluginName, RootID: *rootID, VMID: *vmID,
+		PluginConfig: pc, VMConfig: vc, Workers: *workers,
+		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
+		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,
+		Env: map[string]string{},
+	}}
+	for _, p := range clusters.pairs {
+		if _, _, err := net.SplitHostPort(p[1]); err != nil {
+			return nil, fmt.Errorf("--cluster %s: %w", p[0], err)
+		}
+		o.cfg.Clusters[p[0]] = p[1]
+	}
+	for _, p := range routes.pairs {
+		if _, ok := o.cfg.Clusters[p[1]]; !ok {
+			return nil, fmt.Errorf("--route %s: unknown cluster %q", p[0], p[1])
+		}
+		o.cfg.Routes[p[0]] = p[1]
+	}
+	if *defCluster != "" {
+		if _, ok := o.cfg.Clusters[*defCluster]; !ok {
+			return nil, fmt.Errorf("--default-cluster: unknown cluster %q", *defCluster)
+		}
+	}
+	for _, p := range tags.pairs {
+		o.cfg.StatsTags = append(o.cfg.StatsTags, envoy.StatsTag{Name: p[0], Regex: p[1]})
+	}
+	for _, p := range env.pairs {
+		o.cfg.Env[p[0]] = p[1]
+	}
+	return o, nil
+}
+
+// fileOrInline reads a file, or takes the value itself when it looks like JSON or YAML
+// flow text (starts with '{' or '['). Empty means no configuration.
+func fileOrInline(v string) ([]byte, error) {
+	t := strings.TrimSpace(v)
+	if t == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
+		return []byte(t), nil
+	}
+	return os.ReadFile(v)
+}
+
+// run starts the host and both listeners and serves until ctx ends; then it shuts
+// down gracefully (listeners first, then in-flight requests, then the VMs).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- addrs) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	o.cfg.LogWriter = stderr
+	h, err := envoy.New(ctx, o.cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.Close(cctx)
+	}()
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	aln, err := net.Listen("tcp", o.admin)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("--admin: %w", err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
+	asrv := &http.Server{Handler: adminMux(h), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- asrv.Serve(aln) }()
+	fmt.Fprintf(stdout, "shepherd-local: listening on http://%s (admin http://%s), %d workers, clusters: %s\n",
+		ln.Addr(), aln.Addr(), o.cfg.Workers, clusterList(o.cfg.Clusters))
+	if ready != nil {
+		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String()}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	_ = asrv.Shutdown(sctx)
+	fmt.Fprintln(stdout, "shepherd-local: stopped")
+	return err
+}
+
+func clusterList(c map[string]string) string {
+	var parts []string
+	for k, v := range c {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// adminMux serves the admin endpoints Envoy's admin listener has under the same paths.
+func adminMux(h *envoy.Host) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		h.WritePrometheus(w)
+	})
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
+		for _, s := range h.VMStats() {
+			if s.Failed {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "VM %d FAILED\n", s.Index)
+				return
+			}
+		}
+		fmt.Fprintln(w, "LIVE")
+	})
+	mux.HandleFunc("/logs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		for _, l := range h.Logs() {
+			fmt.Fprintln(w, l.Text)
+		}
+	})
+	return mux
+}

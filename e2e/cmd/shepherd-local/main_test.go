@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// buildGuest compiles the host's test plugin (mode chosen by its configuration).
+func buildGuest(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "guest.wasm")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../../envoy/testdata/guest")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(b))
+	return out
+}
+
+func TestFlagErrorsNameTheFlag(t *testing.T) {
+	wasm := filepath.Join(t.TempDir(), "x.wasm")
+	require.NoError(t, os.WriteFile(wasm, []byte("\x00asm"), 0o644))
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "--wasm: must name the plugin file"},
+		{[]string{"--wasm", "/does/not/exist.wasm"}, "--wasm: open /does/not/exist.wasm"},
+		{[]string{"--wasm", wasm, "--cluster", "bad"}, `want NAME=VALUE, got "bad"`},
+		{[]string{"--wasm", wasm, "--cluster", "up=nohostport"}, "--cluster up: address nohostport: missing port"},
+		{[]string{"--wasm", wasm, "--route", "a.example=missing"}, `--route a.example: unknown cluster "missing"`},
+		{[]string{"--wasm", wasm, "--default-cluster", "missing"}, `--default-cluster: unknown cluster "missing"`},
+		{[]string{"--wasm", wasm, "--workers", "0"}, "--workers: must be at least 1, got 0"},
+		{[]string{"--wasm", wasm, "--log-level", "loud"}, `--log-level: unknown log level "loud"`},
+		{[]string{"--wasm", wasm, "--plugin-config", "/does/not/exist.json"}, "--plugin-config: open /does/not/exist.json"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			_, err := parseFlags(tc.args, io.Discard)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestRoundTripPlainAndSSE(t *testing.T) {
+	wasm := buildGuest(t)
+	next := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/sse" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			rc := http.NewResponseController(w)
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				_ = rc.Flush()
+				<-next
+			}
+			return
+		}
+		fmt.Fprintf(w, "hello %s x-guest=%s", r.URL.Path, r.Header.Get("x-guest"))
+	}))
+	defer up.Close()
+
+	cfg := filepath.Join(t.TempDir(), "plugin.cfg")
+	require.NoError(t, os.WriteFile(cfg, []byte("basic"), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	var stdout strings.Builder
+	go func() {
+		done <- run(ctx, []string{"--wasm", wasm, "--plugin-config", cfg, "--workers", "2",
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+			"--cluster", "up=" + strings.TrimPrefix(up.URL, "http://"), "--default-cluster", "up",
+			"--stats-tag", `route=(_route=\.=(.+?);\.;)`}, &stdout, io.Discard, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	}
+
+	resp, err := http.Get("http://" + a.Listen + "/plain")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello /plain x-guest=1", string(body))
+	require.Equal(t, "ok", resp.Header.Get("x-resp"))
+
+	resp, err = http.Get("http://" + a.Listen + "/sse")
+	require.NoError(t, err)
+	rd := bufio.NewReader(resp.Body)
+	for i := 0; i < 3; i++ {
+		line, err := rd.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("data: %d\n", i), line)
+		_, _ = rd.ReadString('\n')
+		next <- struct{}{}
+	}
+	resp.Body.Close()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + a.Admin + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, text := get("/stats/prometheus")
+	require.Equal(t, 200, code)
+	require.Contains(t, text, "guest_requests_total{} 2\n")
+	require.Contains(t, text, `guest_calls_total{route="chat"} 4`)
+	code, text = get("/ready")
+	require.Equal(t, 200, code)
+	require.Equal(t, "LIVE\n", text)
+	_, text = get("/logs")
+	require.Contains(t, text, "wasm log shepherd shepherd shepherd: started in mode basic")
+
+	cancel()
+	require.NoError(t, <-done)
+	require.Contains(t, stdout.String(), "listening on http://"+a.Listen)
+}
