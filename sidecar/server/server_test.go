@@ -194,6 +194,11 @@ func TestRateLimitFromConfig(t *testing.T) {
 		codesSeen = append(codesSeen, resp.OverallCode)
 	}
 	require.Equal(t, []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT}, codesSeen)
+
+	// The rate limit service's metrics share the sidecar's registry.
+	_, body := r.get(t, "/metrics")
+	require.Contains(t, body, "shepherd_ratelimit_decisions_total")
+	require.Contains(t, body, "shepherd_sidecar_policy_version")
 }
 
 func TestAdminTokenRequired(t *testing.T) {
