@@ -354,3 +354,51 @@ func TestEncodedMapsAreNotAliased(t *testing.T) {
 	require.Equal(t, [][2]string{{":method", "GET"}, {":path", "/p"}, {":authority", "a"}}, callouts[0].Headers)
 	require.Equal(t, [][2]string{{"x-last", "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}}, host.GetCurrentRequestHeaders(id))
 }
+
+func TestCalloutFromRootContext(t *testing.T) {
+	var ranIn uint32
+	var body string
+	headers := [][2]string{{":method", "GET"}, {":path", "/weights"}, {":authority", "sidecar"}}
+	host := run(t, &scripted{tick: func() {
+		_, _ = proxywasm.DispatchHttpCall("sidecar", headers, nil, nil, 100, func(_, size, _ int) {
+			ranIn = proxywasm.CurrentContextID()
+			b, _ := proxywasm.GetHttpCallResponseBody(0, size)
+			body = string(b)
+		})
+	}}, nil)
+	host.Tick()
+	callouts := host.GetCalloutAttributesFromContext(proxytest.RootContextID)
+	require.Len(t, callouts, 1)
+	host.CallOnHttpCallResponse(callouts[0].CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"a":1}`))
+	require.Equal(t, proxytest.RootContextID, ranIn)
+	require.Equal(t, `{"a":1}`, body)
+}
+
+func TestChainedCalloutsStayOnStream(t *testing.T) {
+	headers := [][2]string{{":method", "GET"}, {":path", "/"}, {":authority", "a"}}
+	var second func(int, int, int)
+	var secondErr error
+	second = func(int, int, int) {
+		secondErr = proxywasm.ReplaceHttpRequestHeader("x-second", "done")
+		_ = proxywasm.ResumeHttpRequest()
+	}
+	host := run(t, &scripted{reqHeaders: func() types.Action {
+		_, _ = proxywasm.DispatchHttpCall("first", headers, nil, nil, 100, func(int, int, int) {
+			_, _ = proxywasm.DispatchHttpCall("second", headers, nil, nil, 100, second)
+		})
+		return types.ActionPause
+	}}, nil)
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, nil, true)
+	first := host.GetCalloutAttributesFromContext(id)
+	require.Len(t, first, 1)
+	host.CallOnHttpCallResponse(first[0].CalloutID, [][2]string{{":status", "200"}}, nil, nil)
+	next := host.GetCalloutAttributesFromContext(id)
+	require.Len(t, next, 1, "the callout made inside the callback belongs to the stream")
+	require.Equal(t, "second", next[0].Upstream)
+	require.Equal(t, types.ActionPause, host.GetCurrentHttpStreamAction(id))
+	host.CallOnHttpCallResponse(next[0].CalloutID, [][2]string{{":status", "200"}}, nil, nil)
+	require.NoError(t, secondErr)
+	require.Contains(t, host.GetCurrentRequestHeaders(id), [2]string{"x-second", "done"})
+	require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id))
+}
