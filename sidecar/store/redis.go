@@ -139,16 +139,14 @@ func (s *Redis) run(ctx context.Context, reqs []Hit, keys []string, idx []int, s
 		}
 		return nil
 	})
-	if err != nil && !isScriptMiss(err) {
-		var rerr redis.Error
-		if !errors.As(err, &rerr) {
-			return nil, fmt.Errorf("redis store: %w", err)
-		}
+	// A reply error (NOSCRIPT, WRONGTYPE) belongs to its command and is
+	// looked at per hit; anything else (network, timeout) fails the call.
+	var rerr redis.Error
+	if err != nil && !errors.As(err, &rerr) {
+		return nil, fmt.Errorf("redis store: %w", err)
 	}
 	return cmds, nil
 }
-
-func isScriptMiss(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
 
 // Close implements Store. It does not close the client.
 func (s *Redis) Close() error {
