@@ -437,15 +437,41 @@ func TestReconfigureKeepsOldConfigOnFailure(t *testing.T) {
 	require.Equal(t, 418, resp.StatusCode)
 }
 
-func TestMissingImportFailsLoad(t *testing.T) {
-	// A module importing an env function Envoy lacks (hand-assembled: one import
-	// "env"."proxy_no_such_call" of type () -> ()).
-	mod := []byte{0, 'a', 's', 'm', 1, 0, 0, 0,
-		1, 4, 1, 0x60, 0, 0, // type section: func () -> ()
-		2, 0x1a, 1, 3, 'e', 'n', 'v', 0x12, 'p', 'r', 'o', 'x', 'y', '_', 'n', 'o', '_', 's', 'u', 'c', 'h', '_', 'c', 'a', 'l', 'l', 0, 0}
-	_, err := New(context.Background(), Config{Module: mod, LogWriter: io.Discard})
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "proxy_no_such_call")
+// importingModule assembles a module that declares ABI 0.2.1 and imports one
+// function of type () -> () from module "env".
+func importingModule(name string) []byte {
+	const abi = "proxy_abi_version_0_2_1"
+	imp := append([]byte{1, 3, 'e', 'n', 'v', byte(len(name))}, name...)
+	imp = append(imp, 0, 0)
+	exp := append([]byte{1, byte(len(abi))}, abi...)
+	exp = append(exp, 0, 1)
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	m = append(m, 1, 4, 1, 0x60, 0, 0)
+	m = append(append(m, 2, byte(len(imp))), imp...)
+	m = append(m, 3, 2, 1, 0)
+	m = append(append(m, 7, byte(len(exp))), exp...)
+	m = append(m, 10, 4, 1, 2, 0, 0x0b)
+	return m
+}
+
+func TestLoadFailsLikeEnvoy(t *testing.T) {
+	tests := []struct {
+		name   string
+		module []byte
+		want   string
+	}{
+		{"import Envoy lacks", importingModule("proxy_no_such_call"), "proxy_no_such_call"},
+		// ABI 0.1.0 only: Envoy does not register it for a 0.2.1 module.
+		{"import of another ABI", importingModule("proxy_clear_route_cache"), "proxy_clear_route_cache"},
+		{"no abi version", []byte{0, 'a', 's', 'm', 1, 0, 0, 0}, "missing or unknown proxy-wasm abi version"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(context.Background(), Config{Module: tc.module, LogWriter: io.Discard})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
 }
 
 func TestStreamingResponseFlowsChunkByChunk(t *testing.T) {

@@ -167,17 +167,22 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		cancel()
 		return nil, err
 	}
-	if err := h.buildEnv(ctx); err != nil {
+	h.compiled, err = h.rt.CompileModule(ctx, cfg.Module)
+	if err != nil {
+		return fail(fmt.Errorf("failed to load wasm module: %w", err))
+	}
+	abi := moduleABI(h.compiled)
+	if abi == "" {
+		// proxy-wasm-cpp-host src/wasm.cc WasmBase::load.
+		return fail(errors.New("failed to load wasm module: missing or unknown proxy-wasm abi version"))
+	}
+	if err := h.buildEnv(ctx, abi); err != nil {
 		return fail(fmt.Errorf("env host module: %w", err))
 	}
 	for _, m := range []string{"wasi_snapshot_preview1", "wasi_unstable"} {
 		if err := h.buildWASI(ctx, m, cfg.LegacyWASI); err != nil {
 			return fail(fmt.Errorf("wasi host module: %w", err))
 		}
-	}
-	h.compiled, err = h.rt.CompileModule(ctx, cfg.Module)
-	if err != nil {
-		return fail(fmt.Errorf("failed to load wasm module: %w", err))
 	}
 	vms, err := h.startVMs(ctx, cfg.Workers, 1, cfg.PluginConfig)
 	if err != nil {

@@ -7,10 +7,31 @@ import (
 
 // buildEnv registers the proxy-wasm host functions (module "env") the way
 // proxy-wasm-cpp-host src/exports.cc and Envoy's source/extensions/common/wasm/context.cc
-// implement them. A function a module imports that is not here fails the load, as in Envoy.
-func (h *Host) buildEnv(ctx context.Context) error {
+// implement them. A function a module imports that is not here fails the load, as in
+// Envoy. As in proxy-wasm-cpp-host src/wasm.cc registerCallbacks, some functions exist
+// only for some ABI versions: get_configuration, continue_request, continue_response
+// and clear_route_cache for 0.1.0; continue_stream and close_stream for 0.2.x;
+// get_log_level for 0.2.1.
+func (h *Host) buildEnv(ctx context.Context, abi string) error {
 	b := h.rt.NewHostModuleBuilder("env")
-	fn := func(name string, f any) { b.NewFunctionBuilder().WithFunc(f).Export(name) }
+	abiOnly := map[string][]string{
+		"proxy_get_configuration": {abi010}, "proxy_continue_request": {abi010},
+		"proxy_continue_response": {abi010}, "proxy_clear_route_cache": {abi010},
+		"proxy_continue_stream": {abi020, abi021}, "proxy_close_stream": {abi020, abi021},
+		"proxy_get_log_level": {abi021},
+	}
+	fn := func(name string, f any) {
+		if versions, ok := abiOnly[name]; ok {
+			found := false
+			for _, v := range versions {
+				found = found || v == abi
+			}
+			if !found {
+				return
+			}
+		}
+		b.NewFunctionBuilder().WithFunc(f).Export(name)
+	}
 
 	// Logging.
 	fn("proxy_log", func(ctx context.Context, level, ptr, size uint32) uint32 {

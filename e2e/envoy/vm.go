@@ -79,7 +79,24 @@ func vmFrom(ctx context.Context) *vm { return ctx.Value(vmKey{}).(*vm) }
 var errMissingExport = errors.New("export not found")
 
 // The ABI versions a module may declare, as proxy-wasm-cpp-host src/wasm.cc checks them.
-var abiExports = []string{"proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0", "proxy_abi_version_0_1_0"}
+const (
+	abi021 = "proxy_abi_version_0_2_1"
+	abi020 = "proxy_abi_version_0_2_0"
+	abi010 = "proxy_abi_version_0_1_0"
+)
+
+var abiExports = []string{abi021, abi020, abi010}
+
+// moduleABI returns the ABI version export of a compiled module, or "".
+func moduleABI(c wazero.CompiledModule) string {
+	exports := c.ExportedFunctions()
+	for _, n := range abiExports {
+		if _, ok := exports[n]; ok {
+			return n
+		}
+	}
+	return ""
+}
 
 // newVM instantiates the compiled module and runs Envoy's start sequence
 // (proxy-wasm-cpp-host src/wasm.cc WasmBase::initialize/start/configure):
@@ -106,16 +123,6 @@ func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []by
 	}
 	if v.mem == nil {
 		return fail(errors.New("wasm module has no exported memory"))
-	}
-	abi := ""
-	for _, n := range abiExports {
-		if mod.ExportedFunction(n) != nil {
-			abi = n
-			break
-		}
-	}
-	if abi == "" {
-		return fail(errors.New("missing or unknown proxy-wasm abi version"))
 	}
 	// proxy-wasm-cpp-host src/wasm.cc: "malloc" is preferred, then proxy_on_memory_allocate.
 	if v.alloc = mod.ExportedFunction("malloc"); v.alloc == nil {
