@@ -21,7 +21,11 @@
 //     a non-zero CAS must match the key's token;
 //   - enqueuing onto a shared queue notifies the registering plugin context
 //     with OnQueueReady after the current callback returns;
-//   - header keys are lower-cased, as Envoy's header maps do.
+//   - header keys are lower-cased, as Envoy's header maps do; a map the
+//     effective context does not have lists as empty, while reading or
+//     writing a single entry of it is a bad argument;
+//   - buffer reads are clamped to the buffer, and a start past its end
+//     reads nothing (proxy-wasm-cpp-host).
 //
 // Where the emulation is simpler than Envoy: header maps and buffers are
 // reachable in every phase (Envoy limits them to the callbacks that own

@@ -128,12 +128,12 @@ func TestBodyWritesFollowEnvoy(t *testing.T) {
 }
 
 func TestGetBodyBounds(t *testing.T) {
-	var got []byte
+	var got, past []byte
 	var errs []error
 	host := run(t, &scripted{reqBody: func(size int, _ bool) types.Action {
 		b, err := proxywasm.GetHttpRequestBody(2, 100)
 		got, errs = b, append(errs, err)
-		_, err = proxywasm.GetHttpRequestBody(size+1, 1)
+		past, err = proxywasm.GetHttpRequestBody(size+1, 1)
 		errs = append(errs, err)
 		_, err = proxywasm.GetHttpRequestBody(-1, 1)
 		errs = append(errs, err)
@@ -143,8 +143,9 @@ func TestGetBodyBounds(t *testing.T) {
 	host.CallOnRequestBody(id, []byte("abcdef"), true)
 	require.Equal(t, "cdef", string(got), "reads are clamped to the buffer")
 	require.NoError(t, errs[0])
-	require.ErrorIs(t, errs[1], types.ErrorStatusBadArgument)
-	require.ErrorIs(t, errs[2], types.ErrorStatusBadArgument)
+	require.NoError(t, errs[1], "a start past the end reads nothing, as in proxy-wasm-cpp-host")
+	require.Empty(t, past)
+	require.ErrorIs(t, errs[2], types.ErrorStatusBadArgument, "the binding rejects negative offsets")
 }
 
 func TestHeaderReplaceCollapsesDuplicates(t *testing.T) {
@@ -159,16 +160,24 @@ func TestHeaderReplaceCollapsesDuplicates(t *testing.T) {
 
 func TestRootContextHasNoStream(t *testing.T) {
 	var errs []error
+	var all [][2]string
 	host := run(t, &scripted{tick: func() {
-		_, err := proxywasm.GetHttpRequestHeaders()
+		var err error
+		all, err = proxywasm.GetHttpRequestHeaders()
 		errs = append(errs, err)
+		_, err = proxywasm.GetHttpRequestHeader(":path")
+		errs = append(errs, err)
+		errs = append(errs, proxywasm.ReplaceHttpRequestHeader("x", "y"))
 		errs = append(errs, proxywasm.ResumeHttpRequest())
 		errs = append(errs, proxywasm.SetEffectiveContext(999))
 	}}, nil)
 	host.Tick()
-	require.ErrorIs(t, errs[0], types.ErrorStatusBadArgument, "the root context has no header maps")
-	require.NoError(t, errs[1], "Envoy accepts continue on the root context and does nothing")
+	require.NoError(t, errs[0], "Envoy lists an unavailable map as empty")
+	require.Empty(t, all)
+	require.ErrorIs(t, errs[1], types.ErrorStatusBadArgument, "the root context has no header maps")
 	require.ErrorIs(t, errs[2], types.ErrorStatusBadArgument)
+	require.NoError(t, errs[3], "Envoy accepts continue on the root context and does nothing")
+	require.ErrorIs(t, errs[4], types.ErrorStatusBadArgument)
 }
 
 func TestLogLevelAndLogs(t *testing.T) {

@@ -107,9 +107,10 @@ func (h hostImpl) GetBufferBytes(bt abi.BufferType, start, maxSize uint32) ([]by
 	if b == nil {
 		return nil, abi.StatusNotFound
 	}
+	// proxy-wasm-cpp-host clamps reads: a start past the end reads nothing.
 	buf := *b
 	if uint64(start) > uint64(len(buf)) {
-		return nil, abi.StatusBadArgument
+		return nil, abi.StatusOK
 	}
 	end := uint64(start) + uint64(maxSize)
 	if end > uint64(len(buf)) {
@@ -213,10 +214,15 @@ func (h hostImpl) GetHeaderMapSize(mt abi.MapType) (uint32, abi.Status) {
 	return uint32(n), abi.StatusOK
 }
 
+// GetHeaderMapPairs answers an unavailable map with an empty one, as
+// Envoy's getHeaderMapPairs does; only unknown map types are bad arguments.
 func (h hostImpl) GetHeaderMapPairs(mt abi.MapType) ([]byte, abi.Status) {
+	if mt > abi.MapHTTPCallResponseTrailers {
+		return nil, abi.StatusBadArgument
+	}
 	m, _ := h.headerMap(mt)
 	if m == nil {
-		return nil, abi.StatusBadArgument
+		return abi.SerializePairs(nil), abi.StatusOK
 	}
 	return abi.SerializePairs(*m), abi.StatusOK
 }
@@ -424,7 +430,7 @@ func (h hostImpl) HTTPCall(upstream string, headers, body, trailers []byte, time
 			method = true
 		case ":path":
 			path = true
-		case ":authority", "host":
+		case ":authority":
 			authority = true
 		}
 	}
