@@ -63,6 +63,7 @@ const (
 	Rollback
 )
 
+// String returns "advance", "rollback" or "wait".
 func (d Decision) String() string {
 	switch d {
 	case Advance:

@@ -18,6 +18,7 @@ const (
 	Manual      State = 5
 )
 
+// String returns the state in lower case, e.g. "rolled_back".
 func (s State) String() string {
 	switch s {
 	case Progressing:
