@@ -499,7 +499,10 @@ func GetStatus() (code uint32, message string, err error) {
 // ---- properties
 
 // GetProperty returns the host property at path, e.g.
-// []string{"request", "path"}. The path travels NUL-separated.
+// []string{"request", "path"}. The path travels NUL-separated. The value is
+// in the host's encoding: Envoy sends strings and bytes raw, integers as 8
+// little-endian bytes, booleans as one byte and maps as serialized pairs.
+// A missing property is types.ErrorStatusNotFound.
 func GetProperty(path []string) ([]byte, error) {
 	b, st := abi.GetProperty(abi.SerializePath(path))
 	if st != abi.StatusOK {
