@@ -738,7 +738,7 @@ func (e *HostEmulator) GetProperty(path []string) ([]byte, error) {
 	return append([]byte(nil), v...), nil
 }
 
-// ---- helpers
+// ---- encoding of paths, metric keys and pairs
 
 func pathKey(path []string) string { return string(abi.SerializePath(path)) }
 

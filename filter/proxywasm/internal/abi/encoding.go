@@ -162,7 +162,7 @@ func DeserializePath(data []byte) []string {
 	return strings.Split(s, "\x00")
 }
 
-// u32 reads a little-endian uint32 from the start of b. Two helpers do not
+// u32 reads a little-endian uint32 from the start of b. Two functions do not
 // justify importing encoding/binary (and reflect) into every filter.
 func u32(b []byte) uint32 {
 	_ = b[3]
