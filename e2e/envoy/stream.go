@@ -29,8 +29,9 @@ type stream struct {
 	conn  uint64
 
 	created  bool
-	disabled bool // fail-open after the VM failed: the plugin is no longer called
-	failSent bool // fail-closed 503 sent (Envoy's failure_local_reply_sent_)
+	ended    bool // finish ran; guarded by the VM mutex
+	disabled atomic.Bool // fail-open after the VM failed: the plugin is no longer called
+	failSent atomic.Bool // fail-closed 503 sent (Envoy's failure_local_reply_sent_)
 
 	reqH, reqT, respH, respT              []pair
 	reqHOpen, reqTOpen, respHOpen         bool
@@ -89,10 +90,14 @@ func dataStop(res uint64) bool { return res != actionContinue }
 
 // call runs a stream callback. ok is false when the VM has failed (now or before).
 func (s *stream) call(name string, args ...uint64) (uint64, bool) {
-	if s.disabled || s.failSent {
+	if s.disabled.Load() || s.failSent.Load() {
 		return 0, false
 	}
 	s.lock()
+	if s.ended {
+		s.unlock()
+		return 0, false
+	}
 	res, err := s.v.callLocked(s.id, name, args...)
 	s.unlock()
 	if err != nil && !errors.Is(err, errMissingExport) {
@@ -107,11 +112,11 @@ func (s *stream) call(name string, args ...uint64) (uint64, bool) {
 // plugin sees nothing more of the stream. It reports whether the stream is finished.
 func (s *stream) onFail() bool {
 	if s.h.cfg.FailOpen {
-		s.disabled = true
+		s.disabled.Store(true)
 		return false
 	}
-	if !s.failSent {
-		s.failSent = true
+	if !s.failSent.Load() {
+		s.failSent.Store(true)
 		if s.headersSent {
 			panic(http.ErrAbortHandler)
 		}
@@ -181,6 +186,7 @@ func (s *stream) create() {
 func (s *stream) finish() {
 	s.lock()
 	defer s.unlock()
+	s.ended = true
 	if s.created && !s.v.failed.Load() && !s.v.closed {
 		s.logPhase = true
 		_, _ = s.v.callLocked(s.id, "proxy_on_log", uint64(s.id))
@@ -224,7 +230,7 @@ func (s *stream) serve() {
 		if !s.wait(func() bool { return s.continueReq }) {
 			return
 		}
-		if s.v.failed.Load() && !s.disabled && s.onFail() {
+		if s.v.failed.Load() && !s.disabled.Load() && s.onFail() {
 			return
 		}
 	}
@@ -303,7 +309,7 @@ func (s *stream) serve() {
 		s.respondLocal(l)
 		return
 	}
-	if s.failSent {
+	if s.failSent.Load() {
 		if resp != nil {
 			resp.Body.Close()
 		}
@@ -352,12 +358,14 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 		if n == 0 && !eof {
 			continue
 		}
+		s.lock()
 		s.reqBytes += int64(n)
+		s.unlock()
 		hasTrailers := eof && len(r.Trailer) > 0
 		bodyEOS := eof && !hasTrailers
 		data := append(pending, buf[:n]...)
 		pending = nil
-		if !s.disabled && !s.failSent {
+		if !s.disabled.Load() && !s.failSent.Load() {
 			s.lock()
 			s.reqBody, s.reqBodyOpen = data, true
 			s.unlock()
@@ -367,7 +375,10 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 			l, reset := s.local, s.resetAsked
 			s.unlock()
 			if !ok {
-				if s.onFailBody() {
+				s.lock()
+				ended := s.ended
+				s.unlock()
+				if ended || s.onFailBody() {
 					abort(errStreamDone)
 					return
 				}
@@ -401,7 +412,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 					l, reset = s.local, s.resetAsked
 					s.continueReq = false
 					s.unlock()
-					if l != nil || reset || (s.v.failed.Load() && !s.disabled && s.onFailBody()) {
+					if l != nil || reset || (s.v.failed.Load() && !s.disabled.Load() && s.onFailBody()) {
 						abort(errStreamDone)
 						return
 					}
@@ -422,7 +433,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 			if len(pending) > 0 {
 				_, _ = pw.Write(pending)
 			}
-			if hasTrailers && !s.disabled && !s.failSent {
+			if hasTrailers && !s.disabled.Load() && !s.failSent.Load() {
 				s.lock()
 				s.reqT, s.reqTOpen = trailerPairs(r.Trailer), true
 				nt := len(s.reqT)
@@ -448,7 +459,7 @@ var errStreamDone = errors.New("stream ended by the plugin")
 // the main goroutine, which sees failSent after the upstream call is cancelled.
 func (s *stream) onFailBody() bool {
 	if s.h.cfg.FailOpen {
-		s.disabled = true
+		s.disabled.Store(true)
 		return false
 	}
 	s.lock()
@@ -463,8 +474,8 @@ func (s *stream) onFailBody() bool {
 // callbacks (unless the stream already failed).
 func (s *stream) respondLocal(l *localReply) {
 	if l.details == "wasm_fail_stream" {
-		if !s.failSent {
-			s.failSent = true
+		if !s.failSent.Load() {
+			s.failSent.Store(true)
 			s.writeLocal(l)
 		}
 		return
@@ -549,7 +560,7 @@ func (s *stream) writeHeaders(ps []pair) {
 // A local reply in the response-headers phase replaces the response (Envoy sends it
 // directly since the response has not started downstream); later it can only reset.
 func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.Header, upstream bool) {
-	active := func() bool { return !s.disabled && !s.failSent }
+	active := func() bool { return !s.disabled.Load() && !s.failSent.Load() }
 	if active() {
 		s.lock()
 		s.respHOpen = true
@@ -564,7 +575,7 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 			if !s.wait(func() bool { return s.continueResp }) {
 				return
 			}
-			if s.v.failed.Load() && !s.disabled && s.onFail() {
+			if s.v.failed.Load() && !s.disabled.Load() && s.onFail() {
 				return
 			}
 		}
@@ -648,7 +659,7 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 					if l != nil || reset {
 						panic(http.ErrAbortHandler)
 					}
-					if s.v.failed.Load() && !s.disabled && s.onFail() {
+					if s.v.failed.Load() && !s.disabled.Load() && s.onFail() {
 						return
 					}
 				}

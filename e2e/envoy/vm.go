@@ -203,7 +203,7 @@ func (v *vm) callLocked(ctxID uint32, name string, args ...uint64) (uint64, erro
 	if f == nil {
 		return 0, errMissingExport
 	}
-	if v.failed.Load() {
+	if v.failed.Load() || v.closed {
 		return 0, errVMFailed
 	}
 	if n := len(f.Definition().ParamTypes()); n < len(args) {
