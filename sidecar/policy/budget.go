@@ -12,6 +12,9 @@ type budget struct {
 	limit           int64 // micro-USD
 	month           int   // the budget period: UTC year*12 + month-1
 	spent           int64
+	// pending is spend recorded here and not yet added to a shared store
+	// (see SpendSharer); it is part of spent.
+	pending int64
 }
 
 // monthOf is the budget period (UTC calendar month) containing t.
@@ -44,7 +47,7 @@ func (b *budget) roll(now time.Time) bool {
 		return false
 	}
 	changed := b.spent != 0
-	b.month, b.spent = m, 0
+	b.month, b.spent, b.pending = m, 0, 0
 	return changed
 }
 
@@ -54,6 +57,7 @@ func (b *budget) spend(cost int64, now time.Time) bool {
 	before := b.exhausted()
 	if cost > 0 && b.spent <= math.MaxInt64-cost {
 		b.spent += cost
+		b.pending += cost
 	}
 	return b.exhausted() != before
 }

@@ -128,6 +128,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.mu.Lock()
 	e.publishLocked(now)
 	e.mu.Unlock()
+	e.syncSpend()
 	return e, nil
 }
 
@@ -302,10 +303,74 @@ func (e *Engine) Tick() {
 	if publish {
 		e.publishLocked(now)
 	}
+	e.mu.Unlock()
+	e.syncSpend()
+	e.mu.Lock()
 	dirty := e.dirty
 	e.mu.Unlock()
 	if dirty {
 		e.save()
+	}
+}
+
+// syncSpend adds the spend recorded here since the last sync to a shared
+// store (when the store is a SpendSharer) and takes over the totals that
+// every replica's spend adds up to. A failure is logged; the spend stays
+// pending and is added at the next sync.
+func (e *Engine) syncSpend() {
+	sh, ok := e.store.(SpendSharer)
+	if !ok {
+		return
+	}
+	type item struct {
+		b       *budget
+		month   int
+		flushed int64
+	}
+	e.mu.Lock()
+	var items []item
+	var deltas []SpendDelta
+	for _, b := range sortedBudgets(e.budgets) {
+		items = append(items, item{b, b.month, b.pending})
+		deltas = append(deltas, SpendDelta{Budget: b.id().String(), Period: b.period(), MicroUSD: b.pending})
+	}
+	e.mu.Unlock()
+	if len(items) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	totals, err := sh.AddSpend(ctx, deltas)
+	if err != nil {
+		e.m.saveErrors.Inc()
+		e.log.Error("sharing budget spend failed; will retry", "error", err)
+		return
+	}
+	now := e.clock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	publish := false
+	for i, it := range items {
+		b := it.b
+		if cur, ok := e.budgets[b.id()]; !ok || cur != b || b.month != it.month {
+			continue // reconfigured or a new month meanwhile
+		}
+		before := b.exhausted()
+		b.pending -= it.flushed
+		if spent := totals[i] + b.pending; spent != b.spent {
+			b.spent = spent
+			e.spendDirty = true
+			e.dirty = true
+		}
+		if b.exhausted() != before {
+			publish = true
+			if b.exhausted() {
+				e.log.Warn("budget exhausted", "route", b.route, "consumer", b.consumer, "period", b.period())
+			}
+		}
+	}
+	if publish {
+		e.publishLocked(now)
 	}
 }
 
@@ -430,8 +495,11 @@ func (e *Engine) save() {
 	}
 }
 
-// Flush saves the state now (for shutdown).
-func (e *Engine) Flush() { e.save() }
+// Flush shares pending spend and saves the state now (for shutdown).
+func (e *Engine) Flush() {
+	e.syncSpend()
+	e.save()
+}
 
 func (e *Engine) savedLocked() Saved {
 	s := Saved{

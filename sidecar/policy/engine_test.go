@@ -454,9 +454,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 		"redis": func(t *testing.T) policy.Store {
 			c := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
 			t.Cleanup(func() { c.Close() })
-			key := "test:" + t.Name()
-			require.NoError(t, c.Del(context.Background(), key).Err())
-			return policy.RedisStore{Client: c, Key: key}
+			return redisStore(t, c)
 		},
 	}
 	for name, mk := range stores {
@@ -483,6 +481,54 @@ func TestStateSurvivesRestart(t *testing.T) {
 			require.NotZero(t, health(t, p, "relay").CooldownUntilUnixMs)
 		})
 	}
+}
+
+// redisStore returns a store on a key of the test's own, emptied first.
+func redisStore(t *testing.T, c *redis.Client) policy.RedisStore {
+	t.Helper()
+	key := "test:" + t.Name()
+	keys, err := c.Keys(context.Background(), key+"*").Result()
+	require.NoError(t, err)
+	if len(keys) > 0 {
+		require.NoError(t, c.Del(context.Background(), keys...).Err())
+	}
+	return policy.RedisStore{Client: c, Key: key}
+}
+
+// TestRedisSharesSpendAcrossReplicas runs two engines on one Redis: each
+// publishes the sum of both replicas' spend after a tick.
+func TestRedisSharesSpendAcrossReplicas(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	defer c.Close()
+	st := redisStore(t, c)
+	a, b := newFixture(t, st), newFixture(t, st)
+	budget := func(f *fixture, consumer string) *policyv1.Budget {
+		for _, x := range f.engine.Policy().Budgets {
+			if x.Consumer == consumer {
+				return x
+			}
+		}
+		t.Fatalf("no budget for %s", consumer)
+		return nil
+	}
+	a.engine.Report([]*policyv1.Outcome{{Route: "chat", Consumer: "team-a", CostMicroUsd: 300_000}})
+	b.engine.Report([]*policyv1.Outcome{{Route: "chat", Consumer: "team-a", CostMicroUsd: 300_000}})
+	require.False(t, budget(a, "team-a").Exhausted, "each replica alone is under the 0.5 USD limit")
+	require.False(t, budget(b, "team-a").Exhausted)
+
+	a.engine.Tick()
+	b.engine.Tick()
+	require.True(t, budget(b, "team-a").Exhausted, "b sees a's spend at once")
+	a.engine.Tick()
+	require.True(t, budget(a, "team-a").Exhausted)
+	a.clock.Add(10 * time.Second)
+	a.engine.Tick()
+	require.Equal(t, int64(600_000), budget(a, "team-a").SpentMicroUsd)
+
+	// A third replica starting now begins from the shared total.
+	c3 := newFixture(t, st)
+	require.Equal(t, int64(600_000), budget(c3, "team-a").SpentMicroUsd)
+	require.True(t, budget(c3, "team-a").Exhausted)
 }
 
 func TestFileStoreWritesAtomically(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -43,6 +44,21 @@ type Store interface {
 	// Saved and no error.
 	Load(ctx context.Context) (Saved, error)
 	Save(ctx context.Context, s Saved) error
+}
+
+// SpendSharer is implemented by stores that add budget spend up across
+// sidecar replicas, so that every replica publishes the same totals.
+type SpendSharer interface {
+	// AddSpend adds each delta to its budget's shared total for the period
+	// and returns the new totals, in the same order.
+	AddSpend(ctx context.Context, deltas []SpendDelta) ([]int64, error)
+}
+
+// SpendDelta is spend to add to one budget's shared total.
+type SpendDelta struct {
+	Budget   string // "route/<r>" or "consumer/<c>"
+	Period   string // "2006-01"
+	MicroUSD int64
 }
 
 // FileStore keeps the state in a JSON file, replaced atomically (write to a
@@ -145,6 +161,35 @@ func (r RedisStore) Load(ctx context.Context) (Saved, error) {
 		}
 	}
 	return s, nil
+}
+
+// spendTTL keeps a month's shared spend a while after the month ends.
+const spendTTL = 62 * 24 * time.Hour
+
+// AddSpend adds the deltas to the hash "<key>:spend:<period>" (one field per
+// budget, expiring after two months) in one pipeline and returns the totals.
+func (r RedisStore) AddSpend(ctx context.Context, deltas []SpendDelta) ([]int64, error) {
+	cmds := make([]*redis.IntCmd, len(deltas))
+	_, err := r.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		expired := map[string]bool{}
+		for i, d := range deltas {
+			k := r.key() + ":spend:" + d.Period
+			cmds[i] = p.HIncrBy(ctx, k, d.Budget, d.MicroUSD)
+			if !expired[k] {
+				expired[k] = true
+				p.Expire(ctx, k, spendTTL)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add spend in redis: %w", err)
+	}
+	totals := make([]int64, len(deltas))
+	for i, c := range cmds {
+		totals[i] = c.Val()
+	}
+	return totals, nil
 }
 
 // Save replaces the hash's content in one transaction.
