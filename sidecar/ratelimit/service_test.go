@@ -417,6 +417,27 @@ func TestStoreFailureModes(t *testing.T) {
 	}
 }
 
+// stuckStore never answers before its context ends.
+type stuckStore struct{}
+
+func (stuckStore) Apply(ctx context.Context, _ []store.Hit) ([]store.Result, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (stuckStore) Close() error { return nil }
+
+func TestStoreTimeoutAppliesTheFailureMode(t *testing.T) {
+	req := &rlsv3.RateLimitRequest{Domain: "llm", Descriptors: descs(desc("user=alice"))}
+	svc := ratelimit.NewService(loadTestConfig(t), stuckStore{}, ratelimit.Options{StoreTimeout: time.Millisecond})
+	_, err := server(t, svc).ShouldRateLimit(context.Background(), req)
+	require.Equal(t, codes.Unavailable, status.Code(err))
+
+	open := ratelimit.NewService(loadTestConfig(t), stuckStore{}, ratelimit.Options{StoreTimeout: time.Millisecond, FailureMode: ratelimit.FailOpen})
+	resp, err := server(t, open).ShouldRateLimit(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, ok, resp.GetOverallCode())
+}
+
 func TestMetrics(t *testing.T) {
 	clock := &fakeClock{}
 	clock.set(t0 + 10)
