@@ -329,6 +329,39 @@ func TestGrpcCalloutRawBytes(t *testing.T) {
 	require.NotEqual(t, "ok", got)
 }
 
+func TestGrpcStreamCallbacksInEnvoyOrder(t *testing.T) {
+	up := echoUpstream(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gs := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		if err := st.SetHeader(metadata.Pairs("x-server", "s1")); err != nil {
+			return err
+		}
+		for {
+			var in []byte
+			if err := st.RecvMsg(&in); err != nil {
+				if err == io.EOF {
+					break
+				}
+				return err
+			}
+			out := append([]byte("pong:"), in...)
+			if err := st.SendMsg(&out); err != nil {
+				return err
+			}
+		}
+		st.SetTrailer(metadata.Pairs("x-trailer", "t1"))
+		return nil
+	}))
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+
+	h := newHost(t, "grpcstream", up.URL, func(c *Config) { c.Clusters["grpc"] = lis.Addr().String() })
+	resp, body := do(t, h, "GET", "/s", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, "x-stream=im:s1,pong:a,pong:b,tm:t1,close:0")
+}
+
 func TestTickDeliveredToRootContext(t *testing.T) {
 	up := echoUpstream(t)
 	h := newHost(t, "tick", up.URL)

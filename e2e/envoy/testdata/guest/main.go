@@ -177,6 +177,8 @@ func (s *stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 			return types.ActionContinue
 		}
 		return types.ActionPause
+	case "grpcstream":
+		return s.grpcStream()
 	case "queue":
 		q, err := proxywasm.ResolveSharedQueue("guestvm", "jobs")
 		if err != nil {
@@ -254,4 +256,44 @@ func (s *stream) OnHttpStreamDone() {
 		status, _ := proxywasm.GetHttpResponseHeader(":status")
 		proxywasm.LogInfo("log phase path=" + path + " status=" + status + " err=" + errText(err))
 	}
+}
+
+// grpcStream opens a bidirectional stream, sends two messages and records every
+// event in the order the host delivers them; the record goes upstream as a header.
+func (s *stream) grpcStream() types.Action {
+	var events []string
+	get := func(md [][2]string, k string) string {
+		for _, p := range md {
+			if p[0] == k {
+				return p[1]
+			}
+		}
+		return ""
+	}
+	id, err := proxywasm.OpenGrpcStream("grpc", "test.Echo", "Chat", [][2]string{{"x-md", "s"}}, proxywasm.GrpcCallbacks{
+		OnInitialMetadata: func(int) {
+			md, _ := proxywasm.GetGrpcCallInitialMetadata()
+			events = append(events, "im:"+get(md, "x-server"))
+		},
+		OnMessage: func(size int) {
+			msg, _ := proxywasm.GetGrpcCallResponseMessage(0, size)
+			events = append(events, string(msg))
+		},
+		OnTrailingMetadata: func(int) {
+			md, _ := proxywasm.GetGrpcCallTrailingMetadata()
+			events = append(events, "tm:"+get(md, "x-trailer"))
+		},
+		OnClose: func(code uint32) {
+			events = append(events, "close:"+strconv.Itoa(int(code)))
+			_ = proxywasm.AddHttpRequestHeader("x-stream", strings.Join(events, ","))
+			_ = proxywasm.ResumeHttpRequest()
+		},
+	})
+	if err != nil {
+		proxywasm.LogError("grpc stream: " + err.Error())
+		return types.ActionContinue
+	}
+	_ = proxywasm.SendGrpcStreamMessage(id, []byte("a"), false)
+	_ = proxywasm.SendGrpcStreamMessage(id, []byte("b"), true)
+	return types.ActionPause
 }
