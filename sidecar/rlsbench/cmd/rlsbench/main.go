@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -63,35 +64,41 @@ func (d *descFlag) Set(s string) error {
 }
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rlsbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// run parses args (without the program name) and does what they say,
+// writing results to out, until ctx ends for -serve.
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("rlsbench", flag.ContinueOnError)
 	var (
 		opts    rlsbench.Options
 		descs   descFlag
-		compare = flag.Bool("compare", false, "serve null, memory and (with -redis) Redis servers in process and drive each in turn")
-		serve   = flag.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
-		listen  = flag.String("listen", "127.0.0.1:0", "address for -serve")
-		rAddr   = flag.String("redis", "", "Redis address for the redis server kind")
-		targets = flag.String("targets", "", "name=addr,name=addr...: running servers to drive in turn, compared with the first")
-		rounds  = flag.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
+		compare = fs.Bool("compare", false, "serve null, memory and (with -redis) Redis servers in process and drive each in turn")
+		serve   = fs.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
+		listen  = fs.String("listen", "127.0.0.1:0", "address for -serve")
+		rAddr   = fs.String("redis", "", "Redis address for the redis server kind")
+		targets = fs.String("targets", "", "name=addr,name=addr...: running servers to drive in turn, compared with the first")
+		rounds  = fs.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
 	)
-	flag.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
-	flag.IntVar(&opts.Concurrency, "c", 32, "requests in flight")
-	flag.IntVar(&opts.Connections, "conns", 1, "gRPC connections")
-	flag.DurationVar(&opts.Duration, "d", 5*time.Second, "run length per server")
-	flag.IntVar(&opts.Requests, "n", 0, "request cap per server (0: none)")
-	flag.StringVar(&opts.Domain, "domain", "rlsbench", "request domain")
-	flag.IntVar(&opts.Variants, "variants", 1000, "distinct requests; {n} in values is replaced by 0..variants-1")
-	flag.Var(&descs, "descriptor", "a descriptor as key=value[,key=value...]; repeat for several (default user=u{n})")
-	flag.Parse()
+	fs.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
+	fs.IntVar(&opts.Concurrency, "c", 32, "requests in flight")
+	fs.IntVar(&opts.Connections, "conns", 1, "gRPC connections")
+	fs.DurationVar(&opts.Duration, "d", 5*time.Second, "run length per server")
+	fs.IntVar(&opts.Requests, "n", 0, "request cap per server (0: none)")
+	fs.StringVar(&opts.Domain, "domain", "rlsbench", "request domain")
+	fs.IntVar(&opts.Variants, "variants", 1000, "distinct requests; {n} in values is replaced by 0..variants-1")
+	fs.Var(&descs, "descriptor", "a descriptor as key=value[,key=value...]; repeat for several (default user=u{n})")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	opts.Descriptors = descs
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 
 	switch {
 	case *serve != "":
@@ -103,7 +110,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("serving %s on %s\n", *serve, lis.Addr())
+		fmt.Fprintf(out, "serving %s on %s\n", *serve, lis.Addr())
 		<-ctx.Done()
 		gs.Stop()
 		return nil
@@ -129,14 +136,14 @@ func run() error {
 				}
 				rates[name] += res.PerSecond
 				round[name] = res.PerSecond
-				fmt.Printf("%-10s %s\n", name, res)
+				fmt.Fprintf(out, "%-10s %s\n", name, res)
 			}
 			for _, name := range names[1:] {
 				ratios[name] = append(ratios[name], round[name]/round[names[0]])
 			}
 		}
 		for _, name := range names[1:] {
-			fmt.Printf("%s/%s throughput: %.2f overall, %.2f median of %d rounds\n",
+			fmt.Fprintf(out, "%s/%s throughput: %.2f overall, %.2f median of %d rounds\n",
 				name, names[0], rates[name]/rates[names[0]], median(ratios[name]), *rounds)
 		}
 		return nil
@@ -173,14 +180,14 @@ func run() error {
 				round[kind] = res.PerSecond
 				cpu[kind] += used
 				decisions[kind] += res.Decisions
-				fmt.Printf("%-6s %s; %s CPU per decision (client and server)\n", kind, res, perDecision(used, res.Decisions))
+				fmt.Fprintf(out, "%-6s %s; %s CPU per decision (client and server)\n", kind, res, perDecision(used, res.Decisions))
 			}
 			for _, kind := range kinds[1:] {
 				ratios[kind] = append(ratios[kind], round[kind]/round["null"])
 			}
 		}
 		for _, kind := range kinds[1:] {
-			fmt.Printf("%s/null throughput: %.2f overall, %.2f median of %d rounds; by CPU per decision: %.2f\n",
+			fmt.Fprintf(out, "%s/null throughput: %.2f overall, %.2f median of %d rounds; by CPU per decision: %.2f\n",
 				kind, rates[kind]/rates["null"], median(ratios[kind]), *rounds,
 				float64(perDecision(cpu["null"], decisions["null"]))/float64(perDecision(cpu[kind], decisions[kind])))
 		}
@@ -190,7 +197,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Println(res)
+		fmt.Fprintln(out, res)
 		return nil
 	}
 }
