@@ -207,7 +207,6 @@ func TestValidate(t *testing.T) {
 			"shepherdctl: sidecar config testdata/sidecar-bad.yaml: canary.routes[0].steps[2]: must be greater than the previous step\n"},
 		{[]string{"ratelimit", "../../server/testdata/ratelimit.yaml"}, exitOK, "ok: ../../server/testdata/ratelimit.yaml: domains llm, 1 limits\n", ""},
 		{[]string{"ratelimit", "testdata/missing.yaml"}, exitFail, "", "no such file"},
-		{[]string{"filter", "testdata/filter.json"}, exitOK, "ok: testdata/filter.json\n", ""},
 		{[]string{"filter", "testdata/filter-bad.json"}, exitFail, "", "shepherdctl: filter config testdata/filter-bad.json: "},
 		{[]string{"wasmplugin", "testdata/wasmplugin.yaml"}, exitOK, "ok: testdata/wasmplugin.yaml: WasmPlugin shepherd\n", ""},
 		{[]string{"wasmplugin", "testdata/wasmplugin-unknown.yaml"}, exitFail, "",
@@ -231,6 +230,37 @@ func TestValidate(t *testing.T) {
 				require.Contains(t, errs, tt.err)
 			}
 		})
+	}
+}
+
+// TestValidateFilterFixtures runs `validate filter` and `validate
+// wasmplugin` over the filter package's own fixtures, so the checks follow
+// the filter's schema as it grows.
+func TestValidateFilterFixtures(t *testing.T) {
+	valid, err := filepath.Glob("../../../filter/config/testdata/valid/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, valid)
+	invalid, err := filepath.Glob("../../../filter/config/testdata/invalid/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, invalid)
+	for _, p := range valid {
+		code, _, errs := ctl("validate", "filter", p)
+		require.Equal(t, exitOK, code, "%s: %s", p, errs)
+
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		manifest := "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: shepherd}\n" +
+			"spec:\n  url: oci://registry.example.com/shepherd:1\n  pluginConfig:\n    " +
+			strings.ReplaceAll(strings.TrimSpace(string(data)), "\n", "\n    ") + "\n"
+		wp := filepath.Join(t.TempDir(), "wp.yaml")
+		require.NoError(t, os.WriteFile(wp, []byte(manifest), 0o600))
+		code, _, errs = ctl("validate", "wasmplugin", wp)
+		require.Equal(t, exitOK, code, "%s in a WasmPlugin: %s", p, errs)
+	}
+	for _, p := range invalid {
+		code, _, errs := ctl("validate", "filter", p)
+		require.Equal(t, exitFail, code, p)
+		require.Contains(t, errs, "shepherdctl: filter config "+p+": ")
 	}
 }
 
