@@ -322,7 +322,14 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	return resp, nil
 }
 
+// maxPooledKeyBytes keeps the scratch of an unusually large request out of
+// the pool, so that one such request does not pin its memory.
+const maxPooledKeyBytes = 16 << 10
+
 func (s *Service) putScratch(sc *scratch) {
+	if cap(sc.key) > maxPooledKeyBytes || cap(sc.limits) > 1024 {
+		return
+	}
 	clear(sc.limits)
 	clear(sc.hits)
 	s.pool.Put(sc)
