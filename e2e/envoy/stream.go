@@ -29,7 +29,7 @@ type stream struct {
 	conn  uint64
 
 	created  bool
-	ended    bool // finish ran; guarded by the VM mutex
+	ended    bool        // finish ran; guarded by the VM mutex
 	disabled atomic.Bool // fail-open after the VM failed: the plugin is no longer called
 	failSent atomic.Bool // fail-closed 503 sent (Envoy's failure_local_reply_sent_)
 
