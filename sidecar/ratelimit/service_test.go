@@ -229,6 +229,16 @@ func TestShouldRateLimitDecisions(t *testing.T) {
 			},
 		},
 		{
+			name: "more descriptors than fit the small response",
+			steps: []step{
+				{
+					descs:   descs(desc("user=a"), desc("user=b"), desc("user=free"), desc("team=x"), desc("user=a"), desc("user=banned")),
+					overall: over,
+					want:    []want{{ok, 3, min, 2, 50}, {ok, 3, min, 2, 50}, unlimited, noLimit, {ok, 3, min, 1, 50}, {over, 0, sec, 0, 1}},
+				},
+			},
+		},
+		{
 			name: "separators inside values do not merge counters",
 			steps: []step{
 				{descs: descs(desc("esc=x|b=y")), overall: ok, want: []want{{ok, 1, min, 0, 50}}},
