@@ -67,6 +67,9 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 		req.Header.Add(p.k, p.v)
 	}
 	req.ContentLength = int64(len(body))
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = nil
+	}
 	go func() {
 		defer cancel()
 		resp := doCallout(ctx, v.h.transport, req)

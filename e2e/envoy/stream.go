@@ -211,10 +211,8 @@ func (s *stream) takeLocal() (*localReply, bool) {
 
 func (s *stream) serve() {
 	r := s.r
+	// Headers end the stream when there is no body (Content-Length 0 or none at all).
 	eos := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
-	if eos && r.Body != nil && r.ContentLength == 0 && r.Body != http.NoBody && len(r.TransferEncoding) > 0 {
-		eos = false
-	}
 
 	// Request headers.
 	s.lock()
@@ -293,6 +291,9 @@ func (s *stream) serve() {
 		req.Header.Add(p.k, p.v)
 	}
 	s.unlock()
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = nil // a proxy adds no user agent of its own
+	}
 	if body != nil && req.ContentLength == 0 {
 		req.ContentLength = -1
 	}

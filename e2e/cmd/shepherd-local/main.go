@@ -55,9 +55,10 @@ func (f *kvFlag) Set(s string) error {
 type addrs struct{ Listen, Admin string }
 
 type options struct {
-	cfg    envoy.Config
-	listen string
-	admin  string
+	cfg          envoy.Config
+	listen       string
+	admin        string
+	pluginConfig string // the --plugin-config value, re-read on SIGHUP
 }
 
 // parseFlags turns the command line into a host configuration; errors name the flag.
@@ -113,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if _, err := envoy.ParseLogLevel(*logLevel); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	o := &options{listen: *listen, admin: *admin, cfg: envoy.Config{
+	o := &options{listen: *listen, admin: *admin, pluginConfig: *pluginConfig, cfg: envoy.Config{
 		Module: module, PluginName: *pluginName, RootID: *rootID, VMID: *vmID,
 		PluginConfig: pc, VMConfig: vc, Workers: *workers,
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
@@ -160,7 +161,8 @@ func fileOrInline(v string) ([]byte, error) {
 }
 
 // run starts the host and both listeners and serves until ctx ends; then it shuts
-// down gracefully (listeners first, then in-flight requests, then the VMs).
+// down gracefully (listeners first, then in-flight requests, then the VMs). SIGHUP
+// reloads the plugin configuration.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- addrs) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -201,11 +203,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String()}
 	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
+	// SIGHUP re-reads --plugin-config and applies it like an xDS update: on failure the
+	// running configuration stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			if !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			break loop
+		case <-hup:
+			pc, err := fileOrInline(o.pluginConfig)
+			if err == nil {
+				err = h.Reconfigure(pc)
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "shepherd-local: reload rejected, keeping the running configuration: %v\n", err)
+			} else {
+				fmt.Fprintln(stdout, "shepherd-local: plugin configuration reloaded")
+			}
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -11,7 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -76,12 +79,12 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
-	var stdout strings.Builder
+	stdout := &syncBuffer{}
 	go func() {
 		done <- run(ctx, []string{"--wasm", wasm, "--plugin-config", cfg, "--workers", "2",
 			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
 			"--cluster", "up=" + strings.TrimPrefix(up.URL, "http://"), "--default-cluster", "up",
-			"--stats-tag", `route=(_route=\.=(.+?);\.;)`}, &stdout, io.Discard, ready)
+			"--stats-tag", `route=(_route=\.=(.+?);\.;)`}, stdout, io.Discard, ready)
 	}()
 	var a addrs
 	select {
@@ -127,7 +130,35 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 	_, text = get("/logs")
 	require.Contains(t, text, "wasm log shepherd shepherd shepherd: started in mode basic")
 
+	// SIGHUP reloads the plugin configuration file.
+	require.NoError(t, os.WriteFile(cfg, []byte("replace"), 0o644))
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "plugin configuration reloaded") },
+		30*time.Second, 10*time.Millisecond)
+	resp, err = http.Get("http://" + a.Listen + "/plain")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 418, resp.StatusCode)
+
 	cancel()
 	require.NoError(t, <-done)
 	require.Contains(t, stdout.String(), "listening on http://"+a.Listen)
+}
+
+// syncBuffer is a strings.Builder safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
