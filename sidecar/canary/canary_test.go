@@ -179,7 +179,9 @@ func TestRolloutSaveRestore(t *testing.T) {
 	require.NoError(t, r.SetWeight(4200, t0))
 	s := r.Save()
 
+	require.Equal(t, uint64(2), s.Rev, "start and set weight")
 	back := canary.Restore(p, s, t0.Add(time.Hour))
+	require.Equal(t, uint64(2), back.Rev())
 	require.Equal(t, canary.Manual, back.State())
 	require.Equal(t, uint32(4200), back.Weight())
 	require.Equal(t, t0, back.StepStarted())
@@ -195,8 +197,10 @@ func TestRolloutSaveRestore(t *testing.T) {
 	looser.MaxErrorRate = 0.5
 	require.False(t, back.SetPlan(looser, t0))
 	require.Equal(t, uint32(4200), back.Weight())
+	require.Equal(t, uint64(2), back.Rev(), "threshold changes are not transitions")
 	require.True(t, back.SetPlan(changed, t0))
 	require.Equal(t, uint32(1000), back.Weight())
+	require.Equal(t, uint64(3), back.Rev(), "a restarted plan continues the count")
 }
 
 func TestStartPaused(t *testing.T) {

@@ -50,6 +50,9 @@ type Saved struct {
 	StepStarted int64  `json:"step_started_unix_ms"`
 	LastVerdict string `json:"last_verdict,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// Rev counts the rollout's transitions; replicas sharing state use it to
+	// order and detect concurrent changes.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // Rollout is one plan's state machine. It is not safe for concurrent use;
@@ -62,6 +65,7 @@ type Rollout struct {
 	stepStarted time.Time
 	lastVerdict string
 	reason      string
+	rev         uint64
 	window      Window
 }
 
@@ -84,7 +88,7 @@ func Restore(p Plan, s Saved, now time.Time) *Rollout {
 	}
 	return &Rollout{
 		plan: p, state: s.State, step: s.StepIndex, weight: s.WeightBP,
-		stepStarted: time.UnixMilli(s.StepStarted), lastVerdict: s.LastVerdict, reason: s.Reason,
+		stepStarted: time.UnixMilli(s.StepStarted), lastVerdict: s.LastVerdict, reason: s.Reason, rev: s.Rev,
 	}
 }
 
@@ -92,7 +96,7 @@ func Restore(p Plan, s Saved, now time.Time) *Rollout {
 func (r *Rollout) Save() Saved {
 	return Saved{
 		Fingerprint: r.plan.Fingerprint(), State: r.state, StepIndex: r.step, WeightBP: r.weight,
-		StepStarted: r.stepStarted.UnixMilli(), LastVerdict: r.lastVerdict, Reason: r.reason,
+		StepStarted: r.stepStarted.UnixMilli(), LastVerdict: r.lastVerdict, Reason: r.reason, Rev: r.rev,
 	}
 }
 
@@ -104,9 +108,19 @@ func (r *Rollout) SetPlan(p Plan, now time.Time) bool {
 		r.plan = p
 		return false
 	}
+	rev := r.rev
 	*r = *NewRollout(p, now)
+	r.rev = rev + 1
 	return true
 }
+
+// Rev counts the rollout's transitions (state, step or weight changes),
+// starting at 1; a restarted plan continues the count.
+func (r *Rollout) Rev() uint64 { return r.rev }
+
+// Rebase sets the revision counter; a replica uses it to order its own
+// state after another replica's when both must be kept apart.
+func (r *Rollout) Rebase(rev uint64) { r.rev = rev }
 
 // Plan returns the rollout's plan.
 func (r *Rollout) Plan() Plan { return r.plan }
@@ -186,7 +200,10 @@ func (r *Rollout) enterStep(i int, now time.Time) {
 	r.resetWindow(now)
 }
 
+// resetWindow starts a new window; every transition goes through it, so it
+// also counts the transition.
 func (r *Rollout) resetWindow(now time.Time) {
+	r.rev++
 	r.window = Window{}
 	r.stepStarted = now
 }

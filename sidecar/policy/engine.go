@@ -27,6 +27,9 @@ import (
 var (
 	ErrUnknownRoute = errors.New("no canary plan for route")
 	ErrInvalid      = errors.New("invalid request")
+	// ErrConflict: another replica changed the rollout at the same time;
+	// the command was not applied and may be retried.
+	ErrConflict = errors.New("rollout changed by another replica; retry")
 )
 
 // Options configure an Engine. The zero value is usable.
@@ -49,6 +52,7 @@ type Engine struct {
 	clock  func() time.Time
 	log    *slog.Logger
 	store  Store
+	sharer RolloutSharer // set when the store shares rollouts
 	m      *metrics
 	spendN time.Duration
 
@@ -60,6 +64,7 @@ type Engine struct {
 	snapshot    *policyv1.Policy
 	changed     chan struct{}
 	rollouts    map[string]*canary.Rollout
+	synced      map[string]uint64 // per route, the rollout revision known to be in the shared store
 	health      map[string]*providerHealth
 	budgets     map[budgetID]*budget
 	creds       map[string]*credential
@@ -93,6 +98,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		e.spendN = 10 * time.Second
 	}
 	e.m = newMetrics(opts.Registerer)
+	e.sharer, _ = e.store.(RolloutSharer)
+	e.synced = map[string]uint64{}
 	var saved Saved
 	if e.store != nil {
 		var err error
@@ -128,6 +135,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.mu.Lock()
 	e.publishLocked(now)
 	e.mu.Unlock()
+	e.shareRollouts()
 	e.syncSpend()
 	return e, nil
 }
@@ -275,11 +283,14 @@ func (e *Engine) Tick() {
 	if poll {
 		credsChanged = e.pollCredentials(now)
 	}
+	e.shareRollouts()
 	e.mu.Lock()
 	publish := credsChanged
+	stepped := false
 	for route, r := range e.rollouts {
 		v, changed := r.Evaluate(now)
 		if changed {
+			stepped = true
 			e.m.verdicts.WithLabelValues(route, v.Decision.String()).Inc()
 			publish = true
 			e.log.Info("canary step", "route", route, "verdict", v.Decision.String(), "reason", v.Reason,
@@ -304,6 +315,9 @@ func (e *Engine) Tick() {
 		e.publishLocked(now)
 	}
 	e.mu.Unlock()
+	if stepped {
+		e.shareRollouts()
+	}
 	e.syncSpend()
 	e.mu.Lock()
 	dirty := e.dirty
@@ -568,6 +582,7 @@ func status(route string, r *canary.Rollout, now time.Time) *policyv1.CanaryStat
 // command applies an operator command to a route's rollout, publishes and
 // saves the result before returning, so it survives an immediate restart.
 func (e *Engine) command(route, what string, f func(r *canary.Rollout, now time.Time) error) (*policyv1.CanaryStatus, error) {
+	e.shareRollouts() // start from the other replicas' latest state
 	now := e.clock()
 	e.mu.Lock()
 	r, ok := e.rollouts[route]
@@ -582,9 +597,96 @@ func (e *Engine) command(route, what string, f func(r *canary.Rollout, now time.
 	e.log.Info("canary command", "route", route, "command", what, "state", r.State().String(), "weight_bp", r.Weight())
 	e.publishLocked(now)
 	st := status(route, r, now)
+	saved, prev := r.Save(), e.synced[route]
 	e.mu.Unlock()
+	if e.sharer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ok, err := e.sharer.SwapRollout(ctx, route, prev, saved)
+		cancel()
+		switch {
+		case err != nil:
+			// Applied here; shared at a later tick once the store answers.
+			e.log.Error("sharing rollout failed; will retry", "route", route, "error", err)
+		case !ok:
+			e.shareRollouts() // take the other replica's change
+			return nil, fmt.Errorf("%w: route %q", ErrConflict, route)
+		default:
+			e.markSynced(route, saved.Rev)
+		}
+	}
 	e.save()
 	return st, nil
+}
+
+func (e *Engine) markSynced(route string, rev uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r, ok := e.rollouts[route]; ok && r.Rev() >= rev {
+		e.synced[route] = rev
+	}
+}
+
+// shareRollouts reconciles the local rollouts with a RolloutSharer: it
+// adopts the rollouts another replica changed (dropping a local transition
+// not yet shared, which the analysis will reach again if still due) and
+// shares local transitions with a compare-and-swap. A replica whose plan
+// differs from the stored one (during a config change) stores its own.
+func (e *Engine) shareRollouts() {
+	if e.sharer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shared, err := e.sharer.Rollouts(ctx)
+	if err != nil {
+		e.m.saveErrors.Inc()
+		e.log.Error("reading shared rollouts failed", "error", err)
+		return
+	}
+	type push struct {
+		route string
+		prev  uint64
+		s     canary.Saved
+	}
+	var pushes []push
+	now := e.clock()
+	e.mu.Lock()
+	publish := false
+	for route, r := range e.rollouts {
+		sh, stored := shared[route]
+		synced := e.synced[route]
+		switch {
+		case stored && sh.Fingerprint != r.Plan().Fingerprint():
+			r.Rebase(max(r.Rev(), sh.Rev) + 1)
+			pushes = append(pushes, push{route, sh.Rev, r.Save()})
+		case stored && sh.Rev != synced:
+			if sh.Rev != r.Rev() || sh.State != r.State() || sh.WeightBP != r.Weight() {
+				e.rollouts[route] = canary.Restore(r.Plan(), sh, now)
+				publish = true
+				e.log.Info("canary state from another replica", "route", route, "state", sh.State.String(), "weight_bp", sh.WeightBP)
+			}
+			e.synced[route] = sh.Rev
+		case !stored:
+			pushes = append(pushes, push{route, 0, r.Save()})
+		case r.Rev() != synced:
+			pushes = append(pushes, push{route, synced, r.Save()})
+		}
+	}
+	if publish {
+		e.publishLocked(now)
+	}
+	e.mu.Unlock()
+	for _, p := range pushes {
+		ok, err := e.sharer.SwapRollout(ctx, p.route, p.prev, p.s)
+		if err != nil {
+			e.m.saveErrors.Inc()
+			e.log.Error("sharing rollout failed; will retry", "route", p.route, "error", err)
+			continue
+		}
+		if ok {
+			e.markSynced(p.route, p.s.Rev)
+		}
+	}
 }
 
 // SetCanaryWeight pins a route's canary weight in basis points (0..10000).

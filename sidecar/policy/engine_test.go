@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
+	"github.com/shepherd-mesh/shepherd/sidecar/canary"
 	"github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/policy"
@@ -529,6 +530,63 @@ func TestRedisSharesSpendAcrossReplicas(t *testing.T) {
 	c3 := newFixture(t, st)
 	require.Equal(t, int64(600_000), budget(c3, "team-a").SpentMicroUsd)
 	require.True(t, budget(c3, "team-a").Exhausted)
+}
+
+// TestRedisSharesRollouts runs two engines on one Redis: a command on one
+// and an analysis step on the other reach both.
+func TestRedisSharesRollouts(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	defer c.Close()
+	st := redisStore(t, c)
+	a, b := newFixture(t, st), newFixture(t, st)
+
+	_, err := a.engine.SetCanaryWeight("chat", 2500)
+	require.NoError(t, err)
+	b.engine.Tick()
+	require.Equal(t, map[string]uint32{"openai": 7500, "relay": 2500}, weights(b.engine.Policy(), "chat"))
+
+	_, err = b.engine.ResumeRollout("chat") // manual 25% resumes at the 50% step
+	require.NoError(t, err)
+	a.engine.Tick()
+	require.Equal(t, uint32(5000), weights(a.engine.Policy(), "chat")["relay"])
+
+	// a sees enough healthy canary traffic and steps; b follows.
+	a.engine.Report(outcomes(10, &policyv1.Outcome{Route: "chat", Provider: "relay", StatusCode: 200, LatencyMs: 10}))
+	a.clock.Add(time.Minute)
+	a.engine.Tick()
+	require.Equal(t, uint32(10000), weights(a.engine.Policy(), "chat")["relay"])
+	b.engine.Tick()
+	require.Equal(t, uint32(10000), weights(b.engine.Policy(), "chat")["relay"])
+	stB, err := b.engine.CanaryStatus("chat")
+	require.NoError(t, err)
+	require.Equal(t, policyv1.RolloutState_ROLLOUT_STATE_PROMOTED, stB[0].State)
+
+	// b's rollback, made without a tick in between, still reaches a.
+	_, err = b.engine.RollbackCanary("chat")
+	require.NoError(t, err)
+	_, err = a.engine.PauseRollout("chat")
+	require.ErrorIs(t, err, policy.ErrInvalid, "a sees the rollback before applying its command")
+	require.Equal(t, uint32(0), weights(a.engine.Policy(), "chat")["relay"])
+}
+
+func TestRedisSwapRolloutIsCompareAndSwap(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	defer c.Close()
+	st := redisStore(t, c)
+	ctx := context.Background()
+	ok, err := st.SwapRollout(ctx, "r", 0, canary.Saved{Rev: 1, WeightBP: 100})
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = st.SwapRollout(ctx, "r", 0, canary.Saved{Rev: 1, WeightBP: 200})
+	require.NoError(t, err)
+	require.False(t, ok, "stale base revision")
+	ok, err = st.SwapRollout(ctx, "r", 1, canary.Saved{Rev: 2, WeightBP: 300})
+	require.NoError(t, err)
+	require.True(t, ok)
+	all, err := st.Rollouts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint32(300), all["r"].WeightBP)
+	require.Equal(t, uint64(2), all["r"].Rev)
 }
 
 func TestFileStoreWritesAtomically(t *testing.T) {

@@ -61,6 +61,17 @@ type SpendDelta struct {
 	MicroUSD int64
 }
 
+// RolloutSharer is implemented by stores that let several sidecar replicas
+// agree on rollouts: each rollout's state is stored with its revision
+// (canary.Saved.Rev) and replaced only by a compare-and-swap.
+type RolloutSharer interface {
+	// Rollouts returns every stored rollout by route.
+	Rollouts(ctx context.Context) (map[string]canary.Saved, error)
+	// SwapRollout stores s for route if the stored revision is prev (0: none
+	// stored) and reports whether it did.
+	SwapRollout(ctx context.Context, route string, prev uint64, s canary.Saved) (bool, error)
+}
+
 // FileStore keeps the state in a JSON file, replaced atomically (write to a
 // temporary file in the same directory, fsync, rename).
 type FileStore struct {
@@ -117,7 +128,8 @@ const DefaultRedisKey = "shepherd:sidecar:state"
 
 // RedisStore keeps the state in one Redis hash: field "version", and one
 // JSON field per rollout ("rollout/<route>"), budget ("budget/<key>") and
-// cooldown ("cooldown/<provider>").
+// cooldown ("cooldown/<provider>"). It shares rollouts (RolloutSharer) and
+// spend (SpendSharer) between replicas.
 type RedisStore struct {
 	Client redis.UniversalClient
 	// Key defaults to DefaultRedisKey.
@@ -192,7 +204,9 @@ func (r RedisStore) AddSpend(ctx context.Context, deltas []SpendDelta) ([]int64,
 	return totals, nil
 }
 
-// Save replaces the hash's content in one transaction.
+// Save writes the version, budgets and cooldowns into the hash. Rollouts are
+// written only by SwapRollout, so a replica never overwrites another's
+// newer rollout.
 func (r RedisStore) Save(ctx context.Context, s Saved) error {
 	fields := []any{"version", strconv.FormatUint(s.Version, 10)}
 	add := func(name string, v any) error {
@@ -202,11 +216,6 @@ func (r RedisStore) Save(ctx context.Context, s Saved) error {
 		}
 		fields = append(fields, name, string(b))
 		return nil
-	}
-	for k, v := range s.Rollouts {
-		if err := add("rollout/"+k, v); err != nil {
-			return fmt.Errorf("encode state: %w", err)
-		}
 	}
 	for k, v := range s.Budgets {
 		if err := add("budget/"+k, v); err != nil {
@@ -218,13 +227,44 @@ func (r RedisStore) Save(ctx context.Context, s Saved) error {
 			return fmt.Errorf("encode state: %w", err)
 		}
 	}
-	_, err := r.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, r.key())
-		p.HSet(ctx, r.key(), fields...)
-		return nil
-	})
-	if err != nil {
+	if err := r.Client.HSet(ctx, r.key(), fields...).Err(); err != nil {
 		return fmt.Errorf("save state to redis: %w", err)
 	}
 	return nil
+}
+
+// Rollouts reads the rollout fields of the hash.
+func (r RedisStore) Rollouts(ctx context.Context) (map[string]canary.Saved, error) {
+	s, err := r.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Rollouts, nil
+}
+
+// swapScript replaces a rollout field only when its stored "rev" is ARGV[2].
+var swapScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local rev = 0
+if cur then
+  rev = tonumber(cjson.decode(cur)['rev'] or 0)
+end
+if rev ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`)
+
+// SwapRollout implements RolloutSharer with a Lua compare-and-swap.
+func (r RedisStore) SwapRollout(ctx context.Context, route string, prev uint64, s canary.Saved) (bool, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return false, fmt.Errorf("encode rollout: %w", err)
+	}
+	n, err := swapScript.Run(ctx, r.Client, []string{r.key()}, "rollout/"+route, strconv.FormatUint(prev, 10), string(b)).Int()
+	if err != nil {
+		return false, fmt.Errorf("swap rollout %q in redis: %w", route, err)
+	}
+	return n == 1, nil
 }

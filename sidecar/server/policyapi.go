@@ -148,6 +148,8 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, policy.ErrInvalid):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, policy.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -30,7 +32,7 @@ func TestRedisKeepsStateAndCountersAcrossRestart(t *testing.T) {
 	opts.RedisKey = key
 	opts.StateFile = "" // ignored with Redis
 	opts.RateLimitConfigPath = "testdata/ratelimit.yaml"
-	user := "u-" + t.Name()
+	user := fmt.Sprintf("u-%s-%d", t.Name(), time.Now().UnixNano()) // counters outlive the test in Redis
 	req := &rlsv3.RateLimitRequest{Domain: "llm", Descriptors: []*commonrl.RateLimitDescriptor{
 		{Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "user", Value: user}}}}}
 
