@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -115,7 +116,13 @@ func (m *nativeMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 			rh = append(rh, [2]string{strings.ToLower(k), v})
 		}
 	}
-	m.host.CallOnResponseHeaders(id, rh, len(respBody) == 0)
+	if m.host.CallOnResponseHeaders(id, rh, len(respBody) == 0) == types.ActionPause {
+		// The filter holds the response (a fallback): run its callouts and ticks
+		// as Envoy would until it answers or lets the response go.
+		if lr := m.drive(t, id); lr != nil {
+			return scenario.Response{Status: int(lr.StatusCode), Header: toHeader(lr.Headers), Body: lr.Data}
+		}
+	}
 	if lr := m.host.GetSentLocalResponse(id); lr != nil {
 		return scenario.Response{Status: int(lr.StatusCode), Header: toHeader(lr.Headers), Body: lr.Data}
 	}
@@ -124,6 +131,74 @@ func (m *nativeMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 		respBody = m.host.GetCurrentResponseBody(id)
 	}
 	return scenario.Response{Status: resp.StatusCode, Header: toHeader(m.host.GetCurrentResponseHeaders(id)), Body: respBody}
+}
+
+// drive answers the filter's http callouts with real requests to their clusters
+// and ticks the plugin, until the filter sends a local reply (returned) or
+// resumes the held response (nil).
+func (m *nativeMesh) drive(t testing.TB, id uint32) *proxytest.LocalHttpResponse {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if lr := m.host.GetSentLocalResponse(id); lr != nil {
+			return lr
+		}
+		if m.host.GetCurrentHttpStreamAction(id) == types.ActionContinue {
+			return nil
+		}
+		for _, ctx := range []uint32{id, proxytest.RootContextID} {
+			for _, c := range m.host.GetCalloutAttributesFromContext(ctx) {
+				m.callout(t, c)
+			}
+		}
+		m.host.Tick()
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("stream %d: the filter neither answered nor resumed within 30s", id)
+	return nil
+}
+
+// callout performs one http callout against its cluster, as Envoy's async client.
+func (m *nativeMesh) callout(t testing.TB, c proxytest.HttpCalloutAttribute) {
+	addr, ok := m.setup.Clusters[c.Upstream]
+	if !ok {
+		m.host.FailHttpCall(c.CalloutID)
+		return
+	}
+	var method, path, authority string
+	hdr := http.Header{}
+	for _, kv := range c.Headers {
+		switch kv[0] {
+		case ":method":
+			method = kv[1]
+		case ":path":
+			path = kv[1]
+		case ":authority":
+			authority = kv[1]
+		default:
+			hdr.Add(kv[0], kv[1])
+		}
+	}
+	req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(c.Body))
+	require.NoError(t, err)
+	req.Host, req.Header = authority, hdr
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		m.host.FailHttpCall(c.CalloutID)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		m.host.FailHttpCall(c.CalloutID)
+		return
+	}
+	rh := [][2]string{{":status", itoa(resp.StatusCode)}}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			rh = append(rh, [2]string{strings.ToLower(k), v})
+		}
+	}
+	m.host.CallOnHttpCallResponse(c.CalloutID, rh, nil, b)
 }
 
 func toHeader(pairs [][2]string) http.Header {

@@ -65,6 +65,14 @@ func All() []Scenario {
 	return []Scenario{
 		{Name: "rewrite", Run: Rewrite},
 		{Name: "pass-through", Run: PassThrough},
+		{Name: "model-routing", Run: ModelRouting},
+		{Name: "request-limit", Run: RequestLimit},
+		{Name: "token-limit", Run: TokenLimit},
+		{Name: "fallback", Run: Fallback},
+		{Name: "fallback-gives-up", Run: FallbackGivesUp},
+		{Name: "retry-after", Run: RetryAfter},
+		{Name: "retry-budget", Run: RetryBudget},
+		{Name: "streaming", Run: Streaming},
 	}
 }
 

@@ -1,0 +1,268 @@
+package scenario
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+)
+
+// policyConfig is a route with models, aliases, priority, limits and fallback over
+// two providers. Each test fills in the limits it wants.
+func policyConfig(limits, fallback string) string {
+	cfg := `{
+  "models": {
+    "gpt-4.1":           {"input": 2.00, "cachedInput": 0.50, "output": 8.00},
+    "deepseek-v3.2":     {"input": 0.28, "output": 0.42},
+    "gemini-2.5-flash":  {"input": 0.30, "output": 2.50},
+    "claude-sonnet-4.5": {"input": 3.00, "output": 15.00}
+  },
+  "aliases": {"fast": "gemini-2.5-flash"},
+  "providers": [
+    {"name": "relay", "host": "relay.example.com", "pathPrefix": "/openai/v1", "cluster": "relay",
+     "models": {"claude-sonnet-4.5": "anthropic/claude-sonnet-4.5"}},
+    {"name": "backup", "host": "backup.example.com", "cluster": "backup"}
+  ],
+  "routes": [{
+    "name": "chat", "match": {"pathPrefix": "/v1/"}, "provider": "relay",
+    "defaultModel": "gpt-4.1",
+    "priority": {"header": "x-priority", "models": {"high": "claude-sonnet-4.5"}}`
+	if limits != "" {
+		cfg += `, "limits": ` + limits
+	}
+	if fallback != "" {
+		cfg += `, "fallback": ` + fallback
+	}
+	return cfg + `}]}`
+}
+
+// twoProviders starts the relay and backup fake providers and a mesh over them.
+func twoProviders(t *testing.T, run Runner, cfg string) (Mesh, *fakeprovider.Provider, *fakeprovider.Provider) {
+	relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
+	backup := fakeprovider.New(fakeprovider.Options{Name: "backup"})
+	mesh := run(t, Setup{
+		PluginConfig: cfg,
+		Clusters:     map[string]string{"relay": Upstream(t, relay), "backup": Upstream(t, backup)},
+		Routes:       map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
+	})
+	return mesh, relay, backup
+}
+
+func chat(body string, header ...string) Request {
+	h := http.Header{"Content-Type": {"application/json"}}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return Request{Method: http.MethodPost, Path: "/v1/chat/completions", Authority: "api.openai.com", Header: h, Body: body}
+}
+
+func requestsMetric(route, provider, model, code string) string {
+	return telemetry.Name(telemetry.Requests, telemetry.LabelRoute, route, telemetry.LabelProvider, provider,
+		telemetry.LabelModel, model, telemetry.LabelCode, code)
+}
+
+// ModelRouting: aliases, the priority header, a default model and a provider's own
+// model name all reach the provider, with the body otherwise unchanged.
+func ModelRouting(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig("", ""))
+
+	cases := []struct {
+		name, body, priority, want string
+	}{
+		{"alias", `{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.5}`, "", "gemini-2.5-flash"},
+		{"priority", `{"model":"gpt-4.1","messages":[]}`, "high", "anthropic/claude-sonnet-4.5"},
+		{"default", `{"messages":[{"role":"user","content":"the \"model\" word"}]}`, "", "gpt-4.1"},
+		{"unlisted passes", `{"model":"my-own-model","messages":[]}`, "", "my-own-model"},
+	}
+	for _, tc := range cases {
+		var hdr []string
+		if tc.priority != "" {
+			hdr = []string{"x-priority", tc.priority}
+		}
+		resp := mesh.Do(t, chat(tc.body, hdr...))
+		require.Equal(t, http.StatusOK, resp.Status, "%s: %s", tc.name, resp.Body)
+		require.Equal(t, tc.want, relay.Last().Model, tc.name)
+		require.Equal(t, tc.want, resp.Header.Get("x-shepherd-model"), tc.name)
+		require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"), tc.name)
+
+		// Everything but the model is byte-for-byte what the client sent.
+		var sent, got map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal([]byte(tc.body), &sent))
+		require.NoError(t, json.Unmarshal(relay.Last().Body, &got))
+		delete(sent, "model")
+		delete(got, "model")
+		require.Equal(t, sent, got, tc.name)
+	}
+	require.EqualValues(t, 1, mesh.Counter(t, requestsMetric("chat", "relay", "other", "2xx")), "unlisted models are labelled other")
+	require.EqualValues(t, 1, mesh.Counter(t, requestsMetric("chat", "relay", "gemini-2.5-flash", "2xx")))
+}
+
+// RequestLimit: a requests-per-minute limit holds across the mesh's worker VMs,
+// and refusals carry Retry-After, OpenAI's x-ratelimit headers and an OpenAI
+// error body.
+func RequestLimit(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"requestsPerMinute": 5}`, ""))
+	ok, limited := 0, 0
+	var last Response
+	for i := 0; i < 9; i++ {
+		resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+		switch resp.Status {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited++
+			last = resp
+		default:
+			t.Fatalf("unexpected status %d: %s", resp.Status, resp.Body)
+		}
+	}
+	require.Equal(t, 5, ok)
+	require.Equal(t, 4, limited)
+	require.EqualValues(t, 5, relay.Requests(), "refused requests never reach the provider")
+	require.Equal(t, "5", last.Header.Get("x-ratelimit-limit-requests"))
+	require.Equal(t, "0", last.Header.Get("x-ratelimit-remaining-requests"))
+	require.NotEmpty(t, last.Header.Get("x-ratelimit-reset-requests"))
+	ra, err := strconv.Atoi(last.Header.Get("retry-after"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, ra, 1)
+	var e struct {
+		Error struct{ Message, Type, Code string } `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(last.Body, &e))
+	require.Equal(t, "rate_limit_exceeded", e.Error.Type)
+	require.Contains(t, e.Error.Message, "route chat")
+	require.EqualValues(t, 4, mesh.Counter(t, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "chat", telemetry.LabelKind, "requests")))
+}
+
+// TokenLimit: tokens are reserved at admission (prompt estimate + max_tokens) and
+// settled to the real usage when the response ends, so the refund admits
+// requests a reservation alone would refuse.
+func TokenLimit(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"tokensPerMinute": 100}`, ""))
+	// Each request reserves 1 (prompt) + 60 (max_tokens); the fake provider uses
+	// 2 + 12 = 14. Without settlement the second request would not fit (39 < 61).
+	body := `{"model":"gpt-4.1","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}`
+	for i := 0; i < 3; i++ {
+		resp := mesh.Do(t, chat(body))
+		require.Equal(t, http.StatusOK, resp.Status, "request %d: %s", i, resp.Body)
+	}
+	// 100 - 3*14 = 58 left: the next reservation of 61 is refused.
+	resp := mesh.Do(t, chat(body))
+	require.Equal(t, http.StatusTooManyRequests, resp.Status)
+	require.Equal(t, "100", resp.Header.Get("x-ratelimit-limit-tokens"))
+	require.EqualValues(t, 3, relay.Requests())
+
+	// A request larger than the whole bucket says so.
+	resp = mesh.Do(t, chat(`{"model":"gpt-4.1","max_tokens":5000,"messages":[]}`))
+	require.Equal(t, http.StatusTooManyRequests, resp.Status)
+	require.Contains(t, string(resp.Body), "more tokens than the per-minute limit")
+
+	require.EqualValues(t, 3*2, mesh.Counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "input")))
+	require.EqualValues(t, 3*12, mesh.Counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")))
+	// gpt-4.1: $2/M in, $8/M out: 3 × (2×2 + 12×8) = 300 micro-USD.
+	require.EqualValues(t, 300, mesh.Counter(t, telemetry.Name(telemetry.Cost, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1")))
+}
+
+// Fallback: a 429 from the primary is retried on the next model of the chain, on
+// another provider, and the client gets the success with headers that say so.
+func Fallback(t *testing.T, run Runner) {
+	mesh, relay, backup := twoProviders(t, run, policyConfig("",
+		`{"models": ["deepseek-v3.2", {"model": "gemini-2.5-flash", "provider": "backup"}], "baseBackoffMs": 5, "maxBackoffMs": 20}`))
+	relay.Script(fakeprovider.Fault{Status: 429}, fakeprovider.Fault{Status: 503})
+
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}]}`))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "backup", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "gemini-2.5-flash", resp.Header.Get("x-shepherd-model"))
+	require.Equal(t, "3", resp.Header.Get("x-shepherd-attempts"))
+	require.EqualValues(t, 2, relay.Requests(), "gpt-4.1 then deepseek-v3.2 on the relay")
+	require.EqualValues(t, 1, backup.Requests())
+	require.Equal(t, "gemini-2.5-flash", backup.Last().Model)
+	require.Equal(t, "/v1/chat/completions", backup.Last().Path)
+	var out struct {
+		Echo fakeprovider.Echo `json:"x_echo"`
+	}
+	require.NoError(t, json.Unmarshal(resp.Body, &out))
+	require.Equal(t, "backup", out.Echo.Provider)
+
+	fb := func(from, to string) string {
+		return telemetry.Name(telemetry.Fallbacks, telemetry.LabelRoute, "chat", telemetry.LabelFrom, from,
+			telemetry.LabelTo, to, telemetry.LabelReason, "status")
+	}
+	require.EqualValues(t, 1, mesh.Counter(t, fb("gpt-4.1", "deepseek-v3.2")))
+	require.EqualValues(t, 1, mesh.Counter(t, fb("deepseek-v3.2", "gemini-2.5-flash")))
+	require.EqualValues(t, 1, mesh.Counter(t, requestsMetric("chat", "backup", "gemini-2.5-flash", "2xx")))
+}
+
+// FallbackGivesUp: when every attempt fails, the client gets the last real
+// upstream error, and attempts stay within maxAttempts.
+func FallbackGivesUp(t *testing.T, run Runner) {
+	mesh, relay, backup := twoProviders(t, run, policyConfig("",
+		`{"models": [{"model": "deepseek-v3.2", "provider": "backup"}], "maxAttempts": 3, "baseBackoffMs": 1, "maxBackoffMs": 2, "retryBudgetPercent": 1000}`))
+	relay.Script(fakeprovider.Fault{Status: 500}, fakeprovider.Fault{Status: 502})
+	backup.Script(fakeprovider.Fault{Status: 503})
+
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+	require.Equal(t, http.StatusBadGateway, resp.Status, "the last attempt's answer: %s", resp.Body)
+	require.Equal(t, "3", resp.Header.Get("x-shepherd-attempts"))
+	require.Contains(t, string(resp.Body), "relay answered 502")
+	require.EqualValues(t, 2, relay.Requests())
+	require.EqualValues(t, 1, backup.Requests())
+}
+
+// RetryAfter: a Retry-After on a retry of the same entry is waited for.
+func RetryAfter(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig("", `{"maxAttempts": 2, "retryAfterCapMs": 5000}`))
+	relay.Script(fakeprovider.Fault{Status: 429, RetryAfter: "1"})
+	start := time.Now()
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.EqualValues(t, 2, relay.Requests())
+	// A lower bound only: the retry may not start before Retry-After has passed.
+	require.GreaterOrEqual(t, time.Since(start), time.Second)
+}
+
+// RetryBudget: a provider that always fails cannot multiply the load: extra
+// attempts stay within the route's retry budget.
+func RetryBudget(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig("",
+		`{"maxAttempts": 3, "baseBackoffMs": 1, "maxBackoffMs": 1, "retryBudgetPercent": 10}`))
+	const n = 40
+	faults := make([]fakeprovider.Fault, 3*n)
+	for i := range faults {
+		faults[i] = fakeprovider.Fault{Status: 503}
+	}
+	relay.Script(faults...)
+	for i := 0; i < n; i++ {
+		resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+		require.Equal(t, http.StatusServiceUnavailable, resp.Status)
+	}
+	// Without a budget 3n attempts would be made. The budget allows 10% of n plus
+	// a floor of one retry per second per worker VM (at most a few in this run).
+	require.Less(t, relay.Requests(), int64(n+n/10+12), "attempts: %d", relay.Requests())
+	require.GreaterOrEqual(t, relay.Requests(), int64(n))
+}
+
+// Streaming: SSE flows through as it is produced, the filter asks the provider for
+// usage and records tokens and time to first token.
+func Streaming(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig("", ""))
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	require.Equal(t, http.StatusOK, resp.Status)
+	require.True(t, strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream"))
+	require.Contains(t, string(relay.Last().Body), `"stream_options":{"include_usage":true}`)
+	require.Contains(t, string(resp.Body), `"usage":{"prompt_tokens":2,"completion_tokens":12,"total_tokens":14}`)
+	require.True(t, strings.HasSuffix(string(resp.Body), "data: [DONE]\n\n"))
+	require.EqualValues(t, 12, mesh.Counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")))
+}

@@ -1,0 +1,107 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/wazero"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+)
+
+var (
+	filterModule []byte
+	compileCache = wazero.NewCompilationCache()
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	wasmbuild.Cleanup()
+	os.Exit(code)
+}
+
+func module(t testing.TB) []byte {
+	t.Helper()
+	if filterModule == nil {
+		b, err := wasmbuild.Build("./filter")
+		require.NoError(t, err)
+		filterModule = b
+	}
+	return filterModule
+}
+
+func statsTags() []envoy.StatsTag {
+	tags := make([]envoy.StatsTag, len(telemetry.StatsTags))
+	for i, t := range telemetry.StatsTags {
+		tags[i] = envoy.StatsTag{Name: t.Name, Regex: t.Regex}
+	}
+	return tags
+}
+
+// TestScenariosWasm runs the end-to-end scenarios with the filter compiled to
+// .wasm, loaded by the Envoy-faithful host, behind a real HTTP front end.
+func TestScenariosWasm(t *testing.T) {
+	scenario.RunAll(t, wasmRunner)
+}
+
+type wasmMesh struct {
+	host *envoy.Host
+	url  string
+}
+
+func wasmRunner(t testing.TB, s scenario.Setup) scenario.Mesh {
+	workers := s.Workers
+	if workers == 0 {
+		workers = 2
+	}
+	h, err := envoy.New(context.Background(), envoy.Config{
+		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+		PluginConfig: []byte(s.PluginConfig), Workers: workers,
+		Clusters: s.Clusters, Routes: s.Routes, DefaultCluster: s.DefaultCluster,
+		StatsTags: statsTags(), Env: s.Env, LogWriter: io.Discard,
+		CompilationCache: compileCache,
+	})
+	require.NoError(t, err)
+	front := httptest.NewServer(h)
+	t.Cleanup(func() {
+		front.Close()
+		_ = h.Close(context.Background())
+	})
+	return &wasmMesh{host: h, url: front.URL}
+}
+
+func (m *wasmMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
+	req, err := http.NewRequest(r.Method, m.url+r.Path, strings.NewReader(r.Body))
+	require.NoError(t, err)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Host = r.Authority
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return scenario.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+func (m *wasmMesh) Counter(t testing.TB, name string) uint64 {
+	var buf bytes.Buffer
+	m.host.WritePrometheus(&buf)
+	base, labels := scenario.DecodeName(name)
+	v, ok := scenario.Find(scenario.ParsePrometheus(&buf), base, labels)
+	require.True(t, ok, "no metric %s%v in:\n%s", base, labels, buf.String())
+	return uint64(v)
+}
