@@ -399,7 +399,7 @@ func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 	} else {
 		f.Policy.Statuses = append([]int(nil), fallback.DefaultStatuses...)
 	}
-	n, err := integer(path, v, "maxAttempts", 1, fallback.MaxAttemptsLimit, int64(min(fallback.DefaultMaxAttempts, len(f.Chain)+1)))
+	n, err := integer(path, v, "maxAttempts", 1, fallback.MaxAttemptsLimit, fallback.DefaultMaxAttempts)
 	if err != nil {
 		return nil, err
 	}
