@@ -40,7 +40,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// Store persists state; nil keeps it in memory only.
+	// Store persists state; nil keeps it in memory only. A store that is
+	// also a RolloutSharer or SpendSharer shares rollouts or spend with
+	// other replicas.
 	Store Store
 	// SpendPublishInterval is how often accumulated spend alone produces a
 	// new version (exhaustion always does at once). Default 10s.
