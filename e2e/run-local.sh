@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The local mesh: a fake OpenAI-compatible provider and shepherd-local running the
-# filter in front of it, on loopback, until Ctrl-C. Started by `make run` after
-# `make build`. Ports can be moved with the variables below.
+# The local mesh: two fake OpenAI-compatible providers (the relay throttles a share
+# of its traffic) and shepherd-local running the filter in front of them, on
+# loopback, until Ctrl-C. Started by `make run` after `make build`. Ports can be
+# moved with the variables below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 : "${SHEPHERD_LISTEN:=127.0.0.1:10000}"
 : "${SHEPHERD_ADMIN:=127.0.0.1:15000}"
-: "${PROVIDER_LISTEN:=127.0.0.1:9001}"
+: "${RELAY_LISTEN:=127.0.0.1:9001}"
+: "${BACKUP_LISTEN:=127.0.0.1:9002}"
 : "${SHEPHERD_WORKERS:=2}"
+: "${RELAY_THROTTLE_PERCENT:=25}"
+: "${DEMO_REQUESTS:=40}"
 
-# A throwaway key: the filter injects it, the fake provider checks it.
-RELAY_API_KEY="local-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export RELAY_API_KEY
+# Throwaway keys: the filter injects them, the fake providers check them.
+key() { echo "local-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"; }
+RELAY_API_KEY=$(key)
+BACKUP_API_KEY=$(key)
+export RELAY_API_KEY BACKUP_API_KEY
 
 # The filter encodes metric labels into names; these rules (the same the Istio
 # manifests ship) turn them back into Prometheus labels.
@@ -28,7 +34,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-bin/fake-provider --listen "$PROVIDER_LISTEN" --name relay --api-key-env RELAY_API_KEY &
+bin/fake-provider --listen "$RELAY_LISTEN" --name relay --api-key-env RELAY_API_KEY \
+  --throttle-percent "$RELAY_THROTTLE_PERCENT" &
+pids+=($!)
+bin/fake-provider --listen "$BACKUP_LISTEN" --name backup --api-key-env BACKUP_API_KEY &
 pids+=($!)
 
 bin/shepherd-local \
@@ -37,30 +46,43 @@ bin/shepherd-local \
   --plugin-name shepherd --vm-id shepherd --root-id shepherd \
   --workers "$SHEPHERD_WORKERS" \
   --listen "$SHEPHERD_LISTEN" --admin "$SHEPHERD_ADMIN" \
-  --cluster "relay=$PROVIDER_LISTEN" --route relay.local=relay --default-cluster relay \
-  --env "RELAY_API_KEY=$RELAY_API_KEY" \
+  --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" \
+  --route relay.local=relay --route backup.local=backup --default-cluster relay \
+  --env "RELAY_API_KEY=$RELAY_API_KEY" --env "BACKUP_API_KEY=$BACKUP_API_KEY" \
   "${stats_tags[@]}" &
 pids+=($!)
 
-# Wait until the front end answers before telling people how to use it.
+# Wait until the proxy answers before sending anything.
+ready=
 for _ in $(seq 1 100); do
-  if curl -fsS "http://$SHEPHERD_ADMIN/ready" >/dev/null 2>&1; then break; fi
+  if curl -fsS "http://$SHEPHERD_ADMIN/ready" >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "shepherd-local did not become ready on $SHEPHERD_ADMIN" >&2
+  exit 1
+fi
+
+echo
+echo "Sending $DEMO_REQUESTS demo requests (the relay throttles ${RELAY_THROTTLE_PERCENT}% of its traffic):"
+bin/shepherd-demo --url "http://$SHEPHERD_LISTEN" --admin "http://$SHEPHERD_ADMIN" --requests "$DEMO_REQUESTS"
 
 cat <<MSG
 
 shepherd local mesh is up.
 
-  Chat completion (the filter rewrites host and path and injects the provider key):
+  Chat completion (the filter rewrites host and path and injects the provider key;
+  the provider's answer echoes what it received under "x_echo"):
     curl -s http://$SHEPHERD_LISTEN/v1/chat/completions -H 'content-type: application/json' \\
       -d '{"model":"gpt-4.1","messages":[{"role":"user","content":"hello"}]}'
 
-  Streaming:
+  Streaming, an alias, a priority:
     curl -sN http://$SHEPHERD_LISTEN/v1/chat/completions -H 'content-type: application/json' \\
-      -d '{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hello"}]}'
+      -d '{"model":"fast","stream":true,"messages":[{"role":"user","content":"hello"}]}'
+    curl -si http://$SHEPHERD_LISTEN/v1/chat/completions -H 'x-priority: high' \\
+      -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"hello"}]}'
 
-  Metrics:  curl -s http://$SHEPHERD_ADMIN/stats/prometheus | grep shepherd
+  Metrics:  curl -s http://$SHEPHERD_ADMIN/stats/prometheus | grep -E '^(shepherd|gen_ai)_'
   Logs:     curl -s http://$SHEPHERD_ADMIN/logs
 
 Ctrl-C stops everything.

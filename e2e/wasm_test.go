@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/promtext"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
@@ -100,8 +101,8 @@ func (m *wasmMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 func (m *wasmMesh) Counter(t testing.TB, name string) uint64 {
 	var buf bytes.Buffer
 	m.host.WritePrometheus(&buf)
-	base, labels := scenario.DecodeName(name)
-	v, ok := scenario.Find(scenario.ParsePrometheus(&buf), base, labels)
+	base, labels := promtext.DecodeName(name)
+	v, ok := promtext.Find(promtext.Parse(&buf), base, labels)
 	require.True(t, ok, "no metric %s%v in:\n%s", base, labels, buf.String())
 	return uint64(v)
 }

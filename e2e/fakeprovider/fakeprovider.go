@@ -42,6 +42,11 @@ type Options struct {
 	APIKey string
 	// Words is how many words a completion has before max_tokens cuts it (default 12).
 	Words int
+	// ThrottlePercent of requests (spread evenly, deterministically) get 429 with
+	// Retry-After: 1, as a provider at its rate limit answers.
+	ThrottlePercent int
+	// ErrorPercent of requests get 503.
+	ErrorPercent int
 }
 
 // Provider is an http.Handler serving /v1/chat/completions-style paths (any path
@@ -135,7 +140,7 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (p *Provider) nextFault(r *http.Request) Fault {
+func (p *Provider) nextFault(r *http.Request, n int64) Fault {
 	p.mu.Lock()
 	var f Fault
 	if len(p.script) > 0 {
@@ -143,6 +148,15 @@ func (p *Provider) nextFault(r *http.Request) Fault {
 		p.script = p.script[1:]
 	}
 	p.mu.Unlock()
+	// Spread rate faults evenly: request n falls in bucket (n*37) mod 100, which
+	// visits every bucket once per hundred requests.
+	bucket := int((n * 37) % 100)
+	switch {
+	case bucket < p.opts.ThrottlePercent:
+		f.Status, f.RetryAfter = http.StatusTooManyRequests, "1"
+	case bucket < p.opts.ThrottlePercent+p.opts.ErrorPercent:
+		f.Status = http.StatusServiceUnavailable
+	}
 	if v, err := strconv.Atoi(r.Header.Get("x-fake-status")); err == nil {
 		f.Status = v
 	}
@@ -159,7 +173,7 @@ func (p *Provider) nextFault(r *http.Request) Fault {
 }
 
 func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
-	p.requests.Add(1)
+	n := p.requests.Add(1)
 	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "could not read the body", "invalid_request_error", "bad_body")
@@ -188,7 +202,7 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	f := p.nextFault(r)
+	f := p.nextFault(r, n)
 	if f.Delay > 0 {
 		select {
 		case <-time.After(f.Delay):

@@ -110,3 +110,14 @@ func TestBadRequests(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, post(t, srv.URL, `{not json`, nil).StatusCode)
 	require.Equal(t, http.StatusBadRequest, post(t, srv.URL, `{}`, nil).StatusCode)
 }
+
+func TestRateFaultsAreEvenAndExact(t *testing.T) {
+	p := New(Options{ThrottlePercent: 20, ErrorPercent: 10})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	counts := map[int]int{}
+	for i := 0; i < 100; i++ {
+		counts[post(t, srv.URL, `{"model":"m"}`, nil).StatusCode]++
+	}
+	require.Equal(t, map[int]int{200: 70, 429: 20, 503: 10}, counts)
+}

@@ -23,9 +23,15 @@ func main() {
 	name := flag.String("name", "fake", "provider name reported in responses")
 	keyEnv := flag.String("api-key-env", "", "environment variable holding the API key to require (empty: no key)")
 	words := flag.Int("words", 12, "words per completion before max_tokens")
+	throttle := flag.Int("throttle-percent", 0, "percent of requests answered 429 with Retry-After: 1")
+	errs := flag.Int("error-percent", 0, "percent of requests answered 503")
 	flag.Parse()
+	if *throttle < 0 || *errs < 0 || *throttle+*errs > 100 {
+		fmt.Fprintln(os.Stderr, "fake-provider: --throttle-percent and --error-percent must be between 0 and 100 together")
+		os.Exit(2)
+	}
 
-	opts := fakeprovider.Options{Name: *name, Words: *words}
+	opts := fakeprovider.Options{Name: *name, Words: *words, ThrottlePercent: *throttle, ErrorPercent: *errs}
 	if *keyEnv != "" {
 		opts.APIKey = os.Getenv(*keyEnv)
 		if opts.APIKey == "" {

@@ -1,4 +1,6 @@
-package scenario
+// Package promtext reads Prometheus text exposition, as Envoy's /stats/prometheus
+// writes it, and decodes shepherd's label-encoded metric names.
+package promtext
 
 import (
 	"bufio"
@@ -14,8 +16,8 @@ type Sample struct {
 	Value  float64
 }
 
-// ParsePrometheus reads Prometheus text exposition lines (comments skipped).
-func ParsePrometheus(r io.Reader) []Sample {
+// Parse reads Prometheus text exposition lines (comments skipped).
+func Parse(r io.Reader) []Sample {
 	var out []Sample
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
