@@ -10,6 +10,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
@@ -51,6 +52,20 @@ func (m FailureMode) String() string {
 		return "closed"
 	}
 	return "error"
+}
+
+// ParseFailureMode reads "error", "open" or "closed" (the String forms), as
+// a flag or config value would give them.
+func ParseFailureMode(s string) (FailureMode, error) {
+	switch s {
+	case "error", "":
+		return FailError, nil
+	case "open":
+		return FailOpen, nil
+	case "closed":
+		return FailClosed, nil
+	}
+	return FailError, fmt.Errorf("unknown failure mode %q (error, open or closed)", s)
 }
 
 // HeaderNames are the response headers the service asks Envoy to add, in

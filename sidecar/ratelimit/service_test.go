@@ -427,6 +427,19 @@ func TestStoreFailureModes(t *testing.T) {
 	}
 }
 
+func TestParseFailureMode(t *testing.T) {
+	for _, m := range []ratelimit.FailureMode{ratelimit.FailError, ratelimit.FailOpen, ratelimit.FailClosed} {
+		got, err := ratelimit.ParseFailureMode(m.String())
+		require.NoError(t, err)
+		require.Equal(t, m, got)
+	}
+	got, err := ratelimit.ParseFailureMode("")
+	require.NoError(t, err)
+	require.Equal(t, ratelimit.FailError, got)
+	_, err = ratelimit.ParseFailureMode("deny")
+	require.EqualError(t, err, `unknown failure mode "deny" (error, open or closed)`)
+}
+
 // stuckStore never answers before its context ends.
 type stuckStore struct{}
 
