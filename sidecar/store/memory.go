@@ -9,9 +9,11 @@ import (
 
 // MemoryOptions configures a Memory store. Zero values take the defaults.
 type MemoryOptions struct {
-	// MaxKeys bounds the number of counters kept (default 1<<20). When a new
-	// key arrives at a full shard, expired counters are dropped first, then
-	// the least recently used of a small sample.
+	// MaxKeys bounds the number of counters kept (default 1<<20, roughly
+	// 150 MiB at its fullest with 50-byte keys). When a new key arrives at a
+	// full shard, expired counters are dropped first, then the least
+	// recently used of a small sample. Each new key also checks a couple of
+	// counters for expiry, so expired ones leave without the store filling.
 	MaxKeys int
 	// Shards is the number of independently locked parts (default 64,
 	// rounded up to a power of two).
@@ -101,6 +103,8 @@ func (s *Memory) apply(h *Hit) Result {
 		}
 		if len(sh.m) >= sh.max {
 			s.evictEvictable(sh)
+		} else {
+			sweep(sh)
 		}
 		e = &memEntry{win: h.Window}
 		sh.m[string(h.Key)] = e
@@ -142,6 +146,25 @@ func (s *Memory) evictEvictable(sh *memShard) {
 	if !dropped && found {
 		delete(sh.m, lruKey)
 		s.evictions.Add(1)
+	}
+}
+
+// sweepSize is how many counters each new key inspects for expiry, so that
+// expired counters leave the store even while it is not full.
+const sweepSize = 2
+
+// sweep drops the expired counters among a few of the shard's, starting
+// at a random place (Go's map iteration order). The shard's lock must be held.
+func sweep(sh *memShard) {
+	seen := 0
+	for k, e := range sh.m {
+		if e.win.End() <= sh.now {
+			delete(sh.m, k)
+		}
+		seen++
+		if seen >= sweepSize {
+			return
+		}
 	}
 }
 

@@ -215,16 +215,16 @@ func TestRedisUnreachableIsAnError(t *testing.T) {
 func TestMemoryBoundEvictsExpiredFirst(t *testing.T) {
 	m := store.NewMemory(store.MemoryOptions{MaxKeys: 4, Shards: 1})
 	ctx := context.Background()
-	// Four live counters fill the store; an old-window one among them.
-	_, err := m.Apply(ctx, []store.Hit{hit("old", 1, 0, 1), hit("k1", 5, 100, 60), hit("k2", 1, 100, 60), hit("k3", 1, 100, 60)})
+	// Four live counters fill the store; "old" has the shortest window.
+	_, err := m.Apply(ctx, []store.Hit{hit("old", 1, 0, 1), hit("k1", 5, 0, 60), hit("k2", 1, 0, 60), hit("k3", 1, 0, 60)})
 	require.NoError(t, err)
 	require.Equal(t, 4, m.Len())
-	// A new key in a later window: "old" has expired and is dropped.
-	_, err = m.Apply(ctx, []store.Hit{hit("k4", 1, 100, 60)})
+	// A new key whose window starts after "old" ended: "old" is dropped.
+	_, err = m.Apply(ctx, []store.Hit{hit("k4", 1, 30, 60)})
 	require.NoError(t, err)
 	require.Equal(t, 4, m.Len())
 	require.Equal(t, uint64(1), m.Evictions())
-	got, err := m.Apply(ctx, []store.Hit{hit("k1", 0, 100, 60), hit("old", 0, 0, 1)})
+	got, err := m.Apply(ctx, []store.Hit{hit("k1", 0, 0, 60), hit("old", 0, 0, 1)})
 	require.NoError(t, err)
 	require.Equal(t, uint64(5), got[0].Count, "a live counter survives")
 	require.Equal(t, uint64(0), got[1].Count, "the expired counter is gone")
@@ -246,6 +246,26 @@ func TestMemoryBoundEvictsLeastRecentlyUsed(t *testing.T) {
 	got, err := m.Apply(ctx, []store.Hit{hit("a", 0, 0, 60), hit("b", 0, 0, 60), hit("c", 0, 0, 60), hit("d", 0, 0, 60)})
 	require.NoError(t, err)
 	require.Equal(t, []uint64{2, 0, 2, 1}, []uint64{got[0].Count, got[1].Count, got[2].Count, got[3].Count})
+}
+
+func TestMemoryDropsExpiredCountersBeforeFilling(t *testing.T) {
+	m := store.NewMemory(store.MemoryOptions{MaxKeys: 1 << 20, Shards: 1})
+	ctx := context.Background()
+	for i := 0; i < 1000; i++ {
+		_, err := m.Apply(ctx, []store.Hit{hit(fmt.Sprintf("old%d", i), 1, 0, 1)})
+		require.NoError(t, err)
+	}
+	require.Equal(t, 1000, m.Len())
+	// New keys in a later window sweep the expired ones away as they come.
+	for i := 0; i < 2000; i++ {
+		_, err := m.Apply(ctx, []store.Hit{hit(fmt.Sprintf("new%d", i), 1, 100, 60)})
+		require.NoError(t, err)
+	}
+	require.Less(t, m.Len(), 3000-500, "most expired counters are gone")
+	require.Equal(t, uint64(0), m.Evictions(), "nothing was evicted to make room")
+	got, err := m.Apply(ctx, []store.Hit{hit("new0", 0, 100, 60)})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), got[0].Count, "live counters stay")
 }
 
 func TestMemoryStaysBounded(t *testing.T) {
