@@ -294,7 +294,32 @@ func TestHeaderRewriteReroutes(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(body), "GET b.example /rewritten"), string(body))
 }
 
-// rawServerCodec lets the test gRPC server see raw bytes.
+func TestAllowOnHeadersStopIterationRoutesByBody(t *testing.T) {
+	a := echoUpstream(t)
+	b := echoUpstream(t)
+	h := newHost(t, "holdbody", a.URL, func(c *Config) {
+		c.AllowOnHeadersStopIteration = true
+		c.Clusters = map[string]string{"a": hostPort(a.URL), "b": hostPort(b.URL)}
+		c.Routes = map[string]string{"b.example": "b"}
+		c.DefaultCluster = "a"
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = pw.Write([]byte(`{"go":`))
+		_, _ = pw.Write([]byte(`"to-b"}`))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", srv.URL+"/hold", pr)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, `POST b.example /hold x-body-len=13 body={"go":"to-b"}`, string(body))
+}
+
 func TestGrpcCalloutRawBytes(t *testing.T) {
 	up := echoUpstream(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

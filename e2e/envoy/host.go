@@ -46,6 +46,11 @@ type Config struct {
 	// FailReload replaces a failed VM on the next request (Envoy's FAIL_RELOAD failure
 	// policy) instead of keeping it failed until the next configuration.
 	FailReload bool
+	// AllowOnHeadersStopIteration is Envoy 1.35's PluginConfig.allow_on_headers_stop_iteration
+	// (Istio's WasmPlugin does not expose it): a Pause from a headers callback holds
+	// the headers but still delivers the body. Off (Envoy's default), a Pause stops
+	// everything, body callbacks included, until proxy_continue_stream.
+	AllowOnHeadersStopIteration bool
 	// LegacyWASI answers poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756.
 	LegacyWASI bool
 	Env        map[string]string // environment of the VM (Istio's vmConfig.env)

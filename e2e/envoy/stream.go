@@ -39,6 +39,7 @@ type stream struct {
 	reqBody, respBody                     []byte
 	reqBodyOpen, respBodyOpen             bool
 	continueReq, continueResp, resetAsked bool
+	headersReleased                       bool // request headers may go upstream
 	local                                 *localReply
 	routeCleared                          bool
 
@@ -214,6 +215,18 @@ func (s *stream) serve() {
 	// Headers end the stream when there is no body (Content-Length 0 or none at all).
 	eos := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var body io.Reader
+	var pw *io.PipeWriter
+	if !eos {
+		pr, w := io.Pipe()
+		body, pw = pr, w
+		// Unblocks the body goroutine if the request never goes upstream.
+		defer pr.CloseWithError(errStreamDone)
+	}
+	pumping := false
+
 	// Request headers.
 	s.lock()
 	s.reqHOpen = true
@@ -225,15 +238,27 @@ func (s *stream) serve() {
 			return
 		}
 	} else if headersStop(res) {
-		if !s.wait(func() bool { return s.continueReq }) {
+		if s.h.cfg.AllowOnHeadersStopIteration && res == actionPause && !eos {
+			// Envoy 1.35+ with allow_on_headers_stop_iteration: StopIteration holds the
+			// headers while body callbacks run; the first body callback that continues
+			// (or proxy_continue_stream) releases headers and body together.
+			pumping = true
+			go s.pumpRequestBody(pw, cancel)
+		}
+		if !s.wait(func() bool { return s.continueReq || s.headersReleased }) {
 			return
 		}
 		if s.v.failed.Load() && !s.disabled.Load() && s.onFail() {
 			return
 		}
 	}
+	if !pumping {
+		s.lock()
+		s.continueReq = false
+		s.unlock()
+	}
 	s.lock()
-	s.reqHOpen, s.continueReq = false, false
+	s.reqHOpen, s.headersReleased = false, true
 	s.unlock()
 	if l, reset := s.takeLocal(); reset {
 		panic(http.ErrAbortHandler)
@@ -263,12 +288,7 @@ func (s *stream) serve() {
 	}
 	s.upstream = addr
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	var body io.Reader
-	if !eos {
-		pr, pw := io.Pipe()
-		body = pr
+	if !eos && !pumping {
 		go s.pumpRequestBody(pw, cancel)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
@@ -423,6 +443,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 			s.reqBodyOpen = false
 			s.unlock()
 		}
+		s.releaseHeaders()
 		if len(data) > 0 {
 			if _, err := pw.Write(data); err != nil {
 				cancel()
@@ -431,6 +452,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 		}
 	trailers:
 		if eof {
+			s.releaseHeaders()
 			if len(pending) > 0 {
 				_, _ = pw.Write(pending)
 			}
@@ -455,6 +477,14 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 }
 
 var errStreamDone = errors.New("stream ended by the plugin")
+
+// releaseHeaders lets request headers held by StopIteration go upstream.
+func (s *stream) releaseHeaders() {
+	s.lock()
+	s.headersReleased = true
+	s.unlock()
+	s.signal()
+}
 
 // onFailBody is onFail for the request body goroutine: a fail-closed reply is left to
 // the main goroutine, which sees failSent after the upstream call is cancelled.

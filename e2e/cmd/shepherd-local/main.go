@@ -77,6 +77,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	defCluster := fs.String("default-cluster", "", "cluster `NAME` for requests no route matches")
 	failOpen := fs.Bool("fail-open", false, "let streams continue without the plugin after its VM failed")
 	failReload := fs.Bool("fail-reload", false, "replace a failed VM on the next request (Envoy's FAIL_RELOAD)")
+	allowStop := fs.Bool("allow-on-headers-stop-iteration", false,
+		"Envoy 1.35+ allow_on_headers_stop_iteration: a headers Pause still delivers the body (Istio's WasmPlugin cannot set it)")
 	legacy := fs.Bool("legacy-wasi", false, "answer WASI poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756")
 	logLevel := fs.String("log-level", "info", "wasm log `LEVEL` (trace, debug, info, warn, error, critical)")
 	clusters := &kvFlag{name: "cluster"}
@@ -119,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		PluginConfig: pc, VMConfig: vc, Workers: *workers,
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
 		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,
+		AllowOnHeadersStopIteration: *allowStop,
 		Env: map[string]string{},
 	}}
 	for _, p := range clusters.pairs {

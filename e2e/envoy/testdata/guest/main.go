@@ -179,6 +179,10 @@ func (s *stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 		return types.ActionPause
 	case "grpcstream":
 		return s.grpcStream()
+	case "holdbody":
+		if !eos {
+			return types.ActionPause // hold the headers until the body is read
+		}
 	case "queue":
 		q, err := proxywasm.ResolveSharedQueue("guestvm", "jobs")
 		if err != nil {
@@ -208,6 +212,18 @@ func (s *stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 }
 
 func (s *stream) OnHttpRequestBody(size int, eos bool) types.Action {
+	if s.p.mode == "holdbody" {
+		if !eos {
+			return types.ActionPause
+		}
+		body, _ := proxywasm.GetHttpRequestBody(0, size)
+		// The headers are still held, so they can be changed from the body.
+		if strings.Contains(string(body), "to-b") {
+			_ = proxywasm.ReplaceHttpRequestHeader(":authority", "b.example")
+		}
+		_ = proxywasm.AddHttpRequestHeader("x-body-len", strconv.Itoa(size))
+		return types.ActionContinue
+	}
 	if s.p.mode != "buffer" {
 		return types.ActionContinue
 	}
