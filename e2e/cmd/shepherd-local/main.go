@@ -122,7 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
 		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,
 		AllowOnHeadersStopIteration: *allowStop,
-		Env: map[string]string{},
+		Env:                         map[string]string{},
 	}}
 	for _, p := range clusters.pairs {
 		if _, _, err := net.SplitHostPort(p[1]); err != nil {
