@@ -294,6 +294,23 @@ func TestHeaderRewriteReroutes(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(body), "GET b.example /rewritten"), string(body))
 }
 
+func TestHeadersPauseHoldsBodyUntilIdleTimeout(t *testing.T) {
+	// Without allow_on_headers_stop_iteration, Envoy gives a plugin that paused in
+	// its headers callback no body; the stream sits until the idle timeout (408).
+	up := echoUpstream(t)
+	h := newHost(t, "holdbody", up.URL, func(c *Config) { c.StreamIdleTimeout = 50 * time.Millisecond })
+	var mu sync.Mutex
+	var calls []string
+	trace := func(_ uint32, name string) { mu.Lock(); calls = append(calls, name); mu.Unlock() }
+	h.trace.Store(&trace)
+	resp, body := do(t, h, "POST", "/hold", strings.NewReader(`{"go":"to-b"}`))
+	require.Equal(t, 408, resp.StatusCode)
+	require.Equal(t, "stream timeout", body)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotContains(t, calls, "proxy_on_request_body")
+}
+
 func TestAllowOnHeadersStopIterationRoutesByBody(t *testing.T) {
 	a := echoUpstream(t)
 	b := echoUpstream(t)

@@ -51,6 +51,10 @@ type Config struct {
 	// the headers but still delivers the body. Off (Envoy's default), a Pause stops
 	// everything, body callbacks included, until proxy_continue_stream.
 	AllowOnHeadersStopIteration bool
+	// StreamIdleTimeout ends a stream the plugin holds (paused) longer than this with
+	// a 408 local reply, like Envoy's stream_idle_timeout. 0 means Envoy's default of
+	// 5 minutes; negative disables it.
+	StreamIdleTimeout time.Duration
 	// LegacyWASI answers poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756.
 	LegacyWASI bool
 	Env        map[string]string // environment of the VM (Istio's vmConfig.env)
@@ -78,6 +82,7 @@ type Host struct {
 	environ     []string
 	nodeID      string
 	nodeCluster string
+	idleTimeout time.Duration
 
 	vmSeq atomic.Uint64
 	rr    atomic.Uint64
@@ -152,6 +157,12 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		pluginConfig: cfg.PluginConfig,
 		nodeID:       "sidecar~127.0.0.1~shepherd-local.default~default.svc.cluster.local",
 		nodeCluster:  "shepherd-local.default",
+	}
+	switch {
+	case cfg.StreamIdleTimeout == 0:
+		h.idleTimeout = 5 * time.Minute
+	case cfg.StreamIdleTimeout > 0:
+		h.idleTimeout = cfg.StreamIdleTimeout
 	}
 	for k, v := range cfg.Env {
 		h.environ = append(h.environ, k+"="+v)

@@ -127,8 +127,15 @@ func (s *stream) onFail() bool {
 }
 
 // wait blocks until cond holds, a local reply or reset is pending, or the VM failed.
-// It returns false when the client went away.
+// It returns false when the client went away. A wait longer than the stream idle
+// timeout ends with Envoy's 408 local reply (HCM stream_idle_timeout, 5 min by default).
 func (s *stream) wait(cond func() bool) bool {
+	var timeout <-chan time.Time
+	if d := s.h.idleTimeout; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
 	for {
 		s.lock()
 		done := cond() || s.local != nil || s.resetAsked || s.v.failed.Load()
@@ -138,6 +145,13 @@ func (s *stream) wait(cond func() bool) bool {
 		}
 		select {
 		case <-s.wake:
+		case <-timeout:
+			s.lock()
+			if s.local == nil {
+				s.local = &localReply{code: http.StatusRequestTimeout, body: []byte("stream timeout"), details: "stream_idle_timeout"}
+			}
+			s.unlock()
+			return true
 		case <-s.r.Context().Done():
 			return false
 		}
