@@ -585,13 +585,16 @@ func BenchmarkVMInstantiate(b *testing.B) {
 	require.NoError(b, err)
 	defer h.Close(context.Background())
 	b.ResetTimer()
+	var mem uint64
 	for i := 0; i < b.N; i++ {
 		v, err := h.newVM(context.Background(), 0, 1, []byte("none"))
 		if err != nil {
 			b.Fatal(err)
 		}
+		mem = v.memoryBytes()
 		v.shutdown()
 	}
+	b.ReportMetric(float64(mem)/(1<<20), "MiB-memory/vm")
 }
 
 func BenchmarkRequestHeadersOnly(b *testing.B) {
