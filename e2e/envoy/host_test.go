@@ -196,3 +196,27 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		require.True(t, strings.HasPrefix(err.Error(), tc.want), err.Error())
 	}
 }
+
+func TestLocalReplyHeaders(t *testing.T) {
+	tests := []struct {
+		name string
+		l    localReply
+		grpc bool
+		want []pair
+	}{
+		{"body gets length and text/plain", localReply{code: 429, body: []byte("slow down"), headers: []pair{{"Retry-After", "1"}}},
+			false, []pair{{":status", "429"}, {"retry-after", "1"}, {"content-length", "9"}, {"content-type", "text/plain"}}},
+		{"plugin content type kept", localReply{code: 200, body: []byte("{}"), headers: []pair{{"content-type", "application/json"}}},
+			false, []pair{{":status", "200"}, {"content-type", "application/json"}, {"content-length", "2"}}},
+		{"no body: no length, no type", localReply{code: 204, headers: []pair{{"content-type", "application/json"}}},
+			false, []pair{{":status", "204"}}},
+		{"grpc: trailers-only", localReply{code: 503, body: []byte("down now"), grpcStatus: -1},
+			true, []pair{{":status", "200"}, {"content-type", "application/grpc"}, {"grpc-status", "14"}, {"grpc-message", "down%20now"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := tc.l
+			require.Equal(t, tc.want, localReplyPairs(&l, tc.grpc))
+		})
+	}
+}

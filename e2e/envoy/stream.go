@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -514,9 +515,10 @@ func (s *stream) onFailBody() bool {
 }
 
 // respondLocal sends a local reply generated before the response started (by the plugin
-// in the request path, or by the router). Like Envoy's sendLocalReply from a decoder
-// filter, it passes through the encoder filters, so the plugin sees it in its response
-// callbacks (unless the stream already failed).
+// in the request path, or by the router). As in Envoy's FilterManager::sendLocalReply
+// (source/common/http/filter_manager.cc), with no response headers yet the reply goes
+// through the encoder filters, so the plugin sees it in its response callbacks (unless
+// the stream already failed).
 func (s *stream) respondLocal(l *localReply) {
 	if l.details == "wasm_fail_stream" {
 		if !s.failSent.Load() {
@@ -526,42 +528,80 @@ func (s *stream) respondLocal(l *localReply) {
 		return
 	}
 	s.lock()
-	s.respH = localReplyPairs(l)
+	s.respH = localReplyPairs(l, s.isGrpc())
 	s.respCode = l.code
 	s.codeDetails = l.details
 	s.unlock()
 	s.processResponse(bytes.NewReader(l.body), len(l.body) == 0, func() http.Header { return nil }, false)
 }
 
-// localReplyPairs builds a local reply's headers as Envoy's Http::Utility::sendLocalReply
-// does: :status, content-length, content-type text/plain when there is a body (here
-// only when the plugin adds none), then the plugin's additional headers.
-func localReplyPairs(l *localReply) []pair {
+// localReplyPairs builds a local reply's headers as Envoy's Http::Utility::prepareLocalReply
+// does (source/common/http/utility.cc): :status, then the plugin's headers; with a body,
+// content-length and (when none was given) content-type text/plain; without a body,
+// no content-length or content-type at all. A gRPC request gets a trailers-only answer:
+// :status 200, content-type application/grpc, grpc-status (the plugin's, else mapped from
+// the HTTP code) and the body as grpc-message; l.body is then cleared.
+func localReplyPairs(l *localReply, grpc bool) []pair {
 	ps := []pair{{":status", strconv.Itoa(l.code)}}
-	hasCT := false
+	m := headerMap{&ps}
 	for _, p := range l.headers {
-		if strings.EqualFold(p.k, "content-type") {
-			hasCT = true
+		m.add(p.k, p.v)
+	}
+	if grpc {
+		m.set(":status", "200")
+		m.set("content-type", "application/grpc")
+		if _, ok := m.get("grpc-status"); !ok {
+			code := int(l.grpcStatus)
+			if code < 0 || code > 16 {
+				code = httpToGrpcStatus(l.code)
+			}
+			m.set("grpc-status", strconv.Itoa(code))
 		}
+		if len(l.body) > 0 {
+			m.set("grpc-message", url.PathEscape(string(l.body)))
+		}
+		m.del("content-length")
+		l.body = nil
+		return ps
 	}
 	if len(l.body) > 0 {
-		ps = append(ps, pair{"content-length", strconv.Itoa(len(l.body))})
-		if !hasCT {
-			ps = append(ps, pair{"content-type", "text/plain"})
+		m.set("content-length", strconv.Itoa(len(l.body)))
+		if _, ok := m.get("content-type"); !ok {
+			m.set("content-type", "text/plain")
 		}
 	} else {
-		ps = append(ps, pair{"content-length", "0"})
-	}
-	for _, p := range l.headers {
-		ps = append(ps, pair{strings.ToLower(p.k), p.v})
+		m.del("content-length")
+		m.del("content-type")
 	}
 	return ps
+}
+
+// httpToGrpcStatus maps an HTTP status to a gRPC code like Envoy's
+// Grpc::Utility::httpToGrpcStatus (source/common/grpc/common.cc).
+func httpToGrpcStatus(code int) int {
+	switch code {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+func (s *stream) isGrpc() bool {
+	return strings.HasPrefix(s.r.Header.Get("Content-Type"), "application/grpc")
 }
 
 // writeLocal writes a local reply straight to the client, bypassing the plugin.
 func (s *stream) writeLocal(l *localReply) {
 	s.lock()
-	s.respH = localReplyPairs(l)
+	s.respH = localReplyPairs(l, s.isGrpc())
 	s.respCode = l.code
 	s.codeDetails = l.details
 	ps := append([]pair(nil), s.respH...)
@@ -602,8 +642,9 @@ func (s *stream) writeHeaders(ps []pair) {
 
 // processResponse runs the response through the plugin and writes it to the client,
 // body chunk by chunk with a flush after each (nothing is held unless the plugin pauses).
-// A local reply in the response-headers phase replaces the response (Envoy sends it
-// directly since the response has not started downstream); later it can only reset.
+// A local reply in the response-headers phase replaces the response, sent directly
+// without the filters since the response has not started downstream; once it has, the
+// stream is reset (FilterManager::sendLocalReply, source/common/http/filter_manager.cc).
 func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.Header, upstream bool) {
 	active := func() bool { return !s.disabled.Load() && !s.failSent.Load() }
 	if active() {
