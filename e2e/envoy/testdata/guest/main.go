@@ -4,6 +4,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"runtime"
 	"strconv"
 	"strings"
@@ -271,6 +272,22 @@ func (s *stream) OnHttpStreamDone() {
 		path, err := proxywasm.GetHttpRequestHeader(":path")
 		status, _ := proxywasm.GetHttpResponseHeader(":status")
 		proxywasm.LogInfo("log phase path=" + path + " status=" + status + " err=" + errText(err))
+		prop := func(path ...string) string {
+			v, err := proxywasm.GetProperty(path)
+			if err != nil {
+				return "<" + err.Error() + ">"
+			}
+			return string(v)
+		}
+		code, _ := proxywasm.GetProperty([]string{"response", "code"})
+		codeText := "?"
+		if len(code) == 8 {
+			codeText = strconv.Itoa(int(binary.LittleEndian.Uint64(code)))
+		}
+		_, missing := proxywasm.GetProperty([]string{"request.path"})
+		proxywasm.LogInfo("props: " + strings.Join([]string{prop("plugin_name"), prop("plugin_root_id"), prop("plugin_vm_id"),
+			prop("request", "path"), prop("request", "method"), prop("xds", "cluster_name"), prop("xds", "route_name"),
+			codeText, prop("request", "headers", "x-guest"), errText(missing)}, "|"))
 	}
 }
 
