@@ -284,6 +284,35 @@ func TestBodyBufferingOnPause(t *testing.T) {
 	}
 }
 
+func TestBufferedBodyOverLimitIs413(t *testing.T) {
+	up := echoUpstream(t)
+	h := newHost(t, "buffer", up.URL, func(c *Config) { c.BufferLimitBytes = 8 })
+	bodyCalls := make(chan struct{}, 4)
+	trace := func(_ uint32, name string) {
+		if name == "proxy_on_request_body" {
+			bodyCalls <- struct{}{}
+		}
+	}
+	h.trace.Store(&trace)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		// The second part is sent once the plugin has paused on the first, so it is
+		// added to a buffered body.
+		_, _ = pw.Write([]byte("0123456"))
+		<-bodyCalls
+		_, _ = pw.Write([]byte("789abcdef"))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", srv.URL+"/big", pr)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_, _ = io.ReadAll(resp.Body) // the plugin buffers this reply's body too, over the same limit
+	resp.Body.Close()
+	require.Equal(t, 413, resp.StatusCode)
+}
+
 func TestHeaderRewriteReroutes(t *testing.T) {
 	a := echoUpstream(t)
 	b := echoUpstream(t)

@@ -51,6 +51,10 @@ type Config struct {
 	// the headers but still delivers the body. Off (Envoy's default), a Pause stops
 	// everything, body callbacks included, until proxy_continue_stream.
 	AllowOnHeadersStopIteration bool
+	// BufferLimitBytes caps a body the plugin buffers (Pause in a body callback):
+	// more ends the request with 413, or resets a response, like Envoy's
+	// per_connection_buffer_limit_bytes. 0 means Envoy's default of 1 MiB.
+	BufferLimitBytes int
 	// StreamIdleTimeout ends a stream the plugin holds (paused) longer than this with
 	// a 408 local reply, like Envoy's stream_idle_timeout. 0 means Envoy's default of
 	// 5 minutes; negative disables it.
@@ -83,6 +87,7 @@ type Host struct {
 	nodeID      string
 	nodeCluster string
 	idleTimeout time.Duration
+	bufferLimit int
 
 	vmSeq atomic.Uint64
 	rr    atomic.Uint64
@@ -157,6 +162,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		pluginConfig: cfg.PluginConfig,
 		nodeID:       "sidecar~127.0.0.1~shepherd-local.default~default.svc.cluster.local",
 		nodeCluster:  "shepherd-local.default",
+	}
+	h.bufferLimit = cfg.BufferLimitBytes
+	if h.bufferLimit <= 0 {
+		h.bufferLimit = 1 << 20
 	}
 	switch {
 	case cfg.StreamIdleTimeout == 0:

@@ -399,7 +399,19 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 		s.unlock()
 		hasTrailers := eof && len(r.Trailer) > 0
 		bodyEOS := eof && !hasTrailers
+		buffering := pending != nil
 		data := append(pending, buf[:n]...)
+		if buffering && len(data) > s.h.bufferLimit {
+			// Envoy: a buffered request body over the buffer limit ends the stream with 413
+			// (FilterManager, request_payload_too_large).
+			s.lock()
+			if s.local == nil {
+				s.local = &localReply{code: http.StatusRequestEntityTooLarge, body: []byte("Payload Too Large"), details: "request_payload_too_large"}
+			}
+			s.unlock()
+			abort(errStreamDone)
+			return
+		}
 		pending = nil
 		if !s.disabled.Load() && !s.failSent.Load() {
 			s.lock()
@@ -701,7 +713,13 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 		}
 		hasTrailers := len(tr) > 0
 		bodyEOS := eof && !hasTrailers
+		buffering := pending != nil
 		data := append(pending, buf[:n]...)
+		if buffering && len(data) > s.h.bufferLimit {
+			// Envoy: a buffered response body over the buffer limit after the headers
+			// went downstream resets the stream (response_payload_too_large).
+			panic(http.ErrAbortHandler)
+		}
 		pending = nil
 		if active() {
 			s.lock()
