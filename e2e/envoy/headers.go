@@ -79,7 +79,7 @@ func getPair(ps []pair, k string) string {
 // Envoy's HTTP/1 codec and ConnectionManagerUtility strip the same set).
 var hopByHop = map[string]bool{
 	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
-	"upgrade": true, "te": true, "trailer": true, "proxy-authenticate": false,
+	"upgrade": true, "te": true, "trailer": true,
 }
 
 // sortedHeaderPairs flattens a Go header into lower-cased pairs, keys sorted (Go keeps

@@ -79,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	failReload := fs.Bool("fail-reload", false, "replace a failed VM on the next request (Envoy's FAIL_RELOAD)")
 	allowStop := fs.Bool("allow-on-headers-stop-iteration", false,
 		"Envoy 1.35+ allow_on_headers_stop_iteration: a headers Pause still delivers the body (Istio's WasmPlugin cannot set it)")
+	bufLimit := fs.Int("buffer-limit", 1<<20, "bytes a plugin may buffer per body before 413/reset (Envoy's per-connection buffer limit)")
 	idle := fs.Duration("stream-idle-timeout", 5*time.Minute, "408 a stream the plugin holds longer than this (Envoy's stream_idle_timeout)")
 	legacy := fs.Bool("legacy-wasi", false, "answer WASI poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756")
 	logLevel := fs.String("log-level", "info", "wasm log `LEVEL` (trace, debug, info, warn, error, critical)")
@@ -114,6 +115,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if *idle <= 0 {
 		return nil, fmt.Errorf("--stream-idle-timeout: must be positive, got %s", *idle)
 	}
+	if *bufLimit <= 0 {
+		return nil, fmt.Errorf("--buffer-limit: must be positive, got %d", *bufLimit)
+	}
 	if *workers < 1 {
 		return nil, fmt.Errorf("--workers: must be at least 1, got %d", *workers)
 	}
@@ -125,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		PluginConfig: pc, VMConfig: vc, Workers: *workers,
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
 		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,
-		AllowOnHeadersStopIteration: *allowStop, StreamIdleTimeout: *idle,
+		AllowOnHeadersStopIteration: *allowStop, StreamIdleTimeout: *idle, BufferLimitBytes: *bufLimit,
 		Env: map[string]string{},
 	}}
 	for _, p := range clusters.pairs {
