@@ -31,11 +31,15 @@ type stream struct {
 	decision  routing.Decision
 	state     *routeState
 	routed    bool // a route matched
-	awaitBody bool // the request headers wait for the body
+	awaitBody bool // the request body is buffered and read at its end
 	replied   bool // the filter sent a local reply
 	done      bool // the stream ended
 
 	localStatus int // status of the filter's local reply
+
+	// Request headers the body phase needs, read while the headers are at hand.
+	priority string
+	consumer string
 
 	start     int64
 	firstByte int64
@@ -112,6 +116,12 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 		_ = proxywasm.ReplaceHttpRequestHeader("authorization", auth)
 	}
 
+	if h := d.Route.PriorityHeader; h != "" {
+		s.priority, _ = proxywasm.GetHttpRequestHeader(h)
+	}
+	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
+		s.consumer, _ = proxywasm.GetHttpRequestHeader(l.ConsumerHeader)
+	}
 	if s.state.budget != nil {
 		s.state.budget.Record(s.start)
 	}
@@ -135,25 +145,25 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if ct, err := proxywasm.GetHttpRequestHeader("content-type"); err == nil && !strings.Contains(ct, "json") {
 		return types.ActionContinue // not a JSON API call: pass it on unread
 	}
-	// Hold the headers until the body is read: the model and the token limit are
-	// decided there, before anything reaches the provider.
+	// The body is read (and may be rewritten) in OnHttpRequestBody. The headers go
+	// on now: Envoy gives a plugin that stops in the request headers no body until
+	// it resumes (unless allow_on_headers_stop_iteration is set), so the body is
+	// held instead, and the router waits for it. Its length may change, so the
+	// request is sent without content-length.
+	_ = proxywasm.RemoveHttpRequestHeader("content-length")
 	s.awaitBody = true
-	return types.ActionPause
+	return types.ActionContinue
 }
 
 // limitKey is the bucket key for this request: per consumer when the route names a
 // consumer header, else the route's.
 func (s *stream) limitKey(l *limits.Limiter) string {
 	c := s.state.consumers
-	if c == nil {
+	if c == nil || s.consumer == "" {
 		return l.Key("")
 	}
-	v, err := proxywasm.GetHttpRequestHeader(s.decision.Route.Limits.ConsumerHeader)
-	if err != nil || v == "" {
-		return l.Key("")
-	}
-	if tracked, _ := c.Resolve(v); tracked {
-		return l.Key(v)
+	if tracked, _ := c.Resolve(s.consumer); tracked {
+		return l.Key(s.consumer)
 	}
 	return l.OverflowKey()
 }
@@ -187,12 +197,8 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 
 	// Model: priority header, then the body (aliases resolved), then the default.
 	requested := req.ModelName(raw)
-	if r.PriorityHeader != "" {
-		if v, err := proxywasm.GetHttpRequestHeader(r.PriorityHeader); err == nil {
-			if m, ok := r.Priority[v]; ok {
-				requested = m.Name
-			}
-		}
+	if m, ok := r.Priority[s.priority]; ok && s.priority != "" {
+		requested = m.Name
 	}
 	if requested == "" && r.DefaultModel != nil {
 		requested = r.DefaultModel.Name
@@ -236,8 +242,6 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	if changed {
 		if err := proxywasm.ReplaceHttpRequestBody(out); err != nil {
 			proxywasm.LogError("shepherd: route " + r.Name + ": rewriting the body: " + err.Error())
-		} else {
-			_ = proxywasm.ReplaceHttpRequestHeader("content-length", itoa(len(out)))
 		}
 	}
 	if r.Fallback != nil {

@@ -237,7 +237,7 @@ func RetryAfter(t *testing.T, run Runner) {
 func RetryBudget(t *testing.T, run Runner) {
 	mesh, relay, _ := twoProviders(t, run, policyConfig("",
 		`{"maxAttempts": 3, "baseBackoffMs": 1, "maxBackoffMs": 1, "retryBudgetPercent": 10}`))
-	const n = 40
+	const n = 60
 	faults := make([]fakeprovider.Fault, 3*n)
 	for i := range faults {
 		faults[i] = fakeprovider.Fault{Status: 503}
@@ -247,9 +247,10 @@ func RetryBudget(t *testing.T, run Runner) {
 		resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
 		require.Equal(t, http.StatusServiceUnavailable, resp.Status)
 	}
-	// Without a budget 3n attempts would be made. The budget allows 10% of n plus
-	// a floor of one retry per second per worker VM (at most a few in this run).
-	require.Less(t, relay.Requests(), int64(n+n/10+12), "attempts: %d", relay.Requests())
+	// Without a budget 3n attempts would be made. The budget allows 10% of n, or
+	// the floor of one retry per second over its 10 s window (10 retries) on each
+	// worker VM, whichever is more; runners use at most 4 VMs.
+	require.LessOrEqual(t, relay.Requests(), int64(n+max(n/10, 4*10)), "attempts: %d", relay.Requests())
 	require.GreaterOrEqual(t, relay.Requests(), int64(n))
 }
 
