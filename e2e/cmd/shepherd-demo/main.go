@@ -123,15 +123,17 @@ func printSummary(samples []promtext.Sample) {
 			fmt.Fprintf(tw, "  %s\t%s\t%.0f\n", s.Labels["route"], s.Labels["kind"], s.Value)
 		}
 	}
-	section("tokens (model, type)")
-	for _, s := range pick(samples, "shepherd_tokens_total") {
-		fmt.Fprintf(tw, "  %s\t%s\t%.0f\n", s.Labels["model"], s.Labels["type"], s.Value)
+	section("tokens (model: input, output)")
+	tokens := sum(pick(samples, "shepherd_tokens_total"), "model", "type")
+	for _, model := range keys(tokens) {
+		fmt.Fprintf(tw, "  %s\t%.0f\t%.0f\n", model, tokens[model]["input"], tokens[model]["output"])
 	}
 	section("cost (model)")
+	cost := sum(pick(samples, "shepherd_cost_usd_micros_total"), "model", "")
 	total := 0.0
-	for _, s := range pick(samples, "shepherd_cost_usd_micros_total") {
-		fmt.Fprintf(tw, "  %s\t$%.6f\n", s.Labels["model"], s.Value/1e6)
-		total += s.Value
+	for _, model := range keys(cost) {
+		fmt.Fprintf(tw, "  %s\t$%.6f\n", model, cost[model][""]/1e6)
+		total += cost[model][""]
 	}
 	fmt.Fprintf(tw, "  total\t$%.6f\n", total/1e6)
 	tw.Flush()
@@ -155,4 +157,26 @@ func pick(samples []promtext.Sample, name string) []promtext.Sample {
 	}
 	sort.Slice(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
 	return out
+}
+
+// sum adds samples up by the values of two labels (the second may be "").
+func sum(samples []promtext.Sample, by, then string) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for _, s := range samples {
+		k := s.Labels[by]
+		if out[k] == nil {
+			out[k] = map[string]float64{}
+		}
+		out[k][s.Labels[then]] += s.Value
+	}
+	return out
+}
+
+func keys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
