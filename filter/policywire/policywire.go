@@ -33,7 +33,9 @@ func AppendWatchPolicyRequest(dst []byte, knownVersion uint64) []byte {
 
 // Policy is one version of what the filter needs (shepherd.policy.v1.Policy).
 // A parsed Policy shares nothing with the bytes it came from or with other
-// Policies, so it can be kept as an immutable snapshot.
+// Policies, so it can be kept as an immutable snapshot. Its strings are
+// substrings of one copy of the encoded message, which stays alive as long
+// as any of them does.
 type Policy struct {
 	Version         uint64
 	GeneratedUnixMs int64
@@ -143,8 +145,51 @@ func ParsePolicy(b []byte) (Policy, error) {
 	return p, nil
 }
 
+// parsePolicy decodes b into p with few allocations: one copy of b as a
+// string that every string field is a substring of, and one exactly sized
+// slice per repeated field.
 func parsePolicy(b []byte, p *Policy) error {
+	var nw, nh, nb, nc int
 	r := wire.NewReader(b)
+	for {
+		f, t, ok := r.Next()
+		if !ok {
+			break
+		}
+		if t == wire.BytesType {
+			switch f {
+			case 3:
+				nw++
+			case 4:
+				nh++
+			case 5:
+				nb++
+			case 6:
+				nc++
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return wrap("policy", err)
+	}
+	if nw > 0 {
+		p.Weights = make([]RouteWeight, 0, nw)
+	}
+	if nh > 0 {
+		p.Health = make([]ProviderHealth, 0, nh)
+	}
+	if nb > 0 {
+		p.Budgets = make([]Budget, 0, nb)
+	}
+	if nc > 0 {
+		p.Credentials = make([]Credential, 0, nc)
+	}
+
+	var msg text
+	if nw+nh+nb+nc > 0 {
+		msg.s = string(b)
+	}
+	r.Reset(b)
 	for {
 		f, t, ok := r.Next()
 		if !ok {
@@ -157,21 +202,17 @@ func parsePolicy(b []byte, p *Policy) error {
 		case f == 2 && t == wire.VarintType:
 			p.GeneratedUnixMs = int64(r.Varint())
 		case f == 3 && t == wire.BytesType:
-			var w RouteWeight
-			err = parseWeight(r.Bytes(), &w)
-			p.Weights = append(p.Weights, w)
+			p.Weights = p.Weights[:len(p.Weights)+1]
+			err = parseWeight(&r, msg.sub(&r), &p.Weights[len(p.Weights)-1])
 		case f == 4 && t == wire.BytesType:
-			var h ProviderHealth
-			err = parseHealth(r.Bytes(), &h)
-			p.Health = append(p.Health, h)
+			p.Health = p.Health[:len(p.Health)+1]
+			err = parseHealth(&r, msg.sub(&r), &p.Health[len(p.Health)-1])
 		case f == 5 && t == wire.BytesType:
-			var bu Budget
-			err = parseBudget(r.Bytes(), &bu)
-			p.Budgets = append(p.Budgets, bu)
+			p.Budgets = p.Budgets[:len(p.Budgets)+1]
+			err = parseBudget(&r, msg.sub(&r), &p.Budgets[len(p.Budgets)-1])
 		case f == 6 && t == wire.BytesType:
-			var c Credential
-			err = parseCredential(r.Bytes(), &c)
-			p.Credentials = append(p.Credentials, c)
+			p.Credentials = p.Credentials[:len(p.Credentials)+1]
+			err = parseCredential(&r, msg.sub(&r), &p.Credentials[len(p.Credentials)-1])
 		default:
 			r.Skip()
 		}
@@ -182,8 +223,31 @@ func parsePolicy(b []byte, p *Policy) error {
 	return wrap("policy", r.Err())
 }
 
-func parseWeight(b []byte, w *RouteWeight) error {
-	r := wire.NewReader(b)
+// text is the string copy of a message, seen from an embedded message that
+// starts at base.
+type text struct {
+	s    string
+	base int
+}
+
+// sub returns the view of the embedded message parent's current field holds.
+func (t text) sub(parent *wire.Reader) text {
+	return text{s: t.s, base: t.base + parent.BytesOffset()}
+}
+
+// str returns the current field of r, a reader over the message t views, as
+// a substring of the copy. proto3 strings must be valid UTF-8.
+func (t text) str(r *wire.Reader, where string) (string, error) {
+	o := t.base + r.BytesOffset()
+	s := t.s[o : o+len(r.Bytes())]
+	if !utf8.ValidString(s) {
+		return "", wrap(where, wire.ErrUTF8)
+	}
+	return s, nil
+}
+
+func parseWeight(parent *wire.Reader, msg text, w *RouteWeight) error {
+	r := wire.NewReader(parent.Bytes())
 	for {
 		f, t, ok := r.Next()
 		if !ok {
@@ -192,9 +256,9 @@ func parseWeight(b []byte, w *RouteWeight) error {
 		var err error
 		switch {
 		case f == 1 && t == wire.BytesType:
-			w.Route, err = str(r.Bytes(), "policy.weights.route")
+			w.Route, err = msg.str(&r, "policy.weights.route")
 		case f == 2 && t == wire.BytesType:
-			w.Provider, err = str(r.Bytes(), "policy.weights.provider")
+			w.Provider, err = msg.str(&r, "policy.weights.provider")
 		case f == 3 && t == wire.VarintType:
 			w.WeightBP = uint32(r.Varint())
 		default:
@@ -207,8 +271,8 @@ func parseWeight(b []byte, w *RouteWeight) error {
 	return wrap("policy.weights", r.Err())
 }
 
-func parseHealth(b []byte, h *ProviderHealth) error {
-	r := wire.NewReader(b)
+func parseHealth(parent *wire.Reader, msg text, h *ProviderHealth) error {
+	r := wire.NewReader(parent.Bytes())
 	for {
 		f, t, ok := r.Next()
 		if !ok {
@@ -217,11 +281,11 @@ func parseHealth(b []byte, h *ProviderHealth) error {
 		var err error
 		switch {
 		case f == 1 && t == wire.BytesType:
-			h.Provider, err = str(r.Bytes(), "policy.health.provider")
+			h.Provider, err = msg.str(&r, "policy.health.provider")
 		case f == 2 && t == wire.VarintType:
 			h.CooldownUntilUnixMs = int64(r.Varint())
 		case f == 3 && t == wire.BytesType:
-			h.Reason, err = str(r.Bytes(), "policy.health.reason")
+			h.Reason, err = msg.str(&r, "policy.health.reason")
 		default:
 			r.Skip()
 		}
@@ -232,8 +296,8 @@ func parseHealth(b []byte, h *ProviderHealth) error {
 	return wrap("policy.health", r.Err())
 }
 
-func parseBudget(b []byte, bu *Budget) error {
-	r := wire.NewReader(b)
+func parseBudget(parent *wire.Reader, msg text, bu *Budget) error {
+	r := wire.NewReader(parent.Bytes())
 	for {
 		f, t, ok := r.Next()
 		if !ok {
@@ -242,11 +306,11 @@ func parseBudget(b []byte, bu *Budget) error {
 		var err error
 		switch {
 		case f == 1 && t == wire.BytesType:
-			bu.Route, err = str(r.Bytes(), "policy.budgets.route")
+			bu.Route, err = msg.str(&r, "policy.budgets.route")
 		case f == 2 && t == wire.BytesType:
-			bu.Consumer, err = str(r.Bytes(), "policy.budgets.consumer")
+			bu.Consumer, err = msg.str(&r, "policy.budgets.consumer")
 		case f == 3 && t == wire.BytesType:
-			bu.Period, err = str(r.Bytes(), "policy.budgets.period")
+			bu.Period, err = msg.str(&r, "policy.budgets.period")
 		case f == 4 && t == wire.VarintType:
 			bu.Spent = int64(r.Varint())
 		case f == 5 && t == wire.VarintType:
@@ -263,8 +327,8 @@ func parseBudget(b []byte, bu *Budget) error {
 	return wrap("policy.budgets", r.Err())
 }
 
-func parseCredential(b []byte, c *Credential) error {
-	r := wire.NewReader(b)
+func parseCredential(parent *wire.Reader, msg text, c *Credential) error {
+	r := wire.NewReader(parent.Bytes())
 	for {
 		f, t, ok := r.Next()
 		if !ok {
@@ -273,12 +337,12 @@ func parseCredential(b []byte, c *Credential) error {
 		var err error
 		switch {
 		case f == 1 && t == wire.BytesType:
-			c.Provider, err = str(r.Bytes(), "policy.credentials.provider")
+			c.Provider, err = msg.str(&r, "policy.credentials.provider")
 		case f == 2 && t == wire.BytesType:
-			c.Header, err = str(r.Bytes(), "policy.credentials.header")
+			c.Header, err = msg.str(&r, "policy.credentials.header")
 		case f == 3 && t == wire.BytesType:
 			// The error names the field only, never the content.
-			c.Value, err = str(r.Bytes(), "policy.credentials.value")
+			c.Value, err = msg.str(&r, "policy.credentials.value")
 		default:
 			r.Skip()
 		}
@@ -287,14 +351,6 @@ func parseCredential(b []byte, c *Credential) error {
 		}
 	}
 	return wrap("policy.credentials", r.Err())
-}
-
-// str converts a proto3 string field, which must be valid UTF-8.
-func str(b []byte, where string) (string, error) {
-	if !utf8.Valid(b) {
-		return "", wrap(where, wire.ErrUTF8)
-	}
-	return string(b), nil
 }
 
 // Outcome is one finished upstream attempt (shepherd.policy.v1.Outcome).

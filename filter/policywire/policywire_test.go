@@ -531,3 +531,36 @@ func BenchmarkParseGetPolicyResponseProto(b *testing.B) {
 		}
 	}
 }
+
+func TestParsePolicyCopiesOnceAndKeepsNoAlias(t *testing.T) {
+	b := marshal(t, samplePolicy())
+	got, err := ParsePolicy(b)
+	require.NoError(t, err)
+	for i := range b {
+		b[i] = 'X'
+	}
+	checkPolicy(t, samplePolicy(), got)
+
+	// One string copy of the message plus one slice per repeated field.
+	b = marshal(t, samplePolicy())
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := ParsePolicy(b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Equal(t, 5.0, allocs)
+	require.Zero(t, testing.AllocsPerRun(100, func() { _, _ = ParsePolicy(marshalledVersionOnly) }))
+}
+
+var marshalledVersionOnly = []byte{0x08, 0x07}
+
+func BenchmarkParsePolicy(b *testing.B) {
+	msg := marshal(b, samplePolicy())
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := ParsePolicy(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

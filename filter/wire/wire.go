@@ -377,6 +377,12 @@ func (r *Reader) Bytes() []byte {
 	return r.bytes
 }
 
+// BytesOffset returns where the payload Bytes returns starts in the message
+// the Reader was given. Valid after Next returned a BytesType field.
+func (r *Reader) BytesOffset() int {
+	return r.off - len(r.bytes)
+}
+
 // Skip discards the current field. Next has already checked and stepped
 // over the value, so Skip only marks a field the caller ignores on purpose
 // (unknown fields, for forward compatibility).

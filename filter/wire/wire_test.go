@@ -405,3 +405,25 @@ func BenchmarkReader(b *testing.B) {
 		}
 	}
 }
+
+func TestBytesOffset(t *testing.T) {
+	var b []byte
+	b = AppendUint64(b, 1, 300)
+	b = AppendString(b, 2, "abc")
+	b = AppendString(b, 3, strings.Repeat("x", 200))
+	r := NewReader(b)
+	var offsets []int
+	for {
+		_, typ, ok := r.Next()
+		if !ok {
+			break
+		}
+		if typ == BytesType {
+			off := r.BytesOffset()
+			require.Equal(t, r.Bytes(), b[off:off+len(r.Bytes())])
+			offsets = append(offsets, off)
+		}
+	}
+	require.NoError(t, r.Err())
+	require.Equal(t, []int{3 + 2, 3 + 2 + 3 + 3}, offsets) // a two-byte length before the 200 bytes
+}
