@@ -6,6 +6,7 @@
 package policywire
 
 import (
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/shepherd-mesh/shepherd/filter/wire"
@@ -95,6 +96,19 @@ type PolicyResponse struct {
 	// the parsed bytes unless the field was sent in several parts.
 	RawPolicy []byte
 }
+
+// String describes r without the policy's contents (RawPolicy holds
+// credential values).
+func (r PolicyResponse) String() string {
+	if r.NotModified {
+		return "policy response: version " + strconv.FormatUint(r.Version, 10) + " not modified"
+	}
+	return "policy response: version " + strconv.FormatUint(r.Version, 10) +
+		", policy version " + strconv.FormatUint(r.Policy.Version, 10) + " of " + strconv.Itoa(len(r.RawPolicy)) + " bytes"
+}
+
+// GoString is String, for %#v.
+func (r PolicyResponse) GoString() string { return r.String() }
 
 // ParseGetPolicyResponse decodes an encoded GetPolicyResponse into out,
 // replacing all of it. out.Policy gets fresh slices (a Policy handed out

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -440,6 +441,16 @@ func TestCredentialValuesStayOutOfFormatting(t *testing.T) {
 			require.NotContains(t, s, "secret", "%s of %T", verb, v)
 		}
 	}
+	var resp PolicyResponse
+	require.NoError(t, ParseGetPolicyResponse(marshal(t, &policyv1.GetPolicyResponse{Policy: samplePolicy(), Version: 9}), &resp))
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		for _, v := range []any{resp, &resp} {
+			s := fmt.Sprintf(verb, v)
+			require.NotContains(t, s, "secret", "%s of %T", verb, v)
+		}
+	}
+	require.Equal(t, "policy response: version 9, policy version 1764222000123 of "+strconv.Itoa(len(marshal(t, samplePolicy())))+" bytes", resp.String())
+	require.Equal(t, "policy response: version 9 not modified", PolicyResponse{NotModified: true, Version: 9}.String())
 	require.Equal(t, "{openai authorization [redacted]}", got.Credentials[0].String())
 	require.Equal(t, `policywire.Credential{Provider:"openai", Header:"authorization", Value:[redacted]}`, got.Credentials[0].GoString())
 }
