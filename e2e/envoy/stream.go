@@ -196,12 +196,18 @@ func (s *stream) create() {
 	_, _ = s.v.callLocked(s.id, "proxy_on_context_create", uint64(s.id), uint64(s.v.rootID))
 }
 
-// finish runs the access-log and destroy callbacks. Envoy logs the stream before its
-// filters are destroyed, so the order is proxy_on_log, proxy_on_done, proxy_on_delete;
-// none runs on a failed VM.
+// finish runs the access-log and destroy callbacks, once. Envoy logs the stream before
+// its filters are destroyed, so the order is proxy_on_log, proxy_on_done,
+// proxy_on_delete; none runs on a failed VM. It runs before the last bytes of the
+// response are written: Envoy completes the stream (and logs it) on the worker before
+// the event loop writes the final bytes to the socket, so a client that has the whole
+// response also sees the plugin's access-log work (metrics) done.
 func (s *stream) finish() {
 	s.lock()
 	defer s.unlock()
+	if s.ended {
+		return
+	}
 	s.ended = true
 	if s.created && !s.v.failed.Load() && !s.v.closed {
 		s.logPhase = true
@@ -618,14 +624,16 @@ func (s *stream) writeLocal(l *localReply) {
 	s.codeDetails = l.details
 	ps := append([]pair(nil), s.respH...)
 	s.unlock()
-	s.writeHeaders(ps)
+	s.writeHeaders(ps, len(l.body) == 0)
 	if len(l.body) > 0 {
-		_, _ = s.w.Write(l.body)
 		s.respBytes += int64(len(l.body))
+		s.finish()
+		_, _ = s.w.Write(l.body)
 	}
 }
 
-func (s *stream) writeHeaders(ps []pair) {
+// writeHeaders sends the response headers; final says they end the response.
+func (s *stream) writeHeaders(ps []pair, final bool) {
 	hdr := s.w.Header()
 	code := http.StatusOK
 	hasCT := false
@@ -648,6 +656,9 @@ func (s *stream) writeHeaders(ps []pair) {
 	}
 	s.respCode = code
 	s.headersSent = true
+	if final {
+		s.finish()
+	}
 	s.w.WriteHeader(code)
 	_ = http.NewResponseController(s.w).Flush()
 }
@@ -690,7 +701,7 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 	s.lock()
 	ps := append([]pair(nil), s.respH...)
 	s.unlock()
-	s.writeHeaders(ps)
+	s.writeHeaders(ps, eos)
 	if eos {
 		return
 	}
@@ -772,39 +783,43 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 			s.respBodyOpen = false
 			s.unlock()
 		}
-		if len(data) > 0 && pending == nil {
-			if _, err := s.w.Write(data); err != nil {
-				return
-			}
-			s.respBytes += int64(len(data))
-			_ = rc.Flush()
-		}
-		if eof {
-			if len(pending) > 0 {
-				_, _ = s.w.Write(pending)
-				s.respBytes += int64(len(pending))
-			}
-			if hasTrailers {
-				s.lock()
-				s.respT, s.respTOpen = trailerPairs(tr), true
-				nt := len(s.respT)
-				s.unlock()
-				if active() {
-					_, ok := s.call("proxy_on_response_trailers", uint64(s.id), uint64(nt))
-					if !ok && s.onFail() {
-						return
-					}
+		if !eof {
+			if len(data) > 0 && pending == nil {
+				if _, err := s.w.Write(data); err != nil {
+					return
 				}
-				s.lock()
-				s.respTOpen = false
-				out := append([]pair(nil), s.respT...)
-				s.unlock()
-				for _, p := range out {
-					s.w.Header().Add(http.TrailerPrefix+p.k, p.v)
+				s.respBytes += int64(len(data))
+				_ = rc.Flush()
+			}
+			continue
+		}
+		// End of the response: data holds the last bytes (buffered or not).
+		var out []pair
+		if hasTrailers {
+			s.lock()
+			s.respT, s.respTOpen = trailerPairs(tr), true
+			nt := len(s.respT)
+			s.unlock()
+			if active() {
+				_, ok := s.call("proxy_on_response_trailers", uint64(s.id), uint64(nt))
+				if !ok && s.onFail() {
+					return
 				}
 			}
-			return
+			s.lock()
+			s.respTOpen = false
+			out = append([]pair(nil), s.respT...)
+			s.unlock()
 		}
+		s.respBytes += int64(len(data))
+		s.finish()
+		if len(data) > 0 {
+			_, _ = s.w.Write(data)
+		}
+		for _, p := range out {
+			s.w.Header().Add(http.TrailerPrefix+p.k, p.v)
+		}
+		return
 	}
 }
 
