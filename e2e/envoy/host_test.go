@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/stretchr/testify/require"
@@ -217,6 +218,40 @@ func TestLocalReplyHeaders(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := tc.l
 			require.Equal(t, tc.want, localReplyPairs(&l, tc.grpc))
+		})
+	}
+}
+
+func TestCalloutFailuresAnswerLikeEnvoysAsyncClient(t *testing.T) {
+	// A port nothing listens on: take one and close it.
+	lis := httptest.NewServer(http.NotFoundHandler())
+	closed := strings.TrimPrefix(lis.URL, "http://")
+	lis.Close()
+	block := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer slow.Close()
+	defer close(block)
+
+	tests := []struct {
+		name    string
+		addr    string
+		timeout time.Duration
+		status  string
+		body    string
+	}{
+		{"connection refused", closed, time.Minute, "503", "upstream connect error or disconnect/reset before headers. reset reason: connection failure"},
+		{"timeout", strings.TrimPrefix(slow.URL, "http://"), 20 * time.Millisecond, "504", "upstream request timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "GET", "http://"+tc.addr+"/", nil)
+			require.NoError(t, err)
+			resp := doCallout(ctx, http.DefaultTransport, req)
+			status, _ := headerMap{&resp.headers}.get(":status")
+			require.Equal(t, tc.status, status)
+			require.Equal(t, tc.body, string(resp.body))
 		})
 	}
 }
