@@ -108,7 +108,8 @@ func ModelRouting(t *testing.T, run Runner) {
 // and refusals carry Retry-After, OpenAI's x-ratelimit headers and an OpenAI
 // error body.
 func RequestLimit(t *testing.T, run Runner) {
-	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"requestsPerMinute": 5}`, ""))
+	// A burst of 5 that refills by one a minute: the test is over long before.
+	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"requestsPerMinute": 1, "requestBurst": 5}`, ""))
 	ok, limited := 0, 0
 	var last Response
 	for i := 0; i < 9; i++ {
@@ -145,7 +146,9 @@ func RequestLimit(t *testing.T, run Runner) {
 // settled to the real usage when the response ends, so the refund admits
 // requests a reservation alone would refuse.
 func TokenLimit(t *testing.T, run Runner) {
-	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"tokensPerMinute": 100}`, ""))
+	// A bucket of 100 that refills by one token a minute, so refill cannot blur the
+	// arithmetic however slowly the test runs.
+	mesh, relay, _ := twoProviders(t, run, policyConfig(`{"tokensPerMinute": 1, "tokenBurst": 100}`, ""))
 	// Each request reserves 1 (prompt) + 60 (max_tokens); the fake provider uses
 	// 2 + 12 = 14. Without settlement the second request would not fit (39 < 61).
 	body := `{"model":"gpt-4.1","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}`
@@ -153,7 +156,8 @@ func TokenLimit(t *testing.T, run Runner) {
 		resp := mesh.Do(t, chat(body))
 		require.Equal(t, http.StatusOK, resp.Status, "request %d: %s", i, resp.Body)
 	}
-	// 100 - 3*14 = 58 left: the next reservation of 61 is refused.
+	// 100 - 3*14 = 58 left (59 if a minute passed): the next reservation of 61 is
+	// refused.
 	resp := mesh.Do(t, chat(body))
 	require.Equal(t, http.StatusTooManyRequests, resp.Status)
 	require.Equal(t, "100", resp.Header.Get("x-ratelimit-limit-tokens"))
