@@ -1,0 +1,160 @@
+package validate
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/stretchr/testify/require"
+	extensions "istio.io/api/extensions/v1alpha1"
+
+	"github.com/shepherd-mesh/shepherd/build/oci"
+	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+)
+
+// istioDir is the repository's istio/ directory.
+const istioDir = ".."
+
+var overlays = []string{"namespace", "mesh-wide", "gateway", "filter-canary"}
+
+// currentFilterDigest builds the filter from the current source and returns
+// the digest of the image `make image` makes of it.
+func currentFilterDigest(t *testing.T) string {
+	t.Helper()
+	mod, err := wasmbuild.Build("./filter")
+	require.NoError(t, err)
+	img, err := oci.WasmImage(mod, oci.VariantOCI)
+	require.NoError(t, err)
+	d, err := img.Digest()
+	require.NoError(t, err)
+	return d.String()
+}
+
+// copyTree copies istio/ (manifests only) to a temporary directory.
+func copyTree(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.WalkDir(istioDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(istioDir, path)
+		if d.IsDir() {
+			if rel == "validate" {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	require.NoError(t, err)
+	return dst
+}
+
+// TestOverlaysPinTheCurrentFilter rewrites the pins to the image of the
+// current filter (as `make image` does) and validates every overlay,
+// requiring the newest plugin to pin exactly that digest.
+func TestOverlaysPinTheCurrentFilter(t *testing.T) {
+	digest := currentFilterDigest(t)
+	tree := copyTree(t)
+	url := "url=" + oci.WasmPluginURL("ghcr.io/shepherd-mesh/shepherd-filter", mustHash(t, digest)) + "\n"
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "plugin", "filter-image.env"), []byte(url), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(tree, "overlays", "filter-canary", "canary", "canary-image.env"), []byte(url), 0o644))
+	for _, name := range overlays {
+		t.Run(name, func(t *testing.T) {
+			require.NoError(t, Overlay(filepath.Join(tree, "overlays", name), Options{FilterDigest: digest}))
+		})
+	}
+	// A stale pin is caught.
+	err := Overlay(filepath.Join(tree, "overlays", "namespace"), Options{FilterDigest: "sha256:" + repeat("0", 64)})
+	require.ErrorContains(t, err, "WasmPlugin llm-apps/shepherd: spec.url: pins "+digest+", the image of the current filter is sha256:000")
+}
+
+// TestCommittedOverlays validates the overlays as committed (their pins are
+// whatever `make image` last wrote).
+func TestCommittedOverlays(t *testing.T) {
+	for _, name := range overlays {
+		t.Run(name, func(t *testing.T) {
+			require.NoError(t, Overlay(filepath.Join(istioDir, "overlays", name), Options{}))
+		})
+	}
+}
+
+// TestOverlayShapes checks what makes each overlay what it is.
+func TestOverlayShapes(t *testing.T) {
+	build := func(name string) []*Object {
+		out, err := Build(filepath.Join(istioDir, "overlays", name))
+		require.NoError(t, err)
+		objs, err := Decode(name, out)
+		require.NoError(t, err)
+		return objs
+	}
+	plugins := func(objs []*Object) map[string]*Object {
+		m := map[string]*Object{}
+		for _, o := range objs {
+			if _, ok := o.Value.(*extensions.WasmPlugin); ok {
+				m[o.Meta.Name] = o
+			}
+		}
+		return m
+	}
+	kinds := func(objs []*Object) []string {
+		var k []string
+		for _, o := range objs {
+			k = append(k, o.Kind)
+		}
+		sort.Strings(k)
+		return k
+	}
+
+	ns := build("namespace")
+	require.Equal(t, []string{"AuthorizationPolicy", "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "DestinationRule", "DestinationRule",
+		"EnvoyFilter", "HorizontalPodAutoscaler", "PeerAuthentication", "PodDisruptionBudget", "Service", "ServiceAccount",
+		"ServiceEntry", "ServiceEntry", "WasmPlugin"}, kinds(ns))
+	wp := plugins(ns)["shepherd"]
+	require.Equal(t, "llm-apps", wp.Meta.Namespace)
+	require.Equal(t, map[string]string{"shepherd.io/filter": "enabled"}, wp.Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels())
+
+	mesh := plugins(build("mesh-wide"))["shepherd"]
+	require.Equal(t, "istio-system", mesh.Meta.Namespace)
+	require.Nil(t, mesh.Value.(*extensions.WasmPlugin).GetSelector())
+
+	gw := plugins(build("gateway"))["shepherd"].Value.(*extensions.WasmPlugin)
+	require.Nil(t, gw.GetSelector())
+	require.Len(t, gw.GetTargetRefs(), 1)
+	require.Equal(t, "Gateway", gw.GetTargetRefs()[0].GetKind())
+	require.Equal(t, "llm-gateway", gw.GetTargetRefs()[0].GetName())
+
+	canary := plugins(build("filter-canary"))
+	require.Len(t, canary, 2)
+	require.Equal(t, "stable", canary["shepherd"].Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels()["shepherd.io/filter-track"])
+	require.Equal(t, "canary", canary["shepherd-canary"].Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels()["shepherd.io/filter-track"])
+}
+
+func TestBrokenOverlayFailsToBuild(t *testing.T) {
+	err := Overlay(filepath.Join("testdata", "broken-overlay"), Options{})
+	require.ErrorContains(t, err, "kustomize build testdata/broken-overlay")
+	require.ErrorContains(t, err, "missing.yaml")
+}
+
+func repeat(s string, n int) string {
+	out := ""
+	for range n {
+		out += s
+	}
+	return out
+}
+
+func mustHash(t *testing.T, digest string) v1.Hash {
+	t.Helper()
+	h, err := v1.NewHash(digest)
+	require.NoError(t, err)
+	return h
+}
