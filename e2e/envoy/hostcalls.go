@@ -30,7 +30,7 @@ func (h *Host) buildEnv(ctx context.Context, abi string) error {
 				return
 			}
 		}
-		b.NewFunctionBuilder().WithFunc(f).Export(name)
+		export(b, name, f)
 	}
 
 	// Logging.

@@ -41,7 +41,7 @@ var monoStart = time.Now()
 // Envoy only logs it and returns into a module that cannot continue.
 func (h *Host) buildWASI(ctx context.Context, module string, legacy bool) error {
 	b := h.rt.NewHostModuleBuilder(module)
-	fn := func(name string, f any) { b.NewFunctionBuilder().WithFunc(f).Export(name) }
+	fn := func(name string, f any) { export(b, name, f) }
 	i32 := api.ValueTypeI32
 	i64 := api.ValueTypeI64
 	// stub registers a function that only returns errno, with an explicit signature.
