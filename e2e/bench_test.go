@@ -110,7 +110,7 @@ func BenchmarkAddedLatency(b *testing.B) {
 			p50w, p50n := median(with), median(without)
 			b.ReportMetric(float64(p50w.Microseconds()), "filter-p50-µs")
 			b.ReportMetric(float64(p50n.Microseconds()), "noop-p50-µs")
-			b.ReportMetric(float64((p50w - p50n).Nanoseconds())/1e3, "added-p50-µs")
+			b.ReportMetric(float64((p50w-p50n).Nanoseconds())/1e3, "added-p50-µs")
 		})
 	}
 }
