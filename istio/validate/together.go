@@ -36,7 +36,7 @@ func together(objs []*Object, opts Options) []error {
 		errs = append(errs, targets(p, objs)...)
 	}
 	if len(plugins) > 0 && find(objs, "ConfigMap", StatsTagsConfigMap) == nil {
-		errs = append(errs, fmt.Errorf("overlay: no ConfigMap %s: the filter's metrics would reach Prometheus without their labels", StatsTagsConfigMap))
+		errs = append(errs, problem(plugins[0], "overlay", "no ConfigMap %s: the filter's metrics would reach Prometheus without their labels", StatsTagsConfigMap))
 	}
 	errs = append(errs, digest(plugins, opts)...)
 	errs = append(errs, overlaps(plugins, opts)...)
