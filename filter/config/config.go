@@ -40,6 +40,9 @@ type Config struct {
 	Aliases map[string]*Model
 	// Prices are the listed models' prices; a model without one costs nothing.
 	Prices *pricing.Table
+	// Sidecar is where shepherd-sidecar is reached; nil when the config has no
+	// sidecar section (no global limits, policy sync or outcome reports).
+	Sidecar *Sidecar
 
 	models map[string]*Model
 }
@@ -152,10 +155,13 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	if doc.Kind != jsonlite.Object {
 		return nil, fail("config", "must be a JSON object, not "+doc.Kind.String())
 	}
-	if err := object("", doc, "models", "aliases", "providers", "routes"); err != nil {
+	if err := object("", doc, "models", "aliases", "providers", "routes", "sidecar"); err != nil {
 		return nil, err
 	}
 	d.cfg = &Config{models: map[string]*Model{}}
+	if err := d.sidecar(doc); err != nil {
+		return nil, err
+	}
 	if err := d.models(doc); err != nil {
 		return nil, err
 	}

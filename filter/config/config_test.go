@@ -49,7 +49,7 @@ func TestParseInvalid(t *testing.T) {
 	want := map[string]string{
 		"not-object":                  `config: must be a JSON object, not array`,
 		"syntax":                      `config: invalid json at offset 15: unexpected character '}'`,
-		"unknown-top":                 `route: unknown field (known: models, aliases, providers, routes)`,
+		"unknown-top":                 `route: unknown field (known: models, aliases, providers, routes, sidecar)`,
 		"no-providers":                `providers: at least one provider is required`,
 		"provider-no-host":            `providers[0].host: must not be empty`,
 		"provider-bad-name":           `providers[0].name: "A b" may hold only lowercase letters, digits, '-' and '_'`,
@@ -87,6 +87,20 @@ func TestParseInvalid(t *testing.T) {
 		"route-priority-empty":        `routes[0].priority.models: must map at least one header value to a model`,
 		"route-zero-weights":          `routes[0].providers: weights add up to 0; at least one must be positive`,
 		"stream-usage-type":           `routes[0].streamUsage: must be true or false, not string`,
+		"sidecar-no-cluster":          `sidecar.cluster: must not be empty`,
+		"sidecar-poll-too-slow":       `sidecar.policyPollMs: must be between 0 and 1000, not 5000`,
+		"sidecar-poll-too-fast":       `sidecar.policyPollMs: must be 0 (off) or at least 50`,
+		"sidecar-unknown":             `sidecar.address: unknown field (known: cluster, timeoutMs, policyPollMs, reportIntervalMs, reportBatch)`,
+		"global-no-sidecar":           `routes[0].globalLimits: needs the top-level sidecar section (the cluster of shepherd-sidecar)`,
+		"global-bad-descriptor":       `routes[0].globalLimits.descriptors[1]: unknown descriptor "user" (known: route, provider, model, consumer)`,
+		"global-dup-descriptor":       `routes[0].globalLimits.descriptors[1]: descriptor "route" is listed twice`,
+		"global-empty-descriptors":    `routes[0].globalLimits.descriptors: must not be empty (leave it out for ["route"])`,
+		"global-consumer-no-header":   `routes[0].globalLimits.consumerHeader: is required for the consumer descriptor (or set limits.consumerHeader)`,
+		"global-failure-mode":         `routes[0].globalLimits.failureMode: must be "open" or "closed", not "deny"`,
+		"global-timeout":              `routes[0].globalLimits.timeoutMs: must be between 1 and 10000, not 0`,
+		"canary-one-provider":         `routes[0].canary: needs a route with two or more providers`,
+		"canary-unknown-provider":     `routes[0].canary.provider: provider "c" is not one of the route's providers`,
+		"canary-bad-header":           `routes[0].canary.stickyHeader: "X-User" is not a lowercase header name`,
 	}
 	files, err := filepath.Glob("testdata/invalid/*.json")
 	require.NoError(t, err)
@@ -198,4 +212,29 @@ func TestHeadersOnlyRouteNeedsNoBody(t *testing.T) {
 	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"x"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a","streamUsage":false,"limits":{"requestsPerMinute":5}}]}`), nil)
 	require.NoError(t, err)
 	require.False(t, cfg.Routes[0].NeedsBody)
+}
+
+func TestParseSidecarGlobalLimitsCanary(t *testing.T) {
+	cfg, err := Parse([]byte(`{
+  "sidecar": {"cluster": "shepherd-sidecar", "policyPollMs": 250},
+  "providers": [{"name": "a", "host": "x"}, {"name": "b", "host": "y"}],
+  "routes": [
+    {"name": "chat", "match": {"pathPrefix": "/v1/"}, "providers": [{"name": "a", "weight": 90}, {"name": "b", "weight": 10}],
+     "limits": {"requestsPerMinute": 100, "consumerHeader": "x-tenant"},
+     "globalLimits": {"domain": "llm", "descriptors": ["route", "provider", "consumer"], "tokens": true, "failureMode": "closed", "timeoutMs": 80},
+     "canary": {"stickyHeader": "x-user"}},
+    {"name": "rest", "match": {"pathPrefix": "/"}, "provider": "a", "globalLimits": {}}
+  ]}`), nil)
+	require.NoError(t, err)
+	require.Equal(t, &Sidecar{Cluster: "shepherd-sidecar", TimeoutMs: DefaultSidecarTimeoutMs, PolicyPollMs: 250,
+		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch}, cfg.Sidecar)
+	chat := cfg.Routes[0]
+	require.Equal(t, &GlobalLimits{Domain: "llm", Keys: []DescriptorKey{KeyRoute, KeyProvider, KeyConsumer},
+		ConsumerHeader: "x-tenant", Tokens: true, FailClosed: true, TimeoutMs: 80}, chat.GlobalLimits)
+	require.Equal(t, &Canary{Provider: cfg.Providers[1], Header: "x-canary", StickyHeader: "x-user"}, chat.Canary,
+		"the canary defaults to the last provider")
+	rest := cfg.Routes[1]
+	require.Equal(t, &GlobalLimits{Domain: "shepherd", Keys: []DescriptorKey{KeyRoute}, TimeoutMs: DefaultSidecarTimeoutMs}, rest.GlobalLimits,
+		"defaults: domain shepherd, the route descriptor, fail open, the sidecar's timeout")
+	require.Nil(t, rest.Canary)
 }

@@ -44,6 +44,10 @@ type Route struct {
 	Limits *Limits
 	// Fallback says how failed requests are retried, nil when they are not.
 	Fallback *Fallback
+	// GlobalLimits are checked with the sidecar, nil when the route has none.
+	GlobalLimits *GlobalLimits
+	// Canary is the route's canary split, nil when it has none.
+	Canary *Canary
 	// StreamUsage asks providers for a final usage chunk on streams
 	// (stream_options.include_usage) so tokens and cost are known.
 	StreamUsage bool
@@ -116,7 +120,7 @@ func (r *Route) matches(path string, header func(string) (string, bool)) bool {
 
 func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 	if err := object(path, v, "name", "match", "provider", "providers", "defaultModel", "priority",
-		"limits", "fallback", "streamUsage", "maxBodyBytes"); err != nil {
+		"limits", "fallback", "streamUsage", "maxBodyBytes", "globalLimits", "canary"); err != nil {
 		return nil, err
 	}
 	r := &Route{}
@@ -147,6 +151,12 @@ func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 		return nil, err
 	}
 	if r.Fallback, err = d.fallback(join(path, "fallback"), v.Get("fallback")); err != nil {
+		return nil, err
+	}
+	if err := d.globalLimits(join(path, "globalLimits"), v.Get("globalLimits"), r); err != nil {
+		return nil, err
+	}
+	if err := d.canary(join(path, "canary"), v.Get("canary"), r); err != nil {
 		return nil, err
 	}
 	if r.StreamUsage, err = boolean(path, v, "streamUsage", true); err != nil {
