@@ -5,6 +5,7 @@
 #   make check   vet, gofmt, go mod tidy with no diff, the wasm builds
 #   make bench   benchmarks
 #   make build   everything into bin/
+#   make image   the filter's wasm image (pins its digest for istio/) and the sidecar image, under bin/oci
 
 GO        ?= go
 BIN       := bin
@@ -36,6 +37,26 @@ check: wasm
 	@cp go.mod /tmp/shepherd-go.mod.bak; cp go.sum /tmp/shepherd-go.sum.bak; \
 	 $(GO) mod tidy; \
 	 if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git --no-pager diff -- go.mod go.sum; exit 1; fi
+
+# Images without a container engine (build/cmd/shepherd-image): OCI layouts under
+# bin/oci; PUSH=1 also pushes them to IMAGE_REPO. The filter image's digest is
+# written to PIN, the file the Istio overlays read the WasmPlugin url from (for a
+# filter canary: PIN=istio/overlays/filter-canary/canary/canary-image.env).
+IMAGE_REPO ?= ghcr.io/shepherd-mesh
+IMAGE_TAG  ?= dev
+IMAGE_ARCH ?= amd64
+PIN        ?= istio/plugin/filter-image.env
+PUSH       ?=
+LINUXBIN   := $(BIN)/linux-$(IMAGE_ARCH)
+
+.PHONY: image
+image: wasm
+	@mkdir -p $(LINUXBIN) $(BIN)/oci
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags="-s -w" -o $(LINUXBIN)/ ./sidecar/cmd/shepherd-sidecar ./sidecar/cmd/shepherdctl
+	$(GO) run ./build/cmd/shepherd-image wasm --wasm $(WASM) --layout $(BIN)/oci/shepherd-filter \
+		--repo $(IMAGE_REPO)/shepherd-filter --pin $(PIN) $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-filter:$(IMAGE_TAG))
+	$(GO) run ./build/cmd/shepherd-image sidecar --sidecar $(LINUXBIN)/shepherd-sidecar --ctl $(LINUXBIN)/shepherdctl \
+		--arch $(IMAGE_ARCH) --layout $(BIN)/oci/shepherd-sidecar $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-sidecar:$(IMAGE_TAG))
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
