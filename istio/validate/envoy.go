@@ -99,6 +99,9 @@ func envoyWasm(where string, w *wasmfilterv3.Wasm, clusters map[string]bool) []e
 	if err != nil {
 		return append(errs, fmt.Errorf("%s: config.configuration: %w", where, err))
 	}
+	if pc.Sidecar != nil && !clusters[pc.Sidecar.Cluster] {
+		errs = append(errs, fmt.Errorf("%s: config.configuration: sidecar.cluster %q is not defined", where, pc.Sidecar.Cluster))
+	}
 	for i, p := range pc.Providers {
 		if !clusters[p.Cluster] {
 			errs = append(errs, fmt.Errorf("%s: config.configuration: providers[%d] (%s): cluster %q is not defined", where, i, p.Name, p.Cluster))

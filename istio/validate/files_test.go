@@ -44,5 +44,6 @@ func TestBrokenFiles(t *testing.T) {
 	require.ErrorContains(t, err, "config.fail_open must be true")
 	require.ErrorContains(t, err, `providers[0] (relay): cluster "relay" is not defined`)
 	require.ErrorContains(t, err, "static_resources.clusters: no shepherd-sidecar cluster")
+	require.ErrorContains(t, err, `config.configuration: sidecar.cluster "shepherd-sidecar" is not defined`)
 	require.ErrorContains(t, EnvoyBootstrap(filepath.Join(dir, "envoy-invalid.yaml")), "rejected by Envoy's validation: invalid Bootstrap.StaticResources")
 }

@@ -49,15 +49,17 @@ func TestBrokenFixtures(t *testing.T) {
 		"configmap-gateway-options.yaml":    `ConfigMap shepherd-gateway-options: data.deployment: istio-proxy has no ISTIO_BOOTSTRAP_OVERRIDE`,
 		"hpa.yaml":                          `HorizontalPodAutoscaler ai-worker: spec.maxReplicas: 5 is below minReplicas 10`,
 		// shepherd's rules across objects.
-		"provider-no-serviceentry.yaml": `WasmPlugin llm-apps/shepherd: spec.pluginConfig.providers[0]: provider "relay": no ServiceEntry for host relay.example.com`,
-		"provider-no-tls.yaml":          `WasmPlugin llm-apps/shepherd: spec.pluginConfig.providers[0]: provider "relay": the DestinationRule for relay.example.com does not originate TLS on port 80 (tls.mode DISABLE)`,
-		"no-stats-tags.yaml":            `WasmPlugin llm-apps/shepherd: overlay: no ConfigMap shepherd-stats-tags`,
-		"wasmplugin-overlap.yaml":       `WasmPlugin llm-apps/shepherd and WasmPlugin llm-apps/shepherd-canary can select the same pods`,
-		"callout-cluster.yaml":          `EnvoyFilter llm-apps/shepherd-sidecar-cluster: spec.configPatches[0].patch.value: cluster shepherd-sidecar: endpoint shepherd-sidecar.default.svc.cluster.local:8081, the sidecar's Service is shepherd-sidecar.llm-apps.svc.cluster.local:8081`,
-		"service.yaml":                  `Service llm-apps/shepherd-sidecar: spec.selector: map[app.kubernetes.io/name:shepherd-sidecar] matches no Deployment's pods in the overlay`,
-		"poddisruptionbudget.yaml":      `PodDisruptionBudget llm-apps/shepherd-sidecar: spec.selector.matchLabels: map[app.kubernetes.io/name:shepherd-sidecar] matches no Deployment's pods`,
-		"gateway.yaml":                  `Gateway llm-gateway/llm-gateway: spec.infrastructure.parametersRef: ConfigMap shepherd-gateway-options is not in the overlay's namespace "llm-gateway"`,
-		"httproute.yaml":                `HTTPRoute llm-gateway/provider-relay: spec.rules[0].backendRefs[0]: no ServiceEntry with host relay.example.com and that port`,
+		"provider-no-serviceentry.yaml":     `WasmPlugin llm-apps/shepherd: spec.pluginConfig.providers[0]: provider "relay": no ServiceEntry for host relay.example.com`,
+		"provider-no-tls.yaml":              `WasmPlugin llm-apps/shepherd: spec.pluginConfig.providers[0]: provider "relay": the DestinationRule for relay.example.com does not originate TLS on port 80 (tls.mode DISABLE)`,
+		"no-stats-tags.yaml":                `WasmPlugin llm-apps/shepherd: overlay: no ConfigMap shepherd-stats-tags`,
+		"wasmplugin-overlap.yaml":           `WasmPlugin llm-apps/shepherd and WasmPlugin llm-apps/shepherd-canary can select the same pods`,
+		"callout-cluster.yaml":              `EnvoyFilter llm-apps/shepherd-sidecar-cluster: spec.configPatches[0].patch.value: cluster shepherd-sidecar: endpoint shepherd-sidecar.default.svc.cluster.local:8081, the sidecar's Service is shepherd-sidecar.llm-apps.svc.cluster.local:8081`,
+		"pluginconfig-sidecar-cluster.yaml": `WasmPlugin llm-apps/shepherd: spec.pluginConfig.sidecar.cluster: "shepherd-sidecar" is added by no EnvoyFilter of the overlay`,
+		"pluginconfig-global-domain.yaml":   `WasmPlugin llm-apps/shepherd: spec.pluginConfig.routes[0].globalLimits.domain: "other" is not a domain of the sidecar's rate limit config`,
+		"service.yaml":                      `Service llm-apps/shepherd-sidecar: spec.selector: map[app.kubernetes.io/name:shepherd-sidecar] matches no Deployment's pods in the overlay`,
+		"poddisruptionbudget.yaml":          `PodDisruptionBudget llm-apps/shepherd-sidecar: spec.selector.matchLabels: map[app.kubernetes.io/name:shepherd-sidecar] matches no Deployment's pods`,
+		"gateway.yaml":                      `Gateway llm-gateway/llm-gateway: spec.infrastructure.parametersRef: ConfigMap shepherd-gateway-options is not in the overlay's namespace "llm-gateway"`,
+		"httproute.yaml":                    `HTTPRoute llm-gateway/provider-relay: spec.rules[0].backendRefs[0]: no ServiceEntry with host relay.example.com and that port`,
 	}
 	files, err := filepath.Glob("testdata/broken/*.yaml")
 	require.NoError(t, err)

@@ -16,6 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	filterconfig "github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 )
 
 // SidecarService is the name of the control sidecar's Service, ServiceAccount
@@ -34,6 +37,7 @@ func together(objs []*Object, opts Options) []error {
 	for _, p := range plugins {
 		errs = append(errs, providers(p, objs)...)
 		errs = append(errs, targets(p, objs)...)
+		errs = append(errs, sidecarUse(p, objs)...)
 	}
 	if len(plugins) > 0 && find(objs, "ConfigMap", StatsTagsConfigMap) == nil {
 		errs = append(errs, problem(plugins[0], "overlay", "no ConfigMap %s: the filter's metrics would reach Prometheus without their labels", StatsTagsConfigMap))
@@ -156,6 +160,73 @@ func providers(p *Object, objs []*Object) []error {
 		}
 	}
 	return errs
+}
+
+// sidecarUse checks what a pluginConfig expects of the sidecar: the cluster
+// it calls the sidecar on is added by an EnvoyFilter of the overlay, and the
+// rate limit domains of its routes' global limits are configured in the
+// sidecar's rate limit files.
+func sidecarUse(p *Object, objs []*Object) []error {
+	js, err := PluginConfig(p.Value.(*extensions.WasmPlugin))
+	if err != nil {
+		return nil
+	}
+	cfg, err := filterconfig.Parse(js, func(string) (string, bool) { return "placeholder", true })
+	if err != nil || cfg.Sidecar == nil {
+		return nil // reported by the WasmPlugin's own checks; no sidecar in use
+	}
+	var errs []error
+	if !strings.HasPrefix(cfg.Sidecar.Cluster, "outbound|") && !clusterAdded(cfg.Sidecar.Cluster, objs) {
+		errs = append(errs, problem(p, "spec.pluginConfig.sidecar.cluster", "%q is added by no EnvoyFilter of the overlay", cfg.Sidecar.Cluster))
+	}
+	domains, found := map[string]bool{}, false
+	for _, o := range objs {
+		cm, ok := o.Value.(*corev1.ConfigMap)
+		if !ok || !strings.HasPrefix(o.Meta.Name, SidecarConfigMap) {
+			continue
+		}
+		for key, data := range cm.Data {
+			if !strings.HasPrefix(key, "ratelimit") {
+				continue
+			}
+			rl, err := ratelimit.ParseConfig(key, []byte(data))
+			if err != nil {
+				continue // reported by the ConfigMap's own checks
+			}
+			found = true
+			for _, d := range rl.Domains() {
+				domains[d] = true
+			}
+		}
+	}
+	if !found {
+		return errs
+	}
+	for i, r := range cfg.Routes {
+		if r.GlobalLimits != nil && !domains[r.GlobalLimits.Domain] {
+			errs = append(errs, problem(p, fmt.Sprintf("spec.pluginConfig.routes[%d].globalLimits.domain", i), "%q is not a domain of the sidecar's rate limit config", r.GlobalLimits.Domain))
+		}
+	}
+	return errs
+}
+
+// clusterAdded reports whether an EnvoyFilter of objs adds a cluster named name.
+func clusterAdded(name string, objs []*Object) bool {
+	for _, o := range objs {
+		ef, ok := o.Value.(*networking.EnvoyFilter)
+		if !ok {
+			continue
+		}
+		for _, cp := range ef.GetConfigPatches() {
+			if cp.GetApplyTo() != networking.EnvoyFilter_CLUSTER || cp.GetPatch().GetOperation() != networking.EnvoyFilter_Patch_ADD {
+				continue
+			}
+			if obj, err := xds.BuildXDSObjectFromStruct(cp.GetApplyTo(), cp.GetPatch().GetValue(), false); err == nil && obj.(*clusterv3.Cluster).GetName() == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // targets checks that a WasmPlugin's Gateway targets are in the overlay.

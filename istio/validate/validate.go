@@ -6,8 +6,11 @@
 // shepherd's own rules hold: the WasmPlugin pins a digest, fails open, carries
 // a pluginConfig the filter accepts and takes its credentials from the proxy's
 // environment; every provider has a ServiceEntry and a DestinationRule that
-// originates TLS on the port the filter uses; the stats tags equal the
-// filter's; the sidecar's configuration files load; no Secret carries a value.
+// originates TLS on the port the filter uses; the cluster the filter calls
+// the sidecar on is defined and verifies the sidecar's identity, and its
+// global limits' domains are in the sidecar's rate limit config; the stats
+// tags equal the filter's; the sidecar's configuration files load; no Secret
+// carries a value.
 //
 // Overlay runs all of it on a kustomize overlay; it is what
 // `shepherdctl validate istio/overlays/<name>` is meant to run.
