@@ -11,6 +11,8 @@
 //	x-fake-delay-ms: 150          wait before answering
 //	x-fake-chunk-delay-ms: 20     wait between stream chunks
 //	x-fake-reset-after-chunks: 3  drop the connection after this many stream chunks
+//	x-fake-malformed: 1           answer 200 with a body that is not valid JSON
+//	x-fake-body-bytes: 10485760   pad the JSON answer with this many bytes
 package fakeprovider
 
 import (
@@ -31,6 +33,8 @@ type Fault struct {
 	RetryAfter string        // Retry-After header value, if any
 	Delay      time.Duration // wait before answering
 	ResetAfter int           // for streams: drop the connection after this many chunks (0: never)
+	Malformed  bool          // answer 200 with a body that is not valid JSON
+	BodyBytes  int           // pad a JSON answer with this many bytes
 }
 
 // Options configures a Provider.
@@ -169,6 +173,12 @@ func (p *Provider) nextFault(r *http.Request, n int64) Fault {
 	if v, err := strconv.Atoi(r.Header.Get("x-fake-reset-after-chunks")); err == nil {
 		f.ResetAfter = v
 	}
+	if r.Header.Get("x-fake-malformed") != "" {
+		f.Malformed = true
+	}
+	if v, err := strconv.Atoi(r.Header.Get("x-fake-body-bytes")); err == nil && v > 0 {
+		f.BodyBytes = min(v, 64<<20)
+	}
 	return f
 }
 
@@ -218,6 +228,12 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if f.Malformed {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-broken","choices":[{"message":{"content":"trunc`)
+		return
+	}
+
 	words := p.opts.Words
 	if req.MaxTokens != nil && *req.MaxTokens >= 0 && *req.MaxTokens < words {
 		words = *req.MaxTokens
@@ -249,6 +265,7 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 		}},
 		"usage":  usage,
 		"x_echo": echo,
+		"x_pad":  strings.Repeat(" ", max(0, f.BodyBytes)),
 	})
 }
 

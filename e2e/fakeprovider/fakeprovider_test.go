@@ -121,3 +121,17 @@ func TestRateFaultsAreEvenAndExact(t *testing.T) {
 	}
 	require.Equal(t, map[int]int{200: 70, 429: 20, 503: 10}, counts)
 }
+
+func TestMalformedAndOversizedAnswers(t *testing.T) {
+	srv := httptest.NewServer(New(Options{}))
+	defer srv.Close()
+	resp := post(t, srv.URL, `{"model":"m"}`, map[string]string{"x-fake-malformed": "1"})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b, _ := io.ReadAll(resp.Body)
+	require.False(t, json.Valid(b))
+
+	resp = post(t, srv.URL, `{"model":"m"}`, map[string]string{"x-fake-body-bytes": "1048576"})
+	b, _ = io.ReadAll(resp.Body)
+	require.GreaterOrEqual(t, len(b), 1<<20)
+	require.True(t, json.Valid(b))
+}
