@@ -102,3 +102,34 @@ func TestBadReconfigureKeepsTheLastGoodConfig(t *testing.T) {
 		require.Equal(t, "/good/chat/completions", provider.Last().Path)
 	}
 }
+
+// TestLimitsPerConsumer: with a consumer header, each consumer has its own bucket
+// across the worker VMs; requests without the header share the route's.
+func TestLimitsPerConsumer(t *testing.T) {
+	up := scenario.Upstream(t, fakeprovider.New(fakeprovider.Options{}))
+	_, url := lifecycleHost(t, `{"providers":[{"name":"p","host":"p.example.com","cluster":"p"}],`+
+		`"routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"p","streamUsage":false,`+
+		`"limits":{"requestsPerMinute":1,"requestBurst":2,"consumerHeader":"x-tenant"}}]}`, up)
+	send := func(tenant string) int {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+		req.Header.Set("content-type", "application/json")
+		if tenant != "" {
+			req.Header.Set("x-tenant", tenant)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	codes := func(tenant string, n int) []int {
+		var out []int
+		for i := 0; i < n; i++ {
+			out = append(out, send(tenant))
+		}
+		return out
+	}
+	require.Equal(t, []int{200, 200, 429, 429}, codes("team-a", 4))
+	require.Equal(t, []int{200, 200, 429}, codes("team-b", 3), "team-b has a bucket of its own")
+	require.Equal(t, []int{200, 200, 429}, codes("", 3), "no header: the route's bucket")
+}
