@@ -19,6 +19,9 @@ const (
 	mRateLimited
 	mGenAIUsage
 	mGenAITTFT
+	mGlobalFailures
+	mSidecarErrors
+	mDropped
 )
 
 // metricKey identifies one labelled metric by small indexes, so finding its id
@@ -62,7 +65,8 @@ func (m *metrics) modelName(i int16) string {
 var (
 	codeClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}
 	tokenTypes  = []string{"input", "output"}
-	limitKinds  = []string{"requests", "tokens"}
+	limitKinds  = []string{"requests", "tokens", "global_requests", "global_tokens", "budget"}
+	failModes   = []string{"open", "closed"}
 )
 
 func codeIndex(status int) uint8 {
@@ -103,6 +107,12 @@ func (m *metrics) name(k metricKey) string {
 		return telemetry.Name(telemetry.GenAITokenUsage, telemetry.LabelGenAIModel, m.modelName(k.model), telemetry.LabelGenAITokenType, tokenTypes[k.extra])
 	case mGenAITTFT:
 		return telemetry.Name(telemetry.GenAITTFT, telemetry.LabelGenAIModel, m.modelName(k.model))
+	case mGlobalFailures:
+		return telemetry.Name(GlobalLimitFailures, R, route, telemetry.LabelKind, failModes[k.extra])
+	case mSidecarErrors:
+		return telemetry.Name(SidecarErrors, telemetry.LabelKind, sidecarCalls[k.extra])
+	case mDropped:
+		return telemetry.Name(SidecarDropped, telemetry.LabelKind, dropKinds[k.extra])
 	}
 	return ""
 }
@@ -129,6 +139,18 @@ func (m *metrics) record(k metricKey, v uint64) {
 	}
 	_ = h.Record(v)
 }
+
+// Metrics of the sidecar conversation.
+const (
+	// GlobalLimitFailures counts requests whose global limit check got no
+	// usable answer, by route and the failure mode applied (kind open or closed).
+	GlobalLimitFailures = "shepherd_global_limit_failures_total"
+	// SidecarErrors counts failed sidecar calls by kind (check, policy, report,
+	// settle).
+	SidecarErrors = "shepherd_sidecar_errors_total"
+	// SidecarDropped counts outcomes and token settlements a full queue dropped.
+	SidecarDropped = "shepherd_sidecar_dropped_total"
+)
 
 // Reasons a fallback is taken, as the reason label.
 var fallbackReasons = []string{"status", "callout_failed"}

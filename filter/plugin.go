@@ -6,6 +6,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
+	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -38,6 +39,8 @@ type plugin struct {
 	tick   uint32
 	// waiting are the streams whose next fallback attempt waits for the tick.
 	waiting []*stream
+	// sc is the conversation with shepherd-sidecar.
+	sc sidecarState
 }
 
 // policy is a configuration and the per-VM state built from it.
@@ -45,6 +48,9 @@ type policy struct {
 	cfg     *config.Config
 	metrics *metrics
 	routes  []routeState
+	// overlay is the sidecar's policy applied to cfg, nil before the first one
+	// arrives. The plugin's tick replaces it; streams read it when they route.
+	overlay *mesh.Overlay
 }
 
 // routeState is a route's limiters and retry state on this VM.
@@ -78,7 +84,12 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 	if now, err := proxywasm.GetCurrentTimeNanoseconds(); err == nil {
 		p.rng ^= now | 1
 	}
-	p.setTick(idleTickMillis)
+	p.sc.owner = p.random() | 1
+	if sc := cfg.Sidecar; sc != nil {
+		p.sc.outcomes = mesh.NewOutcomes(4 * sc.ReportBatch)
+		p.applySharedPolicy() // a reconfigured VM keeps the sidecar's policy
+	}
+	p.setTick(p.baseTick())
 	proxywasm.LogInfo("shepherd: configured " + itoa(len(cfg.Routes)) + " routes, " + itoa(len(cfg.Providers)) + " providers, " + itoa(len(cfg.Models)) + " models")
 	return types.OnPluginStartStatusOK
 }
@@ -148,7 +159,16 @@ func (p *plugin) OnTick() {
 		clear(p.waiting[len(kept):])
 		p.waiting = kept
 	}
-	if len(p.waiting) == 0 {
+	if p.policy != nil {
+		p.sidecarTick(nowNanos())
+	}
+	switch {
+	case len(p.waiting) > 0:
+	case p.policy != nil && p.policy.cfg.Sidecar != nil && p.sc.outcomes.Full(p.policy.cfg.Sidecar.ReportBatch):
+		p.setTick(busyTickMillis)
+	case p.policy != nil:
+		p.setTick(p.baseTick())
+	default:
 		p.setTick(idleTickMillis)
 	}
 	proxywasm.CollectGarbageIfGrown(gcThreshold)

@@ -21,8 +21,14 @@ func (s *stream) reply(status int, headers [][2]string, message, typ, code strin
 
 // rateLimited answers 429 with Retry-After and OpenAI's x-ratelimit-* headers.
 func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
+	return s.rateLimitedAs(kind, d, uint8(kind), "")
+}
+
+// rateLimitedAs is rateLimited for a limit counted under metric kind extra,
+// with scope ("global " or "") in the message.
+func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8, scope string) types.Action {
 	r := s.decision.Route
-	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: uint8(kind)}, 1)
+	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: extra}, 1)
 	hdrs := make([][2]string, 0, 8)
 	hdrs = limits.AppendRetryAfter(hdrs, d)
 	hdrs = limits.AppendHeaders(hdrs, kind, d)
@@ -30,7 +36,7 @@ func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
 	if kind == limits.Tokens {
 		what = "tokens"
 	}
-	msg := "rate limit reached for " + what + " per minute on route " + r.Name
+	msg := scope + "rate limit reached for " + what + " per minute on route " + r.Name
 	if d.TooLarge {
 		msg = "request needs more tokens than the per-minute limit of route " + r.Name + " allows"
 	}

@@ -103,6 +103,9 @@ func (s *stream) startAttempt() bool {
 	if provider.Authorization != "" {
 		hdrs = append(hdrs, [2]string{"authorization", provider.Authorization})
 	}
+	if c, ok := s.policy.overlay.Credential(provider); ok {
+		hdrs = setHeader(hdrs, c.Header, c.Value)
+	}
 	s.attempts++
 	s.entry = s.retryTo
 	_, err := proxywasm.DispatchHttpCall(provider.Cluster, hdrs, reqBody, nil, s.decision.Route.Fallback.TimeoutMs, s.onAttempt)
@@ -226,4 +229,15 @@ func headerValue(hdrs [][2]string, k string) string {
 		}
 	}
 	return ""
+}
+
+// setHeader sets header k in hdrs to v, replacing an existing value.
+func setHeader(hdrs [][2]string, k, v string) [][2]string {
+	for i := range hdrs {
+		if hdrs[i][0] == k {
+			hdrs[i][1] = v
+			return hdrs
+		}
+	}
+	return append(hdrs, [2]string{k, v})
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/body"
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
+	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/routing"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -40,6 +41,18 @@ type stream struct {
 	// Request headers the body phase needs, read while the headers are at hand.
 	priority string
 	consumer string
+	// meshConsumer is the consumer for budgets and global limits.
+	meshConsumer string
+
+	// Global limits: the descriptor checked at admission, charged with the
+	// real token usage when the stream ends.
+	desc    mesh.Descriptor
+	checked bool // the sidecar admitted the request (or is being asked)
+
+	// Provider hints for the outcome report.
+	hasRemaining bool
+	remaining    int64
+	retryAfterMs uint32
 
 	start     int64
 	firstByte int64
@@ -87,14 +100,16 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if err != nil {
 		return types.ActionContinue
 	}
-	d, ok := routing.Decide(pol.cfg, path, requestHeader, s.plugin.random())
+	pick := s.plugin.random()
+	d, ok := routing.Decide(pol.cfg, path, requestHeader, pick)
 	if !ok {
 		return types.ActionContinue
 	}
-	s.decision, s.routed, s.provider = d, true, d.Provider
-	s.state = &pol.routes[d.Route.Index]
 	s.start = nowNanos()
 	s.attempts = 1
+	d.Provider = s.chooseProvider(d.Route, pick)
+	s.decision, s.routed, s.provider = d, true, d.Provider
+	s.state = &pol.routes[d.Route.Index]
 
 	if hdrs, err := proxywasm.GetHttpRequestHeaders(); err == nil {
 		for _, kv := range hdrs {
@@ -115,12 +130,24 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if auth := d.Provider.Authorization; auth != "" {
 		_ = proxywasm.ReplaceHttpRequestHeader("authorization", auth)
 	}
+	if c, ok := pol.overlay.Credential(d.Provider); ok {
+		_ = proxywasm.ReplaceHttpRequestHeader(c.Header, c.Value)
+	}
 
 	if h := d.Route.PriorityHeader; h != "" {
 		s.priority, _ = proxywasm.GetHttpRequestHeader(h)
 	}
 	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
 		s.consumer, _ = proxywasm.GetHttpRequestHeader(l.ConsumerHeader)
+	}
+	if h := consumerHeader(d.Route); h != "" {
+		s.meshConsumer, _ = proxywasm.GetHttpRequestHeader(h)
+	}
+	if pol.overlay.RouteExhausted(d.Route) {
+		return s.budgetExhausted("route " + d.Route.Name)
+	}
+	if pol.overlay.ConsumerExhausted(s.meshConsumer) {
+		return s.budgetExhausted("this consumer")
 	}
 	if s.state.budget != nil {
 		s.state.budget.Record(s.start)
@@ -135,7 +162,7 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 		}
 	}
 	if !d.Route.NeedsBody || endOfStream {
-		return types.ActionContinue
+		return s.checkGlobal()
 	}
 	if cl, err := proxywasm.GetHttpRequestHeader("content-length"); err == nil {
 		if n, err := strconv.Atoi(cl); err == nil && n > d.Route.MaxBodyBytes {
@@ -143,7 +170,7 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 		}
 	}
 	if ct, err := proxywasm.GetHttpRequestHeader("content-type"); err == nil && !strings.Contains(ct, "json") {
-		return types.ActionContinue // not a JSON API call: pass it on unread
+		return s.checkGlobal() // not a JSON API call: pass it on unread
 	}
 	// The body is read (and may be rewritten) in OnHttpRequestBody. The headers go
 	// on now: Envoy gives a plugin that stops in the request headers no body until
@@ -152,7 +179,30 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	// request is sent without content-length.
 	_ = proxywasm.RemoveHttpRequestHeader("content-length")
 	s.awaitBody = true
-	return types.ActionContinue
+	// A global check pauses the headers; Envoy delivers the body once the
+	// answer resumes the request.
+	return s.checkGlobal()
+}
+
+// chooseProvider picks route r's provider: the canary when the request sends
+// the canary header with "true"; otherwise by weight (the sidecar's canary
+// weights when it has sent some), skipping providers in a cooldown, with the
+// client's sticky key as the pick when the route names a sticky header.
+func (s *stream) chooseProvider(r *config.Route, pick uint64) *config.Provider {
+	if c := r.Canary; c != nil {
+		if v, err := proxywasm.GetHttpRequestHeader(c.Header); err == nil {
+			_ = proxywasm.RemoveHttpRequestHeader(c.Header)
+			if v == "true" {
+				return c.Provider
+			}
+		}
+		if c.StickyHeader != "" {
+			if v, err := proxywasm.GetHttpRequestHeader(c.StickyHeader); err == nil && v != "" {
+				pick = mesh.StickyPick(v)
+			}
+		}
+	}
+	return s.policy.overlay.Choose(r, pick, s.start/1e6)
 }
 
 // limitKey is the bucket key for this request: per consumer when the route names a
@@ -266,6 +316,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	if v, err := proxywasm.GetHttpResponseHeader(":status"); err == nil {
 		s.status, _ = strconv.Atoi(v)
 	}
+	s.readProviderHints()
 	if s.shouldRetry(s.status, false) {
 		retryAfter, _ := proxywasm.GetHttpResponseHeader("retry-after")
 		if s.planRetry(s.status, false, retryAfter, resetHint(proxywasm.GetHttpResponseHeader)) {
@@ -370,18 +421,20 @@ func (s *stream) finish() {
 			m.record(metricKey{kind: mGenAITTFT, model: model}, ttft)
 		}
 	}
-	if !real {
-		return // tokens and cost count only what providers reported
-	}
-	m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 0}, uint64(u.Input))
-	m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 1}, uint64(u.Output))
-	m.record(metricKey{kind: mGenAIUsage, model: model, extra: 0}, uint64(u.Input))
-	m.record(metricKey{kind: mGenAIUsage, model: model, extra: 1}, uint64(u.Output))
-	if s.model != nil {
-		if cost, known := s.policy.cfg.Prices.Cost(s.model.Name, u.Input, u.CachedInput, u.Output); known {
-			m.count(metricKey{kind: mCost, route: route, provider: provider, model: model}, uint64(cost))
+	var cost int64
+	if real { // tokens and cost count only what providers reported
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 0}, uint64(u.Input))
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 1}, uint64(u.Output))
+		m.record(metricKey{kind: mGenAIUsage, model: model, extra: 0}, uint64(u.Input))
+		m.record(metricKey{kind: mGenAIUsage, model: model, extra: 1}, uint64(u.Output))
+		if s.model != nil {
+			if c, known := s.policy.cfg.Prices.Cost(s.model.Name, u.Input, u.CachedInput, u.Output); known {
+				cost = c
+				m.count(metricKey{kind: mCost, route: route, provider: provider, model: model}, uint64(cost))
+			}
 		}
 	}
+	s.report(u.Input+u.Output, real, uint64(max(u.Input, 0)), uint64(max(u.Output, 0)), cost, now)
 }
 
 // requestHeader reads a request header for route matching.
