@@ -1,0 +1,586 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
+	"github.com/shepherd-mesh/shepherd/sidecar/server"
+)
+
+// The mesh tests run two "pods" (two Envoy-faithful hosts, two worker VMs
+// each, each with its own shared data) against one real shepherd-sidecar in
+// this process, and fake providers.
+
+const meshConfig = `{
+  "models": {"gpt-4.1": {"input": 2.00, "output": 8.00}},
+  "sidecar": {"cluster": "sidecar", "timeoutMs": 1000, "policyPollMs": 200, "reportIntervalMs": 100},
+  "providers": [
+    {"name": "relay", "host": "relay.example.com", "cluster": "relay"},
+    {"name": "backup", "host": "backup.example.com", "cluster": "backup"}
+  ],
+  "routes": [
+    {"name": "limited", "match": {"pathPrefix": "/limited/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"failureMode": "closed"}},
+    {"name": "tokens", "match": {"pathPrefix": "/tokens/"}, "provider": "relay",
+     "globalLimits": {"tokens": true, "failureMode": "closed"}},
+    {"name": "open", "match": {"pathPrefix": "/open/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"failureMode": "open", "timeoutMs": 300}},
+    {"name": "chat", "match": {"pathPrefix": "/chat/"}, "streamUsage": false,
+     "providers": [{"name": "backup", "weight": 100}, {"name": "relay", "weight": 0}],
+     "canary": {"provider": "relay", "header": "x-canary"}},
+    {"name": "rollout", "match": {"pathPrefix": "/rollout/"}, "streamUsage": false,
+     "providers": [{"name": "backup", "weight": 100}, {"name": "relay", "weight": 0}],
+     "canary": {"provider": "relay"}}
+  ]
+}`
+
+// The sidecar's rate limits: 20 requests per minute on route limited (and on
+// route open), 400 tokens per minute on route tokens.
+const meshRateLimits = `
+domain: shepherd
+descriptors:
+  - key: route
+    value: limited
+    rate_limit: {unit: minute, requests_per_unit: 20}
+  - key: route
+    value: open
+    rate_limit: {unit: minute, requests_per_unit: 20}
+  - key: route
+    value: bench
+    rate_limit: {unit: minute, requests_per_unit: 4000000000}
+  - key: kind
+    value: tokens
+    descriptors:
+      - key: route
+        value: tokens
+        rate_limit: {unit: minute, requests_per_unit: 400}
+`
+
+// chat is held at its first step (paused) for shepherdctl; rollout steps
+// automatically with short intervals.
+const meshSidecarConfig = `
+providers:
+  - name: backup
+  - name: relay
+canary:
+  routes:
+    - route: chat
+      baseline: backup
+      canary: relay
+      steps: [10, 50, 100]
+      paused: true
+    - route: rollout
+      baseline: backup
+      canary: relay
+      steps: [10, 50, 100]
+      interval: 300ms
+      min_requests: 5
+      max_error_rate: 0.2
+      max_p99_ratio: 0
+health:
+  min_requests: 1000
+`
+
+const meshAdminToken = "mesh-admin-token"
+
+// meshClock places every rate limit hit in one window, mid-minute, so no
+// window boundary falls inside a test.
+func meshClock() time.Time { return time.Date(2026, 11, 27, 10, 0, 30, 0, time.UTC) }
+
+// sidecar is an in-process shepherd-sidecar that can be stopped and started
+// again on the same address.
+type sidecar struct {
+	opts   server.Options
+	srv    *server.Server
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startSidecar(t testing.TB) *sidecar {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	sc := &sidecar{opts: server.Options{
+		GRPCListen:          "127.0.0.1:0",
+		HTTPListen:          "127.0.0.1:0",
+		ConfigPath:          write("sidecar.yaml", meshSidecarConfig),
+		RateLimitConfigPath: write("ratelimit.yaml", meshRateLimits),
+		AdminTokenFile:      write("token", meshAdminToken),
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RateLimit:           server.RateLimitWith(ratelimit.Options{Clock: meshClock}),
+		ReloadInterval:      -1,
+		TickInterval:        50 * time.Millisecond,
+		ShutdownTimeout:     200 * time.Millisecond,
+	}}
+	sc.start(t)
+	sc.opts.GRPCListen = sc.addr // a restart comes back on the same address
+	t.Cleanup(func() { sc.stop(t) })
+	return sc
+}
+
+func (sc *sidecar) start(t testing.TB) {
+	srv, err := server.New(context.Background(), sc.opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	sc.srv, sc.addr, sc.cancel, sc.done = srv, srv.GRPCAddr(), cancel, make(chan error, 1)
+	go func() { sc.done <- srv.Serve(ctx) }()
+}
+
+func (sc *sidecar) stop(t testing.TB) {
+	if sc.cancel == nil {
+		return
+	}
+	sc.cancel()
+	sc.cancel = nil
+	require.NoError(t, <-sc.done)
+}
+
+func (sc *sidecar) client(t *testing.T) *grpc.ClientConn {
+	cc, err := grpc.NewClient(sc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// pod is one Envoy with the filter: two worker VMs sharing their shared data.
+type pod struct {
+	host *envoy.Host
+	url  string
+}
+
+type meshEnv struct {
+	sidecar         *sidecar
+	pods            [2]*pod
+	relay, backup   *fakeprovider.Provider
+	relayN, backupN atomic.Int64
+}
+
+func newMeshEnv(t *testing.T) *meshEnv {
+	m := &meshEnv{sidecar: startSidecar(t)}
+	m.relay = fakeprovider.New(fakeprovider.Options{Name: "relay"})
+	m.backup = fakeprovider.New(fakeprovider.Options{Name: "backup"})
+	clusters := map[string]string{
+		"relay":   scenario.Upstream(t, m.relay),
+		"backup":  scenario.Upstream(t, m.backup),
+		"sidecar": m.sidecar.addr,
+	}
+	for i := range m.pods {
+		h, err := envoy.New(context.Background(), envoy.Config{
+			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+			PluginConfig: []byte(meshConfig), Workers: 2,
+			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
+			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+		})
+		require.NoError(t, err)
+		front := httptest.NewServer(h)
+		t.Cleanup(func() {
+			front.Close()
+			_ = h.Close(context.Background())
+		})
+		m.pods[i] = &pod{host: h, url: front.URL}
+	}
+	return m
+}
+
+type meshResponse struct {
+	status   int
+	header   http.Header
+	body     []byte
+	provider string
+	tokens   int64
+}
+
+// do sends a chat completion to path through pod i (mod 2).
+func (m *meshEnv) do(t testing.TB, i int, path string, header ...string) meshResponse {
+	req, err := http.NewRequest(http.MethodPost, m.pods[i%2].url+path,
+		strings.NewReader(`{"model":"gpt-4.1","messages":[{"role":"user","content":"count the sheep of the mesh"}]}`))
+	require.NoError(t, err)
+	req.Host = "api.openai.com"
+	req.Header.Set("content-type", "application/json")
+	for k := 0; k+1 < len(header); k += 2 {
+		req.Header.Set(header[k], header[k+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	r := meshResponse{status: resp.StatusCode, header: resp.Header, body: b, provider: resp.Header.Get("x-shepherd-provider")}
+	if r.status == http.StatusOK {
+		var out struct {
+			Usage struct {
+				Total int64 `json:"total_tokens"`
+			} `json:"usage"`
+		}
+		require.NoError(t, json.Unmarshal(b, &out))
+		r.tokens = out.Usage.Total
+	}
+	return r
+}
+
+// openAIError decodes an OpenAI error body.
+func openAIError(t testing.TB, body []byte) (typ, code string) {
+	var e struct {
+		Error struct {
+			Type string  `json:"type"`
+			Code *string `json:"code"`
+		} `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(body, &e), "body %s", body)
+	if e.Error.Code != nil {
+		code = *e.Error.Code
+	}
+	return e.Error.Type, code
+}
+
+// until polls cond every 10 ms until it holds, failing after d.
+func until(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMeshGlobalRequestLimit: 20 requests per minute hold across two pods of
+// two workers each: of 60 concurrent requests exactly 20 are admitted (the
+// sidecar counts each check atomically), the rest get 429 in OpenAI's shape.
+func TestMeshGlobalRequestLimit(t *testing.T) {
+	m := newMeshEnv(t)
+	var ok, limited atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				r := m.do(t, w+i, "/limited/v1/chat/completions")
+				switch r.status {
+				case http.StatusOK:
+					ok.Add(1)
+				case http.StatusTooManyRequests:
+					limited.Add(1)
+					typ, code := openAIError(t, r.body)
+					require.Equal(t, "rate_limit_exceeded", typ)
+					require.Equal(t, "rate_limit_exceeded", code)
+					require.Equal(t, "20", r.header.Get("x-ratelimit-limit-requests"))
+					require.Equal(t, "0", r.header.Get("x-ratelimit-remaining-requests"))
+					require.Equal(t, "30", r.header.Get("retry-after"), "the end of the sidecar's window")
+				default:
+					t.Errorf("status %d: %s", r.status, r.body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.EqualValues(t, 20, ok.Load())
+	require.EqualValues(t, 40, limited.Load())
+	require.EqualValues(t, 20, m.relay.Requests(), "refused requests never reach the provider")
+	var global uint64
+	for _, p := range m.pods {
+		global += counterOf(t, p.host, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "limited", telemetry.LabelKind, "global_requests"))
+	}
+	require.EqualValues(t, 40, global)
+}
+
+// TestMeshGlobalTokenLimit: 400 tokens per minute hold across two pods through
+// the usage each pod reports after its responses. Admission checks that the
+// window is not over the limit; settlement charges the real usage. Requests
+// go one at a time, each after the previous one's usage is settled, so the
+// tolerance is one request's usage.
+func TestMeshGlobalTokenLimit(t *testing.T) {
+	m := newMeshEnv(t)
+	rl := rlsv3.NewRateLimitServiceClient(m.sidecar.client(t))
+	// settled reports whether the sidecar counted n tokens, asking without
+	// counting: below the limit the remaining figure tells, above it the
+	// over-limit code.
+	settled := func(n int64) bool {
+		resp, err := rl.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "shepherd",
+			Descriptors: []*commonrl.RateLimitDescriptor{{
+				Entries:    []*commonrl.RateLimitDescriptor_Entry{{Key: "kind", Value: "tokens"}, {Key: "route", Value: "tokens"}},
+				HitsAddend: wrapperspb.UInt64(0),
+			}}})
+		require.NoError(t, err)
+		if n > 400 {
+			return resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT
+		}
+		return int64(400-resp.Statuses[0].LimitRemaining) >= n
+	}
+	var admitted, last int64
+	for i := 0; ; i++ {
+		require.Less(t, i, 100, "the token limit never refused")
+		r := m.do(t, i, "/tokens/v1/chat/completions")
+		if r.status == http.StatusTooManyRequests {
+			typ, _ := openAIError(t, r.body)
+			require.Equal(t, "rate_limit_exceeded", typ)
+			require.Equal(t, "400", r.header.Get("x-ratelimit-limit-tokens"))
+			require.Equal(t, "0", r.header.Get("x-ratelimit-remaining-tokens"))
+			break
+		}
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		require.Positive(t, r.tokens)
+		admitted, last = admitted+r.tokens, r.tokens
+		until(t, 5*time.Second, "settlement of request "+strconv.Itoa(i), func() bool { return settled(admitted) })
+	}
+	require.Greater(t, admitted, int64(400), "refused only once over the limit")
+	require.LessOrEqual(t, admitted-last, int64(400), "admitted while under the limit only")
+}
+
+// TestMeshCanarySplit: `shepherdctl canary set` moves the observed split within
+// 2 s on both pods, and the override header sends a request to the canary.
+func TestMeshCanarySplit(t *testing.T) {
+	m := newMeshEnv(t)
+	ctl := buildShepherdctl(t)
+
+	// The plan holds chat at its first step: 10% on the canary (relay).
+	weightsArrived := func(canary string) func() bool {
+		return func() bool {
+			for i := 0; i < 8; i++ { // every worker of both pods, round robin
+				if m.do(t, i, "/chat/v1/chat/completions").provider == canary {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	until(t, 10*time.Second, "the policy's 10% canary weight", weightsArrived("relay"))
+	counts := map[string]int{}
+	for i := 0; i < 40; i++ {
+		counts[m.do(t, i, "/chat/v1/chat/completions").provider]++
+	}
+	require.Greater(t, counts["backup"], 25, "10%% canary: %v", counts)
+
+	r := m.do(t, 0, "/chat/v1/chat/completions", "x-canary", "true")
+	require.Equal(t, "relay", r.provider, "the override header routes to the canary")
+	require.Empty(t, m.relay.Last().Header.Get("x-canary"), "the override header is not forwarded")
+
+	cmd := exec.Command(ctl, "canary", "set", "chat", "100%", "--addr", m.sidecar.addr)
+	cmd.Env = append(os.Environ(), "SHEPHERDCTL_TOKEN="+meshAdminToken)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	set := time.Now()
+	until(t, 2*time.Second, "all of chat on the canary after canary set", func() bool {
+		for i := 0; i < 8; i++ {
+			if m.do(t, i, "/chat/v1/chat/completions").provider != "relay" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("split changed on both pods %s after shepherdctl returned", time.Since(set).Round(time.Millisecond))
+	for i := 0; i < 20; i++ {
+		require.Equal(t, "relay", m.do(t, i, "/chat/v1/chat/completions").provider)
+	}
+}
+
+// TestMeshRollout: an automatic rollout advances on healthy canary traffic
+// reported by both pods, and rolls back once the canary provider fails; the
+// rollback reaches traffic.
+func TestMeshRollout(t *testing.T) {
+	m := newMeshEnv(t)
+	pc := policyv1.NewPolicyServiceClient(m.sidecar.client(t))
+	status := func() *policyv1.CanaryStatus {
+		st, err := pc.GetCanaryStatus(context.Background(), &policyv1.GetCanaryStatusRequest{Route: "rollout"})
+		require.NoError(t, err)
+		return st.Routes[0]
+	}
+	require.EqualValues(t, 1000, status().WeightBp)
+	i := 0
+	until(t, 20*time.Second, "the rollout advancing past its first step", func() bool {
+		for k := 0; k < 10; k++ {
+			r := m.do(t, i, "/rollout/v1/chat/completions")
+			require.Equal(t, http.StatusOK, r.status)
+			i++
+		}
+		return status().WeightBp >= 5000
+	})
+	st := status()
+	require.Equal(t, policyv1.RolloutState_ROLLOUT_STATE_PROGRESSING, st.State)
+	require.Equal(t, "advance", st.LastVerdict)
+
+	// The canary starts failing: every request it gets answers 503.
+	faults := make([]fakeprovider.Fault, 1000)
+	for k := range faults {
+		faults[k].Status = http.StatusServiceUnavailable
+	}
+	m.relay.Script(faults...)
+	until(t, 20*time.Second, "the rollout rolling back", func() bool {
+		for k := 0; k < 10; k++ {
+			m.do(t, i, "/rollout/v1/chat/completions")
+			i++
+		}
+		return status().State == policyv1.RolloutState_ROLLOUT_STATE_ROLLED_BACK
+	})
+	require.EqualValues(t, 0, status().WeightBp)
+	require.Equal(t, "rollback", status().LastVerdict)
+	until(t, 5*time.Second, "traffic back on the baseline", func() bool {
+		for k := 0; k < 8; k++ {
+			if m.do(t, i+k, "/rollout/v1/chat/completions").provider != "backup" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestMeshSidecarDown: with the sidecar gone, fail-open routes serve every
+// request under their local limits (counted) and fail-closed routes answer 503
+// in OpenAI's shape; once it is back, global limits hold again without
+// restarting anything.
+func TestMeshSidecarDown(t *testing.T) {
+	m := newMeshEnv(t)
+	for i := 0; i < 4; i++ {
+		require.Equal(t, http.StatusOK, m.do(t, i, "/limited/v1/chat/completions").status)
+	}
+	m.sidecar.stop(t)
+	for i := 0; i < 40; i++ {
+		r := m.do(t, i, "/open/v1/chat/completions")
+		require.Equal(t, http.StatusOK, r.status, "fail open: %s", r.body)
+		r = m.do(t, i, "/limited/v1/chat/completions")
+		require.Equal(t, http.StatusServiceUnavailable, r.status, "fail closed")
+		typ, code := openAIError(t, r.body)
+		require.Equal(t, "server_error", typ)
+		require.Equal(t, "ratelimit_unavailable", code)
+	}
+	var failedOpen, failedClosed uint64
+	for _, p := range m.pods {
+		failedOpen += counterOf(t, p.host, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "open", telemetry.LabelKind, "open"))
+		failedClosed += counterOf(t, p.host, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "limited", telemetry.LabelKind, "closed"))
+	}
+	require.EqualValues(t, 40, failedOpen)
+	require.EqualValues(t, 40, failedClosed)
+
+	m.sidecar.start(t)
+	// The restarted sidecar counts from zero: the limit holds again once the
+	// pods' connections are back.
+	statuses := map[int]int{}
+	until(t, 25*time.Second, "global limits enforced after the restart", func() bool {
+		r := m.do(t, len(statuses), "/limited/v1/chat/completions")
+		statuses[r.status]++
+		return r.status == http.StatusTooManyRequests
+	})
+	require.Equal(t, 20, statuses[http.StatusOK], "20 admitted by the new sidecar, then refused: %v", statuses)
+	for i := 0; i < 10; i++ {
+		require.Equal(t, http.StatusTooManyRequests, m.do(t, i, "/limited/v1/chat/completions").status)
+		require.Equal(t, http.StatusOK, m.do(t, i, "/open/v1/chat/completions").status)
+	}
+}
+
+func counterOf(t testing.TB, h *envoy.Host, name string) uint64 {
+	m := &wasmMesh{host: h}
+	return m.Counter(t, name)
+}
+
+var (
+	ctlOnce sync.Once
+	ctlPath string
+	ctlErr  error
+)
+
+// buildShepherdctl builds the operator CLI once per test binary.
+func buildShepherdctl(t *testing.T) string {
+	ctlOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "shepherdctl")
+		if err != nil {
+			ctlErr = err
+			return
+		}
+		ctlPath = filepath.Join(dir, "shepherdctl")
+		out, err := exec.Command("go", "build", "-o", ctlPath, "github.com/shepherd-mesh/shepherd/sidecar/cmd/shepherdctl").CombinedOutput()
+		if err != nil {
+			ctlErr = err
+			t.Logf("%s", out)
+		}
+	})
+	require.NoError(t, ctlErr)
+	return ctlPath
+}
+
+// BenchmarkGlobalLimitRoundTrip measures what a global limit check adds to a
+// request: each iteration sends the same request through a host whose route
+// asks the sidecar (in this process, memory store, a limit that is never
+// reached) and through one whose otherwise identical route does not, against
+// the same loopback upstream, and reports the difference of their medians.
+func BenchmarkGlobalLimitRoundTrip(b *testing.B) {
+	sc := startSidecar(b)
+	up := scenario.Upstream(b, okUpstream{})
+	const cfg = `{
+  "sidecar": {"cluster": "sidecar", "policyPollMs": 0, "reportIntervalMs": 0},
+  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p"}],
+  "routes": [{"name": "bench", "match": {"pathPrefix": "/v1/"}, "provider": "p", "streamUsage": false GLOBAL}]
+}`
+	host := func(config string) *envoy.Host {
+		h, err := envoy.New(context.Background(), envoy.Config{
+			Module: module(b), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+			PluginConfig: []byte(config), Workers: 1,
+			Clusters: map[string]string{"p": up, "sidecar": sc.addr}, DefaultCluster: "p",
+			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+		})
+		require.NoError(b, err)
+		b.Cleanup(func() { h.Close(context.Background()) })
+		return h
+	}
+	global := host(strings.Replace(cfg, "GLOBAL", `, "globalLimits": {"failureMode": "closed"}`, 1))
+	local := host(strings.Replace(cfg, "GLOBAL", "", 1))
+	do := func(h *envoy.Host) time.Duration {
+		r := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+		r.Host = "api.openai.com"
+		w := httptest.NewRecorder()
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		d := time.Since(start)
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		return d
+	}
+	for i := 0; i < 200; i++ { // warm both VMs and connections
+		do(global)
+		do(local)
+	}
+	with := make([]time.Duration, 0, b.N)
+	without := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		with = append(with, do(global))
+		without = append(without, do(local))
+	}
+	b.StopTimer()
+	p50w, p50n := median(with), median(without)
+	b.ReportMetric(float64(p50w.Microseconds()), "global-p50-µs")
+	b.ReportMetric(float64(p50n.Microseconds()), "local-p50-µs")
+	b.ReportMetric(float64((p50w-p50n).Nanoseconds())/1e3, "added-p50-µs")
+}
