@@ -6,7 +6,7 @@
 //	shepherdctl canary promote|rollback|pause|resume ROUTE
 //	shepherdctl policy
 //	shepherdctl limits check --domain D --descriptor k=v,k2=v2 [--hits N]
-//	shepherdctl validate sidecar|ratelimit|filter|wasmplugin PATH
+//	shepherdctl validate sidecar|ratelimit|filter|wasmplugin|istio PATH
 //	shepherdctl bench rls --addr A [--concurrency 32] [--duration 5s] [--serve-null]
 //
 // Exit codes: 0 success, 1 failure (the call or the validation failed),
@@ -53,6 +53,7 @@ commands:
   validate ratelimit PATH                     check a rate limit config file or directory
   validate filter FILE                        check a filter pluginConfig (JSON or YAML)
   validate wasmplugin FILE                    check an Istio WasmPlugin manifest
+  validate istio DIR                          check a kustomize overlay (istio/overlays/<name>) as istiod would
   bench rls --addr A [--concurrency N] [--duration D] [--serve-null]
                                               measure a rate limit service
 

@@ -218,6 +218,8 @@ func TestValidate(t *testing.T) {
 		{[]string{"wasmplugin", "testdata/wasmplugin-badconfig.yaml"}, exitFail, "",
 			"shepherdctl: wasmplugin testdata/wasmplugin-badconfig.yaml: document 1: spec.pluginConfig: "},
 		{[]string{"wasmplugin", "testdata/sidecar.yaml"}, exitFail, "", "no WasmPlugin document found"},
+		{[]string{"istio", "../../../istio/overlays/namespace"}, exitOK, "ok: ../../../istio/overlays/namespace\n", ""},
+		{[]string{"istio", "../../../istio/validate/testdata/broken-overlay"}, exitFail, "", "shepherdctl: istio overlay ../../../istio/validate/testdata/broken-overlay: "},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -17,13 +17,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	fconfig "github.com/shepherd-mesh/shepherd/filter/config"
+	istiovalidate "github.com/shepherd-mesh/shepherd/istio/validate"
 	"github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 )
 
 func validateCmd(args []string, out io.Writer) error {
 	if len(args) != 2 {
-		return usagef("validate: want `validate sidecar|ratelimit|filter|wasmplugin PATH`")
+		return usagef("validate: want `validate sidecar|ratelimit|filter|wasmplugin|istio PATH`")
 	}
 	kind, path := args[0], args[1]
 	switch kind {
@@ -62,8 +63,14 @@ func validateCmd(args []string, out io.Writer) error {
 			return fmt.Errorf("wasmplugin %s: %w", path, err)
 		}
 		fmt.Fprintf(out, "ok: %s: WasmPlugin %s\n", path, strings.Join(names, ", "))
+	case "istio":
+		if err := istiovalidate.Overlay(path, istiovalidate.Options{}); err != nil {
+			// Every problem found, one per line.
+			return fmt.Errorf("istio overlay %s:\n%w", path, err)
+		}
+		fmt.Fprintf(out, "ok: %s\n", path)
 	default:
-		return usagef("validate: unknown kind %q (sidecar, ratelimit, filter, wasmplugin)", kind)
+		return usagef("validate: unknown kind %q (sidecar, ratelimit, filter, wasmplugin, istio)", kind)
 	}
 	return nil
 }
