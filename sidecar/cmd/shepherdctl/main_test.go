@@ -137,7 +137,7 @@ func TestCanaryUsageErrors(t *testing.T) {
 		{[]string{"limits", "check", "--descriptor", "a=b"}, "limits check: --domain is required"},
 		{[]string{"limits", "check", "--domain", "d"}, "limits check: at least one --descriptor is required"},
 		{[]string{"limits", "check", "--domain", "d", "--descriptor", "novalue"}, `want key=value`},
-		{[]string{"validate", "sidecar"}, "validate: want `validate sidecar|ratelimit|filter|wasmplugin PATH`"},
+		{[]string{"validate", "sidecar"}, "validate: want `validate sidecar|ratelimit|filter|wasmplugin|istio PATH`"},
 		{[]string{"validate", "thing", "x"}, `validate: unknown kind "thing"`},
 		{[]string{"bench", "rls"}, "bench rls: --addr is required"},
 	}
@@ -219,7 +219,7 @@ func TestValidate(t *testing.T) {
 			"shepherdctl: wasmplugin testdata/wasmplugin-badconfig.yaml: document 1: spec.pluginConfig: "},
 		{[]string{"wasmplugin", "testdata/sidecar.yaml"}, exitFail, "", "no WasmPlugin document found"},
 		{[]string{"istio", "../../../istio/overlays/namespace"}, exitOK, "ok: ../../../istio/overlays/namespace\n", ""},
-		{[]string{"istio", "../../../istio/validate/testdata/broken-overlay"}, exitFail, "", "shepherdctl: istio overlay ../../../istio/validate/testdata/broken-overlay: "},
+		{[]string{"istio", "../../../istio/validate/testdata/broken-overlay"}, exitFail, "", "shepherdctl: istio overlay ../../../istio/validate/testdata/broken-overlay:\nkustomize build ../../../istio/validate/testdata/broken-overlay: accumulating resources"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
