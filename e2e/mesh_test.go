@@ -56,7 +56,10 @@ const meshConfig = `{
      "canary": {"provider": "relay", "header": "x-canary"}},
     {"name": "rollout", "match": {"pathPrefix": "/rollout/"}, "streamUsage": false,
      "providers": [{"name": "backup", "weight": 100}, {"name": "relay", "weight": 0}],
-     "canary": {"provider": "relay"}}
+     "canary": {"provider": "relay"}},
+    {"name": "budget", "match": {"pathPrefix": "/budget/"}, "provider": "relay", "streamUsage": false},
+    {"name": "tenants", "match": {"pathPrefix": "/tenants/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}}
   ]
 }`
 
@@ -83,11 +86,18 @@ descriptors:
 `
 
 // chat is held at its first step (paused) for shepherdctl; rollout steps
-// automatically with short intervals.
+// automatically with short intervals. The relay's credential comes from the
+// sidecar; route budget and consumer team-broke have a budget of $1.
 const meshSidecarConfig = `
 providers:
   - name: backup
   - name: relay
+    credential: {file: DIR/relay.key}
+budgets:
+  routes:
+    - {route: budget, monthly_usd: 1}
+  consumers:
+    - {consumer: team-broke, monthly_usd: 1}
 canary:
   routes:
     - route: chat
@@ -107,7 +117,10 @@ health:
   min_requests: 1000
 `
 
-const meshAdminToken = "mesh-admin-token"
+const (
+	meshAdminToken = "mesh-admin-token"
+	meshRelayKey   = "sk-relay-from-the-sidecar"
+)
 
 // meshClock places every rate limit hit in one window, mid-minute, so no
 // window boundary falls inside a test.
@@ -130,10 +143,11 @@ func startSidecar(t testing.TB) *sidecar {
 		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
 		return p
 	}
+	write("relay.key", meshRelayKey)
 	sc := &sidecar{opts: server.Options{
 		GRPCListen:          "127.0.0.1:0",
 		HTTPListen:          "127.0.0.1:0",
-		ConfigPath:          write("sidecar.yaml", meshSidecarConfig),
+		ConfigPath:          write("sidecar.yaml", strings.ReplaceAll(meshSidecarConfig, "DIR", dir)),
 		RateLimitConfigPath: write("ratelimit.yaml", meshRateLimits),
 		AdminTokenFile:      write("token", meshAdminToken),
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -199,7 +213,7 @@ func newMeshEnv(t *testing.T) *meshEnv {
 			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
 			PluginConfig: []byte(meshConfig), Workers: 2,
 			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
-			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+			StatsTags: statsTags(), LogWriter: io.Discard, LogLevel: "trace", CompilationCache: compileCache,
 		})
 		require.NoError(t, err)
 		front := httptest.NewServer(h)
@@ -496,6 +510,70 @@ func TestMeshSidecarDown(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		require.Equal(t, http.StatusTooManyRequests, m.do(t, i, "/limited/v1/chat/completions").status)
 		require.Equal(t, http.StatusOK, m.do(t, i, "/open/v1/chat/completions").status)
+	}
+}
+
+// TestMeshPolicy: what the sidecar's policy says reaches traffic on both pods:
+// the relay's credential, a spent route or consumer budget (429
+// insufficient_quota), and a provider's cooldown (its traffic moves to the
+// route's other provider).
+func TestMeshPolicy(t *testing.T) {
+	m := newMeshEnv(t)
+	pc := policyv1.NewPolicyServiceClient(m.sidecar.client(t))
+
+	until(t, 10*time.Second, "the sidecar's credential on both pods", func() bool {
+		for i := 0; i < 4; i++ {
+			require.Equal(t, http.StatusOK, m.do(t, i, "/budget/v1/chat/completions").status)
+			if m.relay.Last().Header.Get("Authorization") != "Bearer "+meshRelayKey {
+				return false
+			}
+		}
+		return true
+	})
+
+	require.Equal(t, http.StatusOK, m.do(t, 0, "/tenants/v1/chat/completions", "x-tenant", "team-broke").status)
+	_, err := pc.ReportOutcomes(context.Background(), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
+		{Route: "budget", Provider: "relay", StatusCode: 200, CostMicroUsd: 1_000_000},
+		{Route: "tenants", Provider: "relay", Consumer: "team-broke", StatusCode: 200, CostMicroUsd: 1_000_000},
+		{Route: "chat", Provider: "backup", StatusCode: 429, HasRatelimitRemaining: true, RatelimitRemaining: 0, RetryAfterMs: 60_000},
+	}})
+	require.NoError(t, err)
+	refused := func(i int, path string, header ...string) bool {
+		r := m.do(t, i, path, header...)
+		if r.status != http.StatusTooManyRequests {
+			return false
+		}
+		typ, code := openAIError(t, r.body)
+		require.Equal(t, "insufficient_quota", typ)
+		require.Equal(t, "insufficient_quota", code)
+		require.Empty(t, r.header.Get("retry-after"), "waiting does not help")
+		return true
+	}
+	until(t, 5*time.Second, "spent budgets refused on both pods", func() bool {
+		for i := 0; i < 4; i++ {
+			if !refused(i, "/budget/v1/chat/completions") || !refused(i, "/tenants/v1/chat/completions", "x-tenant", "team-broke") {
+				return false
+			}
+		}
+		return true
+	})
+	require.Equal(t, http.StatusOK, m.do(t, 0, "/tenants/v1/chat/completions", "x-tenant", "team-ok").status,
+		"other consumers go on")
+	until(t, 5*time.Second, "the cooling baseline skipped on both pods", func() bool {
+		for i := 0; i < 8; i++ {
+			if m.do(t, i, "/chat/v1/chat/completions").provider != "relay" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, p := range m.pods {
+		for _, line := range p.host.Logs() {
+			require.NotContains(t, line.Text, meshRelayKey)
+		}
+		var buf strings.Builder
+		p.host.WritePrometheus(&buf)
+		require.NotContains(t, buf.String(), meshRelayKey)
 	}
 }
 

@@ -120,7 +120,7 @@ func (p *plugin) applyPolicy(raw []byte) {
 		return
 	}
 	p.policy.overlay = mesh.NewOverlay(p.policy.cfg, &pol)
-	proxywasm.LogInfo("shepherd: sidecar policy version " + strconv.FormatUint(pol.Version, 10) + " applied")
+	proxywasm.LogDebug("shepherd: sidecar policy version " + strconv.FormatUint(pol.Version, 10) + " applied")
 }
 
 // pollPolicy takes or keeps the poller's lease and, holding it, asks the
