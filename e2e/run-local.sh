@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local mesh: two fake OpenAI-compatible providers (the relay throttles a share
-# of its traffic) and shepherd-local running the filter in front of them, on
-# loopback, until Ctrl-C. Started by `make run` after `make build`. Ports can be
-# moved with the variables below.
+# of its traffic), shepherd-sidecar (global limits, canary rollout, budgets) and
+# shepherd-local running the filter in front of them, on loopback, until Ctrl-C.
+# Started by `make run` after `make build`. Ports can be moved with the variables
+# below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 : "${SHEPHERD_ADMIN:=127.0.0.1:15000}"
 : "${RELAY_LISTEN:=127.0.0.1:9001}"
 : "${BACKUP_LISTEN:=127.0.0.1:9002}"
+: "${SIDECAR_GRPC:=127.0.0.1:8081}"
+: "${SIDECAR_HTTP:=127.0.0.1:8082}"
 : "${SHEPHERD_WORKERS:=2}"
 : "${RELAY_THROTTLE_PERCENT:=25}"
 : "${DEMO_REQUESTS:=40}"
@@ -19,6 +22,11 @@ key() { echo "local-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"; }
 RELAY_API_KEY=$(key)
 BACKUP_API_KEY=$(key)
 export RELAY_API_KEY BACKUP_API_KEY
+
+# The sidecar's admin token (for shepherdctl's canary commands) and its state
+# live in a throwaway directory.
+state=$(mktemp -d)
+key > "$state/admin-token"
 
 # The filter encodes metric labels into names; these rules (the same the Istio
 # manifests ship) turn them back into Prometheus labels.
@@ -31,6 +39,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$state"
 }
 trap cleanup EXIT INT TERM
 
@@ -40,28 +49,35 @@ pids+=($!)
 bin/fake-provider --listen "$BACKUP_LISTEN" --name backup --api-key-env BACKUP_API_KEY &
 pids+=($!)
 
+bin/shepherd-sidecar --grpc-listen "$SIDECAR_GRPC" --http-listen "$SIDECAR_HTTP" \
+  --config e2e/local/sidecar.yaml --ratelimit-config e2e/local/ratelimit.yaml \
+  --admin-token-file "$state/admin-token" --state-file "$state/state.json" \
+  --log-format text --log-level warn &
+pids+=($!)
+
 bin/shepherd-local \
   --wasm bin/shepherd.wasm \
   --plugin-config e2e/local/plugin-config.json \
   --plugin-name shepherd --vm-id shepherd --root-id shepherd \
   --workers "$SHEPHERD_WORKERS" \
   --listen "$SHEPHERD_LISTEN" --admin "$SHEPHERD_ADMIN" \
-  --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" \
+  --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" --cluster "sidecar=$SIDECAR_GRPC" \
   --route relay.local=relay --route backup.local=backup --default-cluster relay \
   --env "RELAY_API_KEY=$RELAY_API_KEY" --env "BACKUP_API_KEY=$BACKUP_API_KEY" \
   "${stats_tags[@]}" &
 pids+=($!)
 
-# Wait until the proxy answers before sending anything.
-ready=
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$SHEPHERD_ADMIN/ready" >/dev/null 2>&1; then ready=1; break; fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then
-  echo "shepherd-local did not become ready on $SHEPHERD_ADMIN" >&2
+# Wait until the proxy and the sidecar answer before sending anything.
+wait_ready() {
+  for _ in $(seq 1 100); do
+    if curl -fsS "$1" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "$2 did not become ready ($1)" >&2
   exit 1
-fi
+}
+wait_ready "http://$SHEPHERD_ADMIN/ready" shepherd-local
+wait_ready "http://$SIDECAR_HTTP/readyz" shepherd-sidecar
 
 echo
 echo "Sending $DEMO_REQUESTS demo requests (the relay throttles ${RELAY_THROTTLE_PERCENT}% of its traffic):"
@@ -82,7 +98,19 @@ shepherd local mesh is up.
     curl -si http://$SHEPHERD_LISTEN/v1/chat/completions -H 'x-priority: high' \\
       -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"hello"}]}'
 
+  The canary (the backup provider, 10% at first; the sidecar steps it up every
+  30 s while it answers well), forced with a header, or moved by hand:
+    curl -si http://$SHEPHERD_LISTEN/v1/chat/completions -H 'x-canary: true' \\
+      -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"hello"}]}'
+    SHEPHERDCTL_TOKEN=\$(cat $state/admin-token) bin/shepherdctl canary set chat 50 --addr $SIDECAR_GRPC
+    bin/shepherdctl canary status --addr $SIDECAR_GRPC
+
+  Global limits (the sidecar counts for every pod; 300 requests a minute per x-tenant);
+  this asks as one more request would, and counts as one:
+    bin/shepherdctl limits check --addr $SIDECAR_GRPC --domain shepherd --descriptor route=chat
+
   Metrics:  curl -s http://$SHEPHERD_ADMIN/stats/prometheus | grep -E '^(shepherd|gen_ai)_'
+            curl -s http://$SIDECAR_HTTP/metrics | grep -E '^shepherd_sidecar_'
   Logs:     curl -s http://$SHEPHERD_ADMIN/logs
 
 Ctrl-C stops everything.

@@ -1,7 +1,8 @@
 // Command shepherd-demo sends a short burst of chat completions through the local
 // mesh (a mix of models, aliases, priorities and streams) and prints what the filter
 // did with them, read from the proxy's /stats/prometheus: answers by provider, model
-// and status class, fallbacks, rate-limited requests, tokens and cost.
+// and status class, fallbacks, requests refused by local or global limits or
+// budgets, how the sidecar conversation went, tokens and cost.
 package main
 
 import (
@@ -118,9 +119,21 @@ func printSummary(samples []promtext.Sample) {
 		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\t%.0f\n", s.Labels["route"], s.Labels["from"], s.Labels["to"], s.Labels["reason"], s.Value)
 	}
 	if rl := pick(samples, "shepherd_ratelimited_total"); len(rl) > 0 {
-		section("refused by local limits (route, kind)")
+		section("refused by limits and budgets (route, kind)")
 		for _, s := range rl {
 			fmt.Fprintf(tw, "  %s\t%s\t%.0f\n", s.Labels["route"], s.Labels["kind"], s.Value)
+		}
+	}
+	if gf := pick(samples, "shepherd_global_limit_failures_total"); len(gf) > 0 {
+		section("global limit checks without an answer (route, failure mode)")
+		for _, s := range gf {
+			fmt.Fprintf(tw, "  %s\t%s\t%.0f\n", s.Labels["route"], s.Labels["kind"], s.Value)
+		}
+	}
+	if se := pick(samples, "shepherd_sidecar_errors_total"); len(se) > 0 {
+		section("failed sidecar calls (kind)")
+		for _, s := range se {
+			fmt.Fprintf(tw, "  %s\t%.0f\n", s.Labels["kind"], s.Value)
 		}
 	}
 	section("tokens (model: input, output)")
