@@ -88,3 +88,27 @@ func TestCredentialsNeverLeak(t *testing.T) {
 	// And the client's own key never reached a provider.
 	require.Equal(t, []string{"Bearer " + relayKey}, relay.Last().Header.Values("Authorization"))
 }
+
+// TestInternalHeadersAreStripped: headers in shepherd's own namespace cannot be
+// injected by clients: the provider never sees them, and the client sees only the
+// ones the filter set.
+func TestInternalHeadersAreStripped(t *testing.T) {
+	relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
+	_, url := lifecycleHost(t, `{"providers":[{"name":"p","host":"p.example.com","cluster":"p"}],`+
+		`"routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`, scenario.Upstream(t, relay))
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("x-shepherd-provider", "forged")
+	req.Header.Set("x-shepherd-attempts", "99")
+	req.Header.Set("X-Shepherd-Anything", "forged")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for k := range relay.Last().Header {
+		require.False(t, strings.HasPrefix(strings.ToLower(k), "x-shepherd-"), "provider saw %s", k)
+	}
+	require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "1", resp.Header.Get("x-shepherd-attempts"))
+}
