@@ -290,7 +290,7 @@ func (p *parser) array(depth int) (*Value, error) {
 
 // str reads the string starting at p.pos (which holds the opening quote).
 func (p *parser) str() (string, error) {
-	end, escaped, err := scanString(p.data, p.pos)
+	end, escaped, err := ScanString(p.data, p.pos)
 	if err != nil {
 		return "", err
 	}
@@ -300,46 +300,6 @@ func (p *parser) str() (string, error) {
 		return string(raw), nil
 	}
 	return unescape(raw), nil
-}
-
-// scanString validates the string whose opening quote is at data[start] and
-// returns the offset just past its closing quote, and whether it holds escapes.
-func scanString(data []byte, start int) (end int, escaped bool, err error) {
-	i := start + 1
-	for i < len(data) {
-		c := data[i]
-		switch {
-		case c == '"':
-			return i + 1, escaped, nil
-		case c == '\\':
-			escaped = true
-			if i+1 >= len(data) {
-				return 0, false, &SyntaxError{Offset: i, Msg: "unterminated escape"}
-			}
-			switch data[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(data) || !isHex4(data[i+2:i+6]) {
-					return 0, false, &SyntaxError{Offset: i, Msg: "malformed \\u escape"}
-				}
-				i += 6
-			default:
-				return 0, false, &SyntaxError{Offset: i, Msg: "unknown escape"}
-			}
-		case c < 0x20:
-			return 0, false, &SyntaxError{Offset: i, Msg: "control character in string"}
-		case c < utf8.RuneSelf:
-			i++
-		default:
-			r, size := utf8.DecodeRune(data[i:])
-			if r == utf8.RuneError && size <= 1 {
-				return 0, false, &SyntaxError{Offset: i, Msg: "invalid utf-8 in string"}
-			}
-			i += size
-		}
-	}
-	return 0, false, &SyntaxError{Offset: start, Msg: "unterminated string"}
 }
 
 func isHex4(b []byte) bool {

@@ -106,7 +106,7 @@ func Unquote(token []byte) (string, error) {
 	if len(token) < 2 || token[0] != '"' {
 		return "", &SyntaxError{Offset: 0, Msg: "not a string"}
 	}
-	end, escaped, err := scanString(token, 0)
+	end, escaped, err := ScanString(token, 0)
 	if err != nil {
 		return "", err
 	}
