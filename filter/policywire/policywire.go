@@ -435,23 +435,5 @@ func ParseReportOutcomesResponse(b []byte) (accepted uint32, version uint64, err
 	return accepted, version, nil
 }
 
-// parseError says which part of a message was malformed; it never holds
-// field contents.
-type parseError struct {
-	where string
-	err   error
-}
-
-func (e *parseError) Error() string { return "policywire: " + e.where + ": " + e.err.Error() }
-
-func (e *parseError) Unwrap() error { return e.err }
-
-func wrap(where string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*parseError); ok {
-		return err
-	}
-	return &parseError{where: where, err: err}
-}
+// wrap says which part of a message was malformed (never its contents).
+func wrap(where string, err error) error { return wire.Wrap("policywire", where, err) }

@@ -327,22 +327,5 @@ func reuse(old string, b []byte) string {
 	return string(b)
 }
 
-// parseError says which part of a response was malformed.
-type parseError struct {
-	where string
-	err   error
-}
-
-func (e *parseError) Error() string { return "rls: " + e.where + ": " + e.err.Error() }
-
-func (e *parseError) Unwrap() error { return e.err }
-
-func wrap(where string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*parseError); ok {
-		return err
-	}
-	return &parseError{where: where, err: err}
-}
+// wrap says which part of a message was malformed (never its contents).
+func wrap(where string, err error) error { return wire.Wrap("rls", where, err) }

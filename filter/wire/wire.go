@@ -387,3 +387,26 @@ func (r *Reader) BytesOffset() int {
 // over the value, so Skip only marks a field the caller ignores on purpose
 // (unknown fields, for forward compatibility).
 func (r *Reader) Skip() {}
+
+// MessageError says which part of a message a codec found malformed. It never
+// holds field contents, which may be secrets.
+type MessageError struct {
+	Codec, Where string
+	Err          error
+}
+
+func (e *MessageError) Error() string { return e.Codec + ": " + e.Where + ": " + e.Err.Error() }
+
+func (e *MessageError) Unwrap() error { return e.Err }
+
+// Wrap returns err as a MessageError of codec at where; nil stays nil, and an
+// error already wrapped keeps its innermost place.
+func Wrap(codec, where string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*MessageError); ok {
+		return err
+	}
+	return &MessageError{Codec: codec, Where: where, Err: err}
+}
