@@ -27,6 +27,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
@@ -53,7 +54,7 @@ const meshConfig = `{
      "globalLimits": {"failureMode": "open", "timeoutMs": 300}},
     {"name": "chat", "match": {"pathPrefix": "/chat/"}, "streamUsage": false,
      "providers": [{"name": "backup", "weight": 100}, {"name": "relay", "weight": 0}],
-     "canary": {"provider": "relay", "header": "x-canary"}},
+     "canary": {"provider": "relay", "header": "x-canary", "stickyHeader": "x-user"}},
     {"name": "rollout", "match": {"pathPrefix": "/rollout/"}, "streamUsage": false,
      "providers": [{"name": "backup", "weight": 100}, {"name": "relay", "weight": 0}],
      "canary": {"provider": "relay"}},
@@ -374,28 +375,48 @@ func TestMeshGlobalTokenLimit(t *testing.T) {
 }
 
 // TestMeshCanarySplit: `shepherdctl canary set` moves the observed split within
-// 2 s on both pods, and the override header sends a request to the canary.
+// 2 s on both pods, the override header sends a request to the canary, and a
+// sticky client keeps its provider.
 func TestMeshCanarySplit(t *testing.T) {
 	m := newMeshEnv(t)
 	ctl := buildShepherdctl(t)
 
-	// The plan holds chat at its first step: 10% on the canary (relay).
-	weightsArrived := func(canary string) func() bool {
-		return func() bool {
-			for i := 0; i < 8; i++ { // every worker of both pods, round robin
-				if m.do(t, i, "/chat/v1/chat/completions").provider == canary {
-					return true
-				}
-			}
-			return false
+	// The plan holds chat at its first step: 10% on the canary (relay). A
+	// sticky user whose pick falls in the canary's tenth goes to the relay on
+	// the VMs that have the policy, and to the backup (the config's 100%) on
+	// those that do not yet: wait until every VM of both pods has it.
+	canaryUser := ""
+	for u := 0; canaryUser == ""; u++ {
+		if mesh.StickyPick("user-"+strconv.Itoa(u))%10000 >= 9000 {
+			canaryUser = "user-" + strconv.Itoa(u)
 		}
 	}
-	until(t, 10*time.Second, "the policy's 10% canary weight", weightsArrived("relay"))
+	until(t, 10*time.Second, "the policy's 10% canary weight on every VM", func() bool {
+		for i := 0; i < 8; i++ { // every worker of both pods, round robin
+			if m.do(t, i, "/chat/v1/chat/completions", "x-user", canaryUser).provider != "relay" {
+				return false
+			}
+		}
+		return true
+	})
 	counts := map[string]int{}
 	for i := 0; i < 40; i++ {
 		counts[m.do(t, i, "/chat/v1/chat/completions").provider]++
 	}
 	require.Greater(t, counts["backup"], 25, "10%% canary: %v", counts)
+
+	// A sticky client stays on one provider on every worker of both pods, and
+	// sticky clients spread over both providers.
+	seen := map[string]bool{}
+	for u := 0; u < 40; u++ {
+		user := "user-" + strconv.Itoa(u)
+		first := m.do(t, 0, "/chat/v1/chat/completions", "x-user", user).provider
+		seen[first] = true
+		for i := 1; i < 4; i++ {
+			require.Equal(t, first, m.do(t, i, "/chat/v1/chat/completions", "x-user", user).provider, "user %s", user)
+		}
+	}
+	require.Len(t, seen, 2, "40 users all on one provider at 10%%")
 
 	r := m.do(t, 0, "/chat/v1/chat/completions", "x-canary", "true")
 	require.Equal(t, "relay", r.provider, "the override header routes to the canary")

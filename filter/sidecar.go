@@ -286,8 +286,8 @@ func (s *stream) globalFailed(async bool) types.Action {
 	r := s.decision.Route
 	p := s.plugin
 	p.sidecarError(callCheck)
+	s.checked = false // the sidecar did not count it: nothing to settle
 	if r.GlobalLimits.FailClosed {
-		s.checked = false
 		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 1}, 1)
 		return s.reply(503, nil, "the global rate limit service is unavailable for route "+r.Name, openai.TypeServer, "ratelimit_unavailable")
 	}
