@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -682,4 +683,77 @@ func BenchmarkGlobalLimitRoundTrip(b *testing.B) {
 	b.ReportMetric(float64(p50w.Microseconds()), "global-p50-µs")
 	b.ReportMetric(float64(p50n.Microseconds()), "local-p50-µs")
 	b.ReportMetric(float64((p50w-p50n).Nanoseconds())/1e3, "added-p50-µs")
+}
+
+// rawCodec passes gRPC messages as bytes, for a sidecar that answers garbage.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// TestMeshSidecarSlowOrGarbage: a sidecar that answers past the check's
+// deadline, or answers bytes that are no RateLimitResponse, is a failure like
+// one that is down: 503 on fail-closed routes, the request served on
+// fail-open ones.
+func TestMeshSidecarSlowOrGarbage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(grpc.ServerStream) error
+	}{
+		{"slow", func(s grpc.ServerStream) error {
+			select { // past every deadline the filter sets, until the call is cancelled
+			case <-s.Context().Done():
+			case <-time.After(20 * time.Second):
+			}
+			return s.Context().Err()
+		}},
+		{"garbage", func(s grpc.ServerStream) error {
+			msg := []byte{0xff, 0xff, 0xff, 0xff}
+			return s.SendMsg(&msg)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, s grpc.ServerStream) error {
+				var in []byte
+				if err := s.RecvMsg(&in); err != nil {
+					return err
+				}
+				return tc.answer(s)
+			}))
+			go func() { _ = srv.Serve(lis) }()
+			t.Cleanup(srv.Stop)
+
+			relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
+			h, err := envoy.New(context.Background(), envoy.Config{
+				Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+				PluginConfig: []byte(meshConfig), Workers: 2,
+				Clusters:  map[string]string{"relay": scenario.Upstream(t, relay), "backup": scenario.Upstream(t, relay), "sidecar": lis.Addr().String()},
+				Routes:    map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
+				StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+			})
+			require.NoError(t, err)
+			front := httptest.NewServer(h)
+			t.Cleanup(func() {
+				front.Close()
+				_ = h.Close(context.Background())
+			})
+			m := &meshEnv{pods: [2]*pod{{host: h, url: front.URL}, {host: h, url: front.URL}}}
+			for i := 0; i < 2; i++ { // one request per worker VM
+				r := m.do(t, i, "/open/v1/chat/completions")
+				require.Equal(t, http.StatusOK, r.status, "fail open: %s", r.body)
+				r = m.do(t, i, "/limited/v1/chat/completions")
+				require.Equal(t, http.StatusServiceUnavailable, r.status, "fail closed: %s", r.body)
+				typ, code := openAIError(t, r.body)
+				require.Equal(t, "server_error", typ)
+				require.Equal(t, "ratelimit_unavailable", code)
+			}
+			require.EqualValues(t, 2, counterOf(t, h, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "open", telemetry.LabelKind, "open")))
+		})
+	}
 }
