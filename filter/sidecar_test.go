@@ -220,3 +220,31 @@ func TestCanaryHeaderAndOutcomes(t *testing.T) {
 	require.EqualValues(t, 7, o.RatelimitRemaining)
 	require.EqualValues(t, 2000, o.RetryAfterMs)
 }
+
+// TestPolicyLease: a VM leaves polling to the holder of a live lease and
+// takes over a lapsed one.
+func TestPolicyLease(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		until int64 // the other owner's lease expiry, from now
+		polls bool
+	}{
+		{"live lease held by another VM", 60e9, false},
+		{"lapsed lease", -1e9, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := sidecarHost(t)
+			require.NoError(t, h.SetSharedData(mesh.LeaseKey, mesh.AppendLease(nil, 12345, nowNanos()+tc.until), 0))
+			h.Tick()
+			polled := false
+			for _, c := range h.GetGrpcCalloutAttributesFromContext(proxytest.RootContextID) {
+				polled = polled || c.Method == policywire.MethodGetPolicy
+			}
+			require.Equal(t, tc.polls, polled)
+			lease, _, err := h.GetSharedData(mesh.LeaseKey)
+			require.NoError(t, err)
+			owner, _ := mesh.Uint64(lease)
+			require.Equal(t, tc.polls, owner != 12345, "the lease changes hands only when it lapsed")
+		})
+	}
+}
