@@ -604,85 +604,12 @@ func counterOf(t testing.TB, h *envoy.Host, name string) uint64 {
 	return m.Counter(t, name)
 }
 
-var (
-	ctlOnce sync.Once
-	ctlPath string
-	ctlErr  error
-)
-
-// buildShepherdctl builds the operator CLI once per test binary.
+// buildShepherdctl builds the operator CLI into the test's temporary directory.
 func buildShepherdctl(t *testing.T) string {
-	ctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shepherdctl")
-		if err != nil {
-			ctlErr = err
-			return
-		}
-		ctlPath = filepath.Join(dir, "shepherdctl")
-		out, err := exec.Command("go", "build", "-o", ctlPath, "github.com/shepherd-mesh/shepherd/sidecar/cmd/shepherdctl").CombinedOutput()
-		if err != nil {
-			ctlErr = err
-			t.Logf("%s", out)
-		}
-	})
-	require.NoError(t, ctlErr)
-	return ctlPath
-}
-
-// BenchmarkGlobalLimitRoundTrip measures what a global limit check adds to a
-// request: each iteration sends the same request through a host whose route
-// asks the sidecar (in this process, memory store, a limit that is never
-// reached) and through one whose otherwise identical route does not, against
-// the same loopback upstream, and reports the difference of their medians.
-func BenchmarkGlobalLimitRoundTrip(b *testing.B) {
-	sc := startSidecar(b)
-	up := scenario.Upstream(b, okUpstream{})
-	const cfg = `{
-  "sidecar": {"cluster": "sidecar", "policyPollMs": 0, "reportIntervalMs": 0},
-  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p"}],
-  "routes": [{"name": "bench", "match": {"pathPrefix": "/v1/"}, "provider": "p", "streamUsage": false GLOBAL}]
-}`
-	host := func(config string) *envoy.Host {
-		h, err := envoy.New(context.Background(), envoy.Config{
-			Module: module(b), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-			PluginConfig: []byte(config), Workers: 1,
-			Clusters: map[string]string{"p": up, "sidecar": sc.addr}, DefaultCluster: "p",
-			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
-		})
-		require.NoError(b, err)
-		b.Cleanup(func() { h.Close(context.Background()) })
-		return h
-	}
-	global := host(strings.Replace(cfg, "GLOBAL", `, "globalLimits": {"failureMode": "closed"}`, 1))
-	local := host(strings.Replace(cfg, "GLOBAL", "", 1))
-	do := func(h *envoy.Host) time.Duration {
-		r := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
-		r.Host = "api.openai.com"
-		w := httptest.NewRecorder()
-		start := time.Now()
-		h.ServeHTTP(w, r)
-		d := time.Since(start)
-		if w.Code != http.StatusOK {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
-		return d
-	}
-	for i := 0; i < 200; i++ { // warm both VMs and connections
-		do(global)
-		do(local)
-	}
-	with := make([]time.Duration, 0, b.N)
-	without := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		with = append(with, do(global))
-		without = append(without, do(local))
-	}
-	b.StopTimer()
-	p50w, p50n := median(with), median(without)
-	b.ReportMetric(float64(p50w.Microseconds()), "global-p50-µs")
-	b.ReportMetric(float64(p50n.Microseconds()), "local-p50-µs")
-	b.ReportMetric(float64((p50w-p50n).Nanoseconds())/1e3, "added-p50-µs")
+	path := filepath.Join(t.TempDir(), "shepherdctl")
+	out, err := exec.Command("go", "build", "-o", path, "github.com/shepherd-mesh/shepherd/sidecar/cmd/shepherdctl").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return path
 }
 
 // rawCodec passes gRPC messages as bytes, for a sidecar that answers garbage.
