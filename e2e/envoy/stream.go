@@ -375,7 +375,11 @@ func (s *stream) serve() {
 	s.codeDetails = "via_upstream"
 	s.unlock()
 	respEOS := resp.ContentLength == 0 || method == http.MethodHead
-	s.processResponse(resp.Body, respEOS, func() http.Header { return resp.Trailer }, true)
+	var respBody io.Reader = resp.Body
+	if resp.ContentLength > 0 {
+		respBody = &lengthReader{r: resp.Body, left: resp.ContentLength}
+	}
+	s.processResponse(respBody, respEOS, func() http.Header { return resp.Trailer }, true)
 }
 
 // pumpRequestBody feeds the request body through proxy_on_request_body into the
@@ -550,7 +554,7 @@ func (s *stream) respondLocal(l *localReply) {
 	s.respCode = l.code
 	s.codeDetails = l.details
 	s.unlock()
-	s.processResponse(bytes.NewReader(l.body), len(l.body) == 0, func() http.Header { return nil }, false)
+	s.processResponse(&lengthReader{r: bytes.NewReader(l.body), left: int64(len(l.body))}, len(l.body) == 0, func() http.Header { return nil }, false)
 }
 
 // localReplyPairs builds a local reply's headers as Envoy's Http::Utility::prepareLocalReply
@@ -1057,3 +1061,28 @@ func (v *vm) closeStream(typ uint32) Status {
 }
 
 func (s *stream) String() string { return fmt.Sprintf("stream %d", s.id) }
+
+// lengthReader reads a body of known length and reports io.EOF with its last
+// bytes. Envoy knows a response with content-length is complete when its last
+// byte arrives and ends the stream (proxy_on_log, proxy_on_done) before it writes
+// that byte downstream; without this, a client holding the whole body could send
+// its next request before the stream's end ran.
+type lengthReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *lengthReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left <= 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}

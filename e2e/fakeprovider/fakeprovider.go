@@ -58,6 +58,7 @@ type Options struct {
 type Provider struct {
 	opts     Options
 	requests atomic.Int64
+	bodies   atomic.Int64
 
 	mu     sync.Mutex
 	script []Fault
@@ -92,8 +93,13 @@ func (p *Provider) Script(faults ...Fault) {
 	p.mu.Unlock()
 }
 
-// Requests is the number of chat completion requests served.
+// Requests is the number of chat completion requests that reached the provider,
+// including those cancelled before their body arrived.
 func (p *Provider) Requests() int64 { return p.requests.Load() }
+
+// Bodies is the number of chat completion requests whose whole body arrived: the
+// requests a real provider would have worked on (and billed).
+func (p *Provider) Bodies() int64 { return p.bodies.Load() }
 
 // Last returns what the last chat completion request carried.
 func (p *Provider) Last() Received {
@@ -189,6 +195,7 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "could not read the body", "invalid_request_error", "bad_body")
 		return
 	}
+	p.bodies.Add(1)
 	var req chatRequest
 	jsonErr := json.Unmarshal(body, &req)
 	p.mu.Lock()
