@@ -174,7 +174,7 @@ func TestParseFullExample(t *testing.T) {
 	require.Equal(t, "anthropic/claude-sonnet-4.5", relay.ModelName("claude-sonnet-4.5"))
 	require.Equal(t, "gpt-4.1", relay.ModelName("gpt-4.1"))
 
-	chat := cfg.Routes[0]
+	chat := cfg.Routes[1]
 	require.Equal(t, []Backend{{relay, 90}, {cfg.Providers[1], 10}}, chat.Backends)
 	require.Same(t, relay, chat.Provider)
 	require.Equal(t, "gpt-4.1", chat.DefaultModel.Name)
@@ -195,7 +195,7 @@ func TestParseFullExample(t *testing.T) {
 	require.True(t, chat.NeedsBody)
 	require.Equal(t, DefaultMaxBodyBytes, chat.MaxBodyBytes)
 
-	emb := cfg.Routes[1]
+	emb := cfg.Routes[0]
 	require.Equal(t, []HeaderMatch{{"x-team", "search"}}, emb.Headers)
 	require.Equal(t, 65536, emb.MaxBodyBytes)
 	require.True(t, emb.NeedsBody, "aliases exist, so every route reads the model")
@@ -204,8 +204,9 @@ func TestParseFullExample(t *testing.T) {
 		return func(n string) (string, bool) { return v, n == "x-team" }
 	}
 	require.Same(t, emb, cfg.Match("/v1/embeddings", hdr("search")))
-	require.Nil(t, cfg.Match("/v1/embeddings", hdr("other")), "header must match exactly")
-	require.Same(t, chat, cfg.Match("/v1/chat/completions", hdr("search")), "first match wins")
+	require.Same(t, chat, cfg.Match("/v1/embeddings", hdr("other")), "a header that does not match falls through")
+	require.Same(t, emb, cfg.Match("/v1/chat/completions", hdr("search")), "first match wins")
+	require.Nil(t, cfg.Match("/healthz", hdr("search")))
 }
 
 func TestHeadersOnlyRouteNeedsNoBody(t *testing.T) {
@@ -237,4 +238,19 @@ func TestParseSidecarGlobalLimitsCanary(t *testing.T) {
 	require.Equal(t, &GlobalLimits{Domain: "shepherd", Keys: []DescriptorKey{KeyRoute}, TimeoutMs: DefaultSidecarTimeoutMs}, rest.GlobalLimits,
 		"defaults: domain shepherd, the route descriptor, fail open, the sidecar's timeout")
 	require.Nil(t, rest.Canary)
+}
+
+// TestDocumentedExampleValidates keeps docs/CONFIG.md honest: its complete
+// example must pass the validator.
+func TestDocumentedExampleValidates(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CONFIG.md")
+	require.NoError(t, err)
+	text := string(doc)
+	start := strings.Index(text, "## A complete example")
+	require.GreaterOrEqual(t, start, 0)
+	open := strings.Index(text[start:], "```json\n")
+	require.GreaterOrEqual(t, open, 0)
+	body := text[start+open+len("```json\n"):]
+	example := body[:strings.Index(body, "```")]
+	require.NoError(t, Validate([]byte(example)))
 }
