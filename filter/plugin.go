@@ -21,6 +21,9 @@ const (
 	// collector does not finish cycles by itself in a reactor whose callbacks never
 	// block; a bound here bounds each VM's heap.
 	gcThreshold = 4 << 20
+	// gcCheckStreams is how many streams end between two checks of the
+	// allocation counter outside the tick.
+	gcCheckStreams = 64
 )
 
 // vm is the filter's VM context: one per Wasm VM (Envoy worker).
@@ -39,6 +42,8 @@ type plugin struct {
 	tick   uint32
 	// waiting are the streams whose next fallback attempt waits for the tick.
 	waiting []*stream
+	// streams counts finished streams, to pace the collector checks.
+	streams uint64
 	// sc is the conversation with shepherd-sidecar.
 	sc sidecarState
 }
