@@ -684,3 +684,44 @@ func TestMeshSidecarSlowOrGarbage(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkGlobalLimitRoundTrip measures what a global limit check adds to a
+// request: each iteration sends the same request through a host whose route
+// asks the sidecar (in this process, memory store, a limit that is never
+// reached) and through one whose otherwise identical route does not, against
+// the same loopback upstream, and reports the difference of their medians.
+func BenchmarkGlobalLimitRoundTrip(b *testing.B) {
+	sc := startSidecar(b)
+	up := scenario.Upstream(b, okUpstream{})
+	const cfg = `{
+  "sidecar": {"cluster": "sidecar", "policyPollMs": 0, "reportIntervalMs": 0},
+  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p"}],
+  "routes": [{"name": "bench", "match": {"pathPrefix": "/v1/"}, "provider": "p", "streamUsage": false GLOBAL}]
+}`
+	host := func(config string) *envoy.Host {
+		h, err := envoy.New(context.Background(), envoy.Config{
+			Module: module(b), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+			PluginConfig: []byte(config), Workers: 1,
+			Clusters: map[string]string{"p": up, "sidecar": sc.addr}, DefaultCluster: "p",
+			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+		})
+		require.NoError(b, err)
+		b.Cleanup(func() { h.Close(context.Background()) })
+		return h
+	}
+	global := host(strings.Replace(cfg, "GLOBAL", `, "globalLimits": {"failureMode": "closed"}`, 1))
+	local := host(strings.Replace(cfg, "GLOBAL", "", 1))
+	do := func(h *envoy.Host) time.Duration {
+		r := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+		r.Host = "api.openai.com"
+		w := httptest.NewRecorder()
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		d := time.Since(start)
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		return d
+	}
+	pairedMedians(b, "global", "local", func() time.Duration { return do(global) }, func() time.Duration { return do(local) })
+}
