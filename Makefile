@@ -61,6 +61,14 @@ image: wasm
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
+# providers with random faults) under randomized clients; prints the invariant
+# table and fails when one did not hold (docs/RELIABILITY.md). SOAK=3m by default.
+SOAK ?= 3m
+.PHONY: soak
+soak: build
+	$(GO) run ./e2e/cmd/shepherd-soak --duration $(SOAK) --module $(WASM)
+
 run: build
 	./e2e/run-local.sh
 
