@@ -24,7 +24,7 @@ func TestSoakShort(t *testing.T) {
 	res.Table(&table)
 	t.Logf("\n%s", table.String())
 	require.Positive(t, res.Requests)
-	for _, kind := range []string{"reset", "malformed", "delay", "client-disconnect-early", "relay:429"} {
+	for _, kind := range []string{"reset", "malformed", "delay", "client-disconnect-early", "relay:429", "sidecar-outage"} {
 		require.Positive(t, res.Faults[kind], "no %s fault injected", kind)
 	}
 	for _, inv := range res.Invariants {

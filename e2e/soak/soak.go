@@ -6,7 +6,9 @@
 // two fake providers, relay and backup, that throttle (429) and fail (503) a
 // share of their requests and, per request, reset streams, delay, or answer
 // garbage. Clients send chat completions (JSON and streams) to four routes
-// with random tenants and models, and some leave early. Everything listens on
+// with random tenants and models, and some leave early. The sidecar is stopped
+// for a while and started again on the same address from a third of the run
+// on (an outage every third of it, at least 4 s apart). Everything listens on
 // loopback; the run is bounded by its duration and its request count.
 //
 // Invariants (Result.Invariants, in order):
@@ -239,6 +241,35 @@ var routes = []struct {
 
 var configuredModels = map[string]bool{"gpt-4.1": true, "deepseek-v3.2": true, "other": true}
 
+// sidecar is the in-process shepherd-sidecar, which the run stops and
+// starts again on the same address (an outage).
+type sidecar struct {
+	opts   server.Options
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (sc *sidecar) start(ctx context.Context) error {
+	srv, err := server.New(ctx, sc.opts)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	sc.addr, sc.cancel, sc.done = srv.GRPCAddr(), cancel, make(chan error, 1)
+	go func() { sc.done <- srv.Serve(sctx) }()
+	return nil
+}
+
+func (sc *sidecar) stop() {
+	if sc.cancel == nil {
+		return
+	}
+	sc.cancel()
+	sc.cancel = nil
+	<-sc.done
+}
+
 type pod struct {
 	host *envoy.Host
 	url  string
@@ -259,6 +290,9 @@ type run struct {
 
 	sent atomic.Int64
 	mid  atomic.Int64 // disconnects after a response began
+
+	sidecar       *sidecar
+	outageFailure error
 }
 
 // Run builds the mesh, drives traffic and checks the invariants. It returns an
@@ -296,7 +330,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		_ = os.WriteFile(p, []byte(content), 0o600)
 		return p
 	}
-	srv, err := server.New(ctx, server.Options{
+	sc := &sidecar{opts: server.Options{
 		GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		ConfigPath:          write("sidecar.yaml", sidecarConfig),
 		RateLimitConfigPath: write("ratelimit.yaml", rateLimits),
@@ -305,14 +339,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		ReloadInterval:      -1,
 		TickInterval:        100 * time.Millisecond,
 		ShutdownTimeout:     500 * time.Millisecond,
-	})
-	if err != nil {
+	}}
+	if err := sc.start(ctx); err != nil {
 		return nil, fmt.Errorf("soak: sidecar: %w", err)
 	}
-	sctx, stopSidecar := context.WithCancel(context.Background())
-	sidecarDone := make(chan error, 1)
-	go func() { sidecarDone <- srv.Serve(sctx) }()
-	defer func() { stopSidecar(); <-sidecarDone }()
+	sc.opts.GRPCListen = sc.addr // a restart comes back on the same address
+	r.sidecar = sc
+	defer sc.stop()
 
 	r.relay = fakeprovider.New(fakeprovider.Options{Name: "relay", ThrottlePercent: 8, ErrorPercent: 4})
 	r.backup = fakeprovider.New(fakeprovider.Options{Name: "backup", ThrottlePercent: 3, ErrorPercent: 2})
@@ -320,7 +353,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer closeRelay()
 	backupURL, closeBackup := r.upstream("backup", r.backup)
 	defer closeBackup()
-	clusters := map[string]string{"relay": relayURL, "backup": backupURL, "sidecar": srv.GRPCAddr()}
+	clusters := map[string]string{"relay": relayURL, "backup": backupURL, "sidecar": sc.addr}
 	for i := range r.pods {
 		h, err := envoy.New(ctx, envoy.Config{
 			Module: opts.Module, PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
@@ -430,6 +463,13 @@ func (r *run) traffic(ctx context.Context) {
 	deadline := time.Now().Add(r.opts.Duration)
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
 	defer cancel()
+	octx, stopOutages := context.WithCancel(ctx)
+	outagesDone := make(chan struct{})
+	go func() {
+		defer close(outagesDone)
+		r.outages(octx, deadline)
+	}()
+	defer func() { stopOutages(); <-outagesDone }()
 	var wg sync.WaitGroup
 	for c := 0; c < r.opts.Clients; c++ {
 		wg.Add(1)
@@ -465,6 +505,33 @@ func (r *run) traffic(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+}
+
+// outages stops the sidecar for a while every outageEvery, from a third of
+// the run until its last fifth: fail-open routes must go on, fail-closed ones
+// may answer 503.
+func (r *run) outages(ctx context.Context, deadline time.Time) {
+	start := time.Now()
+	span := time.Until(deadline)
+	every := max(span/3, 4*time.Second)
+	length := min(every/4, 3*time.Second)
+	for next := start.Add(span / 3); next.Add(length).Before(deadline.Add(-span / 5)); next = next.Add(every) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		r.sidecar.stop()
+		r.fault("sidecar-outage")
+		select {
+		case <-ctx.Done():
+		case <-time.After(length):
+		}
+		if err := r.sidecar.start(context.Background()); err != nil {
+			r.outageFailure = err
+			return
+		}
+	}
 }
 
 // plan is one client's randomized request.
@@ -673,6 +740,9 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 		res.Invariants = append(res.Invariants, Invariant{Name: name, Held: held, Detail: fmt.Sprintf(format, args...)})
 	}
 
+	if r.outageFailure != nil {
+		add("sidecar-restart", false, "the sidecar did not come back after an outage: %v", r.outageFailure)
+	}
 	answered := res.Responses + res.Disconnects - r.midDisconnects()
 	add("one-answer", res.Errors == 0 && answered+res.Errors == res.Requests,
 		"%d requests = %d responses + %d early disconnects; %d unexpected transport errors",
