@@ -438,7 +438,12 @@ func TestMeshCanarySplit(t *testing.T) {
 	})
 	t.Logf("split changed on both pods %s after shepherdctl returned", time.Since(set).Round(time.Millisecond))
 	for i := 0; i < 20; i++ {
-		require.Equal(t, "relay", m.do(t, i, "/chat/v1/chat/completions").provider)
+		if p := m.do(t, i, "/chat/v1/chat/completions").provider; p != "relay" {
+			pc := policyv1.NewPolicyServiceClient(m.sidecar.client(t))
+			pol, _ := pc.GetPolicy(context.Background(), &policyv1.GetPolicyRequest{})
+			st, _ := pc.GetCanaryStatus(context.Background(), &policyv1.GetCanaryStatusRequest{Route: "chat"})
+			t.Fatalf("request %d went to %s; policy %v; status %v", i, p, pol, st)
+		}
 	}
 }
 

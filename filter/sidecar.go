@@ -91,15 +91,16 @@ func (p *plugin) sidecarTick(now int64) {
 	p.settleTokens(sc)
 }
 
-// applySharedPolicy decodes the policy in shared data when its version differs
-// from the one this VM applied.
+// applySharedPolicy decodes the policy in shared data when its version is newer
+// than the one this VM applied. Sidecar versions only grow (they start from the
+// sidecar's clock), so an older policy stored late can never replace a newer one.
 func (p *plugin) applySharedPolicy() {
 	v, _, err := proxywasm.GetSharedData(mesh.VersionKey)
 	if err != nil {
 		return
 	}
 	version, ok := mesh.Uint64(v)
-	if !ok || (p.policy.overlay != nil && version == p.policy.overlay.Version) {
+	if !ok || (p.policy.overlay != nil && version <= p.policy.overlay.Version) {
 		return
 	}
 	raw, _, err := proxywasm.GetSharedData(mesh.PolicyKey)
@@ -116,7 +117,7 @@ func (p *plugin) applyPolicy(raw []byte) {
 		proxywasm.LogWarn("shepherd: sidecar policy: " + err.Error())
 		return
 	}
-	if p.policy.overlay != nil && pol.Version == p.policy.overlay.Version {
+	if p.policy.overlay != nil && pol.Version <= p.policy.overlay.Version {
 		return
 	}
 	p.policy.overlay = mesh.NewOverlay(p.policy.cfg, &pol)
@@ -169,10 +170,23 @@ func (p *plugin) onPolicy(size int) {
 		return
 	}
 	// The raw policy first, then its version: a VM that sees the new version
-	// finds the policy that goes with it.
-	if err := proxywasm.SetSharedData(mesh.PolicyKey, r.RawPolicy, 0); err != nil {
-		proxywasm.LogWarn("shepherd: storing the sidecar policy: " + err.Error())
-		return
+	// finds the policy that goes with it. The stored policy is replaced only by a
+	// newer one, with compare-and-swap: a poll that was in flight when the lease
+	// moved must not put an older policy back.
+	cur, cas, err := proxywasm.GetSharedData(mesh.PolicyKey)
+	if err == nil {
+		if stored, perr := policywire.ParsePolicy(cur); perr == nil && stored.Version >= r.Policy.Version {
+			p.applyPolicy(cur)
+			return
+		}
+	} else {
+		cas = 0 // absent: the first write is unconditional in Envoy
+	}
+	if err := proxywasm.SetSharedData(mesh.PolicyKey, r.RawPolicy, cas); err != nil {
+		if err != types.ErrorStatusCasMismatch {
+			proxywasm.LogWarn("shepherd: storing the sidecar policy: " + err.Error())
+		}
+		return // another VM stored one meanwhile; the tick applies whichever is newest
 	}
 	_ = proxywasm.SetSharedData(mesh.VersionKey, mesh.AppendUint64(nil, r.Policy.Version), 0)
 	p.applyPolicy(r.RawPolicy)
