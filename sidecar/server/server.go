@@ -63,6 +63,8 @@ type Options struct {
 	RedisAddr string
 	// RedisKey is the state hash; default policy.DefaultRedisKey.
 	RedisKey string
+	// GRPCTLS turns on TLS, or mTLS, for the gRPC listener.
+	GRPCTLS TLS
 
 	Logger *slog.Logger
 	Clock  func() time.Time
@@ -176,12 +178,20 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		s.prints[f] = fingerprint(f)
 	}
 
-	s.grpcSrv = grpc.NewServer(
+	grpcOpts := []grpc.ServerOption{
 		// Long-lived WatchPolicy streams: ping idle clients so dead ones go
 		// away, and accept the keepalives Envoy's gRPC clients may send.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	creds, err := opts.GRPCTLS.serverOption()
+	if err != nil {
+		return nil, err
+	}
+	if creds != nil {
+		grpcOpts = append(grpcOpts, creds)
+	}
+	s.grpcSrv = grpc.NewServer(grpcOpts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 	policyv1.RegisterPolicyServiceServer(s.grpcSrv, &policyAPI{engine: s.engine, token: &s.token, stopping: s.stopping})

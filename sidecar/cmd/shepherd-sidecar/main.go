@@ -47,6 +47,9 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.RedisAddr, "redis", "", "Redis address for rate limit counters and rollout state; empty keeps them in memory")
 	fs.StringVar(&o.AdminTokenFile, "admin-token-file", "", "file holding the admin token; empty disables admin calls")
 	fs.StringVar(&o.StateFile, "state-file", "", "JSON file that keeps rollout state across restarts (ignored with --redis)")
+	fs.StringVar(&o.GRPCTLS.CertFile, "grpc-tls-cert", "", "PEM certificate for TLS on the gRPC listener (with --grpc-tls-key)")
+	fs.StringVar(&o.GRPCTLS.KeyFile, "grpc-tls-key", "", "PEM private key for --grpc-tls-cert")
+	fs.StringVar(&o.GRPCTLS.ClientCAFile, "grpc-client-ca", "", "PEM CA bundle: require gRPC clients to present a certificate it signed (mTLS)")
 	fs.DurationVar(&o.ReloadInterval, "reload-interval", 5*time.Second, "how often files are checked for changes (0 or less: only on SIGHUP)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 20*time.Second, "how long in-flight calls may finish after SIGTERM")
 	var failMode string
