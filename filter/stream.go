@@ -38,6 +38,10 @@ type stream struct {
 
 	localStatus int // status of the filter's local reply
 
+	// The request's headers as they arrived, read once (see requestHeaders).
+	reqHeaders  [][2]string
+	haveHeaders bool
+
 	// Request headers the body phase needs, read while the headers are at hand.
 	priority string
 	consumer string
@@ -101,7 +105,7 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 		return types.ActionContinue
 	}
 	pick := s.plugin.random()
-	d, ok := routing.Decide(pol.cfg, path, requestHeader, pick)
+	d, ok := routing.Decide(pol.cfg, path, s.header, pick)
 	if !ok {
 		return types.ActionContinue
 	}
@@ -111,11 +115,9 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	s.decision, s.routed, s.provider = d, true, d.Provider
 	s.state = &pol.routes[d.Route.Index]
 
-	if hdrs, err := proxywasm.GetHttpRequestHeaders(); err == nil {
-		for _, kv := range hdrs {
-			if strings.HasPrefix(kv[0], internalPrefix) {
-				_ = proxywasm.RemoveHttpRequestHeader(kv[0])
-			}
+	for _, kv := range s.requestHeaders() {
+		if strings.HasPrefix(kv[0], internalPrefix) {
+			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
 	}
 	if err := proxywasm.ReplaceHttpRequestHeader(":authority", d.Authority()); err != nil {
@@ -135,13 +137,13 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	}
 
 	if h := d.Route.PriorityHeader; h != "" {
-		s.priority, _ = proxywasm.GetHttpRequestHeader(h)
+		s.priority, _ = s.header(h)
 	}
 	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
-		s.consumer, _ = proxywasm.GetHttpRequestHeader(l.ConsumerHeader)
+		s.consumer, _ = s.header(l.ConsumerHeader)
 	}
 	if h := consumerHeader(d.Route); h != "" {
-		s.meshConsumer, _ = proxywasm.GetHttpRequestHeader(h)
+		s.meshConsumer, _ = s.header(h)
 	}
 	if pol.overlay.RouteExhausted(d.Route) {
 		return s.budgetExhausted("route " + d.Route.Name)
@@ -164,12 +166,12 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if !d.Route.NeedsBody || endOfStream {
 		return s.checkGlobal()
 	}
-	if cl, err := proxywasm.GetHttpRequestHeader("content-length"); err == nil {
+	if cl, ok := s.header("content-length"); ok {
 		if n, err := strconv.Atoi(cl); err == nil && n > d.Route.MaxBodyBytes {
 			return s.tooLarge()
 		}
 	}
-	if ct, err := proxywasm.GetHttpRequestHeader("content-type"); err == nil && !strings.Contains(ct, "json") {
+	if ct, ok := s.header("content-type"); ok && !strings.Contains(ct, "json") {
 		return s.checkGlobal() // not a JSON API call: pass it on unread
 	}
 	// The body is read (and may be rewritten) in OnHttpRequestBody. The headers go
@@ -190,14 +192,14 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 // client's sticky key as the pick when the route names a sticky header.
 func (s *stream) chooseProvider(r *config.Route, pick uint64) *config.Provider {
 	if c := r.Canary; c != nil {
-		if v, err := proxywasm.GetHttpRequestHeader(c.Header); err == nil {
+		if v, ok := s.header(c.Header); ok {
 			_ = proxywasm.RemoveHttpRequestHeader(c.Header)
 			if v == "true" {
 				return c.Provider
 			}
 		}
 		if c.StickyHeader != "" {
-			if v, err := proxywasm.GetHttpRequestHeader(c.StickyHeader); err == nil && v != "" {
+			if v, ok := s.header(c.StickyHeader); ok && v != "" {
 				pick = mesh.StickyPick(v)
 			}
 		}
@@ -441,8 +443,24 @@ func (s *stream) finish() {
 	s.report(u.Input+u.Output, real, uint64(max(u.Input, 0)), uint64(max(u.Output, 0)), cost, now)
 }
 
-// requestHeader reads a request header for route matching.
-func requestHeader(name string) (string, bool) {
-	v, err := proxywasm.GetHttpRequestHeader(name)
-	return v, err == nil
+// requestHeaders returns the request's headers as they arrived, read from the
+// host once per stream: a routed request looks at several, and each host call
+// copies data into the VM.
+func (s *stream) requestHeaders() [][2]string {
+	if !s.haveHeaders {
+		s.haveHeaders = true
+		s.reqHeaders, _ = proxywasm.GetHttpRequestHeaders()
+	}
+	return s.reqHeaders
+}
+
+// header looks up a request header (lowercase name) as it arrived; only valid in
+// the request-headers phase, before the filter changes them.
+func (s *stream) header(name string) (string, bool) {
+	for _, kv := range s.requestHeaders() {
+		if kv[0] == name {
+			return kv[1], true
+		}
+	}
+	return "", false
 }
