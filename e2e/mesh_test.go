@@ -518,8 +518,8 @@ func TestMeshSidecarDown(t *testing.T) {
 	}
 	var failedOpen, failedClosed uint64
 	for _, p := range m.pods {
-		failedOpen += counterOf(t, p.host, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "open", telemetry.LabelKind, "open"))
-		failedClosed += counterOf(t, p.host, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "limited", telemetry.LabelKind, "closed"))
+		failedOpen += counterOf(t, p.host, telemetry.Name(telemetry.GlobalLimitFailures, telemetry.LabelRoute, "open", telemetry.LabelKind, "open"))
+		failedClosed += counterOf(t, p.host, telemetry.Name(telemetry.GlobalLimitFailures, telemetry.LabelRoute, "limited", telemetry.LabelKind, "closed"))
 	}
 	require.EqualValues(t, 40, failedOpen)
 	require.EqualValues(t, 40, failedClosed)
@@ -685,7 +685,7 @@ func TestMeshSidecarSlowOrGarbage(t *testing.T) {
 				require.Equal(t, "server_error", typ)
 				require.Equal(t, "ratelimit_unavailable", code)
 			}
-			require.EqualValues(t, 2, counterOf(t, h, telemetry.Name("shepherd_global_limit_failures_total", telemetry.LabelRoute, "open", telemetry.LabelKind, "open")))
+			require.EqualValues(t, 2, counterOf(t, h, telemetry.Name(telemetry.GlobalLimitFailures, telemetry.LabelRoute, "open", telemetry.LabelKind, "open")))
 		})
 	}
 }

@@ -108,11 +108,11 @@ func (m *metrics) name(k metricKey) string {
 	case mGenAITTFT:
 		return telemetry.Name(telemetry.GenAITTFT, telemetry.LabelGenAIModel, m.modelName(k.model))
 	case mGlobalFailures:
-		return telemetry.Name(GlobalLimitFailures, R, route, telemetry.LabelKind, failModes[k.extra])
+		return telemetry.Name(telemetry.GlobalLimitFailures, R, route, telemetry.LabelKind, failModes[k.extra])
 	case mSidecarErrors:
-		return telemetry.Name(SidecarErrors, telemetry.LabelKind, sidecarCalls[k.extra])
+		return telemetry.Name(telemetry.SidecarErrors, telemetry.LabelKind, sidecarCalls[k.extra])
 	case mDropped:
-		return telemetry.Name(SidecarDropped, telemetry.LabelKind, dropKinds[k.extra])
+		return telemetry.Name(telemetry.SidecarDropped, telemetry.LabelKind, dropKinds[k.extra])
 	}
 	return ""
 }
@@ -139,18 +139,6 @@ func (m *metrics) record(k metricKey, v uint64) {
 	}
 	_ = h.Record(v)
 }
-
-// Metrics of the sidecar conversation.
-const (
-	// GlobalLimitFailures counts requests whose global limit check got no
-	// usable answer, by route and the failure mode applied (kind open or closed).
-	GlobalLimitFailures = "shepherd_global_limit_failures_total"
-	// SidecarErrors counts failed sidecar calls by kind (check, policy, report,
-	// settle).
-	SidecarErrors = "shepherd_sidecar_errors_total"
-	// SidecarDropped counts outcomes and token settlements a full queue dropped.
-	SidecarDropped = "shepherd_sidecar_dropped_total"
-)
 
 // Reasons a fallback is taken, as the reason label.
 var fallbackReasons = []string{"status", "callout_failed"}

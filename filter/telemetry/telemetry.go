@@ -75,6 +75,14 @@ const (
 	// ms (OpenTelemetry uses seconds; proxy-wasm histograms hold integers):
 	// gen_ai_request_model.
 	GenAITTFT = "gen_ai_server_time_to_first_token_ms"
+	// GlobalLimitFailures counts requests whose global limit check got no
+	// usable answer, by route and the failure mode applied (kind open or closed).
+	GlobalLimitFailures = "shepherd_global_limit_failures_total"
+	// SidecarErrors counts failed sidecar calls by kind (check, policy, report,
+	// settle).
+	SidecarErrors = "shepherd_sidecar_errors_total"
+	// SidecarDropped counts outcomes and token settlements a full queue dropped.
+	SidecarDropped = "shepherd_sidecar_dropped_total"
 )
 
 // Name returns base with the label pairs encoded; kv alternates label and value.
