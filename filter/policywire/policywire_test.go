@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/shepherd-mesh/shepherd/filter/wire"
+	"github.com/shepherd-mesh/shepherd/filter/wire/wiretest"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 )
 
@@ -290,7 +290,7 @@ func TestParseGetPolicyResponse(t *testing.T) {
 
 func TestParseReportOutcomesResponse(t *testing.T) {
 	for _, want := range []*policyv1.ReportOutcomesResponse{{}, {Accepted: 10000, Version: 1764222000123}, {Accepted: math.MaxUint32, Version: math.MaxUint64}} {
-		b := append(marshal(t, want), unknownFields()...)
+		b := append(marshal(t, want), wiretest.UnknownFields()...)
 		accepted, version, err := ParseReportOutcomesResponse(b)
 		require.NoError(t, err)
 		require.Equal(t, want.Accepted, accepted)
@@ -301,22 +301,10 @@ func TestParseReportOutcomesResponse(t *testing.T) {
 	require.Contains(t, err.Error(), "policywire: report outcomes response: ")
 }
 
-func unknownFields() []byte {
-	var b []byte
-	b = protowire.AppendVarint(protowire.AppendTag(b, 1000, protowire.VarintType), math.MaxUint64)
-	b = protowire.AppendFixed64(protowire.AppendTag(b, 2000, protowire.Fixed64Type), 1)
-	b = protowire.AppendFixed32(protowire.AppendTag(b, 3000, protowire.Fixed32Type), 1)
-	b = protowire.AppendBytes(protowire.AppendTag(b, wire.MaxField, protowire.BytesType), []byte("\x08\x01future"))
-	return b
-}
-
 func TestParseSkipsUnknownFields(t *testing.T) {
 	want := samplePolicy()
 	withUnknown := proto.Clone(want).(*policyv1.Policy)
-	add := func(m protoreflect.ProtoMessage) {
-		r := m.ProtoReflect()
-		r.SetUnknown(append(r.GetUnknown(), unknownFields()...))
-	}
+	add := wiretest.AddUnknown
 	add(withUnknown)
 	for _, m := range withUnknown.Weights {
 		add(m)

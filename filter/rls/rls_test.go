@@ -15,13 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shepherd-mesh/shepherd/filter/wire"
+	"github.com/shepherd-mesh/shepherd/filter/wire/wiretest"
 )
 
 func TestServiceNamesMatchGeneratedCode(t *testing.T) {
@@ -298,24 +298,10 @@ func TestParseResponseRandom(t *testing.T) {
 	}
 }
 
-// unknownFields returns fields with numbers no version of the messages uses,
-// of every wire type.
-func unknownFields() []byte {
-	var b []byte
-	b = protowire.AppendVarint(protowire.AppendTag(b, 1000, protowire.VarintType), math.MaxUint64)
-	b = protowire.AppendFixed64(protowire.AppendTag(b, 2000, protowire.Fixed64Type), 1)
-	b = protowire.AppendFixed32(protowire.AppendTag(b, 3000, protowire.Fixed32Type), 1)
-	b = protowire.AppendBytes(protowire.AppendTag(b, wire.MaxField, protowire.BytesType), []byte("\x08\x01future"))
-	return b
-}
-
 func TestParseResponseSkipsUnknownFields(t *testing.T) {
 	want := overLimitResponse()
 	withUnknown := proto.Clone(want).(*rlsv3.RateLimitResponse)
-	add := func(m protoreflect.ProtoMessage) {
-		r := m.ProtoReflect()
-		r.SetUnknown(append(r.GetUnknown(), unknownFields()...))
-	}
+	add := wiretest.AddUnknown
 	add(withUnknown)
 	for _, st := range withUnknown.Statuses {
 		add(st)
@@ -326,7 +312,7 @@ func TestParseResponseSkipsUnknownFields(t *testing.T) {
 		add(h)
 	}
 	b := marshal(t, withUnknown)
-	require.Greater(t, len(b), len(marshal(t, want))+4*len(unknownFields()))
+	require.Greater(t, len(b), len(marshal(t, want))+4*len(wiretest.UnknownFields()))
 	var out Response
 	checkResponse(t, want, b, &out)
 
