@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,7 @@ func (m *nativeMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 	respBody, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 
-	rh := [][2]string{{":status", itoa(resp.StatusCode)}}
+	rh := [][2]string{{":status", strconv.Itoa(resp.StatusCode)}}
 	for k, vs := range resp.Header {
 		for _, v := range vs {
 			rh = append(rh, [2]string{strings.ToLower(k), v})
@@ -192,7 +193,7 @@ func (m *nativeMesh) callout(t testing.TB, c proxytest.HttpCalloutAttribute) {
 		m.host.FailHttpCall(c.CalloutID)
 		return
 	}
-	rh := [][2]string{{":status", itoa(resp.StatusCode)}}
+	rh := [][2]string{{":status", strconv.Itoa(resp.StatusCode)}}
 	for k, vs := range resp.Header {
 		for _, v := range vs {
 			rh = append(rh, [2]string{strings.ToLower(k), v})

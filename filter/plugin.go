@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
@@ -95,7 +96,7 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 		p.applySharedPolicy() // a reconfigured VM keeps the sidecar's policy
 	}
 	p.setTick(p.baseTick())
-	proxywasm.LogInfo("shepherd: configured " + itoa(len(cfg.Routes)) + " routes, " + itoa(len(cfg.Providers)) + " providers, " + itoa(len(cfg.Models)) + " models")
+	proxywasm.LogInfo("shepherd: configured " + strconv.Itoa(len(cfg.Routes)) + " routes, " + strconv.Itoa(len(cfg.Providers)) + " providers, " + strconv.Itoa(len(cfg.Models)) + " models")
 	return types.OnPluginStartStatusOK
 }
 
@@ -206,25 +207,4 @@ func nowNanos() int64 {
 		return 0
 	}
 	return int64(t)
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	var b [20]byte
-	i := len(b)
-	for ; n > 0; n /= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }

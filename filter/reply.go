@@ -5,6 +5,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+	"strconv"
 )
 
 // reply sends a local reply in OpenAI's error shape. Envoy sends it after the
@@ -44,7 +45,7 @@ func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8,
 }
 
 func (s *stream) tooLarge() types.Action {
-	return s.reply(413, nil, "request body is larger than the "+itoa(s.decision.Route.MaxBodyBytes)+" bytes route "+s.decision.Route.Name+" accepts",
+	return s.reply(413, nil, "request body is larger than the "+strconv.Itoa(s.decision.Route.MaxBodyBytes)+" bytes route "+s.decision.Route.Name+" accepts",
 		openai.TypeInvalidRequest, "request_too_large")
 }
 

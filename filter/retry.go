@@ -193,7 +193,7 @@ func (s *stream) respond(a *answer) {
 		out = append(out, kv)
 	}
 	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
-		[2]string{headerAttempts, itoa(s.attempts)})
+		[2]string{headerAttempts, strconv.Itoa(s.attempts)})
 	if strings.HasPrefix(ct, "text/event-stream") {
 		s.sse, s.json = &body.SSEScanner{}, nil
 		s.sse.Feed(a.body)

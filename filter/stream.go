@@ -331,7 +331,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	if s.modelName != "" {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, s.modelName)
 	}
-	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, itoa(s.attempts))
+	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
 	if !endOfStream {
 		ct, _ := proxywasm.GetHttpResponseHeader("content-type")
 		switch {
