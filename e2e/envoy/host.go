@@ -68,6 +68,10 @@ type Config struct {
 	LogLevel string
 	// CompilationCache, when set, is shared between hosts (tests compile once).
 	CompilationCache wazero.CompilationCache
+	// NoPlugin runs the filter chain without a plugin: each worker has no VM, the
+	// streams go through the same router and no guest code runs. It is the
+	// passthrough baseline of benchmarks; Module must be empty.
+	NoPlugin bool
 }
 
 // Host runs one plugin on Workers VMs. It is safe for concurrent use.
@@ -114,7 +118,10 @@ type Host struct {
 // sequence. A start failure (a trap, proxy_on_vm_start or proxy_on_configure returning
 // false, a missing import) is returned with the plugin's log lines of that start.
 func New(ctx context.Context, cfg Config) (*Host, error) {
-	if len(cfg.Module) == 0 {
+	switch {
+	case cfg.NoPlugin && len(cfg.Module) > 0:
+		return nil, errors.New("config.module: must be empty without a plugin")
+	case !cfg.NoPlugin && len(cfg.Module) == 0:
 		return nil, errors.New("config.module: must not be empty")
 	}
 	if cfg.Workers <= 0 {
@@ -191,6 +198,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		_ = h.rt.Close(context.Background())
 		cancel()
 		return nil, err
+	}
+	if cfg.NoPlugin {
+		h.vms, h.gen = h.pluginlessVMs(cfg.Workers, 1), 1
+		return h, nil
 	}
 	h.compiled, err = h.rt.CompileModule(ctx, cfg.Module)
 	if err != nil {
@@ -332,9 +343,14 @@ func (h *Host) Reconfigure(pluginConfig []byte) error {
 	}
 	gen := h.gen + 1
 	h.mu.Unlock()
-	vms, err := h.startVMs(h.ctx, h.cfg.Workers, gen, pluginConfig)
-	if err != nil {
-		return err
+	var vms []*vm
+	if h.cfg.NoPlugin {
+		vms = h.pluginlessVMs(h.cfg.Workers, gen)
+	} else {
+		var err error
+		if vms, err = h.startVMs(h.ctx, h.cfg.Workers, gen, pluginConfig); err != nil {
+			return err
+		}
 	}
 	h.mu.Lock()
 	old := h.vms
@@ -358,7 +374,9 @@ func (h *Host) retire(v *vm) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	v.drain()
-	h.activeVMs.value.Add(-1)
+	if v.mod != nil {
+		h.activeVMs.value.Add(-1)
+	}
 }
 
 // Close stops all VMs (after proxy_on_done/proxy_on_delete on their root contexts),
@@ -382,7 +400,9 @@ func (h *Host) Close(ctx context.Context) error {
 	h.cancel()
 	for _, v := range vms {
 		v.drain()
-		h.activeVMs.value.Add(-1)
+		if v.mod != nil {
+			h.activeVMs.value.Add(-1)
+		}
 	}
 	h.grpcMu.Lock()
 	for _, c := range h.grpcConns {

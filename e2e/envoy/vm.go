@@ -137,6 +137,17 @@ func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []by
 	return v, nil
 }
 
+// pluginlessVMs are the workers of a host without a plugin (Config.NoPlugin):
+// no instance, so every callback is a missing export and streams only route.
+func (h *Host) pluginlessVMs(n int, gen uint64) []*vm {
+	vms := make([]*vm, n)
+	for i := range vms {
+		vms[i] = &vm{h: h, idx: i, gen: gen, fns: map[string]api.Function{}, streams: map[uint32]*stream{}, nextCtxID: 1}
+		vms[i].rootID = vms[i].newContextID()
+	}
+	return vms
+}
+
 // start runs Envoy's start sequence under the VM mutex.
 func (v *vm) start(pluginConfig []byte) error {
 	v.mu.Lock()
@@ -187,7 +198,7 @@ func (v *vm) newContextID() uint32 {
 
 func (v *vm) fn(name string) api.Function {
 	f, ok := v.fns[name]
-	if !ok {
+	if !ok && v.mod != nil {
 		f = v.mod.ExportedFunction(name)
 		v.fns[name] = f
 	}
@@ -325,7 +336,12 @@ func (v *vm) allocate(size uint32) (uint32, bool) {
 }
 
 // memoryBytes is the VM's linear memory size.
-func (v *vm) memoryBytes() uint64 { return uint64(v.mem.Size()) }
+func (v *vm) memoryBytes() uint64 {
+	if v.mem == nil {
+		return 0 // no plugin
+	}
+	return uint64(v.mem.Size())
+}
 
 // setTick (re)arms the root context's timer (Envoy: one timer per root context,
 // source/extensions/common/wasm/wasm.cc Wasm::setTickPeriod); 0 disables it.
@@ -370,7 +386,9 @@ func (v *vm) shutdown() {
 		gs.cancel()
 	}
 	v.mu.Unlock()
-	_ = v.mod.Close(context.Background())
+	if v.mod != nil {
+		_ = v.mod.Close(context.Background())
+	}
 }
 
 // drain runs proxy_on_done and proxy_on_delete on the root context when the VM is
