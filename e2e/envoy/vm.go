@@ -24,6 +24,8 @@ type vm struct {
 	mem api.Memory
 	ctx context.Context // carries the *vm to host functions
 
+	started VMStartTimings // how long each step of this VM's start took
+
 	fns   map[string]api.Function
 	alloc api.Function
 
@@ -103,7 +105,9 @@ func moduleABI(c wazero.CompiledModule) string {
 // _initialize, proxy_on_context_create(root, 0), proxy_on_vm_start, proxy_on_configure.
 func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []byte) (*vm, error) {
 	name := fmt.Sprintf("vm-%d-%d", idx, h.vmSeq.Add(1))
+	began := time.Now()
 	mod, err := h.rt.InstantiateModule(ctx, h.compiled, wazero.NewModuleConfig().WithName(name).WithStartFunctions())
+	instantiated := time.Since(began)
 	if err != nil {
 		return nil, fmt.Errorf("failed to load wasm module: %w", err)
 	}
@@ -116,6 +120,7 @@ func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []by
 		callouts: map[uint32]context.CancelFunc{}, grpcStreams: map[uint32]*grpcStream{},
 		grpcMDOpen: -1,
 	}
+	v.started.Instantiate = instantiated
 	v.ctx = context.WithValue(context.Background(), vmKey{}, v)
 	fail := func(err error) (*vm, error) {
 		v.shutdown()
@@ -152,6 +157,7 @@ func (h *Host) pluginlessVMs(n int, gen uint64) []*vm {
 func (v *vm) start(pluginConfig []byte) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	began := time.Now()
 	if f := v.mod.ExportedFunction("_initialize"); f != nil {
 		if _, err := v.callLocked(0, "_initialize"); err != nil {
 			return fmt.Errorf("failed to initialize wasm code: %w", err)
@@ -161,6 +167,8 @@ func (v *vm) start(pluginConfig []byte) error {
 			return fmt.Errorf("failed to initialize wasm code: %w", err)
 		}
 	}
+	v.started.Initialize = time.Since(began)
+	began = time.Now()
 	v.nextCtxID = 1
 	v.rootID = v.newContextID()
 	if _, err := v.callLocked(v.rootID, "proxy_on_context_create", uint64(v.rootID), 0); err != nil {
@@ -173,7 +181,11 @@ func (v *vm) start(pluginConfig []byte) error {
 	if err == nil && uint32(ok) == 0 {
 		return errors.New("failed to start thread-local wasm: proxy_on_vm_start returned false")
 	}
-	return v.configureLocked(pluginConfig)
+	v.started.Start = time.Since(began)
+	began = time.Now()
+	err = v.configureLocked(pluginConfig)
+	v.started.Configure = time.Since(began)
+	return err
 }
 
 // configureLocked calls proxy_on_configure with the plugin configuration visible.
