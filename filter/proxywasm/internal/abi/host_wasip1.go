@@ -20,7 +20,15 @@ var (
 	scratch     []byte
 	scratchUsed bool
 	pending     [][]byte
+	// peek makes the next take return data in scratch without copying it
+	// (see Peek).
+	peek bool
 )
+
+// Peek makes the next host call that returns data hand back the host's
+// bytes in place when they arrived in the scratch buffer, instead of a copy:
+// valid only until the next host call, for callers that read and forget.
+func Peek() { peek = true }
 
 func init() {
 	// Pre-size the bookkeeping so the allocator export normally makes no
@@ -48,14 +56,19 @@ func proxyOnMemoryAllocate(size uint32) uint32 {
 
 // take returns the data of size bytes the host placed at ptr and releases
 // every allocation made during the host call. Scratch contents are copied,
-// so the result stays valid after the next host call. A pointer the guest
+// so the result stays valid after the next host call, unless Peek asked
+// for them in place. A pointer the guest
 // did not hand out yields nil.
 func take(ptr, size uint32) []byte {
 	var out []byte
 	if ptr != 0 {
 		if scratchUsed && uint32(uintptr(unsafe.Pointer(&scratch[0]))) == ptr && int(size) <= len(scratch) {
-			out = make([]byte, size)
-			copy(out, scratch[:size])
+			if peek {
+				out = scratch[:size:size]
+			} else {
+				out = make([]byte, size)
+				copy(out, scratch[:size])
+			}
 		} else {
 			for _, b := range pending {
 				if uint32(uintptr(unsafe.Pointer(&b[0]))) == ptr && int(size) <= len(b) {
@@ -65,7 +78,7 @@ func take(ptr, size uint32) []byte {
 			}
 		}
 	}
-	scratchUsed = false
+	scratchUsed, peek = false, false
 	clear(pending)
 	pending = pending[:0]
 	return out
@@ -197,11 +210,20 @@ func Log(level LogLevel, msg string) Status {
 	return Status(proxyLog(uint32(level), strPtr(msg), uint32(len(msg))))
 }
 
+// ret receives the values host calls return through pointers. Go's escape
+// analysis moves a local whose address goes to a wasmimport function to the
+// heap, an allocation per host call; a VM runs one callback at a time, so one
+// package-level set of slots serves every call. Each wrapper reads its slots
+// before it returns.
+var ret struct {
+	p, n, cas, id, l, size, flags, code uint32
+	t, v                                uint64
+}
+
 // GetLogLevel calls proxy_get_log_level.
 func GetLogLevel() (LogLevel, Status) {
-	var l uint32
-	st := Status(proxyGetLogLevel(unsafe.Pointer(&l)))
-	return LogLevel(l), st
+	st := Status(proxyGetLogLevel(unsafe.Pointer(&ret.l)))
+	return LogLevel(ret.l), st
 }
 
 // SetTickPeriodMilliseconds calls proxy_set_tick_period_milliseconds.
@@ -217,16 +239,14 @@ func Done() Status { return Status(proxyDone()) }
 
 // GetCurrentTimeNanoseconds calls proxy_get_current_time_nanoseconds.
 func GetCurrentTimeNanoseconds() (uint64, Status) {
-	var t uint64
-	st := Status(proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&t)))
-	return t, st
+	st := Status(proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&ret.t)))
+	return ret.t, st
 }
 
 // GetBufferBytes calls proxy_get_buffer_bytes.
 func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyGetBufferBytes(uint32(bt), start, maxSize, unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyGetBufferBytes(uint32(bt), start, maxSize, unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
@@ -235,9 +255,8 @@ func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
 
 // GetBufferStatus calls proxy_get_buffer_status.
 func GetBufferStatus(bt BufferType) (uint32, uint32, Status) {
-	var size, flags uint32
-	st := Status(proxyGetBufferStatus(uint32(bt), unsafe.Pointer(&size), unsafe.Pointer(&flags)))
-	return size, flags, st
+	st := Status(proxyGetBufferStatus(uint32(bt), unsafe.Pointer(&ret.size), unsafe.Pointer(&ret.flags)))
+	return ret.size, ret.flags, st
 }
 
 // SetBufferBytes calls proxy_set_buffer_bytes.
@@ -247,16 +266,14 @@ func SetBufferBytes(bt BufferType, start, size uint32, value []byte) Status {
 
 // GetHeaderMapSize calls proxy_get_header_map_size.
 func GetHeaderMapSize(mt MapType) (uint32, Status) {
-	var n uint32
-	st := Status(proxyGetHeaderMapSize(uint32(mt), unsafe.Pointer(&n)))
-	return n, st
+	st := Status(proxyGetHeaderMapSize(uint32(mt), unsafe.Pointer(&ret.n)))
+	return ret.n, st
 }
 
 // GetHeaderMapPairs calls proxy_get_header_map_pairs.
 func GetHeaderMapPairs(mt MapType) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
@@ -270,9 +287,8 @@ func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
 
 // GetHeaderMapValue calls proxy_get_header_map_value.
 func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
@@ -296,9 +312,8 @@ func RemoveHeaderMapValue(mt MapType, key string) Status {
 
 // GetProperty calls proxy_get_property.
 func GetProperty(path []byte) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
@@ -324,35 +339,31 @@ func CloseStream(st StreamType) Status { return Status(proxyCloseStream(uint32(s
 
 // GetStatus calls proxy_get_status.
 func GetStatus() (uint32, []byte, Status) {
-	var code, p, n uint32
-	st := Status(proxyGetStatus(unsafe.Pointer(&code), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
-	return code, b, st
+	st := Status(proxyGetStatus(unsafe.Pointer(&ret.code), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
+	return ret.code, b, st
 }
 
 // HTTPCall calls proxy_http_call.
 func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uint32) (uint32, Status) {
-	var id uint32
 	st := Status(proxyHTTPCall(strPtr(upstream), uint32(len(upstream)), bytesPtr(headers), uint32(len(headers)),
-		bytesPtr(body), uint32(len(body)), bytesPtr(trailers), uint32(len(trailers)), timeoutMillis, unsafe.Pointer(&id)))
-	return id, st
+		bytesPtr(body), uint32(len(body)), bytesPtr(trailers), uint32(len(trailers)), timeoutMillis, unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // GrpcCall calls proxy_grpc_call.
 func GrpcCall(upstream, service, method string, initialMetadata, message []byte, timeoutMillis uint32) (uint32, Status) {
-	var id uint32
 	st := Status(proxyGrpcCall(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
 		strPtr(method), uint32(len(method)), bytesPtr(initialMetadata), uint32(len(initialMetadata)),
-		bytesPtr(message), uint32(len(message)), timeoutMillis, unsafe.Pointer(&id)))
-	return id, st
+		bytesPtr(message), uint32(len(message)), timeoutMillis, unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // GrpcStream calls proxy_grpc_stream.
 func GrpcStream(upstream, service, method string, initialMetadata []byte) (uint32, Status) {
-	var id uint32
 	st := Status(proxyGrpcStream(strPtr(upstream), uint32(len(upstream)), strPtr(service), uint32(len(service)),
-		strPtr(method), uint32(len(method)), bytesPtr(initialMetadata), uint32(len(initialMetadata)), unsafe.Pointer(&id)))
-	return id, st
+		strPtr(method), uint32(len(method)), bytesPtr(initialMetadata), uint32(len(initialMetadata)), unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // GrpcSend calls proxy_grpc_send.
@@ -372,13 +383,12 @@ func GrpcClose(id uint32) Status { return Status(proxyGrpcClose(id)) }
 
 // GetSharedData calls proxy_get_shared_data.
 func GetSharedData(key string) ([]byte, uint32, Status) {
-	var p, n, cas uint32
-	st := Status(proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&p), unsafe.Pointer(&n), unsafe.Pointer(&cas)))
-	b := take(p, n)
+	st := Status(proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n), unsafe.Pointer(&ret.cas)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, 0, st
 	}
-	return b, cas, st
+	return b, ret.cas, st
 }
 
 // SetSharedData calls proxy_set_shared_data.
@@ -388,16 +398,14 @@ func SetSharedData(key string, value []byte, cas uint32) Status {
 
 // RegisterSharedQueue calls proxy_register_shared_queue.
 func RegisterSharedQueue(name string) (uint32, Status) {
-	var id uint32
-	st := Status(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
-	return id, st
+	st := Status(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // ResolveSharedQueue calls proxy_resolve_shared_queue.
 func ResolveSharedQueue(vmID, name string) (uint32, Status) {
-	var id uint32
-	st := Status(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
-	return id, st
+	st := Status(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // EnqueueSharedQueue calls proxy_enqueue_shared_queue.
@@ -407,9 +415,8 @@ func EnqueueSharedQueue(queueID uint32, value []byte) Status {
 
 // DequeueSharedQueue calls proxy_dequeue_shared_queue.
 func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyDequeueSharedQueue(queueID, unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyDequeueSharedQueue(queueID, unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
@@ -418,9 +425,8 @@ func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
 
 // DefineMetric calls proxy_define_metric.
 func DefineMetric(mt MetricType, name string) (uint32, Status) {
-	var id uint32
-	st := Status(proxyDefineMetric(uint32(mt), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
-	return id, st
+	st := Status(proxyDefineMetric(uint32(mt), strPtr(name), uint32(len(name)), unsafe.Pointer(&ret.id)))
+	return ret.id, st
 }
 
 // IncrementMetric calls proxy_increment_metric.
@@ -435,16 +441,14 @@ func RecordMetric(metricID uint32, value uint64) Status {
 
 // GetMetric calls proxy_get_metric.
 func GetMetric(metricID uint32) (uint64, Status) {
-	var v uint64
-	st := Status(proxyGetMetric(metricID, unsafe.Pointer(&v)))
-	return v, st
+	st := Status(proxyGetMetric(metricID, unsafe.Pointer(&ret.v)))
+	return ret.v, st
 }
 
 // CallForeignFunction calls proxy_call_foreign_function.
 func CallForeignFunction(name string, args []byte) ([]byte, Status) {
-	var p, n uint32
-	st := Status(proxyCallForeignFunction(strPtr(name), uint32(len(name)), bytesPtr(args), uint32(len(args)), unsafe.Pointer(&p), unsafe.Pointer(&n)))
-	b := take(p, n)
+	st := Status(proxyCallForeignFunction(strPtr(name), uint32(len(name)), bytesPtr(args), uint32(len(args)), unsafe.Pointer(&ret.p), unsafe.Pointer(&ret.n)))
+	b := take(ret.p, ret.n)
 	if st != StatusOK {
 		return nil, st
 	}
