@@ -130,10 +130,28 @@ func (guest) OnLog(contextID uint32) {
 	}
 }
 
+// HttpContextDeleter is implemented by an HttpContext that wants to know
+// when the host deletes its context (proxy_on_delete). No callback for the
+// context follows and the binding forgets it, so the plugin may reuse it for
+// a later stream: callouts it started are then no longer delivered, and
+// anything else the plugin handed it to must have let go.
+type HttpContextDeleter interface {
+	OnHttpContextDelete()
+}
+
 func (guest) OnDelete(contextID uint32) {
-	delete(vm.http, contextID)
-	delete(vm.tcp, contextID)
-	delete(vm.roots, contextID)
+	// A context lives in one of the maps; deleting from a map is costly in a
+	// VM, so only that one is touched.
+	if h, ok := vm.http[contextID]; ok {
+		delete(vm.http, contextID)
+		if d, ok := h.(HttpContextDeleter); ok {
+			defer d.OnHttpContextDelete()
+		}
+	} else if _, ok := vm.tcp[contextID]; ok {
+		delete(vm.tcp, contextID)
+	} else {
+		delete(vm.roots, contextID)
+	}
 	if vm.active == contextID {
 		vm.active = 0
 	}

@@ -129,6 +129,19 @@ func setMap(mt abi.MapType, pairs [][2]string) error {
 	return toErr(abi.SetHeaderMapPairs(mt, encodePairs(pairs)))
 }
 
+// getMapInto appends the map's pairs to dst; with peek, keys and values
+// alias the host's bytes in place (see PeekHttpResponseHeaders).
+func getMapInto(dst [][2]string, mt abi.MapType, peek bool) ([][2]string, error) {
+	if peek {
+		abi.Peek()
+	}
+	b, st := abi.GetHeaderMapPairs(mt)
+	if st != abi.StatusOK {
+		return dst, toErr(st)
+	}
+	return abi.AppendPairsOwned(dst, b)
+}
+
 func getMapValue(mt abi.MapType, key string) (string, error) {
 	b, st := abi.GetHeaderMapValue(mt, key)
 	if st != abi.StatusOK {
@@ -159,6 +172,12 @@ func encodePairs(pairs [][2]string) []byte {
 // OnHttpRequestHeaders, while the request is paused from it, and in
 // OnHttpStreamDone.
 func GetHttpRequestHeaders() ([][2]string, error) { return getMap(abi.MapHTTPRequestHeaders) }
+
+// AppendHttpRequestHeaders is GetHttpRequestHeaders appending to dst, so a
+// plugin can reuse one slice for every request.
+func AppendHttpRequestHeaders(dst [][2]string) ([][2]string, error) {
+	return getMapInto(dst, abi.MapHTTPRequestHeaders, false)
+}
 
 // ReplaceHttpRequestHeaders replaces all request headers with headers.
 func ReplaceHttpRequestHeaders(headers [][2]string) error {
@@ -220,6 +239,14 @@ func AddHttpRequestTrailer(key, value string) error {
 // OnHttpResponseHeaders, while the response is paused from it, and in
 // OnHttpStreamDone.
 func GetHttpResponseHeaders() ([][2]string, error) { return getMap(abi.MapHTTPResponseHeaders) }
+
+// PeekHttpResponseHeaders appends the response headers to dst without
+// copying them: the keys and values share the host's buffer and stay valid
+// only until the next call into the host (any proxywasm function). Read
+// what you need, clone what must live longer, then make other calls.
+func PeekHttpResponseHeaders(dst [][2]string) ([][2]string, error) {
+	return getMapInto(dst, abi.MapHTTPResponseHeaders, true)
+}
 
 // ReplaceHttpResponseHeaders replaces all response headers.
 func ReplaceHttpResponseHeaders(headers [][2]string) error {
@@ -307,6 +334,15 @@ func getBuffer(bt abi.BufferType, start, maxSize int) ([]byte, error) {
 	return b, toErr(st)
 }
 
+func peekBuffer(bt abi.BufferType, start, maxSize int) ([]byte, error) {
+	if start < 0 || maxSize < 0 || uint64(start) > 0xffffffff || uint64(maxSize) > 0xffffffff {
+		return nil, types.ErrorStatusBadArgument
+	}
+	abi.Peek()
+	b, st := abi.GetBufferBytes(bt, uint32(start), uint32(maxSize))
+	return b, toErr(st)
+}
+
 func getWholeBuffer(bt abi.BufferType) ([]byte, error) {
 	size, _, st := abi.GetBufferStatus(bt)
 	if st != abi.StatusOK {
@@ -363,6 +399,13 @@ func GetHttpRequestBody(start, maxSize int) ([]byte, error) {
 	return getBuffer(abi.BufferHTTPRequestBody, start, maxSize)
 }
 
+// PeekHttpRequestBody is GetHttpRequestBody without the copy: the bytes are
+// the host's buffer, valid only until the next call into the host (any
+// proxywasm function).
+func PeekHttpRequestBody(start, maxSize int) ([]byte, error) {
+	return peekBuffer(abi.BufferHTTPRequestBody, start, maxSize)
+}
+
 // AppendHttpRequestBody appends data to the request body buffer.
 func AppendHttpRequestBody(data []byte) error {
 	return appendBuffer(abi.BufferHTTPRequestBody, data)
@@ -382,6 +425,13 @@ func ReplaceHttpRequestBody(data []byte) error {
 // start. Valid in OnHttpResponseBody.
 func GetHttpResponseBody(start, maxSize int) ([]byte, error) {
 	return getBuffer(abi.BufferHTTPResponseBody, start, maxSize)
+}
+
+// PeekHttpResponseBody is GetHttpResponseBody without the copy: the bytes
+// are the host's buffer, valid only until the next call into the host (any
+// proxywasm function). For scanning a chunk as it passes.
+func PeekHttpResponseBody(start, maxSize int) ([]byte, error) {
+	return peekBuffer(abi.BufferHTTPResponseBody, start, maxSize)
 }
 
 // AppendHttpResponseBody appends data to the response body buffer.
@@ -549,6 +599,14 @@ func GetSharedData(key string) (value []byte, cas uint32, err error) {
 		return nil, 0, toErr(st)
 	}
 	return v, c, nil
+}
+
+// PeekSharedData is GetSharedData without the copy: the value is the host's
+// buffer, valid only until the next call into the host (any proxywasm
+// function). For decoding a value at once, as a compare-and-swap loop does.
+func PeekSharedData(key string) (value []byte, cas uint32, err error) {
+	abi.Peek()
+	return GetSharedData(key)
 }
 
 // SetSharedData stores value under key. A non-zero cas must equal the

@@ -2,6 +2,7 @@ package abi
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -48,33 +49,40 @@ func AppendPairs(dst []byte, pairs [][2]string) []byte {
 // lengths pointing past the end, missing NUL terminators and trailing bytes
 // are reported as errors wrapping ErrMalformedPairs; it never panics.
 func DeserializePairs(data []byte) ([][2]string, error) {
-	return deserializePairs(data, false)
+	return deserializePairs(nil, data, false)
 }
 
 // DeserializePairsOwned is DeserializePairs for data the caller owns and
 // will never modify again: keys and values share data's memory instead of a
 // copy of it. Data returned by this package's host functions qualifies.
 func DeserializePairsOwned(data []byte) ([][2]string, error) {
-	return deserializePairs(data, true)
+	return deserializePairs(nil, data, true)
 }
 
-func deserializePairs(data []byte, owned bool) ([][2]string, error) {
+// AppendPairsOwned is DeserializePairsOwned appending to dst, so a caller
+// that reads maps often can reuse one slice. On error it returns dst
+// unchanged.
+func AppendPairsOwned(dst [][2]string, data []byte) ([][2]string, error) {
+	return deserializePairs(dst, data, true)
+}
+
+func deserializePairs(dst [][2]string, data []byte, owned bool) ([][2]string, error) {
 	if len(data) == 0 || (len(data) == 1 && data[0] == 0) {
-		return nil, nil
+		return dst, nil
 	}
 	if len(data) < 4 {
-		return nil, malformed("header shorter than 4 bytes", 0)
+		return dst, malformed("header shorter than 4 bytes", 0)
 	}
 	n := u32(data)
 	if n == 0 {
 		if len(data) != 4 {
-			return nil, malformed("trailing bytes after empty map", 4)
+			return dst, malformed("trailing bytes after empty map", 4)
 		}
-		return nil, nil
+		return dst, nil
 	}
 	// Each entry needs at least 8 bytes of lengths and 2 NUL bytes.
 	if uint64(n) > uint64(len(data)-4)/10 {
-		return nil, malformed("count "+strconv.FormatUint(uint64(n), 10)+" exceeds data", 0)
+		return dst, malformed("count "+strconv.FormatUint(uint64(n), 10)+" exceeds data", 0)
 	}
 	// Keys and values are substrings of one string holding the payload.
 	var s string
@@ -85,33 +93,34 @@ func deserializePairs(data []byte, owned bool) ([][2]string, error) {
 	}
 	lens := 4
 	pos := 4 + int(n)*8
-	out := make([][2]string, n)
-	for i := range out {
+	base := len(dst)
+	out := slices.Grow(dst, int(n))
+	for range n {
 		kl := int(u32(data[lens:]))
 		vl := int(u32(data[lens+4:]))
 		lens += 8
 		if kl < 0 || vl < 0 || kl > len(s)-pos {
-			return nil, malformed("key length past end", lens-8)
+			return dst[:base], malformed("key length past end", lens-8)
 		}
 		k := s[pos : pos+kl]
 		pos += kl
 		if pos >= len(s) || s[pos] != 0 {
-			return nil, malformed("key not NUL-terminated", pos)
+			return dst[:base], malformed("key not NUL-terminated", pos)
 		}
 		pos++
 		if vl > len(s)-pos {
-			return nil, malformed("value length past end", lens-4)
+			return dst[:base], malformed("value length past end", lens-4)
 		}
 		v := s[pos : pos+vl]
 		pos += vl
 		if pos >= len(s) || s[pos] != 0 {
-			return nil, malformed("value not NUL-terminated", pos)
+			return dst[:base], malformed("value not NUL-terminated", pos)
 		}
 		pos++
-		out[i] = [2]string{k, v}
+		out = append(out, [2]string{k, v})
 	}
 	if pos != len(s) {
-		return nil, malformed("trailing bytes", pos)
+		return dst[:base], malformed("trailing bytes", pos)
 	}
 	return out, nil
 }

@@ -76,6 +76,10 @@ func current() Host {
 	return host
 }
 
+// Peek is a no-op natively: a Host's returned slices are always the
+// caller's. (The wasip1 build returns data in place; see Peek there.)
+func Peek() {}
+
 // Log calls proxy_log.
 func Log(level LogLevel, msg string) Status { return current().Log(level, msg) }
 
