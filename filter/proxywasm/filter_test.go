@@ -37,6 +37,7 @@ type testPlugin struct {
 	ticks    int
 	received []string
 	streams  map[uint32]*testHTTP
+	deleted  []uint32
 }
 
 func (p *testPlugin) OnPluginStart(int) types.OnPluginStartStatus {
@@ -79,6 +80,9 @@ func (p *testPlugin) NewHttpContext(id uint32) types.HttpContext {
 	return h
 }
 
+// OnHttpContextDelete records the deletion (proxywasm.HttpContextDeleter).
+func (h *testHTTP) OnHttpContextDelete() { h.plugin.deleted = append(h.plugin.deleted, h.id) }
+
 type testHTTP struct {
 	types.DefaultHttpContext
 	id     uint32
@@ -115,6 +119,9 @@ func (h *testHTTP) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.
 		all, err := proxywasm.GetHttpRequestHeaders()
 		h.noteErr("all", err)
 		h.note("count", strconv.Itoa(len(all)))
+		appended, err := proxywasm.AppendHttpRequestHeaders([][2]string{{"kept", "1"}})
+		h.noteErr("append", err)
+		h.note("appended", strconv.Itoa(len(appended))+" "+appended[0][0]+" "+appended[1][0])
 		_, err = proxywasm.GetHttpRequestHeader("x-missing")
 		h.noteErr("missing", err)
 		h.noteErr("replace", proxywasm.ReplaceHttpRequestHeader(":authority", "relay.example"))
@@ -295,6 +302,7 @@ func TestHeaders(t *testing.T) {
 		require.NoError(t, err, k)
 	}
 	require.Equal(t, "4", h.got["count"])
+	require.Equal(t, "5 kept :authority", h.got["appended"])
 	require.Equal(t, "4", h.got["numHeaders"])
 	require.Equal(t, [][2]string{
 		{":authority", "relay.example"}, {":path", "/v1/chat/completions"},
@@ -303,6 +311,18 @@ func TestHeaders(t *testing.T) {
 
 	host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, false)
 	require.Equal(t, [][2]string{{":status", "200"}, {"x-shepherd", "1"}}, host.GetCurrentResponseHeaders(id))
+}
+
+// A context that implements HttpContextDeleter hears of its deletion, after
+// which the binding delivers it nothing more.
+func TestHttpContextDeleter(t *testing.T) {
+	host, vm := start(t, proxytest.NewEmulatorOption())
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, [][2]string{{":path", "/"}}, true)
+	require.Empty(t, vm.plugin.deleted)
+	host.CompleteHttpContext(id)
+	require.Equal(t, []uint32{id}, vm.plugin.deleted)
+	require.True(t, vm.plugin.streams[id].doneRan)
 }
 
 func TestReplaceAllHeaders(t *testing.T) {

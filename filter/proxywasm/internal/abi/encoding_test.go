@@ -54,6 +54,24 @@ func TestPairsRoundTrip(t *testing.T) {
 	}
 }
 
+func TestAppendPairsOwned(t *testing.T) {
+	data := SerializePairs([][2]string{{"a", "1"}, {"b", "22"}})
+	dst := make([][2]string, 1, 8)
+	dst[0] = [2]string{"kept", "x"}
+	got, err := AppendPairsOwned(dst, data)
+	require.NoError(t, err)
+	require.Equal(t, [][2]string{{"kept", "x"}, {"a", "1"}, {"b", "22"}}, got)
+	require.Equal(t, &dst[:1][0], &got[0], "appended in place while capacity lasts")
+
+	got, err = AppendPairsOwned(dst, data[:len(data)-1]) // value not NUL-terminated
+	require.ErrorIs(t, err, ErrMalformedPairs)
+	require.Equal(t, [][2]string{{"kept", "x"}}, got, "dst unchanged on error")
+
+	got, err = AppendPairsOwned(dst, nil)
+	require.NoError(t, err)
+	require.Equal(t, dst, got)
+}
+
 func TestDeserializeEmptyForms(t *testing.T) {
 	for _, b := range [][]byte{nil, {}, {0}, {0, 0, 0, 0}} {
 		got, err := DeserializePairs(b)
