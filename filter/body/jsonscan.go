@@ -54,29 +54,40 @@ type JSONUsageScanner struct {
 	model    modelStore
 }
 
+// Reset makes s a zero scanner that keeps its buffer, for reuse.
+func (s *JSONUsageScanner) Reset() {
+	*s = JSONUsageScanner{capture: s.capture[:0]}
+}
+
 // Feed scans the next chunk of the body. The scanner does not keep chunk.
+//
+// Bytes to keep (a member name, a captured value) always form one token, so
+// they are kept as spans: from the token's start (or the chunk's) to its end
+// (or the chunk's), not byte by byte.
 func (s *JSONUsageScanner) Feed(chunk []byte) {
-	for i := 0; i < len(chunk) && !s.stopped; i++ {
+	from := 0 // where the open token's bytes in this chunk start
+	i := 0
+	for ; i < len(chunk) && !s.stopped; i++ {
 		if s.inString {
 			if !s.escape {
 				// Step over the plain part of the string at once.
 				j := quoteOrBackslash(chunk[i:])
 				if j < 0 {
-					s.keep(chunk[i:])
-					return
+					i = len(chunk)
+					break
 				}
-				s.keep(chunk[i : i+j])
 				i += j
 			}
-			c := chunk[i]
-			s.keep(chunk[i : i+1])
-			switch {
+			switch c := chunk[i]; {
 			case s.escape:
 				s.escape = false
 			case c == '\\':
 				s.escape = true
 			case c == '"':
 				s.inString = false
+				if s.inKey || s.depth == 1 {
+					s.keep(chunk[from : i+1])
+				}
 				s.endString()
 			}
 			continue
@@ -86,17 +97,13 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 			switch c {
 			case ',', '}', ']', ' ', '\t', '\n', '\r':
 				s.scalar = false
+				s.keep(chunk[from:i])
 				s.endValue()
 			default:
-				s.keep(chunk[i : i+1])
 				continue
 			}
 		}
 		switch c {
-		case ' ', '\t', '\n', '\r':
-			if s.depth > 1 {
-				s.keep(chunk[i : i+1])
-			}
 		case '{', '[':
 			switch s.depth {
 			case 0:
@@ -107,14 +114,14 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 				s.expectKey = true
 			case 1:
 				s.startValue()
+				from = i
 			}
-			s.keep(chunk[i : i+1])
 			s.depth++
 		case '}', ']':
-			s.keep(chunk[i : i+1])
 			s.depth--
 			switch s.depth {
 			case 1:
+				s.keep(chunk[from : i+1])
 				s.endValue()
 			case 0:
 				s.stopped = true
@@ -130,18 +137,15 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 			case s.depth == 1:
 				s.startValue()
 			}
-			s.keep(chunk[i : i+1])
+			if s.depth == 1 {
+				from = i
+			}
 			s.inString = true
 		case ',':
 			if s.depth == 1 {
 				s.expectKey = true
-			} else {
-				s.keep(chunk[i : i+1])
 			}
-		case ':':
-			if s.depth > 1 {
-				s.keep(chunk[i : i+1])
-			}
+		case ' ', '\t', '\n', '\r', ':':
 		default:
 			switch s.depth {
 			case 0:
@@ -150,9 +154,14 @@ func (s *JSONUsageScanner) Feed(chunk []byte) {
 			case 1:
 				s.startValue()
 				s.scalar = true
+				from = i
 			}
-			s.keep(chunk[i : i+1])
 		}
+	}
+	// A token still open keeps what this chunk holds of it; the next chunk
+	// continues it from its start.
+	if s.inKey || s.capturing {
+		s.keep(chunk[from:i])
 	}
 }
 

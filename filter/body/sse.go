@@ -68,6 +68,11 @@ type SSEScanner struct {
 	bad      int
 }
 
+// Reset makes s a zero scanner that keeps its buffer, for reuse.
+func (s *SSEScanner) Reset() {
+	*s = SSEScanner{data: s.data[:0]}
+}
+
 // Feed scans the next chunk of the body. The scanner does not keep chunk.
 func (s *SSEScanner) Feed(chunk []byte) {
 	for i := 0; i < len(chunk); i++ {

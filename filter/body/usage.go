@@ -20,15 +20,15 @@ func parseUsage(tok []byte) (u Usage, ok bool) {
 	m := jsonlite.ObjectMembers(tok, 0)
 	for m.Next() {
 		v := m.Value()
-		switch {
-		case m.NameIs("prompt_tokens"), m.NameIs("input_tokens"):
+		switch usageMember(&m, tok) {
+		case memberInput:
 			u.Input = count(v)
-		case m.NameIs("completion_tokens"), m.NameIs("output_tokens"):
+		case memberOutput:
 			u.Output = count(v)
-		case m.NameIs("total_tokens"):
+		case memberTotal:
 			u.Total = count(v)
 			hasTotal = true
-		case m.NameIs("prompt_tokens_details"), m.NameIs("input_tokens_details"):
+		case memberDetails:
 			if v[0] == '{' {
 				d := jsonlite.ObjectMembers(v, 0)
 				for d.Next() {
@@ -46,6 +46,45 @@ func parseUsage(tok []byte) (u Usage, ok bool) {
 		u.Total = u.Input + u.Output
 	}
 	return u, true
+}
+
+// The usage members parseUsage reads.
+const (
+	memberOther = iota
+	memberInput
+	memberOutput
+	memberTotal
+	memberDetails
+)
+
+// usageMember classifies the current member's name. A name without escapes
+// is compared as it stands, in one switch (no copy); the rare escaped one is
+// decoded by NameIs.
+func usageMember(m *jsonlite.Members, tok []byte) int {
+	if !m.NameEscaped() {
+		switch string(tok[m.NameStart+1 : m.NameEnd-1]) {
+		case "prompt_tokens", "input_tokens":
+			return memberInput
+		case "completion_tokens", "output_tokens":
+			return memberOutput
+		case "total_tokens":
+			return memberTotal
+		case "prompt_tokens_details", "input_tokens_details":
+			return memberDetails
+		}
+		return memberOther
+	}
+	switch {
+	case m.NameIs("prompt_tokens"), m.NameIs("input_tokens"):
+		return memberInput
+	case m.NameIs("completion_tokens"), m.NameIs("output_tokens"):
+		return memberOutput
+	case m.NameIs("total_tokens"):
+		return memberTotal
+	case m.NameIs("prompt_tokens_details"), m.NameIs("input_tokens_details"):
+		return memberDetails
+	}
+	return memberOther
 }
 
 // count reads a token count; anything but a non-negative integer reads as 0.
