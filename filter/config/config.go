@@ -24,6 +24,11 @@ import (
 // MaxConfigSize is the largest pluginConfig Parse accepts.
 const MaxConfigSize = 1 << 20
 
+// MaxEntries bounds the models, providers and routes of a config, each:
+// every one of them can become a metric label value, and the filter indexes
+// its metrics by them in fixed-width fields.
+const MaxEntries = 4096
+
 // OtherModel is the metric label of models the config does not list, so client
 // input cannot grow the number of metrics.
 const OtherModel = "other"
@@ -176,6 +181,9 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	if len(providers) == 0 {
 		return nil, fail("providers", "at least one provider is required")
 	}
+	if len(providers) > MaxEntries {
+		return nil, fail("providers", tooMany(len(providers), "providers"))
+	}
 	d.providers = make(map[string]*Provider, len(providers))
 	for i, pv := range providers {
 		p, err := d.provider(index("providers", i), pv)
@@ -197,6 +205,9 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	if len(routes) == 0 {
 		return nil, fail("routes", "at least one route is required")
 	}
+	if len(routes) > MaxEntries {
+		return nil, fail("routes", tooMany(len(routes), "routes"))
+	}
 	seen := make(map[string]bool, len(routes))
 	for i, rv := range routes {
 		r, err := d.route(index("routes", i), rv)
@@ -213,6 +224,10 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 	return d.cfg, nil
 }
 
+func tooMany(n int, what string) string {
+	return "at most " + strconv.Itoa(MaxEntries) + " " + what + ", not " + strconv.Itoa(n)
+}
+
 // models reads {"models": {"gpt-4.1": {"input": 2.0, "cachedInput": 0.5, "output": 8.0}, "m2": {}}}.
 func (d *decoder) models(doc *jsonlite.Value) error {
 	v := doc.Get("models")
@@ -220,6 +235,9 @@ func (d *decoder) models(doc *jsonlite.Value) error {
 	if v != nil {
 		if v.Kind != jsonlite.Object {
 			return fail("models", "must be an object of model names, not "+v.Kind.String())
+		}
+		if len(v.Members) > MaxEntries {
+			return fail("models", tooMany(len(v.Members), "models"))
 		}
 		names := make([]string, 0, len(v.Members))
 		for _, m := range v.Members {

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -116,6 +117,33 @@ func TestParseInvalid(t *testing.T) {
 			require.EqualError(t, err, exp)
 		})
 	}
+}
+
+func TestParseBoundsEntries(t *testing.T) {
+	many := func(n int, item func(i int) string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = item(i)
+		}
+		return strings.Join(parts, ",")
+	}
+	provider := func(i int) string { return `{"name":"p` + strconv.Itoa(i) + `","host":"h"}` }
+	route := func(i int) string {
+		return `{"name":"r` + strconv.Itoa(i) + `","match":{"pathPrefix":"/"},"provider":"p0"}`
+	}
+	model := func(i int) string { return `"m` + strconv.Itoa(i) + `":{}` }
+	doc := func(models, providers, routes int) []byte {
+		return []byte(`{"models":{` + many(models, model) + `},"providers":[` + many(providers, provider) +
+			`],"routes":[` + many(routes, route) + `]}`)
+	}
+	_, err := Parse(doc(MaxEntries, MaxEntries, MaxEntries), nil)
+	require.NoError(t, err)
+	_, err = Parse(doc(MaxEntries+1, 1, 1), nil)
+	require.EqualError(t, err, "models: at most 4096 models, not 4097")
+	_, err = Parse(doc(1, MaxEntries+1, 1), nil)
+	require.EqualError(t, err, "providers: at most 4096 providers, not 4097")
+	_, err = Parse(doc(1, 1, MaxEntries+1), nil)
+	require.EqualError(t, err, "routes: at most 4096 routes, not 4097")
 }
 
 func TestEmptyAndHugeConfig(t *testing.T) {
