@@ -47,7 +47,28 @@ type plugin struct {
 	streams uint64
 	// sc is the conversation with shepherd-sidecar.
 	sc sidecarState
+
+	// Reused by every stream on this VM (one callback runs at a time): the
+	// header slices of the phase at hand, and finished streams for the next
+	// ones. Allocation is the costliest thing Go does in a VM.
+	reqHeaders, respHeaders [][2]string
+	free                    []*stream
+	// bodyBuf receives request bodies rewritten for routes without fallback.
+	bodyBuf []byte
 }
+
+// maxBodyBuf bounds the rewrite buffer a VM keeps between requests.
+const maxBodyBuf = 256 << 10
+
+// keepBodyBuf keeps b's array for the next rewrite unless it grew too large.
+func (p *plugin) keepBodyBuf(b []byte) {
+	if cap(b) <= maxBodyBuf {
+		p.bodyBuf = b[:0]
+	}
+}
+
+// maxFreeStreams bounds the finished streams a VM keeps for reuse.
+const maxFreeStreams = 64
 
 // policy is a configuration and the per-VM state built from it.
 type policy struct {
@@ -198,7 +219,30 @@ func (p *plugin) random() uint64 {
 
 // NewHttpContext is called for every HTTP stream.
 func (p *plugin) NewHttpContext(id uint32) types.HttpContext {
+	if n := len(p.free); n > 0 {
+		s := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		s.reset(p, id)
+		return s
+	}
 	return &stream{plugin: p, id: id, policy: p.policy}
+}
+
+// reset readies a finished stream for a new one, keeping its scanners'
+// buffers.
+func (s *stream) reset(p *plugin, id uint32) {
+	sse, json := s.sseScan, s.jsonScan
+	*s = stream{plugin: p, id: id, policy: p.policy, sseScan: sse, jsonScan: json}
+}
+
+// OnHttpContextDelete returns the stream to its plugin for reuse once the host
+// has deleted it, unless something still holds it.
+func (s *stream) OnHttpContextDelete() {
+	if s.escaped || len(s.plugin.free) >= maxFreeStreams {
+		return
+	}
+	s.plugin.free = append(s.plugin.free, s)
 }
 
 func nowNanos() int64 {

@@ -50,6 +50,7 @@ func (s *stream) planRetry(status int, calloutFailed bool, retryAfter, reset str
 		return s.startAttempt()
 	}
 	s.retryAt = now + step.Delay
+	s.escaped = true
 	s.plugin.wait(s)
 	return true
 }
@@ -141,9 +142,7 @@ func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 		if !failed {
 			s.last = &answer{status: status, headers: hdrs, body: respBody, entry: s.entry}
 		}
-		if s.planRetry(status, failed, headerValue(hdrs, "retry-after"), resetHint(func(k string) (string, error) {
-			return headerValue(hdrs, k), nil
-		})) {
+		if s.planRetry(status, failed, headerValue(hdrs, "retry-after"), resetHint(hdrs)) {
 			return
 		}
 		if failed {
@@ -195,11 +194,13 @@ func (s *stream) respond(a *answer) {
 	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
 		[2]string{headerAttempts, strconv.Itoa(s.attempts)})
 	if strings.HasPrefix(ct, "text/event-stream") {
-		s.sse, s.json = &body.SSEScanner{}, nil
+		s.sseScan.Reset()
+		s.sse, s.json = &s.sseScan, nil
 		s.sse.Feed(a.body)
 		s.sse.Finish()
 	} else {
-		s.sse, s.json = nil, &body.JSONUsageScanner{}
+		s.jsonScan.Reset()
+		s.sse, s.json = nil, &s.jsonScan
 		s.json.Feed(a.body)
 	}
 	if err := proxywasm.SendHttpResponse(uint32(a.status), out, a.body, -1); err != nil {
@@ -210,14 +211,12 @@ func (s *stream) respond(a *answer) {
 // resetHint returns OpenAI's reset header for the exhausted limit: the requests
 // one when x-ratelimit-remaining-requests is 0, else the tokens one when its
 // remaining is 0, else "".
-func resetHint(get func(string) (string, error)) string {
-	if v, _ := get("x-ratelimit-remaining-requests"); v == "0" {
-		r, _ := get("x-ratelimit-reset-requests")
-		return r
+func resetHint(hdrs [][2]string) string {
+	if headerValue(hdrs, "x-ratelimit-remaining-requests") == "0" {
+		return headerValue(hdrs, "x-ratelimit-reset-requests")
 	}
-	if v, _ := get("x-ratelimit-remaining-tokens"); v == "0" {
-		r, _ := get("x-ratelimit-reset-tokens")
-		return r
+	if headerValue(hdrs, "x-ratelimit-remaining-tokens") == "0" {
+		return headerValue(hdrs, "x-ratelimit-reset-tokens")
 	}
 	return ""
 }

@@ -7,11 +7,13 @@ import (
 )
 
 // sharedData is proxy-wasm shared data as the limiters see it: process-wide across
-// the VMs of one vm_id, with compare-and-swap.
+// the VMs of one vm_id, with compare-and-swap. Get reads the host's bytes in
+// place (the limiters decode them before their next host call), which saves
+// a copy per limit check.
 type sharedData struct{}
 
 func (sharedData) Get(key string) ([]byte, uint32, error) {
-	v, cas, err := proxywasm.GetSharedData(key)
+	v, cas, err := proxywasm.PeekSharedData(key)
 	if err == types.ErrorStatusNotFound {
 		return nil, 0, limits.ErrNotFound
 	}

@@ -356,18 +356,20 @@ func (s *stream) report(u int64, real bool, input, output uint64, cost int64, no
 
 // readProviderHints keeps the provider's x-ratelimit-remaining-requests and
 // Retry-After for the outcome report.
-func (s *stream) readProviderHints() {
+func (s *stream) readProviderHints(hdrs [][2]string) {
 	if sc := s.policy.cfg.Sidecar; sc == nil || sc.ReportIntervalMs == 0 {
 		return
 	}
-	if v, err := proxywasm.GetHttpResponseHeader("x-ratelimit-remaining-requests"); err == nil {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			s.hasRemaining, s.remaining = true, n
-		}
-	}
-	if v, err := proxywasm.GetHttpResponseHeader("retry-after"); err == nil {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 86400 {
-			s.retryAfterMs = uint32(n) * 1000
+	for _, kv := range hdrs {
+		switch kv[0] {
+		case "x-ratelimit-remaining-requests":
+			if n, err := strconv.ParseInt(kv[1], 10, 64); err == nil {
+				s.hasRemaining, s.remaining = true, n
+			}
+		case "retry-after":
+			if n, err := strconv.Atoi(kv[1]); err == nil && n > 0 && n < 86400 {
+				s.retryAfterMs = uint32(n) * 1000
+			}
 		}
 	}
 }

@@ -38,9 +38,9 @@ type stream struct {
 
 	localStatus int // status of the filter's local reply
 
-	// The request's headers as they arrived, read once (see requestHeaders).
-	reqHeaders  [][2]string
-	haveHeaders bool
+	// The request's headers as they arrived, read once at the start of the
+	// request-headers phase (see header).
+	reqHeaders [][2]string
 
 	// Request headers the body phase needs, read while the headers are at hand.
 	priority string
@@ -75,10 +75,21 @@ type stream struct {
 	reserved int64
 
 	// Response.
-	status  int
-	sse     *body.SSEScanner
-	json    *body.JSONUsageScanner
-	outputs int64 // stream events seen, the output estimate when usage is missing
+	status   int
+	sse      *body.SSEScanner       // nil, or &sseScan while the response is an event stream
+	json     *body.JSONUsageScanner // nil, or &jsonScan while the response is JSON
+	sseScan  body.SSEScanner
+	jsonScan body.JSONUsageScanner
+	outputs  int64 // stream events seen, the output estimate when usage is missing
+
+	// escaped is set once something that outlives the stream's callbacks holds
+	// it (the plugin's retry queue); such a stream is never reused.
+	escaped bool
+
+	// post is set for POST requests: only they can be answered with token
+	// usage (every inference call of an OpenAI-compatible API is a POST), so
+	// only their responses are scanned.
+	post bool
 
 	// Fallback.
 	provider *config.Provider // provider of the current attempt
@@ -96,14 +107,30 @@ type stream struct {
 // its route cache when these headers change, so the request is re-routed to the
 // provider's cluster. Requests no route matches pass through untouched.
 func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
-	pol := s.policy
-	if pol == nil {
+	if s.policy == nil {
 		return types.ActionContinue
 	}
-	path, err := proxywasm.GetHttpRequestHeader(":path")
+	// One host call reads every header this phase looks at; the slice is the
+	// plugin's, reused by every stream.
+	hdrs, err := proxywasm.AppendHttpRequestHeaders(s.plugin.reqHeaders[:0])
 	if err != nil {
 		return types.ActionContinue
 	}
+	s.reqHeaders = hdrs
+	action := s.onRequestHeaders(endOfStream)
+	clear(hdrs)
+	s.plugin.reqHeaders, s.reqHeaders = hdrs[:0], nil
+	return action
+}
+
+func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
+	pol := s.policy
+	path, ok := s.header(":path")
+	if !ok {
+		return types.ActionContinue
+	}
+	method, _ := s.header(":method")
+	s.post = method == "POST"
 	pick := s.plugin.random()
 	d, ok := routing.Decide(pol.cfg, path, s.header, pick)
 	if !ok {
@@ -115,7 +142,7 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	s.decision, s.routed, s.provider = d, true, d.Provider
 	s.state = &pol.routes[d.Route.Index]
 
-	for _, kv := range s.requestHeaders() {
+	for _, kv := range s.reqHeaders {
 		if strings.HasPrefix(kv[0], internalPrefix) {
 			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
@@ -234,7 +261,9 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 		return types.ActionPause
 	}
 	s.awaitBody = false
-	raw, err := proxywasm.GetHttpRequestBody(0, size)
+	// The body is read in place: everything that reads it runs before the
+	// next host call, and the rewrite goes to the plugin's reused buffer.
+	raw, err := proxywasm.PeekHttpRequestBody(0, size)
 	if err != nil {
 		return types.ActionContinue
 	}
@@ -266,11 +295,27 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	if s.modelName != "" && !req.ModelIs(raw, s.modelName) {
 		edit.SetModel, edit.Model = true, s.modelName
 	}
-	out, changed := body.Apply(raw, req, edit)
+	// A fallback resends the body, so the stream keeps its own copy;
+	// otherwise the rewrite lives only until the host has taken it.
+	var out []byte
+	changed := false
+	if r.Fallback != nil {
+		out, changed = body.Apply(raw, req, edit)
+		if !changed {
+			out = append([]byte(nil), raw...)
+		}
+		s.body = out
+	} else {
+		out, changed = body.AppendApplied(s.plugin.bodyBuf[:0], raw, req, edit)
+		if changed {
+			s.plugin.keepBodyBuf(out)
+		}
+	}
+	raw = nil // the host's bytes: not valid past the next host call
 
 	// Tokens: reserve the prompt estimate plus the output the request may use.
+	s.estimate = req.EstimatePromptTokens()
 	if l := s.state.tokens; l != nil {
-		s.estimate = req.EstimatePromptTokens()
 		maxOut := req.MaxOutputTokens()
 		if maxOut < 0 {
 			maxOut = r.Limits.DefaultMaxTokens
@@ -287,8 +332,6 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 		if !dec.FailedOpen {
 			s.reserved = n
 		}
-	} else {
-		s.estimate = req.EstimatePromptTokens()
 	}
 
 	if changed {
@@ -296,12 +339,8 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 			proxywasm.LogError("shepherd: route " + r.Name + ": rewriting the body: " + err.Error())
 		}
 	}
-	if r.Fallback != nil {
-		if !changed {
-			out = append([]byte(nil), raw...)
-		}
-		s.body = out
-		if inspected, err := body.InspectRequest(out); err == nil {
+	if s.body != nil {
+		if inspected, err := body.InspectRequest(s.body); err == nil {
 			s.req = inspected
 		}
 	}
@@ -314,17 +353,24 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	if !s.routed || s.replied {
 		return types.ActionContinue
 	}
-	s.status = 0
-	if v, err := proxywasm.GetHttpResponseHeader(":status"); err == nil {
-		s.status, _ = strconv.Atoi(v)
+	// Everything this phase reads comes from one host call, read in place:
+	// the values are valid until the next host call, so they are used (or
+	// cloned) before any other.
+	hdrs, _ := proxywasm.PeekHttpResponseHeaders(s.plugin.respHeaders[:0])
+	s.status, _ = strconv.Atoi(headerValue(hdrs, ":status"))
+	s.readProviderHints(hdrs)
+	ct := headerValue(hdrs, "content-type")
+	isSSE, isJSON := strings.HasPrefix(ct, "text/event-stream"), strings.Contains(ct, "json")
+	retry := s.shouldRetry(s.status, false)
+	var retryAfter, reset string
+	if retry {
+		retryAfter, reset = strings.Clone(headerValue(hdrs, "retry-after")), strings.Clone(resetHint(hdrs))
 	}
-	s.readProviderHints()
-	if s.shouldRetry(s.status, false) {
-		retryAfter, _ := proxywasm.GetHttpResponseHeader("retry-after")
-		if s.planRetry(s.status, false, retryAfter, resetHint(proxywasm.GetHttpResponseHeader)) {
-			s.held = true
-			return types.ActionPause
-		}
+	clear(hdrs)
+	s.plugin.respHeaders = hdrs[:0]
+	if retry && s.planRetry(s.status, false, retryAfter, reset) {
+		s.held = true
+		return types.ActionPause
 	}
 	s.firstByte = nowNanos()
 	_ = proxywasm.ReplaceHttpResponseHeader(headerProvider, s.provider.Name)
@@ -332,13 +378,14 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, s.modelName)
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
-	if !endOfStream {
-		ct, _ := proxywasm.GetHttpResponseHeader("content-type")
+	if !endOfStream && s.post {
 		switch {
-		case strings.HasPrefix(ct, "text/event-stream"):
-			s.sse = &body.SSEScanner{}
-		case strings.Contains(ct, "json"):
-			s.json = &body.JSONUsageScanner{}
+		case isSSE:
+			s.sseScan.Reset()
+			s.sse = &s.sseScan
+		case isJSON:
+			s.jsonScan.Reset()
+			s.json = &s.jsonScan
 		}
 	}
 	return types.ActionContinue
@@ -353,17 +400,19 @@ func (s *stream) OnHttpResponseBody(size int, endOfStream bool) types.Action {
 	if s.replied || (s.sse == nil && s.json == nil) || size == 0 {
 		return types.ActionContinue
 	}
-	chunk, err := proxywasm.GetHttpResponseBody(0, size)
+	// The scanners keep nothing of a chunk and make no host call while
+	// reading it, so the host's bytes are read in place.
+	chunk, err := proxywasm.PeekHttpResponseBody(0, size)
 	if err != nil {
 		return types.ActionContinue
 	}
 	if s.sse != nil {
 		s.sse.Feed(chunk)
-		if s.sse.FirstContent() {
-			s.firstByte = nowNanos()
-		}
 		if endOfStream {
 			s.sse.Finish()
+		}
+		if s.sse.FirstContent() {
+			s.firstByte = nowNanos()
 		}
 	} else {
 		s.json.Feed(chunk)
@@ -443,21 +492,10 @@ func (s *stream) finish() {
 	s.report(u.Input+u.Output, real, uint64(max(u.Input, 0)), uint64(max(u.Output, 0)), cost, now)
 }
 
-// requestHeaders returns the request's headers as they arrived, read from the
-// host once per stream: a routed request looks at several, and each host call
-// copies data into the VM.
-func (s *stream) requestHeaders() [][2]string {
-	if !s.haveHeaders {
-		s.haveHeaders = true
-		s.reqHeaders, _ = proxywasm.GetHttpRequestHeaders()
-	}
-	return s.reqHeaders
-}
-
 // header looks up a request header (lowercase name) as it arrived; only valid in
-// the request-headers phase, before the filter changes them.
+// the request-headers phase, which reads them once.
 func (s *stream) header(name string) (string, bool) {
-	for _, kv := range s.requestHeaders() {
+	for _, kv := range s.reqHeaders {
 		if kv[0] == name {
 			return kv[1], true
 		}

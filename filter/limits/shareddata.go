@@ -18,7 +18,9 @@ var (
 // worker VMs of one vm_id see, with compare-and-swap versions.
 //
 // Get returns the value and its CAS version, or ErrNotFound with version 0 when
-// the key is absent. The caller must not modify the returned slice.
+// the key is absent. The returned slice may be the store's own buffer: the
+// caller must not modify it, and it is valid only until the next call on the
+// store (this package decodes or copies what it reads at once).
 //
 // Set stores a copy of value. A non-zero cas must equal the key's current version
 // or Set fails with ErrCasMismatch. As in Envoy, cas 0 means "do not check": the
