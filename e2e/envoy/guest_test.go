@@ -514,6 +514,20 @@ func TestFailReloadReplacesFailedVM(t *testing.T) {
 	require.False(t, h.VMStats()[0].Failed)
 }
 
+// GuestTime adds up the time of the callbacks the host makes, so it grows with
+// every stream the plugin sees.
+func TestGuestTimeCountsCallbacks(t *testing.T) {
+	up := echoUpstream(t)
+	h := newHost(t, "trap", up.URL)
+	before := h.VMStats()[0]
+	require.Positive(t, before.GuestTime, "the VM's start ran guest code")
+	resp, _ := do(t, h, "GET", "/ok", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	after := h.VMStats()[0]
+	require.Greater(t, after.Callbacks, before.Callbacks)
+	require.Greater(t, after.GuestTime, before.GuestTime)
+}
+
 func TestLegacyWASIKillsGoGuestOnGC(t *testing.T) {
 	tests := []struct {
 		legacy bool

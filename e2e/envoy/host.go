@@ -424,9 +424,12 @@ type VMStat struct {
 	Index       int
 	MemoryBytes uint64 // linear memory size (the guest's heap grows it, never shrinks)
 	Callbacks   uint64 // guest exports called
-	Traps       uint64
-	Failed      bool
-	Streams     int // live stream contexts
+	// GuestTime is the time spent in guest exports called by the host (the
+	// host functions they call included; nested calls counted once).
+	GuestTime time.Duration
+	Traps     uint64
+	Failed    bool
+	Streams   int // live stream contexts
 }
 
 // VMStats reports each current worker VM.
@@ -438,7 +441,8 @@ func (h *Host) VMStats() []VMStat {
 	for i, v := range vms {
 		v.mu.Lock()
 		out[i] = VMStat{Index: v.idx, MemoryBytes: v.memoryBytes(), Callbacks: v.callbacks.Load(),
-			Traps: v.traps.Load(), Failed: v.failed.Load(), Streams: len(v.streams)}
+			GuestTime: time.Duration(v.guestNanos.Load()),
+			Traps:     v.traps.Load(), Failed: v.failed.Load(), Streams: len(v.streams)}
 		v.mu.Unlock()
 	}
 	return out

@@ -31,6 +31,7 @@ func TestNoPluginOnlyRoutes(t *testing.T) {
 	require.Len(t, st, 2)
 	for _, s := range st {
 		require.Zero(t, s.Callbacks)
+		require.Zero(t, s.GuestTime)
 		require.Zero(t, s.MemoryBytes)
 		require.Zero(t, s.Streams)
 	}

@@ -70,8 +70,9 @@ type vm struct {
 	tickPeriod time.Duration
 	tickStop   chan struct{}
 
-	callbacks atomic.Uint64
-	traps     atomic.Uint64
+	callbacks  atomic.Uint64
+	guestNanos atomic.Int64 // see VMStat.GuestTime
+	traps      atomic.Uint64
 }
 
 type vmKey struct{}
@@ -237,9 +238,17 @@ func (v *vm) callLocked(ctxID uint32, name string, args ...uint64) (uint64, erro
 	if t := v.h.trace.Load(); t != nil {
 		(*t)(ctxID, name)
 	}
+	outer := v.depth == 0
+	var began time.Time
+	if outer {
+		began = time.Now()
+	}
 	v.depth++
 	res, err := f.Call(v.ctx, args...)
 	v.depth--
+	if outer {
+		v.guestNanos.Add(int64(time.Since(began)))
+	}
 	stop := v.stopNext
 	v.cur, v.effective, v.stopNext = prevCur, prevEff, prevStop
 	v.callbacks.Add(1)
