@@ -31,8 +31,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// module is the filter built from this tree, or the .wasm file named by
+// SHEPHERD_FILTER_WASM: benchmarks then measure another build (an earlier
+// commit, say) for before/after figures.
 func module(t testing.TB) []byte {
 	t.Helper()
+	if filterModule == nil && os.Getenv("SHEPHERD_FILTER_WASM") != "" {
+		b, err := os.ReadFile(os.Getenv("SHEPHERD_FILTER_WASM"))
+		require.NoError(t, err)
+		filterModule = b
+	}
 	if filterModule == nil {
 		b, err := wasmbuild.Build("./filter")
 		require.NoError(t, err)
