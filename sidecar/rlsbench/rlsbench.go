@@ -55,6 +55,9 @@ type Options struct {
 	Variants int
 	// HitsAddend is the request's hits_addend (0 leaves it unset).
 	HitsAddend uint32
+	// ServerPID, when set, is the server's process on this machine: its CPU
+	// time over the run is read from /proc (Linux) into Result.ServerCPU.
+	ServerPID int
 }
 
 // Result sums up one run.
@@ -65,13 +68,34 @@ type Result struct {
 	Elapsed   time.Duration
 	PerSecond float64 // answered requests per second of Elapsed
 	P50, P99  time.Duration
+	// ServerPID is Options.ServerPID, and ServerCPU the CPU time (user +
+	// system) that process used while the requests ran.
+	ServerPID int
+	ServerCPU time.Duration
+	// OwnCPU is the CPU time this process used while the requests ran: the
+	// client's, plus a server's that runs in the same process (ServeNull).
+	OwnCPU time.Duration
 }
 
-// String formats the result on one line.
+// PerDecision divides a CPU time by the run's decisions.
+func (r Result) PerDecision(cpu time.Duration) time.Duration {
+	if r.Decisions == 0 {
+		return 0
+	}
+	return cpu / time.Duration(r.Decisions)
+}
+
+// String formats the result on one line, with the CPU time per decision of
+// the server (when its process was given) and of this process.
 func (r Result) String() string {
-	return fmt.Sprintf("%d decisions (%d over limit), %d errors in %s: %.0f/s, p50 %s, p99 %s",
+	s := fmt.Sprintf("%d decisions (%d over limit), %d errors in %s: %.0f/s, p50 %s, p99 %s",
 		r.Decisions, r.OverLimit, r.Errors, r.Elapsed.Round(time.Millisecond), r.PerSecond,
 		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond))
+	s += "; CPU per decision:"
+	if r.ServerPID != 0 {
+		s += fmt.Sprintf(" server (pid %d) %s,", r.ServerPID, r.PerDecision(r.ServerCPU).Round(10*time.Nanosecond))
+	}
+	return s + fmt.Sprintf(" this process %s", r.PerDecision(r.OwnCPU).Round(10*time.Nanosecond))
 }
 
 // Run drives the server at opts.Addr until the duration passes, the request
@@ -112,6 +136,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		res       Result
 	)
 	limit := int64(opts.Requests)
+	var serverBefore time.Duration
+	if opts.ServerPID != 0 {
+		var err error
+		if serverBefore, err = ProcessCPU(opts.ServerPID); err != nil {
+			return Result{}, err
+		}
+	}
+	ownBefore := ownCPU()
 	start := time.Now()
 	for w := 0; w < opts.Concurrency; w++ {
 		wg.Add(1)
@@ -153,6 +185,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.OwnCPU = ownCPU() - ownBefore
+	if opts.ServerPID != 0 {
+		after, err := ProcessCPU(opts.ServerPID)
+		if err != nil {
+			return Result{}, err
+		}
+		res.ServerPID, res.ServerCPU = opts.ServerPID, after-serverBefore
+	}
 	if res.Elapsed > 0 {
 		res.PerSecond = float64(res.Decisions) / res.Elapsed.Seconds()
 	}
@@ -191,6 +231,9 @@ func checkOptions(o *Options) error {
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fmt.Errorf("rlsbench: addr: %q is not a loopback address", host)
+	}
+	if o.ServerPID < 0 {
+		return fmt.Errorf("rlsbench: server pid: %d is not a process id", o.ServerPID)
 	}
 	if o.Duration <= 0 && o.Requests <= 0 {
 		return errors.New("rlsbench: one of duration or requests must be set")

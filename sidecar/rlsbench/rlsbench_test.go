@@ -2,7 +2,10 @@ package rlsbench_test
 
 import (
 	"context"
+	"math"
 	"net"
+	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -81,6 +84,29 @@ func TestRunAgainstNullServer(t *testing.T) {
 	require.Equal(t, rlsbench.Result{Decisions: 25}, rlsbench.Result{Decisions: res.Decisions, Errors: res.Errors, OverLimit: res.OverLimit})
 }
 
+// With the server's pid, the result carries that process's CPU time; here the
+// null server runs in the test's own process.
+func TestRunMeasuresServerCPU(t *testing.T) {
+	lis := listen(t)
+	gs := rlsbench.ServeNull(lis)
+	defer gs.Stop()
+	res, err := rlsbench.Run(context.Background(), rlsbench.Options{
+		Addr: lis.Addr().String(), Concurrency: 4, Requests: 2000, ServerPID: os.Getpid()})
+	if runtime.GOOS != "linux" {
+		require.ErrorContains(t, err, "only measured on Linux")
+		return
+	}
+	require.NoError(t, err)
+	require.Equal(t, os.Getpid(), res.ServerPID)
+	require.GreaterOrEqual(t, res.ServerCPU, time.Duration(0))
+	require.Positive(t, res.OwnCPU)
+	require.Equal(t, res.OwnCPU/2000, res.PerDecision(res.OwnCPU))
+	require.Regexp(t, `; CPU per decision: server \(pid \d+\) [0-9.]+[µnm]?s, this process [0-9.]+[µnm]?s$`, res.String())
+
+	_, err = rlsbench.Run(context.Background(), rlsbench.Options{Addr: lis.Addr().String(), Requests: 1, ServerPID: math.MaxInt32})
+	require.ErrorContains(t, err, "rlsbench: server CPU: ")
+}
+
 func TestRunStopsAtDuration(t *testing.T) {
 	lis := listen(t)
 	gs := rlsbench.ServeNull(lis)
@@ -100,6 +126,7 @@ func TestRunOptionErrors(t *testing.T) {
 		"not loopback": {rlsbench.Options{Addr: "10.1.2.3:8081", Requests: 1}, `rlsbench: addr: "10.1.2.3" is not a loopback address`},
 		"a name":       {rlsbench.Options{Addr: "example.com:8081", Requests: 1}, `rlsbench: addr: "example.com" is not a loopback address`},
 		"no bound":     {rlsbench.Options{Addr: "127.0.0.1:8081"}, "rlsbench: one of duration or requests must be set"},
+		"bad pid":      {rlsbench.Options{Addr: "127.0.0.1:8081", Requests: 1, ServerPID: -1}, "rlsbench: server pid: -1 is not a process id"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -33,7 +33,8 @@ func benchCmd(args []string, out io.Writer) error {
 		return usagef("bench: want `bench rls --addr A ...`")
 	}
 	fs := newFlags("bench rls")
-	addr := fs.String("addr", "", "rate limit service to measure (loopback only)")
+	addr := fs.String("addr", "", "rate limit service to measure: any envoy.service.ratelimit.v3 server (loopback only)")
+	pid := fs.Int("server-pid", 0, "the --addr server's process id on this machine: also report its CPU time per decision (Linux, /proc)")
 	conc := fs.Int("concurrency", 32, "requests in flight")
 	conns := fs.Int("connections", 1, "gRPC connections")
 	dur := fs.Duration("duration", 5*time.Second, "run length")
@@ -52,12 +53,15 @@ func benchCmd(args []string, out io.Writer) error {
 	if *addr == "" && !*null {
 		return usagef("bench rls: --addr is required (or --serve-null)")
 	}
+	if *pid != 0 && *addr == "" {
+		return usagef("bench rls: --server-pid measures the --addr server; give --addr")
+	}
 	opts := rlsbench.Options{Concurrency: *conc, Connections: *conns, Duration: *dur,
 		Domain: *domain, Descriptors: descs, Variants: *variants}
 	ctx := context.Background()
 	var target, base rlsbench.Result
 	if *addr != "" {
-		opts.Addr = *addr
+		opts.Addr, opts.ServerPID = *addr, *pid
 		if target, err = rlsbench.Run(ctx, opts); err != nil {
 			return fmt.Errorf("bench %s: %w", *addr, err)
 		}
@@ -70,7 +74,8 @@ func benchCmd(args []string, out io.Writer) error {
 		}
 		srv := rlsbench.ServeNull(lis)
 		defer srv.Stop()
-		opts.Addr = lis.Addr().String()
+		// The null server runs in this process: its CPU is in "this process".
+		opts.Addr, opts.ServerPID = lis.Addr().String(), 0
 		if base, err = rlsbench.Run(ctx, opts); err != nil {
 			return fmt.Errorf("bench null server: %w", err)
 		}

@@ -7,7 +7,7 @@
 //	shepherdctl policy
 //	shepherdctl limits check --domain D --descriptor k=v,k2=v2 [--hits N]
 //	shepherdctl validate sidecar|ratelimit|filter|wasmplugin|istio PATH
-//	shepherdctl bench rls --addr A [--concurrency 32] [--duration 5s] [--serve-null]
+//	shepherdctl bench rls --addr A [--concurrency 32] [--duration 5s] [--server-pid PID] [--serve-null]
 //
 // Exit codes: 0 success, 1 failure (the call or the validation failed),
 // 2 usage error, 3 `limits check` answered OVER_LIMIT.
@@ -54,8 +54,9 @@ commands:
   validate filter FILE                        check a filter pluginConfig (JSON or YAML)
   validate wasmplugin FILE                    check an Istio WasmPlugin manifest
   validate istio DIR                          check a kustomize overlay (istio/overlays/<name>) as istiod would
-  bench rls --addr A [--concurrency N] [--duration D] [--serve-null]
-                                              measure a rate limit service
+  bench rls --addr A [--concurrency N] [--duration D] [--server-pid PID] [--serve-null]
+                                              measure a rate limit service (any envoy.service.ratelimit.v3
+                                              server on loopback), its CPU per decision with its pid
 
 Commands that talk to a sidecar take --addr (env SHEPHERDCTL_ADDR, default
 127.0.0.1:8081) and --timeout. Admin commands need a token: --token-file

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -140,6 +143,7 @@ func TestCanaryUsageErrors(t *testing.T) {
 		{[]string{"validate", "sidecar"}, "validate: want `validate sidecar|ratelimit|filter|wasmplugin|istio PATH`"},
 		{[]string{"validate", "thing", "x"}, `validate: unknown kind "thing"`},
 		{[]string{"bench", "rls"}, "bench rls: --addr is required"},
+		{[]string{"bench", "rls", "--serve-null", "--server-pid", "1"}, "bench rls: --server-pid measures the --addr server"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -267,11 +271,16 @@ func TestValidateFilterFixtures(t *testing.T) {
 }
 
 func TestBenchAgainstSidecarAndNull(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("--server-pid reads /proc")
+	}
 	addr := sidecar(t)
+	// The sidecar runs in the test's process, so that is the server's pid.
 	code, out, errs := ctl("bench", "rls", "--addr", addr, "--concurrency", "4", "--duration", "200ms",
-		"--domain", "llm", "--descriptor", "user=u{n}", "--serve-null")
+		"--domain", "llm", "--descriptor", "user=u{n}", "--serve-null", "--server-pid", strconv.Itoa(os.Getpid()))
 	require.Equal(t, exitOK, code, errs)
 	require.Contains(t, out, addr+": ")
+	require.Contains(t, out, fmt.Sprintf("CPU per decision: server (pid %d) ", os.Getpid()))
 	require.Contains(t, out, "null server: ")
 	require.Contains(t, out, "ratio (target/null): ")
 }

@@ -169,18 +169,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				}
 				o := opts
 				o.Addr = lis.Addr().String()
-				before := processCPU()
 				res, err := rlsbench.Run(ctx, o)
-				used := processCPU() - before
 				gs.Stop()
 				if err != nil {
 					return err
 				}
 				rates[kind] += res.PerSecond
 				round[kind] = res.PerSecond
-				cpu[kind] += used
+				cpu[kind] += res.OwnCPU
 				decisions[kind] += res.Decisions
-				fmt.Fprintf(out, "%-6s %s; %s CPU per decision (client and server)\n", kind, res, perDecision(used, res.Decisions))
+				fmt.Fprintf(out, "%-6s %s (client and server)\n", kind, res)
 			}
 			for _, kind := range kinds[1:] {
 				ratios[kind] = append(ratios[kind], round[kind]/round["null"])
