@@ -243,7 +243,8 @@ func (s *SSEScanner) event(data []byte) {
 		v := m.ValueStart
 		var end int
 		var err error
-		if data[v] == '[' && string(name) == "choices" {
+		// Whether a choice carries output matters until one did.
+		if !s.content && data[v] == '[' && string(name) == "choices" {
 			var c bool
 			end, c, err = choices(data, v)
 			content = content || c
