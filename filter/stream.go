@@ -110,9 +110,11 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if s.policy == nil {
 		return types.ActionContinue
 	}
-	// One host call reads every header this phase looks at; the slice is the
-	// plugin's, reused by every stream.
-	hdrs, err := proxywasm.AppendHttpRequestHeaders(s.plugin.reqHeaders[:0])
+	// One host call reads every header this phase looks at, in place: the
+	// values are valid until the next call that returns data (the limits'
+	// shared data), so onRequestHeaders reads them all before it and clones
+	// what the stream keeps. The slice is the plugin's, reused by every stream.
+	hdrs, err := proxywasm.PeekHttpRequestHeaders(s.plugin.reqHeaders[:0])
 	if err != nil {
 		return types.ActionContinue
 	}
@@ -136,11 +138,34 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if !ok {
 		return types.ActionContinue
 	}
+	d.Own()
 	s.start = nowNanos()
 	s.attempts = 1
 	d.Provider = s.chooseProvider(d.Route, pick)
 	s.decision, s.routed, s.provider = d, true, d.Provider
 	s.state = &pol.routes[d.Route.Index]
+
+	// The rest of what this phase needs from the request headers, read
+	// before the first call that returns data.
+	if h := d.Route.PriorityHeader; h != "" {
+		s.priority = headerClone(s.header(h))
+	}
+	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
+		s.consumer = headerClone(s.header(l.ConsumerHeader))
+	}
+	if h := consumerHeader(d.Route); h != "" {
+		s.meshConsumer = headerClone(s.header(h))
+	}
+	tooLarge, readBody := false, d.Route.NeedsBody && !endOfStream
+	if readBody {
+		if cl, ok := s.header("content-length"); ok {
+			n, err := strconv.Atoi(cl)
+			tooLarge = err == nil && n > d.Route.MaxBodyBytes
+		}
+		if ct, ok := s.header("content-type"); ok && !strings.Contains(ct, "json") {
+			readBody = false // not a JSON API call: pass it on unread
+		}
+	}
 
 	for _, kv := range s.reqHeaders {
 		if strings.HasPrefix(kv[0], internalPrefix) {
@@ -163,15 +188,6 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		_ = proxywasm.ReplaceHttpRequestHeader(c.Header, c.Value)
 	}
 
-	if h := d.Route.PriorityHeader; h != "" {
-		s.priority, _ = s.header(h)
-	}
-	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
-		s.consumer, _ = s.header(l.ConsumerHeader)
-	}
-	if h := consumerHeader(d.Route); h != "" {
-		s.meshConsumer, _ = s.header(h)
-	}
 	if pol.overlay.RouteExhausted(d.Route) {
 		return s.budgetExhausted("route " + d.Route.Name)
 	}
@@ -190,16 +206,11 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 			return s.rateLimited(limits.Requests, dec)
 		}
 	}
-	if !d.Route.NeedsBody || endOfStream {
+	if tooLarge {
+		return s.tooLarge()
+	}
+	if !readBody {
 		return s.checkGlobal()
-	}
-	if cl, ok := s.header("content-length"); ok {
-		if n, err := strconv.Atoi(cl); err == nil && n > d.Route.MaxBodyBytes {
-			return s.tooLarge()
-		}
-	}
-	if ct, ok := s.header("content-type"); ok && !strings.Contains(ct, "json") {
-		return s.checkGlobal() // not a JSON API call: pass it on unread
 	}
 	// The body is read (and may be rewritten) in OnHttpRequestBody. The headers go
 	// on now: Envoy gives a plugin that stops in the request headers no body until
@@ -492,8 +503,12 @@ func (s *stream) finish() {
 	s.report(u.Input+u.Output, real, uint64(max(u.Input, 0)), uint64(max(u.Output, 0)), cost, now)
 }
 
+// headerClone returns a header value the stream keeps, as its own copy.
+func headerClone(v string, _ bool) string { return strings.Clone(v) }
+
 // header looks up a request header (lowercase name) as it arrived; only valid in
-// the request-headers phase, which reads them once.
+// the request-headers phase, which reads them once, and only until its first
+// call that returns data.
 func (s *stream) header(name string) (string, bool) {
 	for _, kv := range s.reqHeaders {
 		if kv[0] == name {

@@ -20,6 +20,19 @@
 // change the stream's headers and resume it. When the stream is gone by the
 // time the answer arrives, the callback is dropped.
 //
+// # Reading host data in place
+//
+// Data a host returns (a header map, a buffer, shared data) arrives in a
+// buffer the guest hands out from its allocator export, and the Get
+// functions copy it out. The Peek functions (PeekHttpRequestHeaders,
+// PeekHttpResponseHeaders, PeekHttpRequestBody, PeekHttpResponseBody,
+// PeekSharedData) return it in place instead, saving an allocation and a
+// copy: the result is valid until the next call that returns data, which
+// reuses the buffer. Calls that return no data (replacing or removing a
+// header, sending a reply, the time, metrics, ...) leave it intact. Copy
+// what must live longer (strings.Clone, append) before such a call. Natively
+// every function returns data the caller owns.
+//
 // # Native tests
 //
 // Outside wasip1 the host functions are served by package proxytest, an

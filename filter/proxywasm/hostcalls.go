@@ -179,6 +179,13 @@ func AppendHttpRequestHeaders(dst [][2]string) ([][2]string, error) {
 	return getMapInto(dst, abi.MapHTTPRequestHeaders, false)
 }
 
+// PeekHttpRequestHeaders is AppendHttpRequestHeaders without the copy: the
+// keys and values share the guest's buffer for host data, valid until the
+// next call that returns data (see "Reading host data in place" in the package documentation).
+func PeekHttpRequestHeaders(dst [][2]string) ([][2]string, error) {
+	return getMapInto(dst, abi.MapHTTPRequestHeaders, true)
+}
+
 // ReplaceHttpRequestHeaders replaces all request headers with headers.
 func ReplaceHttpRequestHeaders(headers [][2]string) error {
 	return setMap(abi.MapHTTPRequestHeaders, headers)
@@ -241,9 +248,8 @@ func AddHttpRequestTrailer(key, value string) error {
 func GetHttpResponseHeaders() ([][2]string, error) { return getMap(abi.MapHTTPResponseHeaders) }
 
 // PeekHttpResponseHeaders appends the response headers to dst without
-// copying them: the keys and values share the host's buffer and stay valid
-// only until the next call into the host (any proxywasm function). Read
-// what you need, clone what must live longer, then make other calls.
+// copying them: the keys and values share the guest's buffer for host data,
+// valid until the next call that returns data (see "Reading host data in place" in the package documentation).
 func PeekHttpResponseHeaders(dst [][2]string) ([][2]string, error) {
 	return getMapInto(dst, abi.MapHTTPResponseHeaders, true)
 }
@@ -400,8 +406,7 @@ func GetHttpRequestBody(start, maxSize int) ([]byte, error) {
 }
 
 // PeekHttpRequestBody is GetHttpRequestBody without the copy: the bytes are
-// the host's buffer, valid only until the next call into the host (any
-// proxywasm function).
+// valid until the next call that returns data (see "Reading host data in place" in the package documentation).
 func PeekHttpRequestBody(start, maxSize int) ([]byte, error) {
 	return peekBuffer(abi.BufferHTTPRequestBody, start, maxSize)
 }
@@ -428,8 +433,8 @@ func GetHttpResponseBody(start, maxSize int) ([]byte, error) {
 }
 
 // PeekHttpResponseBody is GetHttpResponseBody without the copy: the bytes
-// are the host's buffer, valid only until the next call into the host (any
-// proxywasm function). For scanning a chunk as it passes.
+// are valid until the next call that returns data (see "Reading host data in place" in the package documentation). For scanning a
+// chunk as it passes.
 func PeekHttpResponseBody(start, maxSize int) ([]byte, error) {
 	return peekBuffer(abi.BufferHTTPResponseBody, start, maxSize)
 }
@@ -601,9 +606,9 @@ func GetSharedData(key string) (value []byte, cas uint32, err error) {
 	return v, c, nil
 }
 
-// PeekSharedData is GetSharedData without the copy: the value is the host's
-// buffer, valid only until the next call into the host (any proxywasm
-// function). For decoding a value at once, as a compare-and-swap loop does.
+// PeekSharedData is GetSharedData without the copy: the value is valid
+// until the next call that returns data (see "Reading host data in place" in the package documentation). For decoding a value at
+// once, as a compare-and-swap loop does.
 func PeekSharedData(key string) (value []byte, cas uint32, err error) {
 	abi.Peek()
 	return GetSharedData(key)

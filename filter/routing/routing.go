@@ -53,6 +53,13 @@ func Pick(backends []config.Backend, pick uint64) *config.Provider {
 	return backends[0].Provider
 }
 
+// Own makes d independent of the memory of the path Decide was given, for a
+// caller that read the path from a buffer it will reuse: it copies the path.
+func (d *Decision) Own() {
+	d.path = strings.Clone(d.path)
+	d.rest = d.path[len(d.path)-len(d.rest):]
+}
+
 // Authority is the :authority the request is sent with.
 func (d Decision) Authority() string { return d.Provider.Host }
 
