@@ -236,13 +236,14 @@ func (s *stream) reset(p *plugin, id uint32) {
 	*s = stream{plugin: p, id: id, policy: p.policy, sseScan: sse, jsonScan: json}
 }
 
-// OnHttpContextDelete returns the stream to its plugin for reuse once the host
-// has deleted it, unless something still holds it.
-func (s *stream) OnHttpContextDelete() {
-	if s.escaped || len(s.plugin.free) >= maxFreeStreams {
+// ReleaseHttpContext takes a stream back for reuse once the host has deleted
+// it (proxywasm.HttpContextReleaser), unless something still holds it.
+func (p *plugin) ReleaseHttpContext(h types.HttpContext) {
+	s, ok := h.(*stream)
+	if !ok || s.escaped || len(p.free) >= maxFreeStreams {
 		return
 	}
-	s.plugin.free = append(s.plugin.free, s)
+	p.free = append(p.free, s)
 }
 
 func nowNanos() int64 {

@@ -20,11 +20,12 @@ type grpcCall struct {
 
 // state is everything the binding tracks for one VM. Maps are created once
 // by SetVMContext and entries are removed when the host deletes a context or
-// a callout completes.
+// a callout completes. Plugin and HTTP contexts, touched on every callback,
+// live in tables rather than maps (see table).
 type state struct {
 	vm       types.VMContext
-	roots    map[uint32]types.PluginContext
-	http     map[uint32]types.HttpContext
+	roots    table[rootContext]
+	http     table[httpContext]
 	tcp      map[uint32]types.TcpContext
 	callouts map[uint32]httpCallout
 	grpc     map[uint32]grpcCall
@@ -41,8 +42,6 @@ var vm state
 func SetVMContext(ctx types.VMContext) {
 	vm = state{
 		vm:       ctx,
-		roots:    make(map[uint32]types.PluginContext, 1),
-		http:     make(map[uint32]types.HttpContext),
 		tcp:      make(map[uint32]types.TcpContext),
 		callouts: make(map[uint32]httpCallout),
 		grpc:     make(map[uint32]grpcCall),
@@ -60,24 +59,47 @@ type guest struct{}
 
 var _ abi.Guest = guest{}
 
+// HttpContextReleaser is implemented by a PluginContext that wants its HTTP
+// contexts back once the host has deleted them (proxy_on_delete): no callback
+// for such a context follows and the binding forgets it, so the plugin may
+// reuse it for a later stream. Callouts the stream started are then no longer
+// delivered; anything else the plugin handed the context to must have let go.
+type HttpContextReleaser interface {
+	ReleaseHttpContext(types.HttpContext)
+}
+
+// rootContext is a plugin context and, when it has one, its releaser.
+type rootContext struct {
+	ctx types.PluginContext
+	rel HttpContextReleaser
+}
+
+// httpContext is an HTTP context and its plugin's releaser.
+type httpContext struct {
+	ctx types.HttpContext
+	rel HttpContextReleaser
+}
+
 func (guest) OnContextCreate(contextID, parentID uint32) {
 	vm.active = contextID
 	if parentID == 0 {
 		if vm.vm == nil {
 			return
 		}
-		vm.roots[contextID] = vm.vm.NewPluginContext(contextID)
+		root := vm.vm.NewPluginContext(contextID)
+		rel, _ := root.(HttpContextReleaser)
+		vm.roots.put(contextID, rootContext{ctx: root, rel: rel})
 		return
 	}
-	root, ok := vm.roots[parentID]
+	root, ok := vm.roots.get(parentID)
 	if !ok {
 		return
 	}
-	if h := root.NewHttpContext(contextID); h != nil {
-		vm.http[contextID] = h
+	if h := root.ctx.NewHttpContext(contextID); h != nil {
+		vm.http.put(contextID, httpContext{ctx: h, rel: root.rel})
 		return
 	}
-	if t := root.NewTcpContext(contextID); t != nil {
+	if t := root.ctx.NewTcpContext(contextID); t != nil {
 		vm.tcp[contextID] = t
 	}
 }
@@ -92,115 +114,103 @@ func (guest) OnVMStart(rootID, size uint32) bool {
 
 func (guest) OnConfigure(rootID, size uint32) bool {
 	vm.active = rootID
-	root, ok := vm.roots[rootID]
+	root, ok := vm.roots.get(rootID)
 	if !ok {
 		return false
 	}
-	return bool(root.OnPluginStart(int(size)))
+	return bool(root.ctx.OnPluginStart(int(size)))
 }
 
 func (guest) OnTick(rootID uint32) {
 	vm.active = rootID
-	if root, ok := vm.roots[rootID]; ok {
-		root.OnTick()
+	if root, ok := vm.roots.get(rootID); ok {
+		root.ctx.OnTick()
 	}
 }
 
 func (guest) OnQueueReady(rootID, queueID uint32) {
 	vm.active = rootID
-	if root, ok := vm.roots[rootID]; ok {
-		root.OnQueueReady(queueID)
+	if root, ok := vm.roots.get(rootID); ok {
+		root.ctx.OnQueueReady(queueID)
 	}
 }
 
 func (guest) OnDone(contextID uint32) bool {
 	vm.active = contextID
-	if root, ok := vm.roots[contextID]; ok {
-		return root.OnPluginDone()
+	if root, ok := vm.roots.get(contextID); ok {
+		return root.ctx.OnPluginDone()
 	}
 	return true
 }
 
 func (guest) OnLog(contextID uint32) {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		h.OnHttpStreamDone()
+	if h, ok := vm.http.get(contextID); ok {
+		h.ctx.OnHttpStreamDone()
 	} else if t, ok := vm.tcp[contextID]; ok {
 		t.OnStreamDone()
 	}
 }
 
-// HttpContextDeleter is implemented by an HttpContext that wants to know
-// when the host deletes its context (proxy_on_delete). No callback for the
-// context follows and the binding forgets it, so the plugin may reuse it for
-// a later stream: callouts it started are then no longer delivered, and
-// anything else the plugin handed it to must have let go.
-type HttpContextDeleter interface {
-	OnHttpContextDelete()
-}
-
 func (guest) OnDelete(contextID uint32) {
-	// A context lives in one of the maps; deleting from a map is costly in a
-	// VM, so only that one is touched.
-	if h, ok := vm.http[contextID]; ok {
-		delete(vm.http, contextID)
-		if d, ok := h.(HttpContextDeleter); ok {
-			defer d.OnHttpContextDelete()
+	if vm.active == contextID {
+		vm.active = 0
+	}
+	if h, ok := vm.http.del(contextID); ok {
+		if h.rel != nil {
+			h.rel.ReleaseHttpContext(h.ctx)
 		}
 	} else if _, ok := vm.tcp[contextID]; ok {
 		delete(vm.tcp, contextID)
 	} else {
-		delete(vm.roots, contextID)
-	}
-	if vm.active == contextID {
-		vm.active = 0
+		vm.roots.del(contextID)
 	}
 }
 
 func (guest) OnRequestHeaders(contextID, numHeaders uint32, endOfStream bool) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpRequestHeaders(int(numHeaders), endOfStream))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpRequestHeaders(int(numHeaders), endOfStream))
 	}
 	return uint32(types.ActionContinue)
 }
 
 func (guest) OnRequestBody(contextID, bodySize uint32, endOfStream bool) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpRequestBody(int(bodySize), endOfStream))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpRequestBody(int(bodySize), endOfStream))
 	}
 	return uint32(types.ActionContinue)
 }
 
 func (guest) OnRequestTrailers(contextID, numTrailers uint32) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpRequestTrailers(int(numTrailers)))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpRequestTrailers(int(numTrailers)))
 	}
 	return uint32(types.ActionContinue)
 }
 
 func (guest) OnResponseHeaders(contextID, numHeaders uint32, endOfStream bool) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpResponseHeaders(int(numHeaders), endOfStream))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpResponseHeaders(int(numHeaders), endOfStream))
 	}
 	return uint32(types.ActionContinue)
 }
 
 func (guest) OnResponseBody(contextID, bodySize uint32, endOfStream bool) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpResponseBody(int(bodySize), endOfStream))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpResponseBody(int(bodySize), endOfStream))
 	}
 	return uint32(types.ActionContinue)
 }
 
 func (guest) OnResponseTrailers(contextID, numTrailers uint32) uint32 {
 	vm.active = contextID
-	if h, ok := vm.http[contextID]; ok {
-		return uint32(h.OnHttpResponseTrailers(int(numTrailers)))
+	if h, ok := vm.http.get(contextID); ok {
+		return uint32(h.ctx.OnHttpResponseTrailers(int(numTrailers)))
 	}
 	return uint32(types.ActionContinue)
 }
@@ -210,7 +220,7 @@ func (guest) OnResponseTrailers(contextID, numTrailers uint32) uint32 {
 // the host refuses the switch; the answer is then dropped.
 func switchTo(rootID, contextID uint32) bool {
 	if contextID != rootID {
-		if _, ok := vm.http[contextID]; !ok {
+		if _, ok := vm.http.get(contextID); !ok {
 			if _, ok := vm.tcp[contextID]; !ok {
 				return false
 			}

@@ -80,8 +80,10 @@ func (p *testPlugin) NewHttpContext(id uint32) types.HttpContext {
 	return h
 }
 
-// OnHttpContextDelete records the deletion (proxywasm.HttpContextDeleter).
-func (h *testHTTP) OnHttpContextDelete() { h.plugin.deleted = append(h.plugin.deleted, h.id) }
+// ReleaseHttpContext records the deletion (proxywasm.HttpContextReleaser).
+func (p *testPlugin) ReleaseHttpContext(h types.HttpContext) {
+	p.deleted = append(p.deleted, h.(*testHTTP).id)
+}
 
 type testHTTP struct {
 	types.DefaultHttpContext
@@ -313,9 +315,9 @@ func TestHeaders(t *testing.T) {
 	require.Equal(t, [][2]string{{":status", "200"}, {"x-shepherd", "1"}}, host.GetCurrentResponseHeaders(id))
 }
 
-// A context that implements HttpContextDeleter hears of its deletion, after
-// which the binding delivers it nothing more.
-func TestHttpContextDeleter(t *testing.T) {
+// A plugin that implements HttpContextReleaser gets each HTTP context back
+// when the host deletes it, after which the binding delivers it nothing more.
+func TestHttpContextReleaser(t *testing.T) {
 	host, vm := start(t, proxytest.NewEmulatorOption())
 	id := host.InitializeHttpContext()
 	host.CallOnRequestHeaders(id, [][2]string{{":path", "/"}}, true)
