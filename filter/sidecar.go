@@ -354,10 +354,16 @@ func (s *stream) report(u int64, real bool, input, output uint64, cost int64, no
 	}
 }
 
+// reportsOutcomes reports whether the stream's outcome goes to the sidecar.
+func (s *stream) reportsOutcomes() bool {
+	sc := s.policy.cfg.Sidecar
+	return sc != nil && sc.ReportIntervalMs != 0
+}
+
 // readProviderHints keeps the provider's x-ratelimit-remaining-requests and
 // Retry-After for the outcome report.
 func (s *stream) readProviderHints(hdrs [][2]string) {
-	if sc := s.policy.cfg.Sidecar; sc == nil || sc.ReportIntervalMs == 0 {
+	if !s.reportsOutcomes() {
 		return
 	}
 	for _, kv := range hdrs {

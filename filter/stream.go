@@ -138,7 +138,9 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if !ok {
 		return types.ActionContinue
 	}
-	d.Own()
+	if d.Route.Fallback != nil {
+		d.Own() // fallback attempts build their paths from it later
+	}
 	s.start = nowNanos()
 	s.attempts = 1
 	d.Provider = s.chooseProvider(d.Route, pick)
@@ -176,8 +178,8 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		proxywasm.LogError("shepherd: route " + d.Route.Name + ": rewriting :authority: " + err.Error())
 		return types.ActionContinue
 	}
-	if d.PathChanged() {
-		_ = proxywasm.ReplaceHttpRequestHeader(":path", d.Path())
+	if p := d.Path(); p != path {
+		_ = proxywasm.ReplaceHttpRequestHeader(":path", p)
 	}
 	// The client's own credential never reaches a provider.
 	_ = proxywasm.RemoveHttpRequestHeader("authorization")
@@ -364,21 +366,22 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	if !s.routed || s.replied {
 		return types.ActionContinue
 	}
-	// Everything this phase reads comes from one host call, read in place:
-	// the values are valid until the next host call, so they are used (or
-	// cloned) before any other.
-	hdrs, _ := proxywasm.PeekHttpResponseHeaders(s.plugin.respHeaders[:0])
-	s.status, _ = strconv.Atoi(headerValue(hdrs, ":status"))
-	s.readProviderHints(hdrs)
-	ct := headerValue(hdrs, "content-type")
-	isSSE, isJSON := strings.HasPrefix(ct, "text/event-stream"), strings.Contains(ct, "json")
+	// Header values are read in place: valid until the next call that
+	// returns data, so each is used (or cloned) before the next read.
+	status, _ := proxywasm.PeekHttpResponseHeader(":status")
+	s.status, _ = strconv.Atoi(status)
 	retry := s.shouldRetry(s.status, false)
 	var retryAfter, reset string
-	if retry {
-		retryAfter, reset = strings.Clone(headerValue(hdrs, "retry-after")), strings.Clone(resetHint(hdrs))
+	if retry || s.reportsOutcomes() {
+		// The hints for the outcome report and the retry plan, from one read.
+		hdrs, _ := proxywasm.PeekHttpResponseHeaders(s.plugin.respHeaders[:0])
+		s.readProviderHints(hdrs)
+		if retry {
+			retryAfter, reset = strings.Clone(headerValue(hdrs, "retry-after")), strings.Clone(resetHint(hdrs))
+		}
+		clear(hdrs)
+		s.plugin.respHeaders = hdrs[:0]
 	}
-	clear(hdrs)
-	s.plugin.respHeaders = hdrs[:0]
 	if retry && s.planRetry(s.status, false, retryAfter, reset) {
 		s.held = true
 		return types.ActionPause
@@ -390,11 +393,12 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
 	if !endOfStream && s.post {
+		ct, _ := proxywasm.PeekHttpResponseHeader("content-type")
 		switch {
-		case isSSE:
+		case strings.HasPrefix(ct, "text/event-stream"):
 			s.sseScan.Reset()
 			s.sse = &s.sseScan
-		case isJSON:
+		case strings.Contains(ct, "json"):
 			s.jsonScan.Reset()
 			s.json = &s.jsonScan
 		}

@@ -25,7 +25,7 @@
 // Data a host returns (a header map, a buffer, shared data) arrives in a
 // buffer the guest hands out from its allocator export, and the Get
 // functions copy it out. The Peek functions (PeekHttpRequestHeaders,
-// PeekHttpResponseHeaders, PeekHttpRequestBody, PeekHttpResponseBody,
+// PeekHttpResponseHeaders, PeekHttpResponseHeader, PeekHttpRequestBody, PeekHttpResponseBody,
 // PeekSharedData) return it in place instead, saving an allocation and a
 // copy: the result is valid until the next call that returns data, which
 // reuses the buffer. Calls that return no data (replacing or removing a

@@ -264,6 +264,14 @@ func GetHttpResponseHeader(key string) (string, error) {
 	return getMapValue(abi.MapHTTPResponseHeaders, key)
 }
 
+// PeekHttpResponseHeader is GetHttpResponseHeader without the copy: the value
+// is valid until the next call that returns data (see "Reading host data in
+// place" in the package documentation).
+func PeekHttpResponseHeader(key string) (string, error) {
+	abi.Peek()
+	return getMapValue(abi.MapHTTPResponseHeaders, key)
+}
+
 // RemoveHttpResponseHeader removes the response header key.
 func RemoveHttpResponseHeader(key string) error {
 	return toErr(abi.RemoveHeaderMapValue(abi.MapHTTPResponseHeaders, key))
