@@ -58,8 +58,10 @@ image: wasm
 	$(GO) run ./build/cmd/shepherd-image sidecar --sidecar $(LINUXBIN)/shepherd-sidecar --ctl $(LINUXBIN)/shepherdctl \
 		--arch $(IMAGE_ARCH) --layout $(BIN)/oci/shepherd-sidecar $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-sidecar:$(IMAGE_TAG))
 
+# One package at a time (-p 1): benchmarks of different packages running at once
+# would share the cores and distort each other's figures. About 4 minutes on 2 cores.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./...
 
 # The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
 # providers with random faults) under randomized clients; prints the invariant
