@@ -1,6 +1,7 @@
 package jsonlite
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -224,7 +225,7 @@ func FuzzScanStringMatchesParse(f *testing.F) {
 	})
 }
 
-func TestPlain8MatchesTheTable(t *testing.T) {
+func TestPlainWordMatchesTheTable(t *testing.T) {
 	for c := 0; c < 256; c++ {
 		for at := 0; at < 8; at++ {
 			for _, fill := range []byte{'a', ' ', '~', '!', '#', '[', ']'} {
@@ -234,7 +235,8 @@ func TestPlain8MatchesTheTable(t *testing.T) {
 				for _, x := range b {
 					want = want && plain[x]
 				}
-				require.Equal(t, want, plain8(b), "byte %#x at %d among %q", c, at, fill)
+				require.Equal(t, want, plainWord(binary.LittleEndian.Uint64(b)), "byte %#x at %d among %q", c, at, fill)
+				require.Equal(t, want, plainWord(binary.BigEndian.Uint64(b)), "either byte order: byte %#x at %d among %q", c, at, fill)
 			}
 		}
 	}
