@@ -63,6 +63,14 @@ image: wasm
 bench: build
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./...
 
+# The filter's pure packages' benchmarks compiled to wasip1 and run under
+# wazero, for the wasm/native ratio against `make bench` (docs/BENCHMARKS.md).
+WASM_BENCH_PKGS = ./filter/body/ ./filter/jsonlite/ ./filter/limits/ ./filter/routing/ ./filter/fallback/ ./filter/pricing/
+.PHONY: bench-wasm
+bench-wasm:
+	$(GO) build -o $(BIN)/wazero github.com/tetratelabs/wazero/cmd/wazero
+	GOOS=wasip1 GOARCH=wasm $(GO) test -p 1 -exec $(CURDIR)/e2e/wasm-exec.sh -run '^$$' -bench . -benchmem $(WASM_BENCH_PKGS)
+
 # The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
 # providers with random faults) under randomized clients; prints the invariant
 # table and fails when one did not hold (docs/RELIABILITY.md). SOAK=3m by default.
