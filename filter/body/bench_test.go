@@ -93,3 +93,20 @@ func BenchmarkJSONScan4K(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkJSONScanUsageOnly scans a short answer that is mostly its usage
+// object, with a reused scanner as the filter uses it: the per-response cost
+// when the answer itself is small.
+func BenchmarkJSONScanUsageOnly(b *testing.B) {
+	data := []byte(`{"id":"x","model":"gpt-4.1","usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}`)
+	var s JSONUsageScanner
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Reset()
+		s.Feed(data)
+		if !s.SawUsage() {
+			b.Fatal("no usage")
+		}
+	}
+}

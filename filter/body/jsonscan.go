@@ -56,7 +56,7 @@ type JSONUsageScanner struct {
 
 // Reset makes s a zero scanner that keeps its buffer, for reuse.
 func (s *JSONUsageScanner) Reset() {
-	*s = JSONUsageScanner{capture: s.capture[:0]}
+	*s = JSONUsageScanner{capture: s.capture[:0], model: s.model.reset()}
 }
 
 // Feed scans the next chunk of the body. The scanner does not keep chunk.
@@ -270,4 +270,4 @@ func (s *JSONUsageScanner) Usage() Usage { return s.usage }
 func (s *JSONUsageScanner) SawUsage() bool { return s.sawUsage }
 
 // Model returns the response's top-level model, or "".
-func (s *JSONUsageScanner) Model() string { return s.model.name }
+func (s *JSONUsageScanner) Model() string { return s.model.get() }

@@ -151,3 +151,27 @@ func TestJSONUsageScannerFullyEscapedNames(t *testing.T) {
 	body := `{"\u0075\u0073\u0061\u0067\u0065":{"prompt_tokens":1},"\u006d\u006f\u0064\u0065\u006c":"m"}`
 	require.Equal(t, jsonResult{Usage: Usage{Input: 1, Total: 1}, SawUsage: true, Model: "m"}, scanJSON(0, []byte(body)))
 }
+
+// A reset scanner reports no model until an answer names one, and reading
+// the same model again after a reset copies nothing.
+func TestJSONUsageScannerResetKeepsNothingVisible(t *testing.T) {
+	var s JSONUsageScanner
+	s.Feed([]byte(`{"model":"gpt-4.1","usage":{"prompt_tokens":1,"completion_tokens":2}}`))
+	require.Equal(t, "gpt-4.1", s.Model())
+	s.Reset()
+	require.Equal(t, "", s.Model())
+	require.False(t, s.SawUsage())
+	s.Feed([]byte(`{"usage":{"prompt_tokens":1}}`))
+	require.Equal(t, "", s.Model(), "no model named since the reset")
+	s.Reset()
+	s.Feed([]byte(`{"model":"other"}`))
+	require.Equal(t, "other", s.Model())
+
+	answer := []byte(`{"model":"other","usage":{"prompt_tokens":1}}`)
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Reset()
+		s.Feed(answer)
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, "other", s.Model())
+}

@@ -70,7 +70,7 @@ type SSEScanner struct {
 
 // Reset makes s a zero scanner that keeps its buffer, for reuse.
 func (s *SSEScanner) Reset() {
-	*s = SSEScanner{data: s.data[:0]}
+	*s = SSEScanner{data: s.data[:0], model: s.model.reset()}
 }
 
 // Feed scans the next chunk of the body. The scanner does not keep chunk.
@@ -355,7 +355,7 @@ func (s *SSEScanner) Usage() Usage { return s.usage }
 func (s *SSEScanner) SawUsage() bool { return s.sawUsage }
 
 // Model returns the last model an event named, or "".
-func (s *SSEScanner) Model() string { return s.model.name }
+func (s *SSEScanner) Model() string { return s.model.get() }
 
 // FirstContent reports true once: on the first call after an event carried
 // content. Call it after each Feed to stamp the time to first token.

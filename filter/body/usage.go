@@ -1,6 +1,10 @@
 package body
 
-import "github.com/shepherd-mesh/shepherd/filter/jsonlite"
+import (
+	"bytes"
+
+	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
+)
 
 // Usage is the token usage a provider reports for one completion.
 type Usage struct {
@@ -103,13 +107,26 @@ type modelStore struct {
 	set  bool
 }
 
+// get returns the stored name, or "" when none was set.
+func (s *modelStore) get() string {
+	if !s.set {
+		return ""
+	}
+	return s.name
+}
+
+// reset forgets the name but keeps its string, so a scanner reused for
+// answers from the same model does not copy it again.
+func (s *modelStore) reset() modelStore { return modelStore{name: s.name} }
+
 // setToken stores a string token; other tokens are ignored.
 func (s *modelStore) setToken(tok []byte) {
 	if len(tok) < 2 || tok[0] != '"' {
 		return
 	}
 	raw := tok[1 : len(tok)-1]
-	if s.set && string(raw) == s.name {
+	if string(raw) == s.name && s.name != "" && bytes.IndexByte(raw, '\\') < 0 {
+		s.set = true // the name already held (also across a reset): no copy
 		return
 	}
 	name, err := jsonlite.Unquote(tok)
