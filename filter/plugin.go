@@ -55,6 +55,8 @@ type plugin struct {
 	free                    []*stream
 	// bodyBuf receives request bodies rewritten for routes without fallback.
 	bodyBuf []byte
+	// pathBuf receives rewritten request paths.
+	pathBuf []byte
 }
 
 // maxBodyBuf bounds the rewrite buffer a VM keeps between requests.

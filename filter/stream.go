@@ -178,8 +178,10 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		proxywasm.LogError("shepherd: route " + d.Route.Name + ": rewriting :authority: " + err.Error())
 		return types.ActionContinue
 	}
-	if p := d.Path(); p != path {
-		_ = proxywasm.ReplaceHttpRequestHeader(":path", p)
+	// The new path is built in the plugin's buffer; the host copies it.
+	s.plugin.pathBuf = d.AppendPathVia(s.plugin.pathBuf[:0], d.Provider)
+	if string(s.plugin.pathBuf) != path {
+		_ = proxywasm.ReplaceHttpRequestHeaderBytes(":path", s.plugin.pathBuf)
 	}
 	// The client's own credential never reaches a provider.
 	_ = proxywasm.RemoveHttpRequestHeader("authorization")
@@ -290,9 +292,18 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.req, s.stream = req, req.Stream
 
 	// Model: priority header, then the body (aliases resolved), then the default.
-	requested := req.ModelName(raw)
+	// A listed model is looked up without copying its name out of the body.
+	var requested string
 	if m, ok := r.Priority[s.priority]; ok && s.priority != "" {
 		requested = m.Name
+	} else if name, ok := req.ModelBytes(raw); ok {
+		if m := s.policy.cfg.ModelBytes(name); m != nil {
+			requested = m.Name
+		} else {
+			requested = string(name)
+		}
+	} else {
+		requested = req.ModelName(raw)
 	}
 	if requested == "" && r.DefaultModel != nil {
 		requested = r.DefaultModel.Name

@@ -105,6 +105,16 @@ func (r *Request) ModelIs(body []byte, name string) bool {
 	return err == nil && s == name
 }
 
+// ModelBytes returns the request's model as it stands in body, without its
+// quotes, when it holds no escapes (so it is also the decoded name); ok is
+// false otherwise, and when the request names no model.
+func (r *Request) ModelBytes(body []byte) (name []byte, ok bool) {
+	if !r.HasModel || r.modelEscaped {
+		return nil, false
+	}
+	return body[r.Model.Start+1 : r.Model.End-1], true
+}
+
 // ModelName returns the request's model decoded, or "" when it has none. body
 // must be the inspected body. It allocates the returned string.
 func (r *Request) ModelName(body []byte) string {

@@ -68,6 +68,14 @@ func (c *Config) Model(name string) *Model {
 	return c.Aliases[name]
 }
 
+// ModelBytes is Model for a name held in bytes; it does not copy them.
+func (c *Config) ModelBytes(name []byte) *Model {
+	if m, ok := c.models[string(name)]; ok {
+		return m
+	}
+	return c.Aliases[string(name)]
+}
+
 // ModelLabel is the metric label for a model name: its name when listed,
 // OtherModel otherwise.
 func (c *Config) ModelLabel(name string) string {

@@ -1,9 +1,6 @@
 package jsonlite
 
-import (
-	"encoding/binary"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // Scanning primitives: they validate and step over JSON in a byte slice without
 // building values and without allocating (only a returned error allocates). They
@@ -27,7 +24,7 @@ func SkipSpace(data []byte, pos int) int {
 func ScanString(data []byte, pos int) (end int, escaped bool, err error) {
 	i := pos + 1
 	for {
-		for i+8 <= len(data) && plainWord(binary.LittleEndian.Uint64(data[i:])) {
+		for i+8 <= len(data) && plainWord(le64(data[i:])) {
 			i += 8
 		}
 		for i < len(data) && plain[data[i]] {
@@ -65,6 +62,15 @@ func ScanString(data []byte, pos int) (end int, escaped bool, err error) {
 			i += size
 		}
 	}
+}
+
+// le64 reads eight bytes little-endian, written as encoding/binary does so
+// that the compiler makes it one 8-byte load (encoding/binary itself would
+// link reflect into the filter).
+func le64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
 // plainWord reports whether the eight bytes of x are all plain. It tests them

@@ -197,6 +197,13 @@ func GetHttpRequestHeader(key string) (string, error) {
 	return getMapValue(abi.MapHTTPRequestHeaders, key)
 }
 
+// ReplaceHttpRequestHeaderBytes is ReplaceHttpRequestHeader with the value in
+// bytes, for a value built in a reused buffer: the host copies it during the
+// call.
+func ReplaceHttpRequestHeaderBytes(key string, value []byte) error {
+	return toErr(abi.ReplaceHeaderMapValue(abi.MapHTTPRequestHeaders, key, unsafe.String(unsafe.SliceData(value), len(value))))
+}
+
 // RemoveHttpRequestHeader removes the request header key; a missing key is
 // not an error.
 func RemoveHttpRequestHeader(key string) error {

@@ -71,18 +71,27 @@ func (d Decision) Path() string { return d.PathVia(d.Provider) }
 // PathVia is the :path the request would be sent with to provider p, for a
 // fallback to another provider.
 func (d Decision) PathVia(provider *config.Provider) string {
+	if provider.PathPrefix == "" {
+		return d.path
+	}
+	return string(d.AppendPathVia(nil, provider))
+}
+
+// AppendPathVia appends PathVia(provider) to dst, for a caller that builds
+// paths into a buffer it reuses.
+func (d Decision) AppendPathVia(dst []byte, provider *config.Provider) []byte {
 	p := provider.PathPrefix
 	if p == "" {
-		return d.path
+		return append(dst, d.path...)
 	}
 	// Join without doubling or losing the separator between prefix and rest.
 	switch {
 	case strings.HasSuffix(p, "/") && strings.HasPrefix(d.rest, "/"):
-		return p + d.rest[1:]
+		return append(append(dst, p...), d.rest[1:]...)
 	case !strings.HasSuffix(p, "/") && !strings.HasPrefix(d.rest, "/") && d.rest != "" && d.rest[0] != '?':
-		return p + "/" + d.rest
+		return append(append(append(dst, p...), '/'), d.rest...)
 	}
-	return p + d.rest
+	return append(append(dst, p...), d.rest...)
 }
 
 // PathChanged reports whether Path differs from the request's path, so the caller

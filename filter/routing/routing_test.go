@@ -40,6 +40,10 @@ func TestDecidePaths(t *testing.T) {
 			require.True(t, ok)
 			require.Equal(t, tc.want, d.Path())
 			require.Equal(t, tc.want != tc.path, d.PathChanged())
+			require.Equal(t, "kept"+tc.want, string(d.AppendPathVia([]byte("kept"), d.Provider)))
+			owned := d
+			owned.Own()
+			require.Equal(t, tc.want, owned.Path())
 			require.Equal(t, "api.example.com", d.Authority())
 			require.Equal(t, "r", d.Route.Name)
 		})
@@ -72,6 +76,19 @@ func TestDecideAllocatesNothing(t *testing.T) {
 		d, ok := Decide(cfg, "/v1/chat/completions", noHeaders, 7)
 		if !ok || d.Path() != "/v1/chat/completions" || d.PathChanged() {
 			panic("unexpected decision")
+		}
+	})
+	require.Zero(t, allocs)
+}
+
+func TestAppendPathViaReusesTheBuffer(t *testing.T) {
+	cfg := mustConfig(t, `{"providers":[{"name":"p","host":"h","pathPrefix":"/openai/v1/"}],"routes":[{"name":"r","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`)
+	buf := make([]byte, 0, 64)
+	allocs := testing.AllocsPerRun(1000, func() {
+		d, _ := Decide(cfg, "/v1/chat/completions", noHeaders, 7)
+		buf = d.AppendPathVia(buf[:0], d.Provider)
+		if string(buf) != "/openai/v1/chat/completions" {
+			panic(string(buf))
 		}
 	})
 	require.Zero(t, allocs)
