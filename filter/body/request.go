@@ -344,11 +344,17 @@ func (r *Request) message(body []byte, start int) (int, error) {
 		v := m.ValueStart
 		var end int
 		var err error
+		// Calls are dear in a VM: the name is compared in place (NameIs only
+		// for a name spelled with escapes), and strings are scanned directly.
+		content := string(body[m.NameStart+1:m.NameEnd-1]) == "content" ||
+			(m.NameEscaped() && m.NameIs("content"))
 		switch {
-		case body[v] == '"' && m.NameIs("content"):
+		case body[v] == '"':
 			end, _, err = jsonlite.ScanString(body, v)
-			r.PromptTextBytes += int64(end - v - 2)
-		case body[v] == '[' && m.NameIs("content"):
+			if content {
+				r.PromptTextBytes += int64(end - v - 2)
+			}
+		case body[v] == '[' && content:
 			end, err = r.contentParts(body, v)
 		default:
 			end, err = jsonlite.SkipValue(body, v)
