@@ -94,6 +94,12 @@ func (s *stream) startAttempt() bool {
 	// belong to the stream.
 	_ = proxywasm.SetEffectiveContext(s.id)
 	provider, modelName, _ := s.target(s.retryTo)
+	if s.reqStale {
+		if inspected, err := body.InspectRequest(s.body); err == nil {
+			s.req = inspected
+		}
+		s.reqStale = false
+	}
 	reqBody := body.SetModel(s.body, s.req, modelName)
 	hdrs := [][2]string{
 		{":method", "POST"},

@@ -64,6 +64,7 @@ type stream struct {
 	// Request body facts, when the route reads the body.
 	body      []byte // the request as sent upstream, kept for fallback
 	req       body.Request
+	reqStale  bool          // req describes the body before its rewrite, not body
 	model     *config.Model // the requested model after aliases and priority, nil if unlisted
 	requested string        // the requested model's name
 	modelName string        // the model named upstream (provider's name)
@@ -363,11 +364,9 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 			proxywasm.LogError("shepherd: route " + r.Name + ": rewriting the body: " + err.Error())
 		}
 	}
-	if s.body != nil {
-		if inspected, err := body.InspectRequest(s.body); err == nil {
-			s.req = inspected
-		}
-	}
+	// A rewritten body kept for fallback moved its members: a fallback
+	// attempt inspects it again (startAttempt), most requests never do.
+	s.reqStale = s.body != nil && changed
 	return types.ActionContinue
 }
 
