@@ -97,27 +97,25 @@ func encodePairs(ps []pair) []byte {
 	if len(ps) == 0 {
 		return nil
 	}
-	size := 4 + 8*len(ps)
-	for _, p := range ps {
-		size += len(p.k) + len(p.v) + 2
+	return appendPairs(nil, ps)
+}
+
+// appendPairs appends the encoding of ps (see encodePairs) to dst; an empty
+// map appends nothing.
+func appendPairs(dst []byte, ps []pair) []byte {
+	if len(ps) == 0 {
+		return dst
 	}
-	b := make([]byte, size)
-	binary.LittleEndian.PutUint32(b, uint32(len(ps)))
-	off := 4
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(ps)))
 	for _, p := range ps {
-		binary.LittleEndian.PutUint32(b[off:], uint32(len(p.k)))
-		binary.LittleEndian.PutUint32(b[off+4:], uint32(len(p.v)))
-		off += 8
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p.k)))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p.v)))
 	}
 	for _, p := range ps {
-		off += copy(b[off:], p.k)
-		b[off] = 0
-		off++
-		off += copy(b[off:], p.v)
-		b[off] = 0
-		off++
+		dst = append(append(dst, p.k...), 0)
+		dst = append(append(dst, p.v...), 0)
 	}
-	return b
+	return dst
 }
 
 var errBadPairs = errors.New("malformed header pairs")

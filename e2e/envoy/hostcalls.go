@@ -147,7 +147,7 @@ func (h *Host) buildEnv(ctx context.Context, abi string) error {
 		if !found {
 			return uint32(StatusNotFound)
 		}
-		return uint32(v.copyOut([]byte(val), ptrPtr, sizePtr))
+		return uint32(v.copyOutString(val, ptrPtr, sizePtr))
 	})
 	fn("proxy_get_header_map_pairs", func(ctx context.Context, typ, ptrPtr, sizePtr uint32) uint32 {
 		v := vmFrom(ctx)
@@ -159,7 +159,8 @@ func (h *Host) buildEnv(ctx context.Context, abi string) error {
 		if m := v.headerMap(typ); m != nil {
 			ps = *m.ps
 		}
-		return uint32(v.copyOut(encodePairs(ps), ptrPtr, sizePtr))
+		v.pairsBuf = appendPairs(v.pairsBuf[:0], ps)
+		return uint32(v.copyOut(v.pairsBuf, ptrPtr, sizePtr))
 	})
 	fn("proxy_set_header_map_pairs", func(ctx context.Context, typ, ptr, size uint32) uint32 {
 		v := vmFrom(ctx)

@@ -72,6 +72,11 @@ type vm struct {
 
 	callbacks  atomic.Uint64
 	guestNanos atomic.Int64 // see VMStat.GuestTime
+
+	// Reused by host functions, which run one at a time under mu.
+	allocStack [1]uint64
+	pairsBuf   []byte
+	stacks     [4][8]uint64 // callLocked's parameters and results, by call depth
 	traps      atomic.Uint64
 }
 
@@ -244,7 +249,20 @@ func (v *vm) callLocked(ctxID uint32, name string, args ...uint64) (uint64, erro
 		began = time.Now()
 	}
 	v.depth++
-	res, err := f.Call(v.ctx, args...)
+	// The parameters and results travel in a per-depth slot of the VM
+	// instead of slices allocated per call (calls nest: a host function may
+	// call back into the guest).
+	def := f.Definition()
+	var stack []uint64
+	if n := max(len(def.ParamTypes()), len(def.ResultTypes())); v.depth <= len(v.stacks) && n <= len(v.stacks[0]) {
+		stack = v.stacks[v.depth-1][:n]
+	} else {
+		stack = make([]uint64, n)
+	}
+	clear(stack)
+	copy(stack, args)
+	err := f.CallWithStack(v.ctx, stack)
+	hasResult := len(def.ResultTypes()) > 0
 	v.depth--
 	if outer {
 		v.guestNanos.Add(int64(time.Since(began)))
@@ -268,8 +286,8 @@ func (v *vm) callLocked(ctxID uint32, name string, args ...uint64) (uint64, erro
 		}
 	}
 	var r uint64
-	if len(res) > 0 {
-		r = res[0]
+	if hasResult {
+		r = stack[0]
 	}
 	if stop {
 		r = stopResult
@@ -324,8 +342,14 @@ func (v *vm) read(ptr, size uint32) ([]byte, bool) {
 }
 
 func (v *vm) readString(ptr, size uint32) (string, bool) {
-	b, ok := v.read(ptr, size)
-	return string(b), ok
+	if size == 0 {
+		return "", true
+	}
+	b, ok := v.mem.Read(ptr, size) // a view of the memory; string copies it once
+	if !ok {
+		return "", false
+	}
+	return string(b), true
 }
 
 func (v *vm) putU32(ptr, val uint32) bool { return v.mem.WriteUint32Le(ptr, val) }
@@ -349,11 +373,29 @@ func (v *vm) copyOut(data []byte, ptrPtr, sizePtr uint32) Status {
 }
 
 func (v *vm) allocate(size uint32) (uint32, bool) {
-	res, err := v.alloc.Call(v.ctx, uint64(size))
-	if err != nil || len(res) == 0 || res[0] == 0 {
+	// CallWithStack reuses the VM's slot instead of allocating the call's
+	// parameters and results, as a C++ host's call does not.
+	v.allocStack[0] = uint64(size)
+	if err := v.alloc.CallWithStack(v.ctx, v.allocStack[:]); err != nil || v.allocStack[0] == 0 {
 		return 0, false
 	}
-	return uint32(res[0]), true
+	return uint32(v.allocStack[0]), true
+}
+
+// copyOutString is copyOut for a string, without converting it to bytes.
+func (v *vm) copyOutString(data string, ptrPtr, sizePtr uint32) Status {
+	var ptr uint32
+	if len(data) > 0 {
+		p, ok := v.allocate(uint32(len(data)))
+		if !ok || !v.mem.WriteString(p, data) {
+			return StatusInvalidMemoryAccess
+		}
+		ptr = p
+	}
+	if !v.putU32(ptrPtr, ptr) || !v.putU32(sizePtr, uint32(len(data))) {
+		return StatusInvalidMemoryAccess
+	}
+	return StatusOK
 }
 
 // memoryBytes is the VM's linear memory size.
