@@ -2,6 +2,9 @@ package limits
 
 import (
 	"errors"
+	"math"
+	"math/big"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -544,4 +547,32 @@ func FuzzConsumersForeignSet(f *testing.F) {
 			t.Fatalf("stored set %q is not valid after Resolve", v)
 		}
 	})
+}
+
+// mulDiv agrees with exact big-integer arithmetic, on both of its paths (a
+// product that fits a word and one that does not), rounding and saturation
+// included.
+func TestMulDivIsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vals := []int64{0, 1, 2, 3, 59, 60_000_000, 1 << 31, 1<<32 + 1, 1 << 40, math.MaxInt64 / 3, math.MaxInt64}
+	for range 2000 {
+		vals = append(vals, rng.Int64N(math.MaxInt64), rng.Int64N(1<<33))
+	}
+	maxInt := big.NewInt(math.MaxInt64)
+	for i := 0; i+2 < len(vals); i++ {
+		a, b, c := vals[i], vals[i+1], vals[i+2]
+		if c == 0 {
+			c = 1
+		}
+		for _, up := range []bool{false, true} {
+			q, r := new(big.Int).QuoRem(new(big.Int).Mul(big.NewInt(a), big.NewInt(b)), big.NewInt(c), new(big.Int))
+			if up && r.Sign() != 0 {
+				q.Add(q, big.NewInt(1))
+			}
+			if q.Cmp(maxInt) > 0 {
+				q = maxInt
+			}
+			require.Equal(t, q.Int64(), mulDiv(a, b, c, up), "mulDiv(%d, %d, %d, %v)", a, b, c, up)
+		}
+	}
 }
