@@ -234,13 +234,7 @@ func BenchmarkAddedLatency(b *testing.B) {
 			base := newBenchHost(b, noop, tc.config, tc.clusters)
 			bare := newBenchHost(b, nil, tc.config, tc.clusters)
 			do := func(h *envoy.Host) time.Duration {
-				var body io.Reader
-				if tc.body != "" {
-					body = strings.NewReader(tc.body)
-				}
-				r := httptest.NewRequest(tc.method, tc.path, body)
-				r.Host = "api.openai.com"
-				r.Header.Set("content-type", "application/json")
+				r := benchRequest(tc.method, tc.path, tc.body)
 				rec := httptest.NewRecorder()
 				var w http.ResponseWriter = rec
 				if tc.gated {
@@ -329,6 +323,19 @@ func interleavedMedians(b *testing.B, warm int, setups ...benchSetup) []time.Dur
 		p50[i] = median(ds[i])
 	}
 	return p50
+}
+
+// benchRequest is the request the benchmarks send: method and path with an
+// optional JSON body, for api.openai.com as an application in the mesh sends it.
+func benchRequest(method, path, body string) *http.Request {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	r := httptest.NewRequest(method, path, rd)
+	r.Host = "api.openai.com"
+	r.Header.Set("content-type", "application/json")
+	return r
 }
 
 // pairedMedians warms up, then runs with and without alternately b.N times and

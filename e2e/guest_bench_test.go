@@ -1,16 +1,23 @@
 package e2e_test
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 )
+
+// guestCases are the requests BenchmarkGuestTime and BenchmarkGuestProfile
+// send: the two routes of the latency budgets.
+func guestCases() []struct{ name, method, path, body string } {
+	return []struct{ name, method, path, body string }{
+		{"headers-only", http.MethodGet, "/v1/models", ""},
+		{"body-8KiB", http.MethodPost, "/v1/chat/completions", body8k()},
+	}
+}
 
 // BenchmarkGuestTime reports the time a request spends inside the plugin's VM
 // (every callback, and the host calls made from them), as the host measures it
@@ -22,23 +29,12 @@ func BenchmarkGuestTime(b *testing.B) {
 		b.Fatal(err)
 	}
 	up := scenario.Upstream(b, okUpstream{})
-	big := body8k()
-	cases := []struct{ name, method, path, body string }{
-		{"headers-only", http.MethodGet, "/v1/models", ""},
-		{"body-8KiB", http.MethodPost, "/v1/chat/completions", big},
-	}
-	for _, tc := range cases {
+	for _, tc := range guestCases() {
 		b.Run(tc.name, func(b *testing.B) {
 			perRequest := func(h *envoy.Host, n int) float64 {
 				before := h.VMStats()[0].GuestTime
 				for i := 0; i < n; i++ {
-					var body io.Reader
-					if tc.body != "" {
-						body = strings.NewReader(tc.body)
-					}
-					r := httptest.NewRequest(tc.method, tc.path, body)
-					r.Host = "api.openai.com"
-					r.Header.Set("content-type", "application/json")
+					r := benchRequest(tc.method, tc.path, tc.body)
 					w := httptest.NewRecorder()
 					h.ServeHTTP(w, r)
 					if w.Code != http.StatusOK {

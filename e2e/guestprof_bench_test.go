@@ -31,12 +31,7 @@ import (
 func BenchmarkGuestProfile(b *testing.B) {
 	mod := filterWithNames(b)
 	up := scenario.Upstream(b, okUpstream{})
-	big := body8k()
-	cases := []struct{ name, method, path, body string }{
-		{"headers-only", http.MethodGet, "/v1/models", ""},
-		{"body-8KiB", http.MethodPost, "/v1/chat/completions", big},
-	}
-	for _, tc := range cases {
+	for _, tc := range guestCases() {
 		b.Run(tc.name, func(b *testing.B) {
 			p := &guestProfile{stats: map[string]*fnStat{}, allocs: map[string]int{}}
 			if f := os.Getenv("SHEPHERD_PROFILE_FUNCS"); f != "" {
@@ -52,13 +47,7 @@ func BenchmarkGuestProfile(b *testing.B) {
 			require.NoError(b, err)
 			defer h.Close(context.Background())
 			do := func() {
-				var body io.Reader
-				if tc.body != "" {
-					body = strings.NewReader(tc.body)
-				}
-				r := httptest.NewRequest(tc.method, tc.path, body)
-				r.Host = "api.openai.com"
-				r.Header.Set("content-type", "application/json")
+				r := benchRequest(tc.method, tc.path, tc.body)
 				w := httptest.NewRecorder()
 				h.ServeHTTP(w, r)
 				if w.Code != http.StatusOK {

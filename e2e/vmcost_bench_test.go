@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,13 +161,7 @@ func BenchmarkGCCycles(b *testing.B) {
 			failed := 0
 			send := func(n int) {
 				for i := 0; i < n; i++ {
-					var body io.Reader
-					if tc.body != "" {
-						body = strings.NewReader(tc.body)
-					}
-					r := httptest.NewRequest(tc.method, tc.path, body)
-					r.Host = "api.openai.com"
-					r.Header.Set("content-type", "application/json")
+					r := benchRequest(tc.method, tc.path, tc.body)
 					w := httptest.NewRecorder()
 					h.ServeHTTP(w, r)
 					if w.Code != http.StatusOK {
