@@ -336,7 +336,8 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 			s.plugin.keepBodyBuf(out)
 		}
 	}
-	raw = nil // the host's bytes: not valid past the next host call
+	// raw is the host's buffer: nothing below reads it, as the token
+	// limit's shared data is the next call that returns data.
 
 	// Tokens: reserve the prompt estimate plus the output the request may use.
 	s.estimate = req.EstimatePromptTokens()
