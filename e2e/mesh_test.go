@@ -428,8 +428,12 @@ func TestMeshCanarySplit(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	set := time.Now()
+	// Eight requests to each worker of both pods: a worker that still splits
+	// 90/10 sends all eight to the canary once in 10^8, where two requests
+	// each would let it pass once in a hundred polls, and the check below
+	// would then fail.
 	until(t, 2*time.Second, "all of chat on the canary after canary set", func() bool {
-		for i := 0; i < 8; i++ {
+		for i := 0; i < 32; i++ {
 			if m.do(t, i, "/chat/v1/chat/completions").provider != "relay" {
 				return false
 			}
