@@ -50,6 +50,7 @@ func TestFallbackCarriesNoClientHeaders(t *testing.T) {
 	relay.Script(fakeprovider.Fault{Status: http.StatusServiceUnavailable})
 	req := m.request(context.Background(), false)
 	req.Header.Set("authorization", "Bearer client-own-key")
+	req.Header.Add("authorization", "Bearer client-second-key") // every value goes
 	req.Header.Set("cookie", "session=client")
 	req.Header.Set("x-client-secret", "client")
 	resp, err := http.DefaultClient.Do(req)

@@ -184,10 +184,12 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if string(s.plugin.pathBuf) != path {
 		_ = proxywasm.ReplaceHttpRequestHeaderBytes(":path", s.plugin.pathBuf)
 	}
-	// The client's own credential never reaches a provider.
-	_ = proxywasm.RemoveHttpRequestHeader("authorization")
+	// The client's own credential never reaches a provider: the provider's
+	// replaces it (a replace drops every value the header had), or it goes.
 	if auth := d.Provider.Authorization; auth != "" {
 		_ = proxywasm.ReplaceHttpRequestHeader("authorization", auth)
+	} else {
+		_ = proxywasm.RemoveHttpRequestHeader("authorization")
 	}
 	if c, ok := pol.overlay.Credential(d.Provider); ok {
 		_ = proxywasm.ReplaceHttpRequestHeader(c.Header, c.Value)
