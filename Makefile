@@ -71,6 +71,11 @@ bench-wasm:
 	$(GO) build -o $(BIN)/wazero github.com/tetratelabs/wazero/cmd/wazero
 	GOOS=wasip1 GOARCH=wasm $(GO) test -p 1 -exec $(CURDIR)/e2e/wasm-exec.sh -run '^$$' -bench . -benchmem $(WASM_BENCH_PKGS)
 
+# The same under V8 (Node.js's WASI), the runtime Istio's proxies use. Needs node.
+.PHONY: bench-v8
+bench-v8:
+	GOOS=wasip1 GOARCH=wasm NODE_NO_WARNINGS=1 $(GO) test -p 1 -exec $(CURDIR)/e2e/wasm-exec-v8.js -run '^$$' -bench . -benchmem $(WASM_BENCH_PKGS)
+
 # The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
 # providers with random faults) under randomized clients; prints the invariant
 # table and fails when one did not hold (docs/RELIABILITY.md). SOAK=3m by default.
