@@ -526,6 +526,16 @@ func TestGuestTimeCountsCallbacks(t *testing.T) {
 	after := h.VMStats()[0]
 	require.Greater(t, after.Callbacks, before.Callbacks)
 	require.Greater(t, after.GuestTime, before.GuestTime)
+	require.Zero(t, after.HostTime, "host calls are timed only when asked")
+
+	// With TimeHostCalls, the host calls the guest made (headers, logs, ...)
+	// are a part of its time.
+	timed := newHost(t, "trap", up.URL, func(c *Config) { c.TimeHostCalls = true })
+	resp, _ = do(t, timed, "GET", "/ok", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	st := timed.VMStats()[0]
+	require.Positive(t, st.HostTime)
+	require.Less(t, st.HostTime, st.GuestTime)
 }
 
 func TestLegacyWASIKillsGoGuestOnGC(t *testing.T) {

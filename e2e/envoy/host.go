@@ -61,8 +61,11 @@ type Config struct {
 	StreamIdleTimeout time.Duration
 	// LegacyWASI answers poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756.
 	LegacyWASI bool
-	Env        map[string]string // environment of the VM (Istio's vmConfig.env)
-	LogWriter  io.Writer         // plugin and host log lines; stderr by default
+	// TimeHostCalls adds up the time of the proxy-wasm host functions the plugin
+	// calls (VMStat.HostTime), at two clock reads per call.
+	TimeHostCalls bool
+	Env           map[string]string // environment of the VM (Istio's vmConfig.env)
+	LogWriter     io.Writer         // plugin and host log lines; stderr by default
 	// LogLevel is Envoy's wasm logger level ("trace" ... "critical"); default "info".
 	// Plugin lines below it are dropped, and proxy_get_log_level reports it.
 	LogLevel string
@@ -427,9 +430,12 @@ type VMStat struct {
 	// GuestTime is the time spent in guest exports called by the host (the
 	// host functions they call included; nested calls counted once).
 	GuestTime time.Duration
-	Traps     uint64
-	Failed    bool
-	Streams   int // live stream contexts
+	// HostTime is the part of GuestTime spent in proxy-wasm host functions,
+	// with Config.TimeHostCalls (0 otherwise).
+	HostTime time.Duration
+	Traps    uint64
+	Failed   bool
+	Streams  int // live stream contexts
 }
 
 // VMStats reports each current worker VM.
@@ -441,8 +447,8 @@ func (h *Host) VMStats() []VMStat {
 	for i, v := range vms {
 		v.mu.Lock()
 		out[i] = VMStat{Index: v.idx, MemoryBytes: v.memoryBytes(), Callbacks: v.callbacks.Load(),
-			GuestTime: time.Duration(v.guestNanos.Load()),
-			Traps:     v.traps.Load(), Failed: v.failed.Load(), Streams: len(v.streams)}
+			GuestTime: time.Duration(v.guestNanos.Load()), HostTime: time.Duration(v.hostNanos.Load()),
+			Traps: v.traps.Load(), Failed: v.failed.Load(), Streams: len(v.streams)}
 		v.mu.Unlock()
 	}
 	return out

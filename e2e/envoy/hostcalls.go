@@ -30,6 +30,10 @@ func (h *Host) buildEnv(ctx context.Context, abi string) error {
 				return
 			}
 		}
+		if h.cfg.TimeHostCalls {
+			exportTimed(b, name, f)
+			return
+		}
 		export(b, name, f)
 	}
 

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"context"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -90,4 +91,22 @@ func export(b wazero.HostModuleBuilder, name string, f any) {
 		return
 	}
 	b.NewFunctionBuilder().WithFunc(f).Export(name)
+}
+
+// exportTimed is export with the time each call takes added to the calling
+// VM's VMStat.HostTime (Config.TimeHostCalls). Functions of shapes
+// goModuleFunc does not know (the few non-proxy_ compatibility imports) are
+// exported untimed.
+func exportTimed(b wazero.HostModuleBuilder, name string, f any) {
+	fn, params, ok := goModuleFunc(f)
+	if !ok {
+		export(b, name, f)
+		return
+	}
+	timed := func(ctx context.Context, m api.Module, s []uint64) {
+		began := time.Now()
+		fn(ctx, m, s)
+		vmFrom(ctx).hostNanos.Add(int64(time.Since(began)))
+	}
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(timed), params, []api.ValueType{api.ValueTypeI32}).Export(name)
 }

@@ -72,6 +72,7 @@ type vm struct {
 
 	callbacks  atomic.Uint64
 	guestNanos atomic.Int64 // see VMStat.GuestTime
+	hostNanos  atomic.Int64 // see VMStat.HostTime
 
 	// Reused by host functions, which run one at a time under mu.
 	allocStack [1]uint64
