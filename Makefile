@@ -71,9 +71,12 @@ bench-wasm:
 	$(GO) build -o $(BIN)/wazero github.com/tetratelabs/wazero/cmd/wazero
 	GOOS=wasip1 GOARCH=wasm $(GO) test -p 1 -exec $(CURDIR)/e2e/wasm-exec.sh -run '^$$' -bench . -benchmem $(WASM_BENCH_PKGS)
 
-# The same under V8 (Node.js's WASI), the runtime Istio's proxies use. Needs node.
+# The same under V8 (Node.js's WASI), the runtime Istio's proxies use, and the
+# filter's time per request in its callbacks under V8 (e2e/v8host). Needs node.
 .PHONY: bench-v8
-bench-v8:
+bench-v8: wasm
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w" -o $(BIN)/noop.wasm ./e2e/testdata/noop
+	NODE_NO_WARNINGS=1 node e2e/v8host/guesttime.js $(WASM) $(BIN)/noop.wasm
 	GOOS=wasip1 GOARCH=wasm NODE_NO_WARNINGS=1 $(GO) test -p 1 -exec $(CURDIR)/e2e/wasm-exec-v8.js -run '^$$' -bench . -benchmem $(WASM_BENCH_PKGS)
 
 # The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
