@@ -66,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("shepherd-local", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	wasm := fs.String("wasm", "", "the plugin `FILE` (.wasm)")
+	noPlugin := fs.Bool("no-plugin", false, "run no plugin: the router alone, a baseline for what a plugin adds")
 	pluginConfig := fs.String("plugin-config", "", "plugin configuration: a `FILE` or inline JSON")
 	vmConfig := fs.String("vm-config", "", "VM configuration: a `FILE` or inline JSON")
 	pluginName := fs.String("plugin-name", "shepherd", "plugin `NAME` (appears in logs)")
@@ -97,12 +98,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if *wasm == "" {
-		return nil, errors.New("--wasm: must name the plugin file")
-	}
-	module, err := os.ReadFile(*wasm)
-	if err != nil {
-		return nil, fmt.Errorf("--wasm: %w", err)
+	var module []byte
+	switch {
+	case *noPlugin && *wasm != "":
+		return nil, errors.New("--no-plugin: leave out --wasm")
+	case *noPlugin:
+	case *wasm == "":
+		return nil, errors.New("--wasm: must name the plugin file (or run --no-plugin)")
+	default:
+		m, err := os.ReadFile(*wasm)
+		if err != nil {
+			return nil, fmt.Errorf("--wasm: %w", err)
+		}
+		module = m
 	}
 	pc, err := fileOrInline(*pluginConfig)
 	if err != nil {
@@ -125,7 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	o := &options{listen: *listen, admin: *admin, pluginConfig: *pluginConfig, cfg: envoy.Config{
-		Module: module, PluginName: *pluginName, RootID: *rootID, VMID: *vmID,
+		Module: module, NoPlugin: *noPlugin, PluginName: *pluginName, RootID: *rootID, VMID: *vmID,
 		PluginConfig: pc, VMConfig: vc, Workers: *workers,
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
 		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,

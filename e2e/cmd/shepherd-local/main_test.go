@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 )
 
 // buildGuest compiles the host's test plugin (mode chosen by its configuration).
@@ -37,7 +39,8 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "--wasm: must name the plugin file"},
+		{nil, "--wasm: must name the plugin file (or run --no-plugin)"},
+		{[]string{"--no-plugin", "--wasm", wasm}, "--no-plugin: leave out --wasm"},
 		{[]string{"--wasm", "/does/not/exist.wasm"}, "--wasm: open /does/not/exist.wasm"},
 		{[]string{"--wasm", wasm, "--cluster", "bad"}, `want NAME=VALUE, got "bad"`},
 		{[]string{"--wasm", wasm, "--cluster", "up=nohostport"}, "--cluster up: address nohostport: missing port"},
@@ -54,6 +57,18 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// --no-plugin runs the router alone, the baseline a plugin's cost is
+// measured against.
+func TestNoPluginFlag(t *testing.T) {
+	o, err := parseFlags([]string{"--no-plugin", "--cluster", "up=127.0.0.1:9", "--default-cluster", "up"}, io.Discard)
+	require.NoError(t, err)
+	require.True(t, o.cfg.NoPlugin)
+	require.Empty(t, o.cfg.Module)
+	h, err := envoy.New(context.Background(), o.cfg)
+	require.NoError(t, err, "the host accepts the configuration")
+	require.NoError(t, h.Close(context.Background()))
 }
 
 func TestRoundTripPlainAndSSE(t *testing.T) {
