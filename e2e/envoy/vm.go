@@ -359,15 +359,25 @@ func (v *vm) putU32(ptr, val uint32) bool { return v.mem.WriteUint32Le(ptr, val)
 // does: memory from the guest's allocator (called re-entrantly from inside the host
 // call), then pointer and size stored at the return pointers. Empty data stores 0, 0.
 func (v *vm) copyOut(data []byte, ptrPtr, sizePtr uint32) Status {
+	return v.copyOutWith(len(data), func(p uint32) bool { return v.mem.Write(p, data) }, ptrPtr, sizePtr)
+}
+
+// copyOutString is copyOut for a string, without converting it to bytes.
+func (v *vm) copyOutString(data string, ptrPtr, sizePtr uint32) Status {
+	return v.copyOutWith(len(data), func(p uint32) bool { return v.mem.WriteString(p, data) }, ptrPtr, sizePtr)
+}
+
+// copyOutWith is copyOut for n bytes that write puts at the guest's pointer.
+func (v *vm) copyOutWith(n int, write func(ptr uint32) bool, ptrPtr, sizePtr uint32) Status {
 	var ptr uint32
-	if len(data) > 0 {
-		p, ok := v.allocate(uint32(len(data)))
-		if !ok || !v.mem.Write(p, data) {
+	if n > 0 {
+		p, ok := v.allocate(uint32(n))
+		if !ok || !write(p) {
 			return StatusInvalidMemoryAccess
 		}
 		ptr = p
 	}
-	if !v.putU32(ptrPtr, ptr) || !v.putU32(sizePtr, uint32(len(data))) {
+	if !v.putU32(ptrPtr, ptr) || !v.putU32(sizePtr, uint32(n)) {
 		return StatusInvalidMemoryAccess
 	}
 	return StatusOK
@@ -381,22 +391,6 @@ func (v *vm) allocate(size uint32) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(v.allocStack[0]), true
-}
-
-// copyOutString is copyOut for a string, without converting it to bytes.
-func (v *vm) copyOutString(data string, ptrPtr, sizePtr uint32) Status {
-	var ptr uint32
-	if len(data) > 0 {
-		p, ok := v.allocate(uint32(len(data)))
-		if !ok || !v.mem.WriteString(p, data) {
-			return StatusInvalidMemoryAccess
-		}
-		ptr = p
-	}
-	if !v.putU32(ptrPtr, ptr) || !v.putU32(sizePtr, uint32(len(data))) {
-		return StatusInvalidMemoryAccess
-	}
-	return StatusOK
 }
 
 // memoryBytes is the VM's linear memory size.
