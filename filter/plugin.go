@@ -49,8 +49,10 @@ type plugin struct {
 	sc sidecarState
 
 	// Reused by every stream on this VM (one callback runs at a time): the
-	// header slices of the phase at hand, and finished streams for the next
-	// ones. Allocation is the costliest thing Go does in a VM.
+	// header slices of the phase at hand (reqHeaders holds the request's
+	// headers during its request-headers phase, and is empty otherwise), and
+	// finished streams for the next ones. Allocation is the costliest thing
+	// Go does in a VM.
 	reqHeaders, respHeaders [][2]string
 	free                    []*stream
 	// bodyBuf receives request bodies rewritten for routes without fallback.

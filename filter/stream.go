@@ -38,10 +38,6 @@ type stream struct {
 
 	localStatus int // status of the filter's local reply
 
-	// The request's headers as they arrived, read once at the start of the
-	// request-headers phase (see header).
-	reqHeaders [][2]string
-
 	// Request headers the body phase needs, read while the headers are at hand.
 	priority string
 	consumer string
@@ -119,10 +115,10 @@ func (s *stream) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
 	if err != nil {
 		return types.ActionContinue
 	}
-	s.reqHeaders = hdrs
+	s.plugin.reqHeaders = hdrs
 	action := s.onRequestHeaders(endOfStream)
 	clear(hdrs)
-	s.plugin.reqHeaders, s.reqHeaders = hdrs[:0], nil
+	s.plugin.reqHeaders = hdrs[:0]
 	return action
 }
 
@@ -170,7 +166,7 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		}
 	}
 
-	for _, kv := range s.reqHeaders {
+	for _, kv := range s.plugin.reqHeaders {
 		if strings.HasPrefix(kv[0], internalPrefix) {
 			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
@@ -527,7 +523,7 @@ func headerClone(v string, _ bool) string { return strings.Clone(v) }
 // the request-headers phase, which reads them once, and only until its first
 // call that returns data.
 func (s *stream) header(name string) (string, bool) {
-	for _, kv := range s.reqHeaders {
+	for _, kv := range s.plugin.reqHeaders {
 		if kv[0] == name {
 			return kv[1], true
 		}
