@@ -57,7 +57,7 @@ func benchHost(b *testing.B, mod []byte, upstream string) *envoy.Host {
 // newBenchHost starts a host of one worker with the module (nil: no plugin at
 // all, the passthrough baseline) and the plugin configuration; unrouted
 // requests go to cluster p.
-func newBenchHost(b *testing.B, mod []byte, pluginConfig string, clusters map[string]string) *envoy.Host {
+func newBenchHost(b *testing.B, mod []byte, pluginConfig string, clusters map[string]string, opts ...func(*envoy.Config)) *envoy.Host {
 	cfg := envoy.Config{
 		Module: mod, PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
 		PluginConfig: []byte(pluginConfig), Workers: 1,
@@ -66,6 +66,9 @@ func newBenchHost(b *testing.B, mod []byte, pluginConfig string, clusters map[st
 	}
 	if mod == nil {
 		cfg.NoPlugin, cfg.PluginConfig = true, nil
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	h, err := envoy.New(context.Background(), cfg)
 	require.NoError(b, err)

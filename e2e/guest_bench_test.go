@@ -1,8 +1,6 @@
 package e2e_test
 
 import (
-	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -55,16 +53,8 @@ func BenchmarkGuestTime(b *testing.B) {
 			base := benchHost(b, noop, up)
 			// The same filter with its host calls timed, for its own time
 			// (the clock reads make its total a little higher).
-			timed, err := envoy.New(context.Background(), envoy.Config{
-				Module: module(b), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-				PluginConfig: []byte(benchConfig), Workers: 1, TimeHostCalls: true,
-				Clusters: map[string]string{"p": up}, DefaultCluster: "p",
-				StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer timed.Close(context.Background())
+			timed := newBenchHost(b, module(b), benchConfig, map[string]string{"p": up},
+				func(c *envoy.Config) { c.TimeHostCalls = true })
 			for _, h := range []*envoy.Host{filter, base, timed} {
 				perRequest(h, 500) // warm up: metrics defined, heap grown
 			}
