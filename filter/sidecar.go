@@ -46,6 +46,7 @@ var dropKinds = []string{"outcomes", "tokens"}
 type sidecarState struct {
 	owner    uint64 // lease owner id of this VM
 	polling  bool   // a GetPolicy call is in flight
+	denied   bool   // the last poll was refused with PERMISSION_DENIED (logged once)
 	lastPoll int64
 	lastSent int64
 	tokens   mesh.TokenBatch
@@ -146,7 +147,7 @@ func (p *plugin) pollPolicy(sc *config.Sidecar, now int64) {
 		known = p.policy.overlay.Version
 	}
 	p.sc.buf = policywire.AppendGetPolicyRequest(p.sc.buf[:0], known)
-	_, err = proxywasm.DispatchGrpcCall(sc.Cluster, policywire.Service, policywire.MethodGetPolicy, nil, p.sc.buf,
+	_, err = proxywasm.DispatchGrpcCall(sc.Cluster, policywire.Service, policywire.MethodGetPolicy, sc.Metadata, p.sc.buf,
 		sc.TimeoutMs, proxywasm.GrpcCallbacks{OnMessage: p.onPolicy, OnClose: p.onPolicyClose})
 	if err != nil {
 		p.sidecarError(callPolicy)
@@ -157,6 +158,7 @@ func (p *plugin) pollPolicy(sc *config.Sidecar, now int64) {
 
 func (p *plugin) onPolicy(size int) {
 	p.sc.polling = false
+	p.sc.denied = false
 	msg, err := proxywasm.GetGrpcCallResponseMessage(0, size)
 	if err == nil {
 		err = policywire.ParseGetPolicyResponse(msg, &p.sc.policy)
@@ -192,9 +194,18 @@ func (p *plugin) onPolicy(size int) {
 	p.applyPolicy(r.RawPolicy)
 }
 
-func (p *plugin) onPolicyClose(uint32) {
+// grpcPermissionDenied is gRPC's PERMISSION_DENIED status code.
+const grpcPermissionDenied = 7
+
+func (p *plugin) onPolicyClose(code uint32) {
 	p.sc.polling = false
 	p.sidecarError(callPolicy)
+	if code == grpcPermissionDenied && !p.sc.denied {
+		// Once per refusal spell: the poll repeats every policyPollMs.
+		p.sc.denied = true
+		proxywasm.LogWarn("shepherd: the sidecar refused the policy poll (PERMISSION_DENIED): sidecar.token is missing or not one the sidecar accepts (token source: " +
+			p.policy.cfg.Sidecar.TokenSource + ")")
+	}
 }
 
 // sendReports sends up to a batch of queued outcomes.
@@ -203,7 +214,7 @@ func (p *plugin) sendReports(sc *config.Sidecar) {
 		return
 	}
 	p.sc.buf = p.sc.outcomes.Take(p.sc.buf[:0], sc.ReportBatch)
-	if _, err := proxywasm.DispatchGrpcCall(sc.Cluster, policywire.Service, policywire.MethodReportOutcomes, nil, p.sc.buf,
+	if _, err := proxywasm.DispatchGrpcCall(sc.Cluster, policywire.Service, policywire.MethodReportOutcomes, sc.Metadata, p.sc.buf,
 		sc.TimeoutMs, proxywasm.GrpcCallbacks{OnClose: p.onReportClose}); err != nil {
 		p.sidecarError(callReport)
 	}
@@ -219,7 +230,7 @@ func (p *plugin) settleTokens(sc *config.Sidecar) {
 		if !ok {
 			return
 		}
-		if _, err := proxywasm.DispatchGrpcCall(sc.Cluster, rls.Service, rls.Method, nil, p.sc.buf,
+		if _, err := proxywasm.DispatchGrpcCall(sc.Cluster, rls.Service, rls.Method, sc.Metadata, p.sc.buf,
 			sc.TimeoutMs, proxywasm.GrpcCallbacks{OnClose: p.onSettleClose}); err != nil {
 			p.sidecarError(callSettle)
 		}
@@ -250,7 +261,7 @@ func (s *stream) checkGlobal() types.Action {
 	}
 	sc := &s.plugin.sc
 	sc.buf = mesh.AppendCheck(sc.buf[:0], g, &s.desc, sc.scratch)
-	_, err := proxywasm.DispatchGrpcCall(s.policy.cfg.Sidecar.Cluster, rls.Service, rls.Method, nil, sc.buf,
+	_, err := proxywasm.DispatchGrpcCall(s.policy.cfg.Sidecar.Cluster, rls.Service, rls.Method, s.policy.cfg.Sidecar.Metadata, sc.buf,
 		g.TimeoutMs, proxywasm.GrpcCallbacks{OnMessage: s.onCheck, OnClose: s.onCheckClose})
 	if err != nil {
 		return s.globalFailed(false)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -245,6 +246,60 @@ func TestPolicyLease(t *testing.T) {
 			require.NoError(t, err)
 			owner, _ := mesh.Uint64(lease)
 			require.Equal(t, tc.polls, owner != 12345, "the lease changes hands only when it lapsed")
+		})
+	}
+}
+
+// TestSidecarCallsCarryTheToken: every gRPC call the filter makes to the
+// sidecar (the global limit check, the policy poll, outcome reports) carries
+// sidecar.token as initial metadata; without a token the calls carry none.
+// A refused poll is logged once, without the token.
+func TestSidecarCallsCarryTheToken(t *testing.T) {
+	const token = "filter-secret-0123"
+	for _, tc := range []struct {
+		name, config string
+		want         [][2]string
+	}{
+		{"token", strings.Replace(sidecarConfig, `"cluster": "sidecar",`, `"cluster": "sidecar", "token": {"inline": "`+token+`"},`, 1),
+			[][2]string{{"x-shepherd-filter-token", token}}},
+		{"no token", sidecarConfig, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+				WithVMContext(&vm{}).WithPluginConfiguration([]byte(tc.config)))
+			t.Cleanup(release)
+			require.Equal(t, types.OnVMStartStatusOK, h.StartVM())
+			require.Equal(t, types.OnPluginStartStatusOK, h.StartPlugin())
+
+			id := h.InitializeHttpContext()
+			require.Equal(t, types.ActionPause, h.CallOnRequestHeaders(id, get("/closed/x", [2]string{"x-tenant", "team-a"}), true))
+			check := h.GetGrpcCalloutAttributesFromContext(id)
+			require.Len(t, check, 1)
+			require.Equal(t, rls.Method, check[0].Method)
+			require.Equal(t, tc.want, check[0].InitialMetadata, "ShouldRateLimit")
+			h.CallOnGrpcReceive(check[0].ID, rlsAnswer(t, rlsv3.RateLimitResponse_OK))
+			h.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+			h.CompleteHttpContext(id)
+
+			h.Tick()
+			seen := map[string]bool{}
+			for _, c := range h.GetGrpcCalloutAttributesFromContext(proxytest.RootContextID) {
+				require.Equal(t, tc.want, c.InitialMetadata, c.Method)
+				seen[c.Method] = true
+				if c.Method == policywire.MethodGetPolicy {
+					h.CallOnGrpcClose(c.ID, 7, "filter token not accepted")
+				}
+			}
+			require.True(t, seen[policywire.MethodGetPolicy] && seen[policywire.MethodReportOutcomes], "%v", seen)
+			warns := h.GetLogs(proxywasm.LogLevelWarn)
+			n := 0
+			for _, line := range warns {
+				require.NotContains(t, line, token)
+				if strings.Contains(line, "PERMISSION_DENIED") {
+					n++
+				}
+			}
+			require.Equal(t, 1, n, "%q", warns)
 		})
 	}
 }

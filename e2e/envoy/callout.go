@@ -167,6 +167,11 @@ func (h *Host) grpcConn(cluster string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// outgoingMD sends proxy_grpc_call's and proxy_grpc_stream's initial metadata as the
+// call's gRPC request metadata, as Envoy does: its handler copies each pair into the
+// request headers of the async gRPC call when the call creates its initial metadata
+// (source/extensions/common/wasm/context.cc, Context::grpcCall/grpcStream with
+// onCreateInitialMetadata). shepherd's filter token travels this way.
 func outgoingMD(ctx context.Context, md []pair) context.Context {
 	if len(md) == 0 {
 		return ctx

@@ -91,7 +91,9 @@ func TestParseInvalid(t *testing.T) {
 		"sidecar-no-cluster":          `sidecar.cluster: must not be empty`,
 		"sidecar-poll-too-slow":       `sidecar.policyPollMs: must be between 0 and 1000, not 5000`,
 		"sidecar-poll-too-fast":       `sidecar.policyPollMs: must be 0 (off) or at least 50`,
-		"sidecar-unknown":             `sidecar.address: unknown field (known: cluster, timeoutMs, policyPollMs, reportIntervalMs, reportBatch)`,
+		"sidecar-unknown":             `sidecar.address: unknown field (known: cluster, token, timeoutMs, policyPollMs, reportIntervalMs, reportBatch)`,
+		"sidecar-token-missing-env":   `sidecar.token.env: environment variable "SHEPHERD_FILTER_TOKEN" is not set or empty`,
+		"sidecar-token-crlf":          `sidecar.token.inline: holds characters not allowed in a header value`,
 		"global-no-sidecar":           `routes[0].globalLimits: needs the top-level sidecar section (the cluster of shepherd-sidecar)`,
 		"global-bad-descriptor":       `routes[0].globalLimits.descriptors[1]: unknown descriptor "user" (known: route, provider, model, consumer)`,
 		"global-dup-descriptor":       `routes[0].globalLimits.descriptors[1]: descriptor "route" is listed twice`,
@@ -170,6 +172,34 @@ func TestCredentialNeverInErrors(t *testing.T) {
 	_, err := Parse([]byte(`{"providers":[{"name":"a","host":"x","credential":{"env":"K"}}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`),
 		envOf(map[string]string{"K": secret + "\n"}))
 	require.EqualError(t, err, `providers[0].credential.env: environment variable "K" holds characters not allowed in a header value`)
+}
+
+func TestSidecarToken(t *testing.T) {
+	const secret = "filter-token-0123456789"
+	doc := func(token string) []byte {
+		return []byte(`{"sidecar":{"cluster":"sc"` + token + `},"providers":[{"name":"a","host":"x"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`)
+	}
+	for _, tc := range []struct {
+		name, token, source string
+		metadata            [][2]string
+	}{
+		{"from the proxy's environment", `,"token":{"env":"SHEPHERD_FILTER_TOKEN"}`, "env SHEPHERD_FILTER_TOKEN",
+			[][2]string{{"x-shepherd-filter-token", secret}}},
+		{"inline", `,"token":{"inline":"` + secret + `"}`, "inline", [][2]string{{"x-shepherd-filter-token", secret}}},
+		{"none: calls carry no metadata", ``, "none", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse(doc(tc.token), envOf(map[string]string{"SHEPHERD_FILTER_TOKEN": secret}))
+			require.NoError(t, err)
+			require.Equal(t, tc.metadata, cfg.Sidecar.Metadata)
+			require.Equal(t, tc.source, cfg.Sidecar.TokenSource)
+		})
+	}
+	_, err := Parse(doc(`,"token":{"env":"T"}`), envOf(map[string]string{"T": secret + "\r\n"}))
+	require.EqualError(t, err, `sidecar.token.env: environment variable "T" holds characters not allowed in a header value`)
+	require.NotContains(t, err.Error(), secret)
+	_, err = Parse(doc(`,"token":{"inline":"`+secret+`","env":"T"}`), nil)
+	require.EqualError(t, err, `sidecar.token: set either env or inline, not both`)
 }
 
 func TestValidateAssumesEnvSet(t *testing.T) {
@@ -256,7 +286,7 @@ func TestParseSidecarGlobalLimitsCanary(t *testing.T) {
   ]}`), nil)
 	require.NoError(t, err)
 	require.Equal(t, &Sidecar{Cluster: "shepherd-sidecar", TimeoutMs: DefaultSidecarTimeoutMs, PolicyPollMs: 250,
-		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch}, cfg.Sidecar)
+		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch, TokenSource: "none"}, cfg.Sidecar)
 	chat := cfg.Routes[0]
 	require.Equal(t, &GlobalLimits{Domain: "llm", Keys: []DescriptorKey{KeyRoute, KeyProvider, KeyConsumer},
 		ConsumerHeader: "x-tenant", Tokens: true, FailClosed: true, TimeoutMs: 80}, chat.GlobalLimits)

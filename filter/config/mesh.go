@@ -15,6 +15,9 @@ const (
 	DefaultReportBatch      = 500
 	DefaultGlobalDomain     = "shepherd"
 	DefaultCanaryHeader     = "x-canary"
+	// FilterTokenMetadata is the gRPC metadata key that carries the filter's
+	// token to shepherd-sidecar on every call.
+	FilterTokenMetadata     = "x-shepherd-filter-token"
 	MaxGlobalLimitTimeoutMs = 10_000
 	MaxReportBatch          = 10_000
 	minPolicyPollMs         = 50
@@ -39,6 +42,13 @@ type Sidecar struct {
 	// ReportBatch is the most outcomes one report carries; a full batch is
 	// sent at the next tick without waiting for the interval.
 	ReportBatch int
+	// Metadata is the initial metadata of every gRPC call to the sidecar:
+	// the filter token (FilterTokenMetadata) when the config names one, else
+	// nil. It holds a secret: never log or format it.
+	Metadata [][2]string
+	// TokenSource says where the token came from, for logs: "env NAME",
+	// "inline" or "none". It never holds the token itself.
+	TokenSource string
 }
 
 // Descriptor keys a route's global limits may use, in the order they are
@@ -91,7 +101,7 @@ func (d *decoder) sidecar(doc *jsonlite.Value) error {
 		return nil
 	}
 	const path = "sidecar"
-	if err := object(path, v, "cluster", "timeoutMs", "policyPollMs", "reportIntervalMs", "reportBatch"); err != nil {
+	if err := object(path, v, "cluster", "token", "timeoutMs", "policyPollMs", "reportIntervalMs", "reportBatch"); err != nil {
 		return err
 	}
 	s := &Sidecar{}
@@ -101,6 +111,18 @@ func (d *decoder) sidecar(doc *jsonlite.Value) error {
 	}
 	if err := checkHeaderValue(join(path, "cluster"), s.Cluster); err != nil {
 		return err
+	}
+	// The token proves to the sidecar that a call comes from the filter (the
+	// sidecar serves credentials and takes outcome reports only with it). It
+	// is read like a provider credential: from the proxy's environment
+	// (vmConfig.env) or inline, never echoed in an error.
+	token, source, err := d.credential(join(path, "token"), v.Get("token"))
+	if err != nil {
+		return err
+	}
+	s.TokenSource = source
+	if token != "" {
+		s.Metadata = [][2]string{{FilterTokenMetadata, token}}
 	}
 	n, err := integer(path, v, "timeoutMs", 1, MaxGlobalLimitTimeoutMs, DefaultSidecarTimeoutMs)
 	if err != nil {
