@@ -52,3 +52,10 @@ func (s *stream) tooLarge() types.Action {
 func (s *stream) badRequest(msg, code string) types.Action {
 	return s.reply(400, nil, msg, openai.TypeInvalidRequest, code)
 }
+
+// unsupported answers a request whose operation no provider of its route
+// serves, as OpenAI answers a path it does not know.
+func (s *stream) unsupported() types.Action {
+	return s.reply(404, nil, "route "+s.decision.Route.Name+" has no provider for the "+s.call.Op.String()+" operation",
+		openai.TypeInvalidRequest, "unsupported_operation")
+}

@@ -38,6 +38,7 @@ func (s *stream) planRetry(status int, calloutFailed bool, retryAfter, reset str
 	if !step.Retry || !s.state.budget.Allow(now) {
 		return false
 	}
+	step.Entry = s.allowedEntry(step.Entry)
 	reason := uint8(0)
 	if calloutFailed {
 		reason = 1

@@ -8,6 +8,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/routing"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -83,10 +84,10 @@ type stream struct {
 	// it (the plugin's retry queue); such a stream is never reused.
 	escaped bool
 
-	// post is set for POST requests: only they can be answered with token
-	// usage (every inference call of an OpenAI-compatible API is a POST), so
-	// only their responses are scanned.
-	post bool
+	// call is the OpenAI operation the request is: only inference calls have
+	// their bodies read and their responses scanned for usage, and each gets
+	// only the edits its operation defines.
+	call openai.Call
 
 	// Fallback.
 	provider *config.Provider // provider of the current attempt
@@ -129,18 +130,27 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		return types.ActionContinue
 	}
 	method, _ := s.header(":method")
-	s.post = method == "POST"
 	pick := s.plugin.random()
 	d, ok := routing.Decide(pol.cfg, path, s.header, pick)
 	if !ok {
 		return types.ActionContinue
 	}
+	s.call = openai.Classify(method, path, d.Rest())
 	if d.Route.Fallback != nil {
 		d.Own() // fallback attempts build their paths from it later
 	}
 	s.start = nowNanos()
 	s.attempts = 1
 	d.Provider = s.chooseProvider(d.Route, pick)
+	if !d.Provider.Serves(s.call.Op) {
+		d.Provider = routing.PickServing(d.Route.Backends, s.call.Op, pick)
+	}
+	if d.Provider == nil {
+		// No provider of the route serves the operation: it is sent nowhere.
+		s.decision, s.routed, s.provider = d, true, d.Route.Provider
+		s.state = &pol.routes[d.Route.Index]
+		return s.unsupported()
+	}
 	s.decision, s.routed, s.provider = d, true, d.Provider
 	s.state = &pol.routes[d.Route.Index]
 
@@ -155,7 +165,8 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if h := consumerHeader(d.Route); h != "" {
 		s.meshConsumer = headerClone(s.header(h))
 	}
-	tooLarge, readBody := false, d.Route.NeedsBody && !endOfStream
+	// Only an inference call's JSON body names a model and asks for tokens.
+	tooLarge, readBody := false, d.Route.NeedsBody && !endOfStream && s.call.Inference()
 	if readBody {
 		if cl, ok := s.header("content-length"); ok {
 			n, err := strconv.Atoi(cl)
@@ -292,8 +303,11 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 
 	// Model: priority header, then the body (aliases resolved), then the default.
 	// A listed model is looked up without copying its name out of the body.
+	// Only text generation takes the route's models: an embeddings or image
+	// model is never replaced by a chat model.
+	generates := s.call.Op.Generates()
 	var requested string
-	if m, ok := r.Priority[s.priority]; ok && s.priority != "" {
+	if m, ok := r.Priority[s.priority]; ok && s.priority != "" && generates {
 		requested = m.Name
 	} else if name, ok := req.ModelBytes(raw); ok {
 		if m := s.policy.cfg.ModelBytes(name); m != nil {
@@ -304,7 +318,7 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	} else {
 		requested = req.ModelName(raw)
 	}
-	if requested == "" && r.DefaultModel != nil {
+	if requested == "" && r.DefaultModel != nil && generates {
 		requested = r.DefaultModel.Name
 	}
 	s.model = s.policy.cfg.Model(requested)
@@ -314,7 +328,7 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.requested = requested
 	s.modelName = s.provider.ModelName(requested)
 
-	edit := body.Edit{IncludeUsage: r.StreamUsage}
+	edit := body.Edit{IncludeUsage: r.StreamUsage && s.call.Op.StreamOptions()}
 	if s.modelName != "" && !req.ModelIs(raw, s.modelName) {
 		edit.SetModel, edit.Model = true, s.modelName
 	}
@@ -401,7 +415,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, s.modelName)
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
-	if !endOfStream && s.post {
+	if !endOfStream && s.call.Inference() {
 		ct, _ := proxywasm.PeekHttpResponseHeader("content-type")
 		switch {
 		case strings.HasPrefix(ct, "text/event-stream"):

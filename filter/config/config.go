@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/pricing"
 )
 
@@ -106,6 +107,14 @@ type Provider struct {
 	CredentialSource string
 	// Models maps a listed model's name to the name this provider knows it by.
 	Models map[string]string
+	// Operations are the OpenAI operations the provider serves, one bit per
+	// openai.Operation; 0 (the config names none) serves every operation.
+	Operations uint32
+}
+
+// Serves reports whether the provider serves operation op.
+func (p *Provider) Serves(op openai.Operation) bool {
+	return p.Operations == 0 || p.Operations&(1<<op) != 0
 }
 
 // ModelName is the name this provider knows model by.
@@ -344,6 +353,44 @@ func (d *decoder) aliases(doc *jsonlite.Value) error {
 	return nil
 }
 
+// operations reads a provider's optional list of the operations it serves.
+func operations(path string, v *jsonlite.Value) (uint32, error) {
+	items, err := array(path, v, "operations")
+	if err != nil {
+		return 0, err
+	}
+	if v.Get("operations") != nil && len(items) == 0 {
+		return 0, fail(join(path, "operations"), "must not be empty (leave it out to serve every operation)")
+	}
+	var set uint32
+	for i, it := range items {
+		ip := index(join(path, "operations"), i)
+		if it.Kind != jsonlite.String {
+			return 0, fail(ip, "must be a string, not "+it.Kind.String())
+		}
+		op, ok := openai.ParseOperation(it.Str)
+		if !ok {
+			return 0, fail(ip, "unknown operation "+strconv.Quote(it.Str)+" (known: "+operationNames()+")")
+		}
+		if set&(1<<op) != 0 {
+			return 0, fail(ip, "duplicate operation "+strconv.Quote(it.Str))
+		}
+		set |= 1 << op
+	}
+	return set, nil
+}
+
+func operationNames() string {
+	var b strings.Builder
+	for op := openai.Operation(0); op < openai.NumOperations; op++ {
+		if op > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(op.String())
+	}
+	return b.String()
+}
+
 // model resolves a model reference in the config: a listed model or an alias.
 func (d *decoder) model(path, name string) (*Model, error) {
 	if err := checkModel(path, name); err != nil {
@@ -356,7 +403,7 @@ func (d *decoder) model(path, name string) (*Model, error) {
 }
 
 func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
-	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models"); err != nil {
+	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models", "operations"); err != nil {
 		return nil, err
 	}
 	p := &Provider{}
@@ -407,6 +454,9 @@ func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 		}
 	}
 	p.Models = models
+	if p.Operations, err = operations(path, v); err != nil {
+		return nil, err
+	}
 	cred, source, err := d.credential(join(path, "credential"), v.Get("credential"))
 	if err != nil {
 		return nil, err

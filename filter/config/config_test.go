@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,6 +41,17 @@ func TestParseValid(t *testing.T) {
 	require.Nil(t, cfg.Match("/healthz", noHeaders))
 }
 
+func TestProviderOperations(t *testing.T) {
+	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"h","operations":["chat","responses"]},{"name":"b","host":"h"}],`+
+		`"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`), nil)
+	require.NoError(t, err)
+	a, b := cfg.Providers[0], cfg.Providers[1]
+	for op := openai.Operation(0); op < openai.NumOperations; op++ {
+		require.Equal(t, op == openai.OpChat || op == openai.OpResponses, a.Serves(op), op.String())
+		require.True(t, b.Serves(op), "a provider without operations serves %s", op)
+	}
+}
+
 func TestDefaultClusterDropsPort(t *testing.T) {
 	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"api.example.com:8443"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`), nil)
 	require.NoError(t, err)
@@ -58,6 +70,10 @@ func TestParseInvalid(t *testing.T) {
 		"provider-bad-host":           `providers[0].host: "x/y" is not a host name (letters, digits, '-', '.', optional :port)`,
 		"provider-path":               `providers[0].pathPrefix: must start with '/'`,
 		"provider-host-type":          `providers[0].host: must be a string, not number`,
+		"provider-operations-unknown": `providers[0].operations[1]: unknown operation "embedding" (known: other, chat, completions, responses, embeddings, moderations, audio, images, files, batches, models)`,
+		"provider-operations-dup":     `providers[0].operations[1]: duplicate operation "chat"`,
+		"provider-operations-empty":   `providers[0].operations: must not be empty (leave it out to serve every operation)`,
+		"provider-operations-type":    `providers[0].operations[1]: must be a string, not number`,
 		"cred-both":                   `providers[0].credential: set either env or inline, not both`,
 		"cred-empty":                  `providers[0].credential: set env or inline`,
 		"cred-env-missing":            `providers[0].credential.env: environment variable "MISSING_KEY" is not set or empty`,

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
 )
 
 // Decision is the outcome of routing one request.
@@ -51,6 +52,40 @@ func Pick(backends []config.Backend, pick uint64) *config.Provider {
 		n -= b.Weight
 	}
 	return backends[0].Provider
+}
+
+// Rest is the request path after the route's prefix.
+func (d Decision) Rest() string { return d.rest }
+
+// PickServing selects by weight among the backends that serve op, nil when
+// none does. A provider that does not serve an operation never gets it.
+func PickServing(backends []config.Backend, op openai.Operation, pick uint64) *config.Provider {
+	total, first := 0, -1
+	for i, b := range backends {
+		if b.Provider.Serves(op) {
+			total += b.Weight
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if first < 0 {
+		return nil
+	}
+	if total == 0 {
+		return backends[first].Provider
+	}
+	n := int(pick % uint64(total))
+	for _, b := range backends {
+		if !b.Provider.Serves(op) {
+			continue
+		}
+		if n < b.Weight {
+			return b.Provider
+		}
+		n -= b.Weight
+	}
+	return backends[first].Provider
 }
 
 // Own makes d independent of the memory of the path Decide was given, for a
