@@ -1,5 +1,6 @@
-// Package fakeprovider is an OpenAI-compatible chat completions server for tests
-// and the local mesh. It answers JSON and server-sent-event streams with usage,
+// Package fakeprovider is an OpenAI-compatible server for tests and the local
+// mesh: chat completions, the Responses API and embeddings, in the shapes
+// api.openai.com answers them. It answers JSON and server-sent-event streams with usage,
 // echoes what it received (host, path, model) so rewrites can be seen, checks the
 // credential when it has one, and misbehaves on demand: per request through
 // x-fake-* headers, or for the next N requests through Script.
@@ -13,6 +14,9 @@
 //	x-fake-reset-after-chunks: 3  drop the connection after this many stream chunks
 //	x-fake-malformed: 1           answer 200 with a body that is not valid JSON
 //	x-fake-body-bytes: 10485760   pad the JSON answer with this many bytes
+//	x-fake-cached-tokens: 4       Responses: report this many cached input tokens
+//	x-fake-reasoning-tokens: 3    Responses: this many of the output tokens are reasoning
+//	x-fake-response-failed: 1     Responses: end the stream with response.failed
 package fakeprovider
 
 import (
@@ -54,7 +58,7 @@ type Options struct {
 }
 
 // Provider is an http.Handler serving /v1/chat/completions-style paths (any path
-// ending in /chat/completions) and /v1/models.
+// ending in /chat/completions, /responses or /embeddings) and /v1/models.
 type Provider struct {
 	opts     Options
 	requests atomic.Int64
@@ -65,7 +69,7 @@ type Provider struct {
 	last   Received
 }
 
-// Received is what the provider saw of the last chat completion request.
+// Received is what the provider saw of the last inference request.
 type Received struct {
 	Host          string
 	Path          string
@@ -93,15 +97,15 @@ func (p *Provider) Script(faults ...Fault) {
 	p.mu.Unlock()
 }
 
-// Requests is the number of chat completion requests that reached the provider,
+// Requests is the number of inference requests that reached the provider,
 // including those cancelled before their body arrived.
 func (p *Provider) Requests() int64 { return p.requests.Load() }
 
-// Bodies is the number of chat completion requests whose whole body arrived: the
+// Bodies is the number of inference requests whose whole body arrived: the
 // requests a real provider would have worked on (and billed).
 func (p *Provider) Bodies() int64 { return p.bodies.Load() }
 
-// Last returns what the last chat completion request carried.
+// Last returns what the last inference request carried.
 func (p *Provider) Last() Received {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -145,6 +149,10 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}})
 	case strings.HasSuffix(r.URL.Path, "/chat/completions"):
 		p.chat(w, r)
+	case strings.HasSuffix(r.URL.Path, "/responses"):
+		p.responses(w, r)
+	case strings.HasSuffix(r.URL.Path, "/embeddings"):
+		p.embeddings(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path, "invalid_request_error", "not_found")
 	}
@@ -188,43 +196,45 @@ func (p *Provider) nextFault(r *http.Request, n int64) Fault {
 	return f
 }
 
-func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
+// accept runs what every inference endpoint does before it answers: it reads
+// and records the request, checks the credential, the method, the JSON and
+// the model, and plays the request's fault. ok is false when it answered.
+func (p *Provider) accept(w http.ResponseWriter, r *http.Request, req any, model func() string) (f Fault, ok bool) {
 	n := p.requests.Add(1)
 	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "could not read the body", "invalid_request_error", "bad_body")
-		return
+		return f, false
 	}
 	p.bodies.Add(1)
-	var req chatRequest
-	jsonErr := json.Unmarshal(body, &req)
+	jsonErr := json.Unmarshal(body, req)
 	p.mu.Lock()
-	p.last = Received{Host: r.Host, Path: r.URL.Path, Model: req.Model, Authorization: r.Header.Get("Authorization") != "", Header: r.Header.Clone(), Body: body}
+	p.last = Received{Host: r.Host, Path: r.URL.Path, Model: model(), Authorization: r.Header.Get("Authorization") != "", Header: r.Header.Clone(), Body: body}
 	p.mu.Unlock()
 
 	if p.opts.APIKey != "" && r.Header.Get("Authorization") != "Bearer "+p.opts.APIKey {
 		writeError(w, http.StatusUnauthorized, "incorrect API key provided", "invalid_request_error", "invalid_api_key")
-		return
+		return f, false
 	}
 	if r.Method != http.MethodPost {
 		writeError(w, http.StatusMethodNotAllowed, "use POST", "invalid_request_error", "method_not_allowed")
-		return
+		return f, false
 	}
 	if jsonErr != nil {
 		writeError(w, http.StatusBadRequest, "the body is not valid JSON", "invalid_request_error", "invalid_json")
-		return
+		return f, false
 	}
-	if req.Model == "" {
+	if model() == "" {
 		writeError(w, http.StatusBadRequest, "you must provide a model parameter", "invalid_request_error", "missing_model")
-		return
+		return f, false
 	}
 
-	f := p.nextFault(r, n)
+	f = p.nextFault(r, n)
 	if f.Delay > 0 {
 		select {
 		case <-time.After(f.Delay):
 		case <-r.Context().Done():
-			return
+			return f, false
 		}
 	}
 	if f.Status != 0 && f.Status != http.StatusOK {
@@ -232,15 +242,23 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
 		writeError(w, f.Status, fmt.Sprintf("%s answered %d", p.opts.Name, f.Status), errorType(f.Status), strconv.Itoa(f.Status))
-		return
+		return f, false
 	}
-
 	if f.Malformed {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"chatcmpl-broken","choices":[{"message":{"content":"trunc`)
+		return f, false
+	}
+	w.Header().Set("x-ratelimit-remaining-requests", "999")
+	return f, true
+}
+
+func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	f, ok := p.accept(w, r, &req, func() string { return req.Model })
+	if !ok {
 		return
 	}
-
 	words := p.opts.Words
 	if req.MaxTokens != nil && *req.MaxTokens >= 0 && *req.MaxTokens < words {
 		words = *req.MaxTokens
@@ -248,7 +266,6 @@ func (p *Provider) chat(w http.ResponseWriter, r *http.Request) {
 	usage := Usage{PromptTokens: promptTokens(req), CompletionTokens: words}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	echo := Echo{Provider: p.opts.Name, Host: r.Host, Path: r.URL.Path, Model: req.Model}
-	w.Header().Set("x-ratelimit-remaining-requests", "999")
 
 	if req.Stream {
 		includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage

@@ -2,6 +2,7 @@ package fakeprovider
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -134,4 +135,169 @@ func TestMalformedAndOversizedAnswers(t *testing.T) {
 	b, _ = io.ReadAll(resp.Body)
 	require.GreaterOrEqual(t, len(b), 1<<20)
 	require.True(t, json.Valid(b))
+}
+
+func postTo(t *testing.T, url, path, body string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url+path, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// sseEvents reads a stream into its events' event names and data.
+func sseEvents(t *testing.T, r io.Reader) (names []string, data []string) {
+	t.Helper()
+	sc := bufio.NewScanner(r)
+	var name string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			names, data = append(names, name), append(data, strings.TrimPrefix(line, "data: "))
+			name = ""
+		}
+	}
+	require.NoError(t, sc.Err())
+	return names, data
+}
+
+func TestResponsesJSON(t *testing.T) {
+	p := New(Options{Name: "alpha", Words: 5})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	resp := postTo(t, srv.URL, "/v1/responses", `{"model":"gpt-4.1","input":"hello there, how are you"}`,
+		map[string]string{"x-fake-cached-tokens": "2", "x-fake-reasoning-tokens": "3"})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var out struct {
+		Object, Status, Model string
+		Output                []struct {
+			Type    string
+			Content []struct{ Type, Text string }
+		}
+		Usage ResponsesUsage
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.Equal(t, "response", out.Object)
+	require.Equal(t, "completed", out.Status)
+	require.Equal(t, "gpt-4.1", out.Model)
+	require.Equal(t, "output_text", out.Output[0].Content[0].Type)
+	require.Len(t, strings.Fields(out.Output[0].Content[0].Text), 5)
+	require.Equal(t, 2, out.Usage.InputTokensDetails.CachedTokens)
+	require.Equal(t, 8, out.Usage.OutputTokens, "reasoning tokens are part of the output")
+	require.Equal(t, 3, out.Usage.OutputTokensDetails.ReasoningTokens)
+	require.Equal(t, out.Usage.InputTokens+8, out.Usage.TotalTokens)
+	require.Equal(t, "/v1/responses", p.Last().Path)
+	require.EqualValues(t, 1, p.Requests())
+}
+
+func TestResponsesStream(t *testing.T) {
+	tests := []struct {
+		name, body string
+		hdr        map[string]string
+		last       string
+		status     string
+		words      int
+	}{
+		{"completed", `{"model":"m","input":"hi","stream":true}`, nil, "response.completed", "completed", 4},
+		{"incomplete", `{"model":"m","input":"hi","stream":true,"max_output_tokens":2}`, nil, "response.incomplete", "incomplete", 2},
+		{"failed", `{"model":"m","input":"hi","stream":true}`, map[string]string{"x-fake-response-failed": "1"}, "response.failed", "failed", 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(New(Options{Words: 4}))
+			defer srv.Close()
+			resp := postTo(t, srv.URL, "/v1/responses", tt.body, tt.hdr)
+			require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+			names, data := sseEvents(t, resp.Body)
+			require.Equal(t, "response.created", names[0])
+			require.Equal(t, tt.last, names[len(names)-1])
+			require.NotContains(t, data, "[DONE]", "a Responses stream has no [DONE]")
+			deltas := 0
+			for i, d := range data {
+				var ev struct {
+					Type string
+					Seq  int `json:"sequence_number"`
+				}
+				require.NoError(t, json.Unmarshal([]byte(d), &ev))
+				require.Equal(t, names[i], ev.Type, "the event name repeats the data's type")
+				require.Equal(t, i, ev.Seq)
+				if ev.Type == "response.output_text.delta" {
+					deltas++
+				}
+			}
+			require.Equal(t, tt.words, deltas)
+			var end struct {
+				Response struct {
+					Status string
+					Usage  *ResponsesUsage
+				}
+			}
+			require.NoError(t, json.Unmarshal([]byte(data[len(data)-1]), &end))
+			require.Equal(t, tt.status, end.Response.Status)
+			require.NotNil(t, end.Response.Usage)
+			require.Equal(t, tt.words, end.Response.Usage.OutputTokens)
+		})
+	}
+}
+
+func TestEmbeddings(t *testing.T) {
+	tests := []struct {
+		name, body string
+		n, dims    int
+	}{
+		{"one string", `{"model":"text-embedding-3-small","input":"hello"}`, 1, DefaultDimensions},
+		{"strings", `{"model":"text-embedding-3-small","input":["a","b","c"],"dimensions":4}`, 3, 4},
+		{"tokens", `{"model":"text-embedding-3-small","input":[1,2,3]}`, 1, DefaultDimensions},
+		{"token arrays", `{"model":"text-embedding-3-small","input":[[1,2],[3]]}`, 2, DefaultDimensions},
+		{"base64", `{"model":"text-embedding-3-small","input":["a","b"],"encoding_format":"base64"}`, 2, DefaultDimensions},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(New(Options{}))
+			defer srv.Close()
+			resp := postTo(t, srv.URL, "/v1/embeddings", tt.body, nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			var out struct {
+				Object, Model string
+				Data          []struct {
+					Object    string
+					Index     int
+					Embedding json.RawMessage
+				}
+				Usage struct {
+					PromptTokens int `json:"prompt_tokens"`
+					TotalTokens  int `json:"total_tokens"`
+				}
+			}
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+			require.Equal(t, "list", out.Object)
+			require.Equal(t, "text-embedding-3-small", out.Model)
+			require.Len(t, out.Data, tt.n)
+			for i, d := range out.Data {
+				require.Equal(t, "embedding", d.Object)
+				require.Equal(t, i, d.Index)
+				if strings.Contains(tt.body, "base64") {
+					var s string
+					require.NoError(t, json.Unmarshal(d.Embedding, &s))
+					raw, err := base64.StdEncoding.DecodeString(s)
+					require.NoError(t, err)
+					require.Len(t, raw, 4*tt.dims)
+				} else {
+					var v []float64
+					require.NoError(t, json.Unmarshal(d.Embedding, &v))
+					require.Len(t, v, tt.dims)
+				}
+			}
+			require.Positive(t, out.Usage.PromptTokens)
+			require.Equal(t, out.Usage.PromptTokens, out.Usage.TotalTokens)
+		})
+	}
 }
