@@ -102,14 +102,22 @@ func (s *stream) startAttempt() bool {
 		s.reqStale = false
 	}
 	reqBody := body.SetModel(s.body, s.req, modelName)
-	hdrs := [][2]string{
-		{":method", "POST"},
-		{":path", s.decision.PathVia(provider)},
-		{":authority", provider.Host},
-		{"content-type", "application/json"},
-	}
+	hdrs := make([][2]string, 0, len(s.clientHeaders)+8)
+	hdrs = append(hdrs,
+		[2]string{":method", "POST"},
+		[2]string{":path", s.decision.PathVia(provider)},
+		[2]string{":authority", provider.Host},
+	)
+	hdrs = append(hdrs, s.clientHeaders...)
+	hdrs = setHeader(hdrs, "content-type", "application/json")
 	if provider.Authorization != "" {
 		hdrs = append(hdrs, [2]string{"authorization", provider.Authorization})
+	}
+	if provider.Organization != "" {
+		hdrs = append(hdrs, [2]string{"openai-organization", provider.Organization})
+	}
+	if provider.Project != "" {
+		hdrs = append(hdrs, [2]string{"openai-project", provider.Project})
 	}
 	if c, ok := s.policy.overlay.Credential(provider); ok {
 		hdrs = setHeader(hdrs, c.Header, c.Value)

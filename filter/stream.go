@@ -90,13 +90,14 @@ type stream struct {
 	call openai.Call
 
 	// Fallback.
-	provider *config.Provider // provider of the current attempt
-	entry    int              // chain entry of the current attempt (0 = primary)
-	attempts int
-	held     bool  // the upstream response is paused while a retry runs
-	retryAt  int64 // when the next attempt may start
-	retryTo  int
-	last     *answer // the last failed callout's response
+	clientHeaders [][2]string      // the client's headers every attempt carries
+	provider      *config.Provider // provider of the current attempt
+	entry         int              // chain entry of the current attempt (0 = primary)
+	attempts      int
+	held          bool  // the upstream response is paused while a retry runs
+	retryAt       int64 // when the next attempt may start
+	retryTo       int
+	last          *answer // the last failed callout's response
 }
 
 // OnHttpRequestHeaders routes the request: it rewrites :authority and :path to the
@@ -177,8 +178,12 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		}
 	}
 
+	if d.Route.Fallback != nil {
+		// Every attempt carries the client's headers, as the first does.
+		s.clientHeaders = keptClientHeaders(s.plugin.reqHeaders, d.Route)
+	}
 	for _, kv := range s.plugin.reqHeaders {
-		if strings.HasPrefix(kv[0], internalPrefix) {
+		if strings.HasPrefix(kv[0], internalPrefix) || isAccountHeader(kv[0]) && kv[0] != "authorization" {
 			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
 	}
@@ -197,6 +202,12 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		_ = proxywasm.ReplaceHttpRequestHeader("authorization", auth)
 	} else {
 		_ = proxywasm.RemoveHttpRequestHeader("authorization")
+	}
+	if p := d.Provider; p.Organization != "" {
+		_ = proxywasm.ReplaceHttpRequestHeader("openai-organization", p.Organization)
+	}
+	if p := d.Provider; p.Project != "" {
+		_ = proxywasm.ReplaceHttpRequestHeader("openai-project", p.Project)
 	}
 	if c, ok := pol.overlay.Credential(d.Provider); ok {
 		_ = proxywasm.ReplaceHttpRequestHeader(c.Header, c.Value)

@@ -69,7 +69,8 @@ type Provider struct {
 	last   Received
 }
 
-// Received is what the provider saw of the last inference request.
+// Received is what the provider saw of the last request (other than GET
+// /v1/models).
 type Received struct {
 	Host          string
 	Path          string
@@ -105,7 +106,7 @@ func (p *Provider) Requests() int64 { return p.requests.Load() }
 // requests a real provider would have worked on (and billed).
 func (p *Provider) Bodies() int64 { return p.bodies.Load() }
 
-// Last returns what the last inference request carried.
+// Last returns what the last request carried.
 func (p *Provider) Last() Received {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -154,6 +155,10 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(r.URL.Path, "/embeddings"):
 		p.embeddings(w, r)
 	default:
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		p.mu.Lock()
+		p.last = Received{Host: r.Host, Path: r.URL.Path, Authorization: r.Header.Get("Authorization") != "", Header: r.Header.Clone(), Body: body}
+		p.mu.Unlock()
 		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path, "invalid_request_error", "not_found")
 	}
 }

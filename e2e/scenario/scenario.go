@@ -73,6 +73,9 @@ func All() []Scenario {
 		{Name: "retry-after", Run: RetryAfter},
 		{Name: "retry-budget", Run: RetryBudget},
 		{Name: "streaming", Run: Streaming},
+		{Name: "operations", Run: Operations},
+		{Name: "provider-operations", Run: ProviderOperations},
+		{Name: "client-headers", Run: ClientHeaders},
 	}
 }
 

@@ -107,6 +107,10 @@ type Provider struct {
 	CredentialSource string
 	// Models maps a listed model's name to the name this provider knows it by.
 	Models map[string]string
+	// Organization and Project are sent as OpenAI-Organization and
+	// OpenAI-Project with the provider's credential; empty sends none (the
+	// client's are never forwarded: they belong to the client's key).
+	Organization, Project string
 	// Operations are the OpenAI operations the provider serves, one bit per
 	// openai.Operation; 0 (the config names none) serves every operation.
 	Operations uint32
@@ -403,7 +407,8 @@ func (d *decoder) model(path, name string) (*Model, error) {
 }
 
 func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
-	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models", "operations"); err != nil {
+	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models", "operations",
+		"organization", "project"); err != nil {
 		return nil, err
 	}
 	p := &Provider{}
@@ -456,6 +461,17 @@ func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 	p.Models = models
 	if p.Operations, err = operations(path, v); err != nil {
 		return nil, err
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"organization", &p.Organization}, {"project", &p.Project}} {
+		if *f.dst, err = str(path, v, f.name); err != nil {
+			return nil, err
+		}
+		if err := checkHeaderValue(join(path, f.name), *f.dst); err != nil {
+			return nil, err
+		}
 	}
 	cred, source, err := d.credential(join(path, "credential"), v.Get("credential"))
 	if err != nil {
