@@ -26,6 +26,7 @@ type metrics struct {
 	detailed       *prometheus.CounterVec // descriptor, code
 	storeSeconds   prometheus.Histogram
 	storeErrors    prometheus.Counter
+	invalid        prometheus.Counter
 
 	detailedMu   sync.Mutex
 	detailedSeen map[string]struct{}
@@ -55,6 +56,10 @@ func newMetrics(reg prometheus.Registerer, maxDetailed int) *metrics {
 			Name: "shepherd_ratelimit_store_errors_total",
 			Help: "Counter store round trips that failed.",
 		}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shepherd_ratelimit_invalid_requests_total",
+			Help: "ShouldRateLimit requests refused with INVALID_ARGUMENT (empty, or beyond the bounds on descriptors, entries, lengths or hits_addend); they count nothing.",
+		}),
 		detailedSeen: map[string]struct{}{},
 		detailedMax:  maxDetailed,
 	}
@@ -64,6 +69,7 @@ func newMetrics(reg prometheus.Registerer, maxDetailed int) *metrics {
 		m.detailed = register(reg, m.detailed)
 		m.storeSeconds = register(reg, m.storeSeconds)
 		m.storeErrors = register(reg, m.storeErrors)
+		m.invalid = register(reg, m.invalid)
 	}
 	return m
 }

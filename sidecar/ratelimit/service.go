@@ -202,15 +202,69 @@ type scratch struct {
 	key    []byte
 }
 
-// ShouldRateLimit implements rlsv3.RateLimitServiceServer.
-func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+// Bounds of one ShouldRateLimit request. Whatever the caller sends becomes
+// counter keys (in memory or in Redis) and metric labels, so its size is
+// bounded before anything is looked up or counted; a request beyond them is
+// refused with INVALID_ARGUMENT and counts nothing.
+const (
+	// MaxDescriptors is the most descriptors one request may carry.
+	MaxDescriptors = 64
+	// MaxEntries is the most entries one descriptor may carry.
+	MaxEntries = 32
+	// MaxDomainBytes, MaxKeyBytes and MaxValueBytes bound the domain and
+	// each entry's key and value.
+	MaxDomainBytes = 256
+	MaxKeyBytes    = 256
+	MaxValueBytes  = 1024
+	// MaxHitsAddend is the largest hits_addend a descriptor may carry: the
+	// largest requests_per_unit (a uint32), so one such hit is over every
+	// limit and a larger one means nothing more. It is store.MaxHits.
+	MaxHitsAddend = store.MaxHits
+)
+
+// checkRequest refuses a request beyond the bounds above, naming what is
+// wrong but never echoing a key or value (they may carry anything).
+func checkRequest(req *rlsv3.RateLimitRequest) error {
 	if req.GetDomain() == "" {
-		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+		return status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	if n := len(req.GetDomain()); n > MaxDomainBytes {
+		return status.Errorf(codes.InvalidArgument, "rate limit domain is %d bytes, more than %d", n, MaxDomainBytes)
 	}
 	descs := req.GetDescriptors()
 	if len(descs) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+		return status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
 	}
+	if len(descs) > MaxDescriptors {
+		return status.Errorf(codes.InvalidArgument, "rate limit request has %d descriptors, more than %d", len(descs), MaxDescriptors)
+	}
+	for i, d := range descs {
+		es := d.GetEntries()
+		if len(es) > MaxEntries {
+			return status.Errorf(codes.InvalidArgument, "descriptor %d has %d entries, more than %d", i, len(es), MaxEntries)
+		}
+		for j, e := range es {
+			if n := len(e.GetKey()); n > MaxKeyBytes {
+				return status.Errorf(codes.InvalidArgument, "descriptor %d entry %d: key is %d bytes, more than %d", i, j, n, MaxKeyBytes)
+			}
+			if n := len(e.GetValue()); n > MaxValueBytes {
+				return status.Errorf(codes.InvalidArgument, "descriptor %d entry %d: value is %d bytes, more than %d", i, j, n, MaxValueBytes)
+			}
+		}
+		if h := d.GetHitsAddend(); h != nil && h.GetValue() > MaxHitsAddend {
+			return status.Errorf(codes.InvalidArgument, "descriptor %d: hits_addend %d is more than %d", i, h.GetValue(), uint64(MaxHitsAddend))
+		}
+	}
+	return nil
+}
+
+// ShouldRateLimit implements rlsv3.RateLimitServiceServer.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if err := checkRequest(req); err != nil {
+		s.metrics.invalid.Inc()
+		return nil, err
+	}
+	descs := req.GetDescriptors()
 	sn := s.snap.Load()
 	cfg := sn.cfg
 	dom := cfg.domains[req.Domain]

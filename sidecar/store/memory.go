@@ -112,7 +112,7 @@ func (s *Memory) apply(h *Hit) Result {
 		e.win = h.Window
 		e.count = 0
 	}
-	e.count += h.Hits
+	e.count = addCount(e.count, h.Hits)
 	e.used = sh.tick
 	r := Result{Count: e.count, Reset: h.Window.End()}
 	sh.mu.Unlock()

@@ -33,9 +33,33 @@ type Redis struct {
 	closed atomic.Bool
 }
 
-// incrScript adds ARGV[1] to KEYS[1] and makes sure the key expires after
-// ARGV[2] milliseconds; it returns the count after the addition.
-const incrScriptSource = `local c = redis.call('INCRBY', KEYS[1], ARGV[1])
+// incrScript adds ARGV[1] to KEYS[1], saturating at ARGV[3] (MaxCount), and
+// makes sure the key expires after ARGV[2] milliseconds; it returns the count
+// after the addition. The sum is taken in Lua before INCRBY, so no addition
+// can reach Redis's int64 overflow error: a counter at its bound stays there
+// (SET ... KEEPTTL, Redis 6.0+) and keeps answering. A stored value outside
+// [0, ARGV[3]] (written by something else, or by a version without the bound)
+// is taken as the bound or as 0. Lua numbers are doubles: every value the
+// script computes below 2^53 is exact.
+const incrScriptSource = `local cap = tonumber(ARGV[3])
+local v = redis.call('GET', KEYS[1])
+local c = 0
+if v then
+  c = tonumber(v)
+  if c == nil then
+    return redis.error_reply('ERR counter is not an integer')
+  end
+end
+c = c + tonumber(ARGV[1])
+if c >= cap then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+  c = cap
+elseif c < 0 or c ~= math.floor(c) then
+  c = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+else
+  c = redis.call('INCRBY', KEYS[1], ARGV[1])
+end
 if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -106,8 +130,8 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis store: hit %d: %w", i, err)
 		}
-		if n < 0 {
-			return nil, fmt.Errorf("redis store: hit %d: negative count %d", i, n)
+		if n < 0 || n > MaxCount {
+			return nil, fmt.Errorf("redis store: hit %d: count %d out of range", i, n)
 		}
 		out[i] = Result{Count: uint64(n), Reset: reqs[i].Window.End()}
 	}
@@ -130,11 +154,12 @@ func (s *Redis) run(ctx context.Context, reqs []Hit, keys []string, idx []int, s
 			}
 			h := &reqs[i]
 			ttl := (h.Window.Seconds + s.grace) * 1000
+			hits := min(h.Hits, MaxHits)
 			k := keys[i : i+1]
 			if sha {
-				cmds[j] = p.EvalSha(ctx, incrScript.Hash(), k, h.Hits, ttl)
+				cmds[j] = p.EvalSha(ctx, incrScript.Hash(), k, hits, ttl, MaxCount)
 			} else {
-				cmds[j] = p.Eval(ctx, incrScriptSource, k, h.Hits, ttl)
+				cmds[j] = p.Eval(ctx, incrScriptSource, k, hits, ttl, MaxCount)
 			}
 		}
 		return nil
