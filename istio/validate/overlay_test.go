@@ -5,11 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/require"
 	extensions "istio.io/api/extensions/v1alpha1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/shepherd-mesh/shepherd/build/oci"
 	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
@@ -116,7 +119,7 @@ func TestOverlayShapes(t *testing.T) {
 
 	ns := build("namespace")
 	require.Equal(t, []string{"AuthorizationPolicy", "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "DestinationRule", "DestinationRule",
-		"EnvoyFilter", "HorizontalPodAutoscaler", "PeerAuthentication", "PodDisruptionBudget", "Service", "ServiceAccount",
+		"EnvoyFilter", "HorizontalPodAutoscaler", "PeerAuthentication", "Service", "ServiceAccount",
 		"ServiceEntry", "ServiceEntry", "WasmPlugin"}, kinds(ns))
 	wp := plugins(ns)["shepherd"]
 	require.Equal(t, "llm-apps", wp.Meta.Namespace)
@@ -136,6 +139,50 @@ func TestOverlayShapes(t *testing.T) {
 	require.Len(t, canary, 2)
 	require.Equal(t, "stable", canary["shepherd"].Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels()["shepherd.io/filter-track"])
 	require.Equal(t, "canary", canary["shepherd-canary"].Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels()["shepherd.io/filter-track"])
+}
+
+// TestRedisIsAChoice: the overlays run one sidecar replica on the memory
+// store with no PodDisruptionBudget; the Redis components add the Redis
+// address, a second replica and the budget (and, for the in-namespace one,
+// the Redis Deployment and Service).
+func TestRedisIsAChoice(t *testing.T) {
+	tests := []struct {
+		dir      string
+		replicas int32
+		redis    string
+		pdb      bool
+		ownRedis bool
+	}{
+		{filepath.Join(istioDir, "overlays", "namespace"), 1, "", false, false},
+		{filepath.Join(istioDir, "overlays", "mesh-wide"), 1, "", false, false},
+		{filepath.Join(istioDir, "overlays", "gateway"), 1, "", false, false},
+		{filepath.Join(istioDir, "overlays", "filter-canary"), 1, "", false, false},
+		{filepath.Join("testdata", "with-redis"), 2, "shepherd-redis:6379", true, true},
+		{filepath.Join("testdata", "with-redis-external"), 2, "redis.example.internal:6379", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir, func(t *testing.T) {
+			require.NoError(t, Overlay(tt.dir, Options{}))
+			out, err := Build(tt.dir)
+			require.NoError(t, err)
+			objs, err := Decode(tt.dir, out)
+			require.NoError(t, err)
+			dep := find(objs, "Deployment", SidecarService)
+			require.NotNil(t, dep)
+			require.Equal(t, tt.replicas, *dep.Value.(*appsv1.Deployment).Spec.Replicas)
+			var env map[string]string
+			for _, o := range objs {
+				if cm, ok := o.Value.(*corev1.ConfigMap); ok && strings.HasPrefix(o.Meta.Name, "shepherd-sidecar-env") {
+					env = cm.Data
+				}
+			}
+			require.NotNil(t, env)
+			require.Equal(t, tt.redis, env["SHEPHERD_SIDECAR_REDIS"])
+			require.Equal(t, tt.pdb, find(objs, "PodDisruptionBudget", SidecarService) != nil)
+			require.Equal(t, tt.ownRedis, find(objs, "Deployment", "shepherd-redis") != nil)
+			require.Equal(t, tt.ownRedis, find(objs, "Service", "shepherd-redis") != nil)
+		})
+	}
 }
 
 func TestBrokenOverlayFailsToBuild(t *testing.T) {

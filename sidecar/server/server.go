@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -386,7 +387,12 @@ func (s *Server) reloadFile(f string) error {
 	return nil
 }
 
-// loadToken reads the admin token file. The token never appears in errors.
+// loadToken reads the admin token file. The token is optional: a missing or
+// empty file leaves admin calls refused and the service running (a
+// Kubernetes Secret mounted with optional: true is an empty directory when the
+// Secret does not exist). Once a token is in force, a file that goes missing
+// or empty is an error and the last token stays. Any other read error is an
+// error. The token never appears in errors or logs.
 func (s *Server) loadToken() error {
 	if s.opts.AdminTokenFile == "" {
 		empty := ""
@@ -394,12 +400,18 @@ func (s *Server) loadToken() error {
 		return nil
 	}
 	data, err := os.ReadFile(s.opts.AdminTokenFile)
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("admin token: %w", err)
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" {
-		return fmt.Errorf("admin token file %s: is empty", s.opts.AdminTokenFile)
+		if cur := s.token.Load(); cur != nil && *cur != "" {
+			return fmt.Errorf("admin token file %s: is missing or empty", s.opts.AdminTokenFile)
+		}
+		empty := ""
+		s.token.Store(&empty)
+		s.log.Warn("no admin token: admin calls are refused until the file holds one", "file", s.opts.AdminTokenFile)
+		return nil
 	}
 	s.token.Store(&tok)
 	return nil

@@ -182,6 +182,52 @@ func TestStartsWithNoConfig(t *testing.T) {
 	require.Contains(t, r.logs.String(), "sidecar stopped")
 }
 
+// TestAdminTokenIsOptional: a token file that is missing (an optional
+// Secret that does not exist) or empty lets the sidecar start and serve with
+// admin calls refused; a token written later is picked up on reload.
+func TestAdminTokenIsOptional(t *testing.T) {
+	tests := []struct {
+		name  string
+		write func(path string)
+	}{
+		{"missing", func(string) {}},
+		{"empty", func(p string) { require.NoError(t, os.WriteFile(p, nil, 0o600)) }},
+		{"blank", func(p string) { require.NoError(t, os.WriteFile(p, []byte(" \n"), 0o600)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tokenFile := filepath.Join(dir, "admin", "token")
+			require.NoError(t, os.MkdirAll(filepath.Dir(tokenFile), 0o700))
+			tt.write(tokenFile)
+			r := start(t, server.Options{AdminTokenFile: tokenFile})
+			code, _ := r.get(t, "/readyz")
+			require.Equal(t, http.StatusOK, code)
+			_, err := r.client.GetPolicy(context.Background(), &policyv1.GetPolicyRequest{})
+			require.NoError(t, err)
+			_, err = r.client.PromoteCanary(admin("anything"), &policyv1.RouteRequest{Route: "chat"})
+			require.Equal(t, codes.PermissionDenied, status.Code(err))
+			require.Contains(t, err.Error(), "admin calls are disabled")
+			require.Contains(t, r.logs.String(), "no admin token: admin calls are refused")
+
+			writeFile(t, filepath.Dir(tokenFile), "token", "l8r-token")
+			require.NoError(t, r.srv.Reload())
+			_, err = r.client.PromoteCanary(admin("l8r-token"), &policyv1.RouteRequest{Route: "chat"})
+			require.NotEqual(t, codes.PermissionDenied, status.Code(err))
+			require.NotEqual(t, codes.Unauthenticated, status.Code(err))
+
+			// Once a token is in force, a vanished file keeps it.
+			require.NoError(t, os.Remove(tokenFile))
+			require.ErrorContains(t, r.srv.Reload(), "is missing or empty")
+			_, err = r.client.PromoteCanary(admin("anything"), &policyv1.RouteRequest{Route: "chat"})
+			require.Equal(t, codes.PermissionDenied, status.Code(err))
+			require.Contains(t, err.Error(), "admin token not accepted")
+			require.NotContains(t, r.logs.String(), "l8r-token")
+			r.stop(t)
+		})
+	}
+}
+
 func TestRateLimitFromConfig(t *testing.T) {
 	r := start(t, server.Options{RateLimitConfigPath: "testdata/ratelimit.yaml"})
 	rls := rlsv3.NewRateLimitServiceClient(r.cc)
