@@ -17,6 +17,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
 
 // The fault tests run the compiled filter on two worker VMs under the
@@ -156,22 +157,29 @@ func TestFaultProviderNeverAnswers(t *testing.T) {
 
 // TestFaultFallbackNeverAnswers: the primary answers 429 and the fallback
 // provider never answers: fallback.timeoutMs (400 ms) ends the callout, which
-// the host answers like Envoy's async client, with a 504 "upstream request
-// timeout". That is the last answer of the chain, and what the client gets,
-// with shepherd's attempt headers (docs/RELIABILITY.md: the primary's 429
-// would be the more useful answer).
+// the host answers like Envoy's async client, with its own 504 "upstream
+// request timeout". That is no provider's answer: the attempt counts as a
+// timeout and the client gets the last real upstream answer, the primary's
+// 429, with shepherd's attempt headers.
 func TestFaultFallbackNeverAnswers(t *testing.T) {
 	e := newFaultEnv(t, faultConfig)
 	e.b.Script(fakeprovider.Fault{Delay: time.Minute})
 	start := time.Now()
 	resp, body, err := e.send(t, false, "x-fake-status", "429")
 	require.NoError(t, err)
-	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "%s", body)
-	require.Equal(t, "upstream request timeout", string(body))
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", body)
+	require.Equal(t, "p", resp.Header.Get("x-fake-provider"), "the primary's own answer")
+	require.Contains(t, string(body), "p answered 429")
 	require.Equal(t, "2", resp.Header.Get("x-shepherd-attempts"))
-	require.Empty(t, resp.Header.Get("x-fake-provider"), "no provider answered it")
+	require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"))
 	require.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "the callout ran to its timeout")
 	require.EqualValues(t, 1, e.b.Requests())
+	require.EqualValues(t, 1, counterOf(t, e.host, telemetry.Name(telemetry.UpstreamAttempts, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "b", telemetry.LabelModel, "m2", telemetry.LabelCode, "timeout")))
+	require.EqualValues(t, 1, counterOf(t, e.host, telemetry.Name(telemetry.UpstreamAttempts, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "p", telemetry.LabelModel, "m", telemetry.LabelCode, "4xx")))
+	require.EqualValues(t, 1, counterOf(t, e.host, telemetry.Name(telemetry.Requests, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "p", telemetry.LabelModel, "m", telemetry.LabelCode, "4xx")))
 	e.settled(t)
 }
 

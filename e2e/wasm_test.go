@@ -106,6 +106,14 @@ func (m *wasmMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 	return scenario.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
+func (m *wasmMesh) Defined(_ testing.TB, name string) bool {
+	var buf bytes.Buffer
+	m.host.WritePrometheus(&buf)
+	base, labels := promtext.DecodeName(name)
+	_, ok := promtext.Find(promtext.Parse(&buf), base, labels)
+	return ok
+}
+
 func (m *wasmMesh) Counter(t testing.TB, name string) uint64 {
 	var buf bytes.Buffer
 	m.host.WritePrometheus(&buf)

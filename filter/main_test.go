@@ -53,6 +53,11 @@ func (m *nativeMesh) Counter(t testing.TB, name string) uint64 {
 	return v
 }
 
+func (m *nativeMesh) Defined(_ testing.TB, name string) bool {
+	_, err := m.host.GetCounterMetric(name)
+	return err == nil
+}
+
 func (m *nativeMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
 	id := m.host.InitializeHttpContext()
 	defer m.host.CompleteHttpContext(id)

@@ -22,6 +22,8 @@ const (
 	mGlobalFailures
 	mSidecarErrors
 	mDropped
+	mAttempts
+	mFallbacksDenied
 )
 
 // metricKey identifies one labelled metric by small indexes, so finding its id
@@ -48,13 +50,38 @@ func (k metricKey) packed() uint64 {
 // "other"), so the table is bounded too. One per plugin configuration; not safe
 // for concurrent use (a VM runs one callback at a time).
 type metrics struct {
-	cfg      *config.Config
-	counters map[uint64]proxywasm.MetricCounter // by metricKey.packed
-	hists    map[uint64]proxywasm.MetricHistogram
+	cfg       *config.Config
+	counters  map[uint64]proxywasm.MetricCounter // by metricKey.packed
+	hists     map[uint64]proxywasm.MetricHistogram
+	fallbacks map[fallbackKey]proxywasm.MetricCounter
 }
 
 func newMetrics(cfg *config.Config) *metrics {
-	return &metrics{cfg: cfg, counters: map[uint64]proxywasm.MetricCounter{}, hists: map[uint64]proxywasm.MetricHistogram{}}
+	return &metrics{cfg: cfg, counters: map[uint64]proxywasm.MetricCounter{}, hists: map[uint64]proxywasm.MetricHistogram{},
+		fallbacks: map[fallbackKey]proxywasm.MetricCounter{}}
+}
+
+// fallbackKey names one shepherd_fallbacks_total series: a fallback has two
+// providers and two models, more than one packed word holds. Fallbacks are
+// rare next to requests, so a two-word key costs nothing that matters.
+type fallbackKey struct {
+	route, fromProvider, toProvider int16
+	fromModel, toModel              int16
+	reason                          uint8
+}
+
+// countFallback counts one fallback from one chain entry's provider and model
+// to another's.
+func (m *metrics) countFallback(k fallbackKey) {
+	c, ok := m.fallbacks[k]
+	if !ok {
+		c = proxywasm.DefineCounterMetric(telemetry.Name(telemetry.Fallbacks, telemetry.LabelRoute, m.cfg.Routes[k.route].Name,
+			telemetry.LabelFrom, m.modelName(k.fromModel), telemetry.LabelTo, m.modelName(k.toModel),
+			telemetry.LabelFromProvider, m.providerName(k.fromProvider), telemetry.LabelToProvider, m.providerName(k.toProvider),
+			telemetry.LabelReason, fallbackReasons[k.reason]))
+		m.fallbacks[k] = c
+	}
+	_ = c.Increment(1)
 }
 
 // modelIndex is the metric index of a model name (after alias resolution).
@@ -65,6 +92,15 @@ func (m *metrics) modelIndex(model *config.Model) int16 {
 	return int16(model.Index)
 }
 
+// providerName is the provider label of index i; len(cfg.Providers) is the
+// filter itself.
+func (m *metrics) providerName(i int16) string {
+	if int(i) < len(m.cfg.Providers) {
+		return m.cfg.Providers[i].Name
+	}
+	return telemetry.LocalProvider
+}
+
 func (m *metrics) modelName(i int16) string {
 	if int(i) < len(m.cfg.Models) {
 		return m.cfg.Models[i].Name
@@ -73,10 +109,18 @@ func (m *metrics) modelName(i int16) string {
 }
 
 var (
-	codeClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}
+	// codeClasses are the code label's values: a status class, and for
+	// upstream attempts that got no real answer, reset or timeout.
+	codeClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other", "reset", "timeout"}
 	tokenTypes  = []string{"input", "output"}
 	limitKinds  = []string{"requests", "tokens", "global_requests", "global_tokens", "budget"}
 	failModes   = []string{"open", "closed"}
+)
+
+// Code label indexes of attempts without a real answer.
+const (
+	codeReset   uint8 = 6
+	codeTimeout uint8 = 7
 )
 
 func codeIndex(status int) uint8 {
@@ -89,10 +133,7 @@ func codeIndex(status int) uint8 {
 // name builds the metric's full name; called once per key.
 func (m *metrics) name(k metricKey) string {
 	route := m.cfg.Routes[k.route].Name
-	provider := ""
-	if int(k.provider) < len(m.cfg.Providers) {
-		provider = m.cfg.Providers[k.provider].Name
-	}
+	provider := m.providerName(k.provider)
 	const (
 		R = telemetry.LabelRoute
 		P = telemetry.LabelProvider
@@ -100,7 +141,15 @@ func (m *metrics) name(k metricKey) string {
 	)
 	switch k.kind {
 	case mRequests:
+		if int(k.provider) == len(m.cfg.Providers) { // the filter's own answer
+			return telemetry.Name(telemetry.Requests, R, route, P, telemetry.LocalProvider, M, m.modelName(k.model),
+				telemetry.LabelCode, codeClasses[k.extra], telemetry.LabelReason, localReasons[k.model2])
+		}
 		return telemetry.Name(telemetry.Requests, R, route, P, provider, M, m.modelName(k.model), telemetry.LabelCode, codeClasses[k.extra])
+	case mAttempts:
+		return telemetry.Name(telemetry.UpstreamAttempts, R, route, P, provider, M, m.modelName(k.model), telemetry.LabelCode, codeClasses[k.extra])
+	case mFallbacksDenied:
+		return telemetry.Name(telemetry.FallbacksDenied, R, route, telemetry.LabelReason, denyReasons[k.extra])
 	case mDuration:
 		return telemetry.Name(telemetry.Duration, R, route, P, provider)
 	case mTTFT:
@@ -109,8 +158,6 @@ func (m *metrics) name(k metricKey) string {
 		return telemetry.Name(telemetry.Tokens, R, route, P, provider, M, m.modelName(k.model), telemetry.LabelType, tokenTypes[k.extra])
 	case mCost:
 		return telemetry.Name(telemetry.Cost, R, route, P, provider, M, m.modelName(k.model))
-	case mFallbacks:
-		return telemetry.Name(telemetry.Fallbacks, R, route, telemetry.LabelFrom, m.modelName(k.model), telemetry.LabelTo, m.modelName(k.model2), telemetry.LabelReason, fallbackReasons[k.extra])
 	case mRateLimited:
 		return telemetry.Name(telemetry.RateLimited, R, route, telemetry.LabelKind, limitKinds[k.extra])
 	case mGenAIUsage:
@@ -151,4 +198,28 @@ func (m *metrics) record(k metricKey, v uint64) {
 }
 
 // Reasons a fallback is taken, as the reason label.
-var fallbackReasons = []string{"status", "callout_failed"}
+var fallbackReasons = []string{"status", "callout_failed", "timeout"}
+
+// Reasons the filter answered a request itself (shepherd_requests_total with
+// provider="shepherd"), as the reason label.
+var localReasons = []string{"ratelimit", "budget", "invalid", "too_large", "unavailable", "cooling"}
+
+const (
+	localRateLimit int16 = iota
+	localBudget
+	localInvalid
+	localTooLarge
+	localUnavailable
+	localCooling
+)
+
+// Reasons a fallback the chain had planned, or would have needed, was not
+// made (shepherd_fallbacks_denied_total).
+var denyReasons = []string{"retry_budget", "attempts_exhausted", "out_of_time", "cooling"}
+
+const (
+	denyRetryBudget uint8 = iota
+	denyAttempts
+	denyOutOfTime
+	denyCooling
+)

@@ -31,8 +31,8 @@ func TestMetricKeyPacking(t *testing.T) {
 		require.False(t, dup, "%+v and %+v pack alike", prev, k)
 		seen[p] = k
 	}
-	require.Less(t, int(mDropped), 16)
-	for _, labels := range [][]string{codeClasses, tokenTypes, limitKinds, failModes, fallbackReasons, sidecarCalls, dropKinds} {
+	require.Less(t, int(mFallbacksDenied), 16)
+	for _, labels := range [][]string{codeClasses, tokenTypes, limitKinds, failModes, fallbackReasons, sidecarCalls, dropKinds, localReasons, denyReasons} {
 		require.LessOrEqual(t, len(labels), 16)
 	}
 }

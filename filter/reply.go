@@ -37,6 +37,7 @@ func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8,
 	if kind == limits.Tokens {
 		what = "tokens"
 	}
+	s.localReason = localRateLimit
 	msg := scope + "rate limit reached for " + what + " per minute on route " + r.Name
 	if d.TooLarge {
 		msg = "request needs more tokens than the per-minute limit of route " + r.Name + " allows"
@@ -45,11 +46,13 @@ func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8,
 }
 
 func (s *stream) tooLarge() types.Action {
+	s.localReason = localTooLarge
 	return s.reply(413, nil, "request body is larger than the "+strconv.Itoa(s.decision.Route.MaxBodyBytes)+" bytes route "+s.decision.Route.Name+" accepts",
 		openai.TypeInvalidRequest, "request_too_large")
 }
 
 func (s *stream) badRequest(msg, code string) types.Action {
+	s.localReason = localInvalid
 	return s.reply(400, nil, msg, openai.TypeInvalidRequest, code)
 }
 

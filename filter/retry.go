@@ -29,23 +29,48 @@ func (s *stream) shouldRetry(status int, calloutFailed bool) bool {
 
 // planRetry asks the planner and the retry budget what follows the failure of the
 // current attempt, and starts or schedules the next one. It reports whether an
-// attempt was planned.
-func (s *stream) planRetry(status int, calloutFailed bool, retryAfter, reset string) bool {
+// attempt was planned. code is the failed attempt's code label (its status
+// class, or codeReset or codeTimeout for a callout without a real answer).
+//
+// The retry budget guards the provider a retry goes to, not the route: a
+// fallback to a provider this request has not tried yet is a first visit that
+// adds nothing to the load of the one that failed, so it needs no budget; an
+// attempt on a provider the request already tried is a retry of that
+// provider, and spends the route's budget (docs/CONFIG.md, retryBudgetPercent).
+func (s *stream) planRetry(status int, code uint8, retryAfter, reset string) bool {
 	now := nowNanos()
+	calloutFailed := code == codeReset || code == codeTimeout
 	step := s.state.planner.Next(s.attempts, fallback.Failure{
 		Entry: s.entry, Status: status, CalloutFailed: calloutFailed, RetryAfter: retryAfter, ResetHint: reset,
 	}, now-s.start, now, s.plugin.random)
-	if !step.Retry || !s.state.budget.Allow(now) {
+	r := s.decision.Route
+	m := s.policy.metrics
+	if !step.Retry {
+		switch step.Reason {
+		case fallback.AttemptsExhausted:
+			m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyAttempts}, 1)
+		case fallback.OutOfTime:
+			m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyOutOfTime}, 1)
+		}
+		return false
+	}
+	to, _, toModel := s.target(step.Entry)
+	if s.triedProvider(to) && !s.state.budget.Allow(now) {
+		m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyRetryBudget}, 1)
+		proxywasm.LogDebug("shepherd: route " + r.Name + ": retry budget spent, no retry to provider " + to.Name)
 		return false
 	}
 	step.Entry = s.allowedEntry(step.Entry)
 	reason := uint8(0)
-	if calloutFailed {
+	switch code {
+	case codeReset:
 		reason = 1
+	case codeTimeout:
+		reason = 2
 	}
-	m := s.policy.metrics
-	_, _, to := s.target(step.Entry)
-	m.count(metricKey{kind: mFallbacks, route: int16(s.decision.Route.Index), model: m.modelIndex(s.entryModel(s.entry)), model2: m.modelIndex(to), extra: reason}, 1)
+	from, _, fromModel := s.target(s.entry)
+	m.countFallback(fallbackKey{route: int16(r.Index), fromProvider: int16(from.Index), toProvider: int16(to.Index),
+		fromModel: m.modelIndex(fromModel), toModel: m.modelIndex(toModel), reason: reason})
 	s.retryTo = step.Entry
 	if step.Delay <= 0 {
 		return s.startAttempt()
@@ -124,19 +149,23 @@ func (s *stream) startAttempt() bool {
 	}
 	s.attempts++
 	s.entry = s.retryTo
+	s.markTried(provider)
 	_, err := proxywasm.DispatchHttpCall(provider.Cluster, hdrs, reqBody, nil, s.decision.Route.Fallback.TimeoutMs, s.onAttempt)
 	if err == nil {
 		return true
 	}
 	proxywasm.LogWarn("shepherd: route " + s.decision.Route.Name + ": fallback to " + provider.Name + " (cluster " + provider.Cluster + "): " + err.Error())
-	if s.shouldRetry(0, true) && s.planRetry(0, true, "", "") {
+	if s.shouldRetry(0, true) && s.planRetry(0, codeReset, "", "") {
 		return true
 	}
 	s.release()
 	return false
 }
 
-// onAttempt handles a fallback callout's answer.
+// onAttempt handles a fallback callout's answer. An answer Envoy made up
+// itself (its timeout or reset reply) is no provider's answer: it counts as a
+// failed attempt (code timeout or reset), and the client never gets it while a
+// real upstream answer is at hand.
 func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 	if s.done {
 		return
@@ -152,12 +181,19 @@ func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 	if bodySize > 0 {
 		respBody, _ = proxywasm.GetHttpCallResponseBody(0, bodySize)
 	}
-	failed := numHeaders == 0 || status == 0
+	code := codeIndex(status)
+	if numHeaders == 0 || status == 0 {
+		code = codeReset
+	} else if c := proxyAnswer(status, hdrs, respBody); c != 0 {
+		code = c
+	}
+	s.countAttempt(s.entry, code)
+	failed := code == codeReset || code == codeTimeout
 	if s.shouldRetry(status, failed) {
 		if !failed {
 			s.last = &answer{status: status, headers: hdrs, body: respBody, entry: s.entry}
 		}
-		if s.planRetry(status, failed, headerValue(hdrs, "retry-after"), resetHint(hdrs)) {
+		if s.planRetry(status, code, headerValue(hdrs, "retry-after"), resetHint(hdrs)) {
 			return
 		}
 		if failed {
@@ -166,6 +202,36 @@ func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 		}
 	}
 	s.respond(&answer{status: status, headers: hdrs, body: respBody, entry: s.entry})
+}
+
+// Bodies of the replies Envoy's router makes itself for an upstream that
+// timed out or reset (envoy source/common/router/router.cc, onUpstreamTimeout
+// and onUpstreamReset, with the details of
+// source/common/stream_info/utility.cc); an http callout's async client hands
+// them to the plugin as the call's response
+// (source/extensions/common/wasm/context.cc, Context::onHttpCallSuccess).
+const (
+	envoyTimeoutBody = "upstream request timeout"
+	envoyResetBody   = "upstream connect error or disconnect/reset before headers"
+)
+
+// proxyAnswer classifies a callout response that Envoy produced itself:
+// codeTimeout or codeReset, or 0 for a real upstream answer. Envoy's replies
+// are plain text with a fixed body; providers answer JSON.
+func proxyAnswer(status int, hdrs [][2]string, body []byte) uint8 {
+	if status != 503 && status != 504 {
+		return 0
+	}
+	if !strings.HasPrefix(headerValue(hdrs, "content-type"), "text/plain") {
+		return 0
+	}
+	switch {
+	case status == 504 && string(body) == envoyTimeoutBody:
+		return codeTimeout
+	case status == 503 && strings.HasPrefix(string(body), envoyResetBody):
+		return codeReset
+	}
+	return 0
 }
 
 // answer is a complete upstream response from a callout.
@@ -183,6 +249,15 @@ func (s *stream) release() {
 		s.respond(s.last)
 		return
 	}
+	// The held original is the last real answer. Its headers are still the
+	// stream's (Envoy lets a filter that stopped in the response headers
+	// change them until it resumes), so it says who answered like any other.
+	provider, modelName, _ := s.target(0)
+	_ = proxywasm.ReplaceHttpResponseHeader(headerProvider, provider.Name)
+	if modelName != "" {
+		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, modelName)
+	}
+	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
 	s.held = false
 	_ = proxywasm.ResumeHttpResponse()
 }

@@ -266,7 +266,7 @@ func (s *stream) checkGlobal() types.Action {
 	if err != nil {
 		return s.globalFailed(false)
 	}
-	s.checked = true
+	s.checked, s.checkPending = true, true
 	return types.ActionPause
 }
 
@@ -275,6 +275,7 @@ func (s *stream) onCheck(size int) {
 	if s.done {
 		return
 	}
+	s.checkPending = false
 	resp := &s.plugin.sc.resp
 	msg, err := proxywasm.GetGrpcCallResponseMessage(0, size)
 	if err == nil {
@@ -298,6 +299,7 @@ func (s *stream) onCheck(size int) {
 // onCheckClose handles a check that got no answer: an error status, the
 // deadline, or the sidecar unreachable.
 func (s *stream) onCheckClose(uint32) {
+	s.checkPending = false
 	if !s.done {
 		s.globalFailed(true)
 	}
@@ -314,6 +316,7 @@ func (s *stream) globalFailed(async bool) types.Action {
 	s.checked = false // the sidecar did not count it: nothing to settle
 	if r.GlobalLimits.FailClosed {
 		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 1}, 1)
+		s.localReason = localUnavailable
 		return s.reply(503, nil, "the global rate limit service is unavailable for route "+r.Name, openai.TypeServer, "ratelimit_unavailable")
 	}
 	s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 0}, 1)
@@ -329,6 +332,7 @@ func (s *stream) globalFailed(async bool) types.Action {
 func (s *stream) budgetExhausted(scope string) types.Action {
 	r := s.decision.Route
 	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: 4}, 1)
+	s.localReason = localBudget
 	return s.reply(429, nil, "the monthly budget of "+scope+" is spent", "insufficient_quota", "insufficient_quota")
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/filter/body"
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/openai"
@@ -37,7 +38,8 @@ type stream struct {
 	replied   bool // the filter sent a local reply
 	done      bool // the stream ended
 
-	localStatus int // status of the filter's local reply
+	localStatus int   // status of the filter's local reply
+	localReason int16 // why the filter answered itself (localReasons)
 
 	// Request headers the body phase needs, read while the headers are at hand.
 	priority string
@@ -47,8 +49,9 @@ type stream struct {
 
 	// Global limits: the descriptor checked at admission, charged with the
 	// real token usage when the stream ends.
-	desc    mesh.Descriptor
-	checked bool // the sidecar admitted the request (or is being asked)
+	desc         mesh.Descriptor
+	checked      bool // the sidecar admitted the request (or is being asked)
+	checkPending bool // the request waits for the sidecar's answer
 
 	// Provider hints for the outcome report.
 	hasRemaining bool
@@ -98,6 +101,43 @@ type stream struct {
 	retryAt       int64 // when the next attempt may start
 	retryTo       int
 	last          *answer // the last failed callout's response
+	// tried are the providers this request's attempts went to (indexes), so
+	// a fallback can tell a first visit of a provider from a retry of it.
+	tried  [fallback.MaxAttemptsLimit]int16
+	ntried uint8
+	// mainCounted is set once the main request's attempt is counted.
+	mainCounted bool
+}
+
+// markTried notes that an attempt went to provider p.
+func (s *stream) markTried(p *config.Provider) {
+	if int(s.ntried) < len(s.tried) {
+		s.tried[s.ntried] = int16(p.Index)
+		s.ntried++
+	}
+}
+
+// triedProvider reports whether an attempt of this request went to p.
+func (s *stream) triedProvider(p *config.Provider) bool {
+	for _, i := range s.tried[:s.ntried] {
+		if int(i) == p.Index {
+			return true
+		}
+	}
+	return false
+}
+
+// sentUpstream reports whether the main request went on to the provider:
+// routed, not answered by the filter, not held for the global limit check.
+func (s *stream) sentUpstream() bool {
+	return s.routed && !s.replied && !s.checkPending
+}
+
+// countAttempt counts one upstream attempt of entry e with code label c.
+func (s *stream) countAttempt(e int, c uint8) {
+	m := s.policy.metrics
+	p, _, model := s.target(e)
+	m.count(metricKey{kind: mAttempts, route: int16(s.decision.Route.Index), provider: int16(p.Index), model: m.modelIndex(model), extra: c}, 1)
 }
 
 // OnHttpRequestHeaders routes the request: it rewrites :authority and :path to the
@@ -153,6 +193,7 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		return s.unsupported()
 	}
 	s.decision, s.routed, s.provider = d, true, d.Provider
+	s.markTried(d.Provider)
 	s.state = &pol.routes[d.Route.Index]
 
 	// The rest of what this phase needs from the request headers, read
@@ -404,6 +445,10 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	// returns data, so each is used (or cloned) before the next read.
 	status, _ := proxywasm.PeekHttpResponseHeader(":status")
 	s.status, _ = strconv.Atoi(status)
+	if !s.mainCounted {
+		s.mainCounted = true
+		s.countAttempt(s.entry, codeIndex(s.status))
+	}
 	retry := s.shouldRetry(s.status, false)
 	var retryAfter, reset string
 	if retry || s.reportsOutcomes() {
@@ -416,7 +461,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		clear(hdrs)
 		s.plugin.respHeaders = hdrs[:0]
 	}
-	if retry && s.planRetry(s.status, false, retryAfter, reset) {
+	if retry && s.planRetry(s.status, codeIndex(s.status), retryAfter, reset) {
 		s.held = true
 		return types.ActionPause
 	}
@@ -512,11 +557,24 @@ func (s *stream) finish() {
 	m := s.policy.metrics
 	route, provider := int16(r.Index), int16(s.provider.Index)
 	model := m.modelIndex(s.model)
+	if s.model == nil && s.requested == "" && s.priority != "" {
+		if pm, ok := r.Priority[s.priority]; ok { // refused before the body was read
+			model = m.modelIndex(pm)
+		}
+	}
 	status := s.status
 	if status == 0 && s.replied {
-		status = s.localStatus
+		// The filter answered itself: no provider saw the request.
+		m.count(metricKey{kind: mRequests, route: route, provider: int16(len(s.policy.cfg.Providers)), model: model,
+			extra: codeIndex(s.localStatus), model2: s.localReason}, 1)
+	} else {
+		m.count(metricKey{kind: mRequests, route: route, provider: provider, model: model, extra: codeIndex(status)}, 1)
 	}
-	m.count(metricKey{kind: mRequests, route: route, provider: provider, model: model, extra: codeIndex(status)}, 1)
+	if status == 0 && !s.replied && !s.mainCounted && s.sentUpstream() {
+		// The main request got no answer (reset, or the client left first).
+		s.mainCounted = true
+		s.countAttempt(s.entry, codeReset)
+	}
 	if s.start > 0 && now > s.start {
 		m.record(metricKey{kind: mDuration, route: route, provider: provider}, uint64((now-s.start)/1e6))
 		if s.firstByte > 0 {

@@ -68,6 +68,30 @@ func requestsMetric(route, provider, model, code string) string {
 		telemetry.LabelModel, model, telemetry.LabelCode, code)
 }
 
+// localMetric is shepherd_requests_total of an answer the filter gave itself.
+func localMetric(route, model, code, reason string) string {
+	return telemetry.Name(telemetry.Requests, telemetry.LabelRoute, route, telemetry.LabelProvider, telemetry.LocalProvider,
+		telemetry.LabelModel, model, telemetry.LabelCode, code, telemetry.LabelReason, reason)
+}
+
+// attemptsMetric is shepherd_upstream_attempts_total.
+func attemptsMetric(route, provider, model, code string) string {
+	return telemetry.Name(telemetry.UpstreamAttempts, telemetry.LabelRoute, route, telemetry.LabelProvider, provider,
+		telemetry.LabelModel, model, telemetry.LabelCode, code)
+}
+
+// fallbackMetric is shepherd_fallbacks_total.
+func fallbackMetric(route, from, fromProvider, to, toProvider, reason string) string {
+	return telemetry.Name(telemetry.Fallbacks, telemetry.LabelRoute, route, telemetry.LabelFrom, from,
+		telemetry.LabelTo, to, telemetry.LabelFromProvider, fromProvider, telemetry.LabelToProvider, toProvider,
+		telemetry.LabelReason, reason)
+}
+
+// deniedMetric is shepherd_fallbacks_denied_total.
+func deniedMetric(route, reason string) string {
+	return telemetry.Name(telemetry.FallbacksDenied, telemetry.LabelRoute, route, telemetry.LabelReason, reason)
+}
+
 // ModelRouting: aliases, the priority header, a default model and a provider's own
 // model name all reach the provider, with the body otherwise unchanged.
 func ModelRouting(t *testing.T, run Runner) {
@@ -140,6 +164,37 @@ func RequestLimit(t *testing.T, run Runner) {
 	require.Equal(t, "rate_limit_exceeded", e.Error.Type)
 	require.Contains(t, e.Error.Message, "route chat")
 	require.EqualValues(t, 4, mesh.Counter(t, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "chat", telemetry.LabelKind, "requests")))
+	// The refusals are shepherd's own answers, not the provider's: the limit
+	// refuses at the headers, before the body names a model.
+	require.EqualValues(t, 4, mesh.Counter(t, localMetric("chat", "other", "4xx", "ratelimit")))
+	require.EqualValues(t, 5, mesh.Counter(t, requestsMetric("chat", "relay", "gpt-4.1", "2xx")))
+	// A priority request names its model in a header, so its refusal is
+	// counted under that model.
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`, "x-priority", "high"))
+	require.Equal(t, http.StatusTooManyRequests, resp.Status)
+	require.EqualValues(t, 1, mesh.Counter(t, localMetric("chat", "claude-sonnet-4.5", "4xx", "ratelimit")))
+}
+
+// LocalAnswers: requests the filter refuses itself (bad JSON, an oversized
+// body) are counted with provider "shepherd" and the reason, never against a
+// provider, and reach no provider.
+func LocalAnswers(t *testing.T, run Runner) {
+	cfg := strings.Replace(policyConfig("", ""), `"defaultModel"`, `"maxBodyBytes": 1024, "defaultModel"`, 1)
+	mesh, relay, _ := twoProviders(t, run, cfg)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		reason     string
+	}{
+		{"invalid-json", `{"model":"gpt-4.1","messages":[`, http.StatusBadRequest, "invalid"},
+		{"too-large", `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", 1100) + `"}]}`, http.StatusRequestEntityTooLarge, "too_large"},
+	} {
+		resp := mesh.Do(t, chat(tc.body))
+		require.Equal(t, tc.status, resp.Status, "%s: %s", tc.name, resp.Body)
+		require.EqualValues(t, 1, mesh.Counter(t, localMetric("chat", "other", "4xx", tc.reason)), tc.name)
+	}
+	require.Zero(t, relay.Bodies(), "no provider saw a refused request")
+	require.False(t, mesh.Defined(t, requestsMetric("chat", "relay", "other", "4xx")), "no provider is blamed")
 }
 
 // TokenLimit: tokens are reserved at admission (prompt estimate + max_tokens) and
@@ -201,13 +256,13 @@ func Fallback(t *testing.T, run Runner) {
 	require.NoError(t, json.Unmarshal(resp.Body, &out))
 	require.Equal(t, "backup", out.Echo.Provider)
 
-	fb := func(from, to string) string {
-		return telemetry.Name(telemetry.Fallbacks, telemetry.LabelRoute, "chat", telemetry.LabelFrom, from,
-			telemetry.LabelTo, to, telemetry.LabelReason, "status")
-	}
-	require.EqualValues(t, 1, mesh.Counter(t, fb("gpt-4.1", "deepseek-v3.2")))
-	require.EqualValues(t, 1, mesh.Counter(t, fb("deepseek-v3.2", "gemini-2.5-flash")))
+	require.EqualValues(t, 1, mesh.Counter(t, fallbackMetric("chat", "gpt-4.1", "relay", "deepseek-v3.2", "relay", "status")))
+	require.EqualValues(t, 1, mesh.Counter(t, fallbackMetric("chat", "deepseek-v3.2", "relay", "gemini-2.5-flash", "backup", "status")))
 	require.EqualValues(t, 1, mesh.Counter(t, requestsMetric("chat", "backup", "gemini-2.5-flash", "2xx")))
+	// Every attempt is counted, also those whose failure the client never saw.
+	require.EqualValues(t, 1, mesh.Counter(t, attemptsMetric("chat", "relay", "gpt-4.1", "4xx")))
+	require.EqualValues(t, 1, mesh.Counter(t, attemptsMetric("chat", "relay", "deepseek-v3.2", "5xx")))
+	require.EqualValues(t, 1, mesh.Counter(t, attemptsMetric("chat", "backup", "gemini-2.5-flash", "2xx")))
 }
 
 // FallbackGivesUp: when every attempt fails, the client gets the last real
@@ -258,6 +313,36 @@ func RetryBudget(t *testing.T, run Runner) {
 	// worker VM, whichever is more; runners use at most 4 VMs.
 	require.LessOrEqual(t, relay.Requests(), int64(n+max(n/10, 4*10)), "attempts: %d", relay.Requests())
 	require.GreaterOrEqual(t, relay.Requests(), int64(n))
+	// Each request ended on one refused retry, counted with its reason: the
+	// budget, or the attempts it had used up.
+	denied := mesh.Counter(t, deniedMetric("chat", "retry_budget"))
+	require.Positive(t, denied, "the budget refused retries")
+	require.EqualValues(t, n, denied+mesh.Counter(t, deniedMetric("chat", "attempts_exhausted")))
+}
+
+// FailoverNeedsNoBudget: the retry budget protects the provider a retry goes
+// to. With the primary failing every request and the fallback provider
+// healthy, every request gets the fallback's answer: a first visit of another
+// provider is no retry of the failing one, however small the budget.
+func FailoverNeedsNoBudget(t *testing.T, run Runner) {
+	mesh, relay, backup := twoProviders(t, run, policyConfig("",
+		`{"models": [{"model": "deepseek-v3.2", "provider": "backup"}], "maxAttempts": 3, "baseBackoffMs": 1, "maxBackoffMs": 1, "retryBudgetPercent": 0}`))
+	const n = 40
+	faults := make([]fakeprovider.Fault, n)
+	for i := range faults {
+		faults[i] = fakeprovider.Fault{Status: 429}
+	}
+	relay.Script(faults...)
+	for i := 0; i < n; i++ {
+		resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+		require.Equal(t, http.StatusOK, resp.Status, "request %d: %s", i, resp.Body)
+		require.Equal(t, "backup", resp.Header.Get("x-shepherd-provider"))
+		require.Equal(t, "2", resp.Header.Get("x-shepherd-attempts"))
+	}
+	require.EqualValues(t, n, relay.Requests(), "the failing provider saw each request once")
+	require.EqualValues(t, n, backup.Requests())
+	require.False(t, mesh.Defined(t, deniedMetric("chat", "retry_budget")))
+	require.EqualValues(t, n, mesh.Counter(t, attemptsMetric("chat", "relay", "gpt-4.1", "4xx")))
 }
 
 // Streaming: SSE flows through as it is produced, the filter asks the provider for

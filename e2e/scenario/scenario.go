@@ -49,6 +49,9 @@ type Mesh interface {
 	// Counter returns the value of the filter's counter with the given name (before
 	// Envoy's wasmcustom. prefix and tag extraction).
 	Counter(t testing.TB, name string) uint64
+	// Defined reports whether the filter defined the counter: a counter the
+	// filter never needed does not exist.
+	Defined(t testing.TB, name string) bool
 }
 
 // Runner builds a mesh for a setup; it cleans up with t.Cleanup.
@@ -72,6 +75,8 @@ func All() []Scenario {
 		{Name: "fallback-gives-up", Run: FallbackGivesUp},
 		{Name: "retry-after", Run: RetryAfter},
 		{Name: "retry-budget", Run: RetryBudget},
+		{Name: "failover-needs-no-budget", Run: FailoverNeedsNoBudget},
+		{Name: "local-answers", Run: LocalAnswers},
 		{Name: "streaming", Run: Streaming},
 		{Name: "operations", Run: Operations},
 		{Name: "provider-operations", Run: ProviderOperations},

@@ -34,6 +34,10 @@ const MaxEntries = 4096
 // input cannot grow the number of metrics.
 const OtherModel = "other"
 
+// LocalProvider is the provider label of the filter's own answers (no
+// provider may take the name); filter/telemetry names it too.
+const LocalProvider = "shepherd"
+
 // Config is a validated pluginConfig. It is never modified after Parse returns, so
 // it can be shared by every stream of a VM.
 type Config struct {
@@ -418,6 +422,9 @@ func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 	}
 	if err := checkName(join(path, "name"), p.Name); err != nil {
 		return nil, err
+	}
+	if p.Name == LocalProvider {
+		return nil, fail(join(path, "name"), strconv.Quote(LocalProvider)+" is reserved for the filter's own answers in metrics")
 	}
 	if p.Host, err = requiredStr(path, v, "host"); err != nil {
 		return nil, err

@@ -66,6 +66,7 @@ func TestParseInvalid(t *testing.T) {
 		"no-providers":                `providers: at least one provider is required`,
 		"provider-no-host":            `providers[0].host: must not be empty`,
 		"provider-bad-name":           `providers[0].name: "A b" may hold only lowercase letters, digits, '-' and '_'`,
+		"provider-reserved":           `providers[0].name: "shepherd" is reserved for the filter's own answers in metrics`,
 		"provider-dup":                `providers[1].name: duplicate provider name "a"`,
 		"provider-bad-host":           `providers[0].host: "x/y" is not a host name (letters, digits, '-', '.', optional :port)`,
 		"provider-path":               `providers[0].pathPrefix: must start with '/'`,

@@ -34,13 +34,22 @@ const (
 	LabelFrom     = "from"
 	LabelTo       = "to"
 	LabelReason   = "reason"
+	// LabelFromProvider and LabelToProvider name the providers of a fallback.
+	LabelFromProvider = "from_provider"
+	LabelToProvider   = "to_provider"
 	// OpenTelemetry's gen_ai semantic convention names.
 	LabelGenAIModel     = "gen_ai_request_model"
 	LabelGenAITokenType = "gen_ai_token_type"
 )
 
 var labels = []string{LabelRoute, LabelProvider, LabelModel, LabelCode, LabelType, LabelKind,
-	LabelFrom, LabelTo, LabelReason, LabelGenAIModel, LabelGenAITokenType}
+	LabelFrom, LabelTo, LabelReason, LabelGenAIModel, LabelGenAITokenType, LabelFromProvider, LabelToProvider}
+
+// LocalProvider is the provider label of answers the filter gave itself
+// (limits, budgets, invalid or oversized requests, fail-closed checks, cooling
+// providers): no provider saw those requests. Config refuses it as a provider
+// name.
+const LocalProvider = "shepherd"
 
 // StatsTags are the tag extraction rules for every label the filter encodes.
 var StatsTags = func() []StatsTag {
@@ -53,8 +62,18 @@ var StatsTags = func() []StatsTag {
 
 // Base names of the filter's metrics (before Envoy's `wasmcustom.` namespace).
 const (
-	// Requests counts requests that matched a route: route, provider, model, code.
+	// Requests counts requests that matched a route, by their final answer:
+	// route, provider, model, code. Answers the filter gave itself carry
+	// provider="shepherd" and a reason (ratelimit, budget, invalid, too_large,
+	// unavailable, cooling).
 	Requests = "shepherd_requests_total"
+	// UpstreamAttempts counts every request sent to a provider, the main
+	// request and each fallback callout: route, provider, model, code (status
+	// class, or reset or timeout when no real answer came).
+	UpstreamAttempts = "shepherd_upstream_attempts_total"
+	// FallbacksDenied counts fallbacks that were needed but not made: route,
+	// reason (retry_budget, attempts_exhausted, out_of_time, cooling).
+	FallbacksDenied = "shepherd_fallbacks_denied_total"
 	// Duration is the request's duration in ms, to the end of the response: route, provider.
 	Duration = "shepherd_request_duration_ms"
 	// TTFT is the time to the first token (first content chunk of a stream, first
@@ -64,7 +83,8 @@ const (
 	Tokens = "shepherd_tokens_total"
 	// Cost counts cost in micro-USD from the price table: route, provider, model.
 	Cost = "shepherd_cost_usd_micros_total"
-	// Fallbacks counts retries on a fallback: route, from, to (models), reason.
+	// Fallbacks counts retries on a fallback: route, from, to (models),
+	// from_provider, to_provider, reason (status, callout_failed, timeout).
 	Fallbacks = "shepherd_fallbacks_total"
 	// RateLimited counts requests refused by a local limit: route, kind.
 	RateLimited = "shepherd_ratelimited_total"

@@ -40,7 +40,7 @@ func TestBrokenFiles(t *testing.T) {
 	require.ErrorContains(t, MeshConfig(filepath.Join(dir, "meshconfig.yaml")), `unknown field "proxyStatMatcher"`)
 
 	err = EnvoyBootstrap(filepath.Join(dir, "envoy.yaml"))
-	require.ErrorContains(t, err, "stats_config.stats_tags: 1 tags, the filter defines 11")
+	require.ErrorContains(t, err, "stats_config.stats_tags: 1 tags, the filter defines 13")
 	require.ErrorContains(t, err, "config.fail_open must be true")
 	require.ErrorContains(t, err, `providers[0] (relay): cluster "relay" is not defined`)
 	require.ErrorContains(t, err, "static_resources.clusters: no shepherd-sidecar cluster")
