@@ -24,6 +24,7 @@ const (
 	mDropped
 	mAttempts
 	mFallbacksDenied
+	mSkippedEvents
 )
 
 // metricKey identifies one labelled metric by small indexes, so finding its id
@@ -170,6 +171,8 @@ func (m *metrics) name(k metricKey) string {
 		return telemetry.Name(telemetry.SidecarErrors, telemetry.LabelKind, sidecarCalls[k.extra])
 	case mDropped:
 		return telemetry.Name(telemetry.SidecarDropped, telemetry.LabelKind, dropKinds[k.extra])
+	case mSkippedEvents:
+		return telemetry.Name(telemetry.StreamEventsSkipped, R, route)
 	}
 	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
 
@@ -59,6 +60,11 @@ type plugin struct {
 	bodyBuf []byte
 	// pathBuf receives rewritten request paths.
 	pathBuf []byte
+
+	// The VM memory gauge and the ticks that pace it.
+	mem        proxywasm.MetricGauge
+	memDefined bool
+	ticks      uint64
 }
 
 // maxBodyBuf bounds the rewrite buffer a VM keeps between requests.
@@ -203,6 +209,28 @@ func (p *plugin) OnTick() {
 		p.setTick(idleTickMillis)
 	}
 	proxywasm.CollectGarbageIfGrown(gcThreshold)
+	p.reportMemory()
+}
+
+// memoryEveryTicks is how many ticks pass between two looks at the VM's
+// memory when it has not grown.
+const memoryEveryTicks = 16
+
+// reportMemory raises the VM memory gauge to this VM's figure when it grew,
+// and now and then anyway (another VM may have set it lower meanwhile: the
+// gauge is shared by every VM of the proxy, and shows the largest).
+func (p *plugin) reportMemory() {
+	p.ticks++
+	if p.ticks%memoryEveryTicks != 0 && p.ticks > 1 {
+		return
+	}
+	own := proxywasm.MemoryBytes()
+	if !p.memDefined {
+		p.mem, p.memDefined = proxywasm.DefineGaugeMetric(telemetry.VMMemory), true
+	}
+	if own > 0 && int64(own) > p.mem.Value() {
+		_ = p.mem.Set(own)
+	}
 }
 
 // wait parks s until its retryAt; the tick starts its next attempt.
@@ -247,6 +275,7 @@ func (p *plugin) ReleaseHttpContext(h types.HttpContext) {
 	if !ok || s.escaped || len(p.free) >= maxFreeStreams {
 		return
 	}
+	s.sseScan.Release()
 	p.free = append(p.free, s)
 }
 

@@ -283,17 +283,16 @@ func (s *stream) respond(a *answer) {
 	}
 	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
 		[2]string{headerAttempts, strconv.Itoa(s.attempts)})
+	respBody := a.body
 	if strings.HasPrefix(ct, "text/event-stream") {
-		s.sseScan.Reset()
-		s.sse, s.json = &s.sseScan, nil
-		s.sse.Feed(a.body)
-		s.sse.Finish()
+		s.startSSE()
+		respBody, _ = s.sse.Edit(a.body, true)
 	} else {
 		s.jsonScan.Reset()
 		s.sse, s.json = nil, &s.jsonScan
 		s.json.Feed(a.body)
 	}
-	if err := proxywasm.SendHttpResponse(uint32(a.status), out, a.body, -1); err != nil {
+	if err := proxywasm.SendHttpResponse(uint32(a.status), out, respBody, -1); err != nil {
 		proxywasm.LogError("shepherd: route " + s.decision.Route.Name + ": answering with the fallback's response: " + err.Error())
 	}
 }

@@ -70,6 +70,9 @@ type stream struct {
 	modelName string        // the model named upstream (provider's name)
 	stream    bool
 	estimate  int64 // prompt tokens estimated at admission
+	// stripUsage is set when the filter asked a stream for usage the client
+	// did not ask for: the usage is removed before it reaches the client.
+	stripUsage bool
 
 	// Token reservation, settled when the stream ends.
 	tokenKey string
@@ -381,6 +384,8 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.modelName = s.provider.ModelName(requested)
 
 	edit := body.Edit{IncludeUsage: r.StreamUsage && s.call.Op.StreamOptions()}
+	// Usage the client did not ask for is removed from the stream again.
+	s.stripUsage = edit.IncludeUsage && req.Stream && !req.IncludeUsage
 	if s.modelName != "" && !req.ModelIs(raw, s.modelName) {
 		edit.SetModel, edit.Model = true, s.modelName
 	}
@@ -475,8 +480,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		ct, _ := proxywasm.PeekHttpResponseHeader("content-type")
 		switch {
 		case strings.HasPrefix(ct, "text/event-stream"):
-			s.sseScan.Reset()
-			s.sse = &s.sseScan
+			s.startSSE()
 		case strings.Contains(ct, "json"):
 			s.jsonScan.Reset()
 			s.json = &s.jsonScan
@@ -491,19 +495,30 @@ func (s *stream) OnHttpResponseBody(size int, endOfStream bool) types.Action {
 	if s.held {
 		return types.ActionPause
 	}
-	if s.replied || (s.sse == nil && s.json == nil) || size == 0 {
+	if s.replied || (s.sse == nil && s.json == nil) || size == 0 && !(endOfStream && s.sse != nil) {
 		return types.ActionContinue
 	}
 	// The scanners keep nothing of a chunk and make no host call while
 	// reading it, so the host's bytes are read in place.
-	chunk, err := proxywasm.PeekHttpResponseBody(0, size)
-	if err != nil {
-		return types.ActionContinue
+	var chunk []byte
+	if size > 0 {
+		var err error
+		if chunk, err = proxywasm.PeekHttpResponseBody(0, size); err != nil {
+			return types.ActionContinue
+		}
 	}
 	if s.sse != nil {
-		s.sse.Feed(chunk)
-		if endOfStream {
-			s.sse.Finish()
+		if s.sse.Strip {
+			// The chunk leaves without the usage the filter asked for; a
+			// partial event waits for the chunk that completes it.
+			if out, replaced := s.sse.Edit(chunk, endOfStream); replaced {
+				_ = proxywasm.ReplaceHttpResponseBody(out)
+			}
+		} else {
+			s.sse.Feed(chunk)
+			if endOfStream {
+				s.sse.Finish()
+			}
 		}
 		if s.sse.FirstContent() {
 			s.firstByte = nowNanos()
@@ -539,7 +554,7 @@ func (s *stream) usage() (u body.Usage, real bool) {
 	}
 	out := int64(0)
 	if s.sse != nil {
-		out = int64(s.sse.Events())
+		out = int64(s.sse.Outputs())
 	}
 	return body.Usage{Input: s.estimate, Output: out, Total: s.estimate + out}, false
 }
@@ -556,6 +571,9 @@ func (s *stream) finish() {
 	}
 	m := s.policy.metrics
 	route, provider := int16(r.Index), int16(s.provider.Index)
+	if s.sse != nil {
+		m.count(metricKey{kind: mSkippedEvents, route: route}, uint64(s.sse.Skipped()))
+	}
 	model := m.modelIndex(s.model)
 	if s.model == nil && s.requested == "" && s.priority != "" {
 		if pm, ok := r.Priority[s.priority]; ok { // refused before the body was read
@@ -612,4 +630,14 @@ func (s *stream) header(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// startSSE readies the event stream scanner for the request's operation.
+func (s *stream) startSSE() {
+	s.sseScan.Reset()
+	if s.call.Op == openai.OpResponses {
+		s.sseScan.Kind = body.StreamResponses
+	}
+	s.sseScan.Strip = s.stripUsage
+	s.sse, s.json = &s.sseScan, nil
 }

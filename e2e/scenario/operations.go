@@ -3,11 +3,13 @@ package scenario
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
 
 func post(path, body string, header ...string) Request {
@@ -151,4 +153,49 @@ func ClientHeaders(t *testing.T, run Runner) {
 		}
 	}
 	require.Empty(t, second.Values("OpenAI-Organization"), "the backup names no organization")
+}
+
+// responsesEvents is a streamed Responses answer as api.openai.com sends it,
+// cut where the upstream flushes.
+var responsesEvents = []string{
+	"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-4.1\",\"output\":[],\"usage\":null}}\n\n",
+	"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hello\",\"logprobs\":[]}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,",
+	"\"content_index\":0,\"delta\":\" \\\"usage\\\": world\",\"logprobs\":[]}\n\n",
+	"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-4.1\",",
+	"\"output\":[{\"id\":\"msg_1\",\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hello \\\"usage\\\": world\"}]}],\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":9,\"output_tokens_details\":{\"reasoning_tokens\":2},\"total_tokens\":16}}}\n\n",
+}
+
+// ResponsesStream: a streamed Responses call reaches the client byte for
+// byte as the provider sent it, and its usage (from response.completed) is
+// counted exactly: tokens and cost.
+func ResponsesStream(t *testing.T, run Runner) {
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		for _, ev := range responsesEvents {
+			_, _ = w.Write([]byte(ev))
+			w.(http.Flusher).Flush()
+		}
+	})
+	mesh := run(t, Setup{
+		PluginConfig: `{
+  "models": {"gpt-4.1": {"input": 2.00, "cachedInput": 0.50, "output": 8.00}},
+  "providers": [{"name": "openai", "host": "api.openai.com", "cluster": "openai"}],
+  "routes": [{"name": "r", "match": {"pathPrefix": "/v1/"}, "provider": "openai"}]}`,
+		Clusters:       map[string]string{"openai": Upstream(t, up)},
+		DefaultCluster: "openai",
+	})
+	resp := mesh.Do(t, post("/v1/responses", `{"model":"gpt-4.1","input":"hi","stream":true}`))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, strings.Join(responsesEvents, ""), string(resp.Body), "the stream is untouched")
+	tokens := func(typ string) string {
+		return telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "r", telemetry.LabelProvider, "openai",
+			telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, typ)
+	}
+	require.EqualValues(t, 7, mesh.Counter(t, tokens("input")))
+	require.EqualValues(t, 9, mesh.Counter(t, tokens("output")))
+	// 4 input tokens at 2 USD, 3 cached at 0.50 and 9 output at 8 per million:
+	// 8 + 1.5 + 72 = 81.5 micro-USD.
+	cost := mesh.Counter(t, telemetry.Name(telemetry.Cost, telemetry.LabelRoute, "r", telemetry.LabelProvider, "openai", telemetry.LabelModel, "gpt-4.1"))
+	require.InDelta(t, 81.5, float64(cost), 1)
 }

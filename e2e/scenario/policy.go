@@ -346,15 +346,31 @@ func FailoverNeedsNoBudget(t *testing.T, run Runner) {
 }
 
 // Streaming: SSE flows through as it is produced, the filter asks the provider for
-// usage and records tokens and time to first token.
+// usage and records tokens and time to first token. A client that did not ask
+// for usage gets the stream without it, byte for byte what the provider sends
+// without include_usage; a client that asked gets it unchanged.
 func Streaming(t *testing.T, run Runner) {
 	mesh, relay, _ := twoProviders(t, run, policyConfig("", ""))
-	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-	require.Equal(t, http.StatusOK, resp.Status)
-	require.True(t, strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream"))
-	require.Contains(t, string(relay.Last().Body), `"stream_options":{"include_usage":true}`)
-	require.Contains(t, string(resp.Body), `"usage":{"prompt_tokens":2,"completion_tokens":12,"total_tokens":14}`)
-	require.True(t, strings.HasSuffix(string(resp.Body), "data: [DONE]\n\n"))
-	require.EqualValues(t, 12, mesh.Counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat",
-		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")))
+	output := telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")
+	const usage = `"usage":{"prompt_tokens":2,"completion_tokens":12,"total_tokens":14}`
+	for i, body := range []string{
+		`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4.1","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4.1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`,
+	} {
+		asked := strings.Contains(body, `"include_usage":true`)
+		resp := mesh.Do(t, chat(body))
+		require.Equal(t, http.StatusOK, resp.Status)
+		require.True(t, strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream"))
+		require.Contains(t, string(relay.Last().Body), `"stream_options":{"include_usage":true}`)
+		require.True(t, strings.HasSuffix(string(resp.Body), "data: [DONE]\n\n"))
+		if asked {
+			require.Contains(t, string(resp.Body), usage)
+		} else {
+			require.NotContains(t, string(resp.Body), `"usage"`, "the client did not ask for usage")
+			require.Equal(t, 15, strings.Count(string(resp.Body), "data: "), "role, 12 words, stop, [DONE]")
+		}
+		require.EqualValues(t, 12*(i+1), mesh.Counter(t, output), "usage is counted either way")
+	}
 }

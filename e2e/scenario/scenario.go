@@ -81,6 +81,7 @@ func All() []Scenario {
 		{Name: "operations", Run: Operations},
 		{Name: "provider-operations", Run: ProviderOperations},
 		{Name: "client-headers", Run: ClientHeaders},
+		{Name: "responses-stream", Run: ResponsesStream},
 	}
 }
 

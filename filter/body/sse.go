@@ -10,36 +10,87 @@ import (
 // of a stream.
 const bom = "\xef\xbb\xbf"
 
-// DefaultMaxEvent is the data size above which SSEScanner skips an event.
-const DefaultMaxEvent = 1 << 20
+// DefaultMaxEvent is the data size above which SSEScanner skips an event: usage
+// events are a few hundred bytes, and a VM's memory never shrinks once grown,
+// so a stream may not make the scanner keep more than this.
+const DefaultMaxEvent = 64 << 10
 
-// SSEScanner reads a streamed chat completion (text/event-stream) as it passes
-// through, for its usage, its model and the arrival of its first content.
+// tailWindow is how much of the end of a skipped event the scanner keeps: a
+// usage object at the end of a large event (a Responses stream's
+// response.completed carries the whole output before its usage) is still
+// read.
+const tailWindow = 4 << 10
+
+// headWindow is how much of the start of a skipped event the scanner keeps,
+// for its type.
+const headWindow = 128
+
+// StreamKind says which API's event stream an SSEScanner reads.
+type StreamKind uint8
+
+const (
+	// StreamChat is a chat completions (or legacy completions) stream: chunk
+	// objects, usage in a top-level "usage" member, "data: [DONE]" at the end.
+	StreamChat StreamKind = iota
+	// StreamResponses is a Responses API stream: typed events, usage in
+	// response.usage of the response.completed, response.incomplete or
+	// response.failed event.
+	StreamResponses
+)
+
+// SSEScanner reads a streamed answer (text/event-stream) as it passes through,
+// for its usage and the arrival of its first content, and with Strip removes
+// the usage the filter asked for on the client's behalf.
 //
 // It follows the SSE parsing rules of the HTML standard: a leading byte order
 // mark is dropped; lines end with CRLF, LF or CR; a line "field:value" loses one
 // space after the colon; a line without a colon is a field with an empty value;
 // lines starting with ':' are comments; the values of an event's "data" lines
 // are joined with "\n"; a blank line ends the event, and an event without data
-// lines is not dispatched. Other fields (event, id, retry) are ignored. The data
-// "[DONE]" marks the end of the stream; events after it are ignored. Other data
-// is read as a chat completion chunk, in one pass that validates it (an invalid
-// one counts in Malformed and changes nothing): the last usage object and the
-// last model win, as with encoding/json; an event carries content when a choice
-// has a delta with non-empty content, refusal or reasoning_content, with
-// tool_calls or a function_call, or a non-empty "text" (the completions API).
+// lines is not dispatched. Other fields (event, id, retry) are ignored.
+//
+// A chat stream (StreamChat): the data "[DONE]" marks the end of the stream;
+// events after it are ignored. Until an event carries content, every event is
+// read in full in one pass that validates it (an invalid one counts in
+// Malformed and changes nothing): an event carries content when a choice has a
+// delta with non-empty content, refusal or reasoning_content, with tool_calls
+// or a function_call, or a non-empty "text" (the completions API). After that,
+// only events that can carry usage are read in full: those with a top-level
+// "usage" member whose value is not null (found by a search for the member
+// name, which cannot occur unescaped inside a JSON string). The last usage
+// object wins, as with encoding/json.
+//
+// A Responses stream (StreamResponses): an event whose type ends in ".delta"
+// carries content; the response.completed, response.incomplete and
+// response.failed events are read in full for response.usage and
+// response.model. The stream passes untouched.
 //
 // Content is known when its event ends, so FirstContent turns true in the Feed
 // that completes the first event with content.
 //
 // Only the data of the current event is kept, up to MaxEvent bytes; a larger
-// event is skipped (counted by Skipped) and its data dropped as it arrives.
+// event is skipped (counted by Skipped) and passed on unread, except that its
+// first headWindow and last tailWindow bytes are kept: a usage object that
+// ends within the tail (for a Responses stream: of a response.completed,
+// incomplete or failed event) is still read.
 //
-// The zero SSEScanner is ready; set MaxEvent before the first Feed. Calls must
-// not be concurrent.
+// Strip (chat streams only) removes usage from the stream as it passes, so
+// that the client gets what the provider sends when include_usage is not
+// asked: an event with a usage object and no choices (the usage chunk) is
+// removed whole; a top-level "usage" member of any other event (null, or an
+// object on a provider's last content chunk) is removed from it, with its
+// comma. Events of more than one data line, and skipped events, pass
+// unchanged. Every other byte passes as it came. See Edit.
+//
+// The zero SSEScanner is ready; set MaxEvent, Kind and Strip before the first
+// Feed. Calls must not be concurrent.
 type SSEScanner struct {
 	// MaxEvent bounds the data kept for one event; 0 means DefaultMaxEvent.
 	MaxEvent int
+	// Kind is the API whose stream this is.
+	Kind StreamKind
+	// Strip removes usage from a chat stream; use Edit instead of Feed.
+	Strip bool
 
 	bom int // bytes of a leading U+FEFF matched; -1 once past the start
 
@@ -53,9 +104,23 @@ type SSEScanner struct {
 	lineBytes bool    // the line is not empty
 
 	// Current event.
-	data     []byte
-	hasData  bool
-	overflow bool
+	data      []byte
+	inplace   []byte // the event's only data line, read in the chunk at hand
+	dataLines int
+	hasData   bool
+	overflow  bool
+	head      []byte // with overflow: the data's first headWindow bytes
+	tail      []byte // with overflow: the data's last bytes, up to 2*tailWindow
+
+	// Raw bytes of the current event while stripping (see Edit).
+	raw      []byte  // the event's bytes held from earlier chunks
+	rawData  int     // 1 + the offset in the event's bytes of its first data byte; 0 before
+	passing  bool    // the event grew past the bound: its bytes pass as they come
+	cut      cutPlan // what the event's reading decided
+	out      []byte  // the edited chunk
+	building bool    // out differs from the chunk
+	dropLF   bool    // a dropped event ended with CR: its LF goes too
+	segStart int     // start in the chunk being edited of the current event
 
 	usage    Usage
 	sawUsage bool
@@ -64,17 +129,97 @@ type SSEScanner struct {
 	reported bool
 	done     bool
 	events   int
+	outputs  int
 	skipped  int
 	bad      int
 }
 
-// Reset makes s a zero scanner that keeps its buffer, for reuse.
+// Reset makes s a zero scanner that keeps its buffers, for reuse.
 func (s *SSEScanner) Reset() {
-	*s = SSEScanner{data: s.data[:0], model: s.model.reset()}
+	*s = SSEScanner{data: s.data[:0], head: s.head[:0], tail: s.tail[:0], raw: s.raw[:0], out: s.out[:0],
+		model: s.model.reset()}
+}
+
+// maxKept bounds the buffers a reused scanner keeps between streams.
+const maxKept = 2 * DefaultMaxEvent
+
+// Release drops buffers that grew past what a scanner keeps for reuse.
+func (s *SSEScanner) Release() {
+	if cap(s.data) > maxKept {
+		s.data = nil
+	}
+	if cap(s.raw) > maxKept {
+		s.raw = nil
+	}
+	if cap(s.out) > maxKept {
+		s.out = nil
+	}
 }
 
 // Feed scans the next chunk of the body. The scanner does not keep chunk.
+// With Strip set, use Edit.
 func (s *SSEScanner) Feed(chunk []byte) {
+	s.feed(chunk, false)
+}
+
+// Edit scans the next chunk of the body like Feed and returns the bytes to
+// send in its place: with Strip unset, or when nothing in it changes, chunk
+// itself and false. With Strip set, the bytes of an event are sent once the
+// event is complete and known to be kept (at most MaxEvent and a few bytes
+// more are held back; a larger event passes as it comes), so an event split
+// over chunks leaves with the chunk that completes it. With last set (the
+// end of the body) everything held is sent. The result is valid until the
+// next call.
+func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
+	if !s.Strip || s.Kind != StreamChat {
+		s.Feed(chunk)
+		if last {
+			s.Finish()
+		}
+		return chunk, false
+	}
+	s.out, s.building, s.segStart = s.out[:0], len(s.raw) > 0 || last, 0
+	s.feed(chunk, true)
+	rest := chunk[s.segStart:]
+	if last {
+		s.raw = append(s.raw, rest...)
+		s.finish(true)
+		s.out = append(s.out, s.raw...)
+		s.raw, s.passing = s.raw[:0], false
+		return s.out, true
+	}
+	switch {
+	case s.passing:
+		if s.building {
+			s.out = append(s.out, rest...)
+		}
+	case len(s.raw)+len(rest) > s.maxEvent()+headWindow:
+		// The event is too large to hold back: it passes as it comes, unedited.
+		if s.building {
+			s.out = append(append(s.out, s.raw...), rest...)
+		}
+		s.raw, s.passing = s.raw[:0], true
+	case len(rest) > 0:
+		// The start of an event: held until it is complete.
+		s.build(chunk)
+		s.raw = append(s.raw, rest...)
+	}
+	if !s.building {
+		return chunk, false
+	}
+	return s.out, true
+}
+
+// build starts the edited output of chunk, when it differs from chunk for the
+// first time at s.segStart: everything before was kept as it came.
+func (s *SSEScanner) build(chunk []byte) {
+	if !s.building {
+		s.building = true
+		s.out = append(s.out[:0], chunk[:s.segStart]...)
+	}
+}
+
+func (s *SSEScanner) feed(chunk []byte, edit bool) {
 	for i := 0; i < len(chunk); i++ {
 		c := chunk[i]
 		if s.bom >= 0 {
@@ -94,11 +239,25 @@ func (s *SSEScanner) Feed(chunk []byte) {
 		if s.afterCR {
 			s.afterCR = false
 			if c == '\n' {
+				if s.dropLF && s.segStart == i {
+					// The LF of the CRLF that ended a dropped event.
+					s.segStart = i + 1
+				}
+				s.dropLF = false
 				continue
 			}
+			s.dropLF = false
 		}
 		if c == '\n' || c == '\r' {
-			s.endLine()
+			if !s.lineBytes {
+				s.dispatch()
+				if edit {
+					s.dropLF = s.cut.drop && c == '\r'
+					s.emit(chunk, i+1)
+				}
+			} else {
+				s.endLine()
+			}
 			s.afterCR = c == '\r'
 			continue
 		}
@@ -127,10 +286,66 @@ func (s *SSEScanner) Feed(chunk []byte) {
 		// The rest of the value, up to the end of the line or of the chunk.
 		j := lineEnd(chunk[i:])
 		if s.dataLine {
-			s.appendData(chunk[i : i+j])
+			if edit && s.rawData == 0 {
+				s.rawData = len(s.raw) + i - s.segStart + 1
+			}
+			if s.dataLines == 1 && len(s.data) == 0 && i+j < len(chunk) && !s.overflow && j <= s.maxEvent() {
+				// A whole first data line in the chunk is read where it is,
+				// unless the event goes on past the chunk.
+				s.inplace = chunk[i : i+j]
+			} else {
+				s.appendData(chunk[i : i+j])
+			}
 		}
 		i += j - 1
 	}
+	s.keepInplace()
+}
+
+// keepInplace copies a data line read in place to the event's buffer, before
+// the chunk that holds it goes or another line joins it.
+func (s *SSEScanner) keepInplace() {
+	if s.inplace != nil {
+		s.data = append(s.data[:0], s.inplace...)
+		s.inplace = nil
+	}
+}
+
+// emit ends the current event's raw bytes at chunk[:end] and sends them,
+// edited as the event's reading decided.
+func (s *SSEScanner) emit(chunk []byte, end int) {
+	cut := s.cut
+	s.cut = cutPlan{}
+	rawData := s.rawData - 1
+	s.rawData = 0
+	if s.passing {
+		if s.building {
+			s.out = append(s.out, chunk[s.segStart:end]...)
+		}
+		s.segStart, s.passing = end, false
+		return
+	}
+	var ev []byte
+	if len(s.raw) > 0 {
+		s.raw = append(s.raw, chunk[s.segStart:end]...)
+		ev = s.raw
+	} else {
+		ev = chunk[s.segStart:end]
+	}
+	cutOK := cut.end > cut.start && rawData >= 0 && rawData+cut.end <= len(ev)
+	if cut.drop || cutOK {
+		s.build(chunk)
+	}
+	switch {
+	case !s.building:
+	case cut.drop:
+	case cutOK:
+		s.out = append(s.out, ev[:rawData+cut.start]...)
+		s.out = append(s.out, ev[rawData+cut.end:]...)
+	default:
+		s.out = append(s.out, ev...)
+	}
+	s.raw, s.segStart = s.raw[:0], end
 }
 
 // lineEnd returns the index of the first CR or LF in b, or len(b).
@@ -147,12 +362,24 @@ func lineEnd(b []byte) int {
 // Finish ends the stream: an event that was not ended by a blank line is
 // dispatched as if it had been. (The SSE standard drops such an event; some
 // upstreams close the stream right after their last data line.) Call it once,
-// after the last Feed.
-func (s *SSEScanner) Finish() {
+// after the last Feed; Edit with last set calls it.
+func (s *SSEScanner) Finish() { s.finish(false) }
+
+func (s *SSEScanner) finish(edit bool) {
 	if s.lineBytes {
 		s.endLine()
 	}
 	s.dispatch()
+	cut, rawData := s.cut, s.rawData-1
+	s.cut, s.rawData = cutPlan{}, 0
+	if edit && !s.passing {
+		switch {
+		case cut.drop:
+			s.raw = s.raw[:0]
+		case cut.end > cut.start && rawData >= 0 && rawData+cut.end <= len(s.raw):
+			s.raw = append(s.raw[:rawData+cut.start], s.raw[rawData+cut.end:]...)
+		}
+	}
 }
 
 func (s *SSEScanner) isDataField() bool {
@@ -160,10 +387,6 @@ func (s *SSEScanner) isDataField() bool {
 }
 
 func (s *SSEScanner) endLine() {
-	if !s.lineBytes {
-		s.dispatch()
-		return
-	}
 	if !s.inValue && s.isDataField() {
 		s.startData() // "data" without a colon: an empty data line
 	}
@@ -171,10 +394,12 @@ func (s *SSEScanner) endLine() {
 }
 
 func (s *SSEScanner) startData() {
+	s.keepInplace()
 	if s.hasData {
 		s.appendData([]byte{'\n'})
 	}
 	s.hasData = true
+	s.dataLines++
 }
 
 func (s *SSEScanner) maxEvent() int {
@@ -186,14 +411,35 @@ func (s *SSEScanner) maxEvent() int {
 
 func (s *SSEScanner) appendData(b []byte) {
 	if s.overflow {
+		s.keepTail(b)
 		return
 	}
 	if len(s.data)+len(b) > s.maxEvent() {
 		s.overflow = true
+		s.head = append(s.head[:0], s.data[:min(len(s.data), headWindow)]...)
+		if len(s.head) < headWindow {
+			s.head = append(s.head, b[:min(len(b), headWindow-len(s.head))]...)
+		}
+		s.tail = append(s.tail[:0], s.data[max(0, len(s.data)-tailWindow):]...)
 		s.data = s.data[:0]
+		s.keepTail(b)
 		return
 	}
 	s.data = append(s.data, b...)
+}
+
+// keepTail appends b to the tail window, keeping its last tailWindow bytes
+// once it holds twice that.
+func (s *SSEScanner) keepTail(b []byte) {
+	if len(b) >= tailWindow {
+		s.tail = append(s.tail[:0], b[len(b)-tailWindow:]...)
+		return
+	}
+	if len(s.tail)+len(b) > 2*tailWindow {
+		n := copy(s.tail, s.tail[len(s.tail)-tailWindow:])
+		s.tail = s.tail[:n]
+	}
+	s.tail = append(s.tail, b...)
 }
 
 func (s *SSEScanner) dispatch() {
@@ -204,16 +450,36 @@ func (s *SSEScanner) dispatch() {
 	case s.done:
 	case s.overflow:
 		s.skipped++
+		s.skippedEvent()
 	default:
+		data := s.data
+		if s.inplace != nil {
+			data = s.inplace
+		}
 		s.events++
-		s.event(s.data)
+		if s.Kind == StreamResponses {
+			s.responsesEvent(data)
+		} else {
+			s.chatEvent(data)
+		}
 	}
-	s.data, s.hasData, s.overflow = s.data[:0], false, false
+	s.data, s.inplace, s.hasData, s.overflow, s.dataLines = s.data[:0], nil, false, false, 0
+	s.head, s.tail = s.head[:0], s.tail[:0]
 }
 
-// event reads one event's data.
-func (s *SSEScanner) event(data []byte) {
-	data = bytes.TrimSpace(data)
+// cutPlan is what Strip does to the event just read: drop it, or remove
+// data[start:end] from it.
+type cutPlan struct {
+	drop       bool
+	start, end int
+}
+
+// chatEvent reads one chat completion chunk.
+func (s *SSEScanner) chatEvent(data []byte) {
+	lead := len(data)
+	data = bytes.TrimLeft(data, " \t\r\n")
+	lead -= len(data)
+	data = bytes.TrimRight(data, " \t\r\n")
 	switch string(data) {
 	case "[DONE]":
 		s.done = true
@@ -221,11 +487,42 @@ func (s *SSEScanner) event(data []byte) {
 	case "":
 		return
 	}
+	s.outputs++
+	if s.content {
+		// Past the first content only usage matters: a top-level "usage"
+		// member that is not null is read in full, a null one is cut.
+		k := usageKey(data)
+		if k < 0 {
+			return
+		}
+		v := jsonlite.SkipSpace(data, k+len(`"usage"`))
+		if v >= len(data) || data[v] != ':' {
+			return
+		}
+		v = jsonlite.SkipSpace(data, v+1)
+		if v+4 <= len(data) && string(data[v:v+4]) == "null" {
+			if s.Strip && s.dataLines == 1 && depthAt(data, k) == 1 {
+				if a, b, ok := memberCut(data, k, v+4); ok {
+					s.cut = cutPlan{start: lead + a, end: lead + b}
+				}
+			}
+			return
+		}
+	}
+	s.readChunk(data, lead)
+}
+
+// readChunk reads a chat chunk in full, validating it.
+func (s *SSEScanner) readChunk(data []byte, lead int) {
 	var (
-		usage    Usage
-		hasUsage bool
-		model    Span
-		content  bool
+		usage        Usage
+		hasUsage     bool
+		usageMember  Span // from the member's name to its value's end
+		model        Span
+		content      bool
+		choicesEmpty = true
+		prevEnd      = -1 // the end of the previous member's value
+		usagePrev    = -1
 	)
 	// One pass validates the event and reads it; nothing is kept unless the
 	// whole event is valid.
@@ -243,8 +540,9 @@ func (s *SSEScanner) event(data []byte) {
 		v := m.ValueStart
 		var end int
 		var err error
+		isChoices := data[v] == '[' && string(name) == "choices"
 		// Whether a choice carries output matters until one did.
-		if !s.content && data[v] == '[' && string(name) == "choices" {
+		if !s.content && isChoices {
 			var c bool
 			end, c, err = choices(data, v)
 			content = content || c
@@ -256,14 +554,19 @@ func (s *SSEScanner) event(data []byte) {
 			return
 		}
 		m.ValueDone(end)
+		if isChoices {
+			choicesEmpty = data[jsonlite.SkipSpace(data, v+1)] == ']'
+		}
 		switch string(name) {
 		case "usage":
+			usageMember, usagePrev = Span{m.NameStart, end}, prevEnd
 			if u, ok := parseUsage(m.Value()); ok {
 				usage, hasUsage = u, true
 			}
 		case "model":
 			model = Span{v, end}
 		}
+		prevEnd = end
 	}
 	if m.Err() != nil || jsonlite.SkipSpace(data, m.End()) != len(data) {
 		s.bad++
@@ -276,6 +579,227 @@ func (s *SSEScanner) event(data []byte) {
 		s.model.setToken(data[model.Start:model.End])
 	}
 	s.content = s.content || content
+	if !s.Strip || usageMember.Len() == 0 {
+		return
+	}
+	switch {
+	case hasUsage && choicesEmpty:
+		s.cut = cutPlan{drop: true} // the usage chunk
+	case s.dataLines == 1:
+		// A member of the object: cut it with the comma before it, or,
+		// for the first member, with the comma after it.
+		a, b := usageMember.Start, usageMember.End
+		if usagePrev >= 0 {
+			a = usagePrev
+		} else if n := jsonlite.SkipSpace(data, b); n < len(data) && data[n] == ',' {
+			b = jsonlite.SkipSpace(data, n+1)
+		}
+		s.cut = cutPlan{start: lead + a, end: lead + b}
+	}
+}
+
+// usageKey returns the offset of the first `"usage"` in data that is a string
+// token of its own (its quote is not escaped), or -1. In valid JSON such a
+// string followed by ':' is a member name. The search jumps from 'g' to 'g'
+// (IndexByte is the one search that is fast inside a VM; '"' would stop it
+// at every string of the chunk).
+func usageKey(data []byte) int {
+	const key = `"usage"`
+	const at = 4 // the 'g' of key
+	off := at
+	for off < len(data) {
+		n := bytes.IndexByte(data[off:], 'g')
+		if n < 0 {
+			return -1
+		}
+		g := off + n
+		if k := g - at; k+len(key) <= len(data) && string(data[k:k+len(key)]) == key && !escapedAt(data, k) {
+			return k
+		}
+		off = g + 1
+	}
+	return -1
+}
+
+// escapedAt reports whether the quote at data[k] is escaped: preceded by an
+// odd number of backslashes.
+func escapedAt(data []byte, k int) bool {
+	n := 0
+	for k-n-1 >= 0 && data[k-n-1] == '\\' {
+		n++
+	}
+	return n%2 == 1
+}
+
+// depthAt returns how deep in objects and arrays data[k] is (1: a member of
+// the top-level object), stepping over strings by their quotes. It trusts data
+// to be JSON; on anything else the answer is meaningless but bounded.
+func depthAt(data []byte, k int) int {
+	depth := 0
+	for i := 0; i < k; i++ {
+		switch data[i] {
+		case '"':
+			j := i + 1
+			for {
+				n := bytes.IndexByte(data[j:], '"')
+				if n < 0 {
+					return -1
+				}
+				j += n
+				if !escapedAt(data, j) {
+					break
+				}
+				j++
+			}
+			i = j
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		}
+	}
+	return depth
+}
+
+// memberCut returns the range to remove the member data[k:end] of an object
+// with: from the comma before it, or for a first member up to the next
+// member's name.
+func memberCut(data []byte, k, end int) (a, b int, ok bool) {
+	p := k - 1
+	for p >= 0 && isSpace(data[p]) {
+		p--
+	}
+	if p < 0 {
+		return 0, 0, false
+	}
+	switch data[p] {
+	case ',':
+		return p, end, true
+	case '{':
+		n := jsonlite.SkipSpace(data, end)
+		if n < len(data) && data[n] == ',' {
+			return k, jsonlite.SkipSpace(data, n+1), true
+		}
+		return k, end, true
+	}
+	return 0, 0, false
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// responsesEvent reads one event of a Responses stream.
+func (s *SSEScanner) responsesEvent(data []byte) {
+	typ := eventType(data)
+	if len(typ) == 0 {
+		return
+	}
+	if bytes.HasSuffix(typ, []byte(".delta")) {
+		s.outputs++
+		s.content = true
+		return
+	}
+	if !isFinalResponse(typ) {
+		return
+	}
+	// The final event: response.usage and response.model, validated.
+	m := jsonlite.ObjectMembers(data, jsonlite.SkipSpace(data, 0))
+	var resp Span
+	for m.Next() {
+		if m.NameIs("response") && data[m.ValueStart] == '{' {
+			resp = Span{m.ValueStart, m.ValueEnd}
+		}
+	}
+	if m.Err() != nil || jsonlite.SkipSpace(data, m.End()) != len(data) {
+		s.bad++
+		return
+	}
+	if resp.Len() == 0 {
+		return
+	}
+	r := jsonlite.ObjectMembers(data, resp.Start)
+	for r.Next() {
+		switch {
+		case r.NameIs("usage"):
+			if u, ok := parseUsage(r.Value()); ok {
+				s.usage, s.sawUsage = u, true
+			}
+		case r.NameIs("model"):
+			s.model.setToken(r.Value())
+		}
+	}
+}
+
+// isFinalResponse reports whether a Responses event type is one of the events
+// that end a stream with the response's usage.
+func isFinalResponse(typ []byte) bool {
+	switch string(typ) {
+	case "response.completed", "response.incomplete", "response.failed":
+		return true
+	}
+	return false
+}
+
+// eventType returns the value of a Responses event's top-level "type" member
+// (as written, without quotes), or nil. Events start with it; when one does
+// not, the members are read to find it.
+func eventType(data []byte) []byte {
+	const lead = `{"type":"`
+	if bytes.HasPrefix(data, []byte(lead)) {
+		rest := data[len(lead):]
+		if n := bytes.IndexByte(rest, '"'); n >= 0 && bytes.IndexByte(rest[:n], '\\') < 0 {
+			return rest[:n]
+		}
+	}
+	m := jsonlite.ObjectMembers(data, jsonlite.SkipSpace(data, 0))
+	for m.Next() {
+		if m.NameIs("type") {
+			v := m.Value()
+			if len(v) >= 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 {
+				return v[1 : len(v)-1]
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// skippedEvent reads what it can of an event too large to keep: a usage
+// object that ends within its tail (for a Responses stream, only of a final
+// event).
+func (s *SSEScanner) skippedEvent() {
+	if s.Kind == StreamResponses {
+		if !isFinalResponse(eventType(s.head)) && !isFinalPrefix(s.head) {
+			return
+		}
+	}
+	t := s.tail
+	k := bytes.LastIndex(t, []byte(`"usage"`))
+	for k >= 0 {
+		v := jsonlite.SkipSpace(t, k+len(`"usage"`))
+		if v < len(t) && t[v] == ':' {
+			v = jsonlite.SkipSpace(t, v+1)
+			if v < len(t) && t[v] == '{' {
+				if end, err := jsonlite.SkipValue(t, v); err == nil {
+					if u, ok := parseUsage(t[v:end]); ok {
+						s.usage, s.sawUsage = u, true
+					}
+				}
+			}
+			return
+		}
+		k = bytes.LastIndex(t[:k], []byte(`"usage"`))
+	}
+}
+
+// isFinalPrefix reports whether head starts a final Responses event whose
+// type member eventType could not read (head is cut short).
+func isFinalPrefix(head []byte) bool {
+	for _, p := range []string{`{"type":"response.completed"`, `{"type":"response.incomplete"`, `{"type":"response.failed"`} {
+		if bytes.HasPrefix(head, []byte(p)) {
+			return true
+		}
+	}
+	return false
 }
 
 // choices steps over the choices array at data[start] and reports whether a
@@ -354,7 +878,7 @@ func (s *SSEScanner) Usage() Usage { return s.usage }
 // SawUsage reports whether an event carried a usage object.
 func (s *SSEScanner) SawUsage() bool { return s.sawUsage }
 
-// Model returns the last model an event named, or "".
+// Model returns the last model an event read in full named, or "".
 func (s *SSEScanner) Model() string { return s.model.get() }
 
 // FirstContent reports true once: on the first call after an event carried
@@ -376,8 +900,14 @@ func (s *SSEScanner) Done() bool { return s.done }
 // Events counts the events read, the "[DONE]" event included.
 func (s *SSEScanner) Events() int { return s.events }
 
-// Skipped counts the events dropped for being larger than MaxEvent.
+// Outputs counts the events that stand for output: a chat stream's chunks
+// (each about a token), a Responses stream's delta events. It is the output
+// estimate when a stream reports no usage.
+func (s *SSEScanner) Outputs() int { return s.outputs }
+
+// Skipped counts the events passed on unread for being larger than MaxEvent.
 func (s *SSEScanner) Skipped() int { return s.skipped }
 
-// Malformed counts the events whose data was neither "[DONE]" nor a JSON object.
+// Malformed counts the events read in full whose data was neither "[DONE]" nor
+// a JSON object.
 func (s *SSEScanner) Malformed() int { return s.bad }

@@ -12,7 +12,20 @@ import (
 var (
 	gcSample   = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
 	gcBaseline uint64
+	memSample  = []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
 )
+
+// MemoryBytes returns the memory the Go runtime has mapped in this VM (its
+// heap, stacks and runtime structures): in a wasm VM, the linear memory it
+// has grown, which never shrinks. One runtime/metrics sample, no
+// stop-the-world.
+func MemoryBytes() uint64 {
+	metrics.Read(memSample)
+	if memSample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return memSample[0].Value.Uint64()
+}
 
 // CollectGarbageIfGrown runs runtime.GC when at least thresholdBytes have
 // been allocated since the last collection it ran, and reports whether it

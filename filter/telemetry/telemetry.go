@@ -103,6 +103,13 @@ const (
 	SidecarErrors = "shepherd_sidecar_errors_total"
 	// SidecarDropped counts outcomes and token settlements a full queue dropped.
 	SidecarDropped = "shepherd_sidecar_dropped_total"
+	// StreamEventsSkipped counts stream events larger than the scanner's bound
+	// (64 KiB of data) that passed unread, by route.
+	StreamEventsSkipped = "shepherd_stream_events_skipped_total"
+	// VMMemory is the memory the Go runtime of the filter's VMs holds, in
+	// bytes: each VM raises it to its own figure, so it shows the largest
+	// VM's (a VM's linear memory never shrinks).
+	VMMemory = "shepherd_vm_memory_bytes"
 )
 
 // Name returns base with the label pairs encoded; kv alternates label and value.
