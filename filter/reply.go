@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
+	"strconv"
+
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
-	"strconv"
 )
 
 // reply sends a local reply in OpenAI's error shape. Envoy sends it after the
@@ -49,6 +51,15 @@ func (s *stream) tooLarge() types.Action {
 	s.localReason = localTooLarge
 	return s.reply(413, nil, "request body is larger than the "+strconv.Itoa(s.decision.Route.MaxBodyBytes)+" bytes route "+s.decision.Route.Name+" accepts",
 		openai.TypeInvalidRequest, "request_too_large")
+}
+
+// errEmptyBody is the error of an inference call that came without a body.
+var errEmptyBody = errors.New("invalid json at offset 0: empty body")
+
+// invalidBody answers a request body that is not the JSON object the call
+// needs, in one sentence: "request body: " and what InspectRequest found.
+func (s *stream) invalidBody(err error) types.Action {
+	return s.badRequest("request body: "+err.Error(), "invalid_json")
 }
 
 func (s *stream) badRequest(msg, code string) types.Action {

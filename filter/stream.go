@@ -211,15 +211,19 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		s.meshConsumer = headerClone(s.header(h))
 	}
 	// Only an inference call's JSON body names a model and asks for tokens.
-	tooLarge, readBody := false, d.Route.NeedsBody && !endOfStream && s.call.Inference()
+	tooLarge, readBody, emptyBody := false, d.Route.NeedsBody && s.call.Inference(), false
 	if readBody {
 		if cl, ok := s.header("content-length"); ok {
 			n, err := strconv.Atoi(cl)
 			tooLarge = err == nil && n > d.Route.MaxBodyBytes
 		}
-		if ct, ok := s.header("content-type"); ok && !strings.Contains(ct, "json") {
+		ct, hasCT := s.header("content-type")
+		if hasCT && !strings.Contains(ct, "json") {
 			readBody = false // not a JSON API call: pass it on unread
 		}
+		// A body declared JSON that has no bytes is malformed JSON, answered
+		// as any other (as OpenAI answers it) rather than sent on unread.
+		emptyBody, readBody = readBody && hasCT && endOfStream, readBody && !endOfStream
 	}
 
 	if d.Route.Fallback != nil {
@@ -277,6 +281,9 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	}
 	if tooLarge {
 		return s.tooLarge()
+	}
+	if emptyBody {
+		return s.invalidBody(errEmptyBody)
 	}
 	if !readBody {
 		return s.checkGlobal()
@@ -349,7 +356,7 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	}
 	req, err := body.InspectRequest(raw)
 	if err != nil {
-		return s.badRequest("request body: "+err.Error(), "invalid_json")
+		return s.invalidBody(err)
 	}
 	if req.DuplicateModel {
 		return s.badRequest("request body names its model more than once", "duplicate_model")

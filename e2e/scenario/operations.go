@@ -199,3 +199,32 @@ func ResponsesStream(t *testing.T, run Runner) {
 	cost := mesh.Counter(t, telemetry.Name(telemetry.Cost, telemetry.LabelRoute, "r", telemetry.LabelProvider, "openai", telemetry.LabelModel, "gpt-4.1"))
 	require.InDelta(t, 81.5, float64(cost), 1)
 }
+
+// BodyErrors: a body that is not the JSON object an inference call needs is
+// answered 400 in one clear sentence, an empty one like any other, and
+// reaches no provider.
+func BodyErrors(t *testing.T, run Runner) {
+	mesh, relay, _ := twoProviders(t, run, policyConfig("", ""))
+	for _, tc := range []struct {
+		name, path, body, msg string
+	}{
+		{"empty chat", "/v1/chat/completions", "", "request body: invalid json at offset 0: empty body"},
+		{"empty embeddings", "/v1/embeddings", "", "request body: invalid json at offset 0: empty body"},
+		{"truncated", "/v1/chat/completions", `{"model":"gpt-4.1","messages":[`, "request body: invalid json at offset 31: unexpected end of input in array"},
+		{"model type", "/v1/responses", `{"model":5,"input":"x"}`, "request body: model must be a string"},
+	} {
+		resp := mesh.Do(t, post(tc.path, tc.body))
+		require.Equal(t, http.StatusBadRequest, resp.Status, tc.name)
+		var e struct {
+			Error struct{ Message, Type, Code string }
+		}
+		require.NoError(t, json.Unmarshal(resp.Body, &e), tc.name)
+		require.Equal(t, tc.msg, e.Error.Message, tc.name)
+		require.Equal(t, "invalid_request_error", e.Error.Type)
+		require.Equal(t, "invalid_json", e.Error.Code)
+	}
+	require.Zero(t, relay.Bodies(), "no provider got a refused body")
+	// A call that is not inference passes without a body.
+	resp := mesh.Do(t, post("/v1/batches/b1/cancel", ""))
+	require.Equal(t, http.StatusNotFound, resp.Status, "answered by the provider")
+}

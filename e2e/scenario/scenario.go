@@ -82,6 +82,7 @@ func All() []Scenario {
 		{Name: "provider-operations", Run: ProviderOperations},
 		{Name: "client-headers", Run: ClientHeaders},
 		{Name: "responses-stream", Run: ResponsesStream},
+		{Name: "body-errors", Run: BodyErrors},
 	}
 }
 

@@ -29,8 +29,9 @@ type FieldError struct {
 	Err   error  // ErrModelType or ErrFieldType
 }
 
+// Error says what is wrong without saying where: the caller names the body.
 func (e *FieldError) Error() string {
-	return "body: " + e.Field + " must be " + e.Want
+	return e.Field + " must be " + e.Want
 }
 
 func (e *FieldError) Unwrap() error { return e.Err }
@@ -38,7 +39,7 @@ func (e *FieldError) Unwrap() error { return e.Err }
 // syntaxError is the ErrInvalidJSON error; it unwraps to the jsonlite error.
 type syntaxError struct{ err error }
 
-func (e *syntaxError) Error() string        { return "body: " + e.err.Error() }
+func (e *syntaxError) Error() string        { return e.err.Error() }
 func (e *syntaxError) Is(target error) bool { return target == ErrInvalidJSON }
 func (e *syntaxError) Unwrap() error        { return e.err }
 func invalid(err error) error               { return &syntaxError{err: err} }

@@ -157,7 +157,7 @@ func TestInspectRequestErrors(t *testing.T) {
 		want error
 		msg  string
 	}{
-		{"empty", ``, ErrInvalidJSON, "body: invalid json at offset 0: empty body"},
+		{"empty", ``, ErrInvalidJSON, "invalid json at offset 0: empty body"},
 		{"spaces", "  \n", ErrInvalidJSON, ""},
 		{"array", `[{"model":"m"}]`, ErrNotObject, "body is not a json object"},
 		{"string", `"model"`, ErrNotObject, ""},
@@ -170,19 +170,19 @@ func TestInspectRequestErrors(t *testing.T) {
 		{"invalid utf-8", "{\"model\":\"m\xff\"}", ErrInvalidJSON, "invalid utf-8"},
 		{"invalid utf-8 in a message", "{\"messages\":[{\"content\":\"\xc3\x28\"}]}", ErrInvalidJSON, ""},
 		{"bad escape", `{"model":"\q"}`, ErrInvalidJSON, ""},
-		{"model number", `{"model":5}`, ErrModelType, "body: model must be a string"},
+		{"model number", `{"model":5}`, ErrModelType, "model must be a string"},
 		{"model null", `{"model":null}`, ErrModelType, ""},
 		{"model object", `{"model":{"name":"m"}}`, ErrModelType, ""},
 		{"syntax errors take precedence over types", `{"model":5,"x":[}`, ErrInvalidJSON, ""},
 		{"earlier model of wrong type", `{"model":1,"model":"m"}`, ErrModelType, ""},
-		{"stream string", `{"stream":"true"}`, ErrFieldType, "body: stream must be a boolean"},
-		{"max_tokens float", `{"max_tokens":1.5}`, ErrFieldType, "body: max_tokens must be a non-negative integer"},
+		{"stream string", `{"stream":"true"}`, ErrFieldType, "stream must be a boolean"},
+		{"max_tokens float", `{"max_tokens":1.5}`, ErrFieldType, "max_tokens must be a non-negative integer"},
 		{"max_tokens exponent", `{"max_tokens":1e3}`, ErrFieldType, ""},
 		{"max_tokens negative", `{"max_tokens":-1}`, ErrFieldType, ""},
 		{"max_tokens huge", `{"max_tokens":92233720368547758070}`, ErrFieldType, ""},
-		{"max_completion_tokens string", `{"max_completion_tokens":"5"}`, ErrFieldType, "body: max_completion_tokens must be a non-negative integer"},
-		{"stream_options array", `{"stream_options":[]}`, ErrFieldType, "body: stream_options must be an object"},
-		{"include_usage string", `{"stream_options":{"include_usage":"yes"}}`, ErrFieldType, "body: stream_options.include_usage must be a boolean"},
+		{"max_completion_tokens string", `{"max_completion_tokens":"5"}`, ErrFieldType, "max_completion_tokens must be a non-negative integer"},
+		{"stream_options array", `{"stream_options":[]}`, ErrFieldType, "stream_options must be an object"},
+		{"include_usage string", `{"stream_options":{"include_usage":"yes"}}`, ErrFieldType, "stream_options.include_usage must be a boolean"},
 		{"too deep", `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, ErrInvalidJSON, "nested too deeply"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,6 +191,7 @@ func TestInspectRequestErrors(t *testing.T) {
 			if tc.msg != "" {
 				require.ErrorContains(t, err, tc.msg)
 			}
+			require.NotContains(t, err.Error(), "body:", "the caller names the body")
 			if errors.Is(tc.want, ErrInvalidJSON) {
 				var syn *jsonlite.SyntaxError
 				require.ErrorAs(t, err, &syn)
