@@ -59,14 +59,18 @@ func TestCredentialsNeverLeak(t *testing.T) {
 		seen.Write(b)
 		return resp.StatusCode
 	}
-	relay.Script(fakeprovider.Fault{}, fakeprovider.Fault{Status: 429})
+	// The relay's answers, in order: success, 429, the stream, 503 (the bad
+	// and too large requests never reach it). Faults are scripted, not sent
+	// as request headers: every attempt of a request carries the client's
+	// headers, so a header fault would reach the backup as well.
+	relay.Script(fakeprovider.Fault{}, fakeprovider.Fault{Status: 429}, fakeprovider.Fault{}, fakeprovider.Fault{Status: 503})
 	codes := []int{
 		send(`{"model":"gpt-4.1","messages":[]}`),               // success
 		send(`{"model":"gpt-4.1","messages":[]}`),               // 429 → fallback on backup
 		send(`{"model":"gpt-4.1","stream":true,"messages":[]}`), // stream
 		send(`{"model":`), // bad JSON
 		send(`{"model":"gpt-4.1","pad":"` + strings.Repeat("x", 4096) + `"}`), // too large
-		send(`{"model":"gpt-4.1","messages":[]}`, "x-fake-status", "503"),     // 503 → fallback
+		send(`{"model":"gpt-4.1","messages":[]}`),                             // 503 → fallback
 		send(`{"model":"gpt-4.1","messages":[]}`),                             // over the local limit
 	}
 	require.Equal(t, []int{200, 200, 200, 400, 413, 200, 429}, codes)

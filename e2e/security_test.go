@@ -20,11 +20,11 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
 
-// TestFallbackCarriesNoClientHeaders: a fallback attempt is a new request from
-// the proxy: the backup provider gets its own credential and none of the
-// client's headers (its authorization, cookies, anything else), so nothing
-// meant for one provider reaches another.
-func TestFallbackCarriesNoClientHeaders(t *testing.T) {
+// TestFallbackCarriesTheClientsHeaders: a fallback attempt is the client's
+// request sent elsewhere: the backup provider gets its own credential, none
+// of the client's credentials or account headers, and every other header the
+// first attempt carried, so each provider sees the same request.
+func TestFallbackCarriesTheClientsHeaders(t *testing.T) {
 	relay := fakeprovider.New(fakeprovider.Options{Name: "relay", APIKey: "sk-relay"})
 	backup := fakeprovider.New(fakeprovider.Options{Name: "backup", APIKey: "sk-backup"})
 	h, err := envoy.New(context.Background(), envoy.Config{
@@ -51,8 +51,11 @@ func TestFallbackCarriesNoClientHeaders(t *testing.T) {
 	req := m.request(context.Background(), false)
 	req.Header.Set("authorization", "Bearer client-own-key")
 	req.Header.Add("authorization", "Bearer client-second-key") // every value goes
-	req.Header.Set("cookie", "session=client")
-	req.Header.Set("x-client-secret", "client")
+	req.Header.Set("openai-organization", "org-client")
+	req.Header.Set("openai-project", "proj-client")
+	req.Header.Set("x-api-key", "client-key")
+	req.Header.Set("user-agent", "OpenAI/Go 3.0")
+	req.Header.Set("x-stainless-retry-count", "0")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
@@ -60,11 +63,18 @@ func TestFallbackCarriesNoClientHeaders(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	require.Equal(t, "backup", resp.Header.Get("x-shepherd-provider"))
 
-	require.Equal(t, []string{"Bearer sk-relay"}, relay.Last().Header.Values("Authorization"), "the client's key is replaced")
+	first := relay.Last().Header
+	require.Equal(t, []string{"Bearer sk-relay"}, first.Values("Authorization"), "the client's key is replaced")
 	got := backup.Last().Header
 	require.Equal(t, []string{"Bearer sk-backup"}, got.Values("Authorization"))
-	require.Empty(t, got.Get("Cookie"))
-	require.Empty(t, got.Get("X-Client-Secret"))
+	for _, h := range []string{"Openai-Organization", "Openai-Project", "X-Api-Key"} {
+		require.Empty(t, first.Values(h), "%s never reaches a provider", h)
+		require.Empty(t, got.Values(h), "%s never reaches a provider", h)
+	}
+	for _, h := range []string{"User-Agent", "X-Stainless-Retry-Count", "Content-Type"} {
+		require.NotEmpty(t, got.Values(h), h)
+		require.Equal(t, first.Values(h), got.Values(h), "%s: every attempt carries the client's headers", h)
+	}
 	require.Equal(t, "m2", backup.Last().Model)
 }
 

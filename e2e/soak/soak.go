@@ -611,6 +611,12 @@ func (r *run) one(ctx context.Context, client *http.Client, rng *rand.Rand, n in
 	}
 	if p.stream {
 		body["stream"] = true
+		if p.route == "tokens" {
+			// The balance is checked against the usage the client saw: the
+			// token route's streams ask for it, or the filter would strip the
+			// usage it asked for on the client's behalf.
+			body["stream_options"] = map[string]any{"include_usage": true}
+		}
 	}
 	b, _ := json.Marshal(body)
 	rctx, cancel := context.WithCancel(ctx)
