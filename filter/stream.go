@@ -185,6 +185,13 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	}
 	s.start = nowNanos()
 	s.attempts = 1
+	if !routing.CleanPath(path) {
+		// Refused before any header is touched: no credential is attached to a
+		// path a later hop could resolve outside the provider's API.
+		s.decision, s.routed, s.provider = d, true, d.Route.Provider
+		s.state = &pol.routes[d.Route.Index]
+		return s.badRequest("request path has a dot-segment or an encoded '/', '\\', '.' or '%'", "invalid_path")
+	}
 	d.Provider = s.chooseProvider(d.Route, pick)
 	if !d.Provider.Serves(s.call.Op) {
 		d.Provider = routing.PickServing(d.Route.Backends, s.call.Op, pick)
