@@ -25,6 +25,8 @@ const (
 	mAttempts
 	mFallbacksDenied
 	mSkippedEvents
+	mUsageAnomalies
+	mAnswersTooLarge
 )
 
 // metricKey identifies one labelled metric by small indexes, so finding its id
@@ -173,6 +175,10 @@ func (m *metrics) name(k metricKey) string {
 		return telemetry.Name(telemetry.SidecarDropped, telemetry.LabelKind, dropKinds[k.extra])
 	case mSkippedEvents:
 		return telemetry.Name(telemetry.StreamEventsSkipped, R, route)
+	case mUsageAnomalies:
+		return telemetry.Name(telemetry.UsageAnomalies, R, route, P, provider)
+	case mAnswersTooLarge:
+		return telemetry.Name(telemetry.AnswersTooLarge, R, route, P, provider)
 	}
 	return ""
 }

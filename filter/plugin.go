@@ -94,8 +94,12 @@ type policy struct {
 type routeState struct {
 	requests, tokens *limits.Limiter
 	consumers        *limits.Consumers
-	planner          *fallback.Planner
-	budget           *fallback.RetryBudget
+	// meshConsumers bounds the consumer values sent to the sidecar as
+	// descriptors: consumers when the global limits read the same header,
+	// else a set of their own.
+	meshConsumers *limits.Consumers
+	planner       *fallback.Planner
+	budget        *fallback.RetryBudget
 }
 
 // OnPluginStart validates the pluginConfig. A bad config fails the start with a
@@ -150,6 +154,22 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 			}
 			if l.ConsumerHeader != "" {
 				if st.consumers, err = limits.NewConsumers(store, r.Name, l.MaxConsumers); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if g := r.GlobalLimits; g != nil && g.ConsumerHeader != "" {
+			switch l := r.Limits; {
+			case l != nil && l.ConsumerHeader == g.ConsumerHeader && st.consumers != nil:
+				st.meshConsumers = st.consumers
+			default:
+				max := config.DefaultMaxConsumers
+				if l != nil {
+					max = l.MaxConsumers
+				}
+				// Route names hold no '/': this set's key differs from every
+				// route's own.
+				if st.meshConsumers, err = limits.NewConsumers(store, r.Name+"/global", max); err != nil {
 					return nil, err
 				}
 			}

@@ -166,8 +166,24 @@ func (s *stream) startAttempt() bool {
 // itself (its timeout or reset reply) is no provider's answer: it counts as a
 // failed attempt (code timeout or reset), and the client never gets it while a
 // real upstream answer is at hand.
+//
+// An answer larger than fallback.maxAnswerBytes is never copied into the VM
+// (whose memory never shrinks): it is counted and handled as a failed
+// attempt (code reset), like a callout that got no answer, which is what
+// Envoy makes of a callout whose answer exceeds its async client's buffer
+// (32 MiB by default).
 func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 	if s.done {
+		return
+	}
+	if f := s.decision.Route.Fallback; bodySize > f.MaxAnswerBytes {
+		provider, _, _ := s.target(s.entry)
+		s.policy.metrics.count(metricKey{kind: mAnswersTooLarge, route: int16(s.decision.Route.Index), provider: int16(provider.Index)}, 1)
+		s.countAttempt(s.entry, codeReset)
+		if s.shouldRetry(0, true) && s.planRetry(0, codeReset, "", "") {
+			return
+		}
+		s.release()
 		return
 	}
 	hdrs, _ := proxywasm.GetHttpCallResponseHeaders()

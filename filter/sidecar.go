@@ -255,7 +255,7 @@ func (s *stream) checkGlobal() types.Action {
 		model = m.Name
 	}
 	s.desc = mesh.NewDescriptor(g, mesh.Values{Route: s.decision.Route.Name, Provider: s.provider.Name,
-		Model: model, Consumer: s.meshConsumer})
+		Model: model, Consumer: s.descriptorConsumer()})
 	if s.desc.Empty() {
 		return types.ActionContinue
 	}
@@ -268,6 +268,26 @@ func (s *stream) checkGlobal() types.Action {
 	}
 	s.checked, s.checkPending = true, true
 	return types.ActionPause
+}
+
+// descriptorConsumer is the consumer value the sidecar sees: the client's
+// own while the route's bounded consumer set tracks it (the same set, and the
+// same cap, as the local limits), mesh.OverflowConsumer beyond it, so client
+// input cannot grow the sidecar's counters. Consumer budgets and outcome
+// reports keep the raw value: the sidecar keeps state only for the consumers
+// its config names.
+func (s *stream) descriptorConsumer() string {
+	c, set := s.meshConsumer, s.state.meshConsumers
+	if c == "" || set == nil {
+		return c
+	}
+	if c == mesh.OverflowConsumer {
+		return c
+	}
+	if tracked, _ := set.Resolve(c); tracked {
+		return c
+	}
+	return mesh.OverflowConsumer
 }
 
 // onCheck handles the rate limit service's answer.

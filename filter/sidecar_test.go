@@ -303,3 +303,41 @@ func TestSidecarCallsCarryTheToken(t *testing.T) {
 		})
 	}
 }
+
+// TestGlobalConsumersAreBounded: the consumer values sent to the sidecar go
+// through the route's bounded consumer set, shared with its local limits:
+// beyond maxConsumers every new value is sent as the overflow consumer, so
+// client input cannot grow the sidecar's counters.
+func TestGlobalConsumersAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name, limits, global string
+	}{
+		{"shared with the local limits", `"limits": {"requestsPerMinute": 1000, "consumerHeader": "x-tenant", "maxConsumers": 2},`, `"consumerHeader": "x-tenant"`},
+		{"a set of its own", `"limits": {"requestsPerMinute": 1000, "consumerHeader": "x-team", "maxConsumers": 2},`, `"consumerHeader": "x-tenant"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := `{"sidecar": {"cluster": "sidecar"}, "providers": [{"name": "a", "host": "a.example.com"}],
+  "routes": [{"name": "r", "match": {"pathPrefix": "/"}, "provider": "a", "streamUsage": false, ` + tc.limits + `
+    "globalLimits": {"descriptors": ["route", "consumer"], ` + tc.global + `}}]}`
+			host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(&vm{}).WithPluginConfiguration([]byte(cfg)))
+			t.Cleanup(release)
+			require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
+			require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin())
+			for _, step := range []struct{ tenant, sent string }{
+				{"t1", "t1"}, {"t2", "t2"}, {"t3", mesh.OverflowConsumer}, {strings.Repeat("x", 200), mesh.OverflowConsumer},
+				{mesh.OverflowConsumer, mesh.OverflowConsumer}, {"t1", "t1"}, {"t4", mesh.OverflowConsumer},
+			} {
+				id := host.InitializeHttpContext()
+				require.Equal(t, types.ActionPause, host.CallOnRequestHeaders(id, get("/v1/models", [2]string{"x-tenant", step.tenant}, [2]string{"x-team", "x"}), true))
+				calls := host.GetGrpcCalloutAttributesFromContext(id)
+				require.Len(t, calls, 1)
+				var req rlsv3.RateLimitRequest
+				require.NoError(t, proto.Unmarshal(calls[0].Messages[0], &req))
+				require.True(t, proto.Equal(&commonrl.RateLimitDescriptor{Entries: []*commonrl.RateLimitDescriptor_Entry{
+					{Key: "route", Value: "r"}, {Key: "consumer", Value: step.sent}}}, req.Descriptors[0]), "%s: %v", step.tenant, req.Descriptors[0])
+				host.CallOnGrpcReceive(calls[0].ID, rlsAnswer(t, rlsv3.RateLimitResponse_OK))
+				host.CompleteHttpContext(id)
+			}
+		})
+	}
+}

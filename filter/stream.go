@@ -73,10 +73,13 @@ type stream struct {
 	// stripUsage is set when the filter asked a stream for usage the client
 	// did not ask for: the usage is removed before it reaches the client.
 	stripUsage bool
+	maxOut     int64 // the output the request may use: its own limit, else the route's default
+	bodyRead   bool  // estimate and maxOut were read from the body
 
 	// Token reservation, settled when the stream ends.
 	tokenKey string
 	reserved int64
+	taken    bool // the token limit admitted the request: settle it
 
 	// Response.
 	status   int
@@ -423,13 +426,16 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	// limit's shared data is the next call that returns data.
 
 	// Tokens: reserve the prompt estimate plus the output the request may use.
+	// Both are bounded (the body's size, body.MaxCount), so the sum cannot
+	// wrap; a sum beyond the bucket's capacity is refused as too large.
 	s.estimate = req.EstimatePromptTokens()
+	s.maxOut = req.MaxOutputTokens()
+	if s.maxOut < 0 {
+		s.maxOut = defaultMaxTokens(r)
+	}
+	s.bodyRead = true
 	if l := s.state.tokens; l != nil {
-		maxOut := req.MaxOutputTokens()
-		if maxOut < 0 {
-			maxOut = r.Limits.DefaultMaxTokens
-		}
-		n := s.estimate + maxOut
+		n := s.estimate + s.maxOut
 		s.tokenKey = s.limitKey(l)
 		dec, err := l.Take(s.tokenKey, n, nowNanos())
 		if err != nil {
@@ -438,6 +444,8 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 		if !dec.Allowed {
 			return s.rateLimited(limits.Tokens, dec)
 		}
+		// A failed-open Take reserved nothing: settling 0 charges the usage.
+		s.taken = true
 		if !dec.FailedOpen {
 			s.reserved = n
 		}
@@ -573,11 +581,47 @@ func (s *stream) usage() (u body.Usage, real bool) {
 	return body.Usage{Input: s.estimate, Output: out, Total: s.estimate + out}, false
 }
 
+// defaultMaxTokens is the output route r reserves for a request that sets
+// no limit of its own.
+func defaultMaxTokens(r *config.Route) int64 {
+	if r.Limits != nil {
+		return r.Limits.DefaultMaxTokens
+	}
+	return config.DefaultMaxTokens
+}
+
+// plausible clips a provider's usage report to what the request can have
+// used: its prompt estimate plus its output limit plus the route's
+// usageMarginTokens. A report beyond that (a provider that is broken or
+// hostile) is counted as an anomaly and clipped, input first, so that it
+// cannot drive a bucket, a budget, a cost or a counter wild. Every count is
+// at most body.MaxCount, so no sum here wraps.
+func (s *stream) plausible(u body.Usage) body.Usage {
+	r := s.decision.Route
+	out := s.maxOut
+	if !s.bodyRead {
+		out = defaultMaxTokens(r)
+	}
+	bound := s.estimate + out + r.UsageMarginTokens
+	if u.Input+u.Output <= bound {
+		return u
+	}
+	s.policy.metrics.count(metricKey{kind: mUsageAnomalies, route: int16(r.Index), provider: int16(s.provider.Index)}, 1)
+	u.Input = min(u.Input, bound)
+	u.Output = min(u.Output, bound-u.Input)
+	u.CachedInput = min(u.CachedInput, u.Input)
+	u.Total = u.Input + u.Output
+	return u
+}
+
 func (s *stream) finish() {
 	now := nowNanos()
 	u, real := s.usage()
+	if real {
+		u = s.plausible(u)
+	}
 	r := s.decision.Route
-	if s.reserved > 0 && s.state.tokens != nil {
+	if s.taken && s.state.tokens != nil {
 		actual := u.Input + u.Output
 		if err := s.state.tokens.Settle(s.tokenKey, s.reserved, actual, now); err != nil {
 			proxywasm.LogWarn("shepherd: route " + r.Name + ": settling tokens: " + err.Error())

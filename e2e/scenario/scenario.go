@@ -83,6 +83,10 @@ func All() []Scenario {
 		{Name: "client-headers", Run: ClientHeaders},
 		{Name: "responses-stream", Run: ResponsesStream},
 		{Name: "body-errors", Run: BodyErrors},
+		{Name: "hostile-token-numbers", Run: HostileTokenNumbers},
+		{Name: "hostile-usage", Run: HostileUsage},
+		{Name: "hostile-fallback-answer", Run: HostileFallbackAnswer},
+		{Name: "hostile-paths", Run: HostilePaths},
 	}
 }
 

@@ -72,7 +72,7 @@ type Request struct {
 	// Stream is the "stream" member; false when absent or null.
 	Stream bool
 	// MaxTokens and MaxCompletionTokens are "max_tokens" and
-	// "max_completion_tokens"; -1 when absent or null.
+	// "max_completion_tokens"; -1 when absent or null, at most MaxCount.
 	MaxTokens           int64
 	MaxCompletionTokens int64
 
@@ -266,8 +266,16 @@ func countValue(body []byte, v Span, field string) (int64, error) {
 	return n, nil
 }
 
-// parseCount parses a JSON number token that is a non-negative integer fitting
-// in an int64.
+// MaxCount bounds every count read from a body: max_tokens,
+// max_completion_tokens and each usage member. A larger integer reads as
+// MaxCount (saturating, never wrapping), which is far beyond any model's
+// context, so a sum of a few counts stays far inside an int64. It is also
+// pricing.MaxTokens.
+const MaxCount = 1_000_000_000_000
+
+// parseCount parses a JSON number token that is a non-negative integer; a
+// value above MaxCount (however many digits) reads as MaxCount. ok is false
+// for anything else: a sign, a fraction, an exponent, a leading zero.
 func parseCount(tok []byte) (int64, bool) {
 	if len(tok) == 0 || len(tok) > 1 && tok[0] == '0' {
 		return 0, false
@@ -277,13 +285,11 @@ func parseCount(tok []byte) (int64, bool) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		d := int64(c - '0')
-		if n > (1<<63-1-d)/10 {
-			return 0, false
+		if n <= MaxCount {
+			n = n*10 + int64(c-'0')
 		}
-		n = n*10 + d
 	}
-	return n, true
+	return min(n, MaxCount), true
 }
 
 func (r *Request) streamOptions(body []byte, v Span) error {

@@ -74,7 +74,7 @@ func TestInspectRequest(t *testing.T) {
 		{
 			name: "limits and include_usage",
 			body: `{"model":"m","stream":true,"max_tokens":0,"max_completion_tokens":9223372036854775807,"stream_options":{"include_usage":true}}`,
-			want: view{Model: "m", HasModel: true, Stream: true, MaxTokens: 0, MaxCompl: 9223372036854775807, HasStreamOptions: true, IncludeUsage: true},
+			want: view{Model: "m", HasModel: true, Stream: true, MaxTokens: 0, MaxCompl: MaxCount, HasStreamOptions: true, IncludeUsage: true},
 		},
 		{
 			name: "include_usage false",
@@ -179,7 +179,6 @@ func TestInspectRequestErrors(t *testing.T) {
 		{"max_tokens float", `{"max_tokens":1.5}`, ErrFieldType, "max_tokens must be a non-negative integer"},
 		{"max_tokens exponent", `{"max_tokens":1e3}`, ErrFieldType, ""},
 		{"max_tokens negative", `{"max_tokens":-1}`, ErrFieldType, ""},
-		{"max_tokens huge", `{"max_tokens":92233720368547758070}`, ErrFieldType, ""},
 		{"max_completion_tokens string", `{"max_completion_tokens":"5"}`, ErrFieldType, "max_completion_tokens must be a non-negative integer"},
 		{"stream_options array", `{"stream_options":[]}`, ErrFieldType, "stream_options must be an object"},
 		{"include_usage string", `{"stream_options":{"include_usage":"yes"}}`, ErrFieldType, "stream_options.include_usage must be a boolean"},

@@ -175,9 +175,9 @@ func TestSSEScannerEvents(t *testing.T) {
 			want:   sseResult{Usage: Usage{Input: 8, CachedInput: 4, Output: 2, Total: 10}, SawUsage: true, Events: 1},
 		},
 		{
-			name:   "bad numbers read as zero",
+			name:   "bad numbers read as zero, huge ones as MaxCount",
 			stream: "data: {\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":1.5,\"total_tokens\":99999999999999999999999}}\n\n",
-			want:   sseResult{SawUsage: true, Events: 1},
+			want:   sseResult{Usage: Usage{Total: MaxCount}, SawUsage: true, Events: 1},
 		},
 		{
 			name:   "malformed data is counted and changes nothing",

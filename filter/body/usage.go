@@ -15,7 +15,8 @@ type Usage struct {
 }
 
 // parseUsage reads a usage object token. Members that are missing or are not
-// non-negative integers read as 0. ok is false when tok is not a valid object.
+// non-negative integers read as 0; larger ones than MaxCount as MaxCount, so
+// Input+Output never overflows. ok is false when tok is not a valid object.
 func parseUsage(tok []byte) (u Usage, ok bool) {
 	if len(tok) == 0 || tok[0] != '{' {
 		return Usage{}, false
@@ -91,7 +92,8 @@ func usageMember(m *jsonlite.Members, tok []byte) int {
 	return memberOther
 }
 
-// count reads a token count; anything but a non-negative integer reads as 0.
+// count reads a token count, at most MaxCount; anything but a non-negative
+// integer reads as 0.
 func count(tok []byte) int64 {
 	n, ok := parseCount(tok)
 	if !ok {

@@ -89,6 +89,8 @@ func TestParseInvalid(t *testing.T) {
 		"alias-clash":                 `aliases["m"]: is also a listed model; an alias must be a new name`,
 		"alias-unknown":               `aliases["fast"]: unknown model "x" (list it under models)`,
 		"body-too-big":                `routes[0].maxBodyBytes: must be a whole number, not 1e9`,
+		"route-usage-margin":          `routes[0].usageMarginTokens: must be between 0 and 1000000000, not -1`,
+		"fallback-answer-too-big":     `routes[0].fallback.maxAnswerBytes: must be between 1024 and 33554432, not 33554433`,
 		"fallback-attempts":           `routes[0].fallback.maxAttempts: must be between 1 and 10, not 11`,
 		"fallback-backoff-order":      `routes[0].fallback.maxBackoffMs: must not be less than baseBackoffMs`,
 		"fallback-bad-status":         `routes[0].fallback.statuses[0]: must be a 4xx or 5xx status`,

@@ -17,6 +17,19 @@ const (
 	DefaultMaxConsumers     = 1000
 	DefaultPriorityHeader   = "x-priority"
 	DefaultCalloutTimeoutMs = 60_000
+	// DefaultUsageMarginTokens is how far a provider's reported usage may
+	// exceed the request's own bound (prompt estimate + output limit) before
+	// it is clipped and counted as an anomaly: room for a prompt the estimate
+	// undercounts (images, tools, scripts of three bytes a character) and for
+	// output when the request set no limit, up to a 1M-token context.
+	DefaultUsageMarginTokens = 1_000_000
+	MaxUsageMarginTokens     = 1_000_000_000
+	// DefaultMaxAnswerBytes bounds a fallback answer taken into the VM (a VM's
+	// memory never shrinks); MaxMaxAnswerBytes is Envoy's own bound on what
+	// its async client buffers (32 MiB, runtime key
+	// http.async_response_buffer_limit), beyond which the callout fails anyway.
+	DefaultMaxAnswerBytes = 4 << 20
+	MaxMaxAnswerBytes     = 32 << 20
 )
 
 // Route matches requests and says how to serve them.
@@ -57,6 +70,10 @@ type Route struct {
 	// NeedsBody reports whether the route reads the request body: for models,
 	// token limits, fallback or stream usage.
 	NeedsBody bool
+	// UsageMarginTokens is how many tokens a provider's reported usage may
+	// exceed the request's prompt estimate plus its output limit before the
+	// usage is clipped to that and counted as an anomaly.
+	UsageMarginTokens int64
 }
 
 // HeaderMatch requires a request header to have an exact value.
@@ -96,6 +113,9 @@ type Fallback struct {
 	Budget fallback.BudgetConfig
 	// TimeoutMs is the timeout of each fallback callout.
 	TimeoutMs uint32
+	// MaxAnswerBytes bounds a fallback callout's answer the filter takes into
+	// the VM; a larger one is a failed attempt.
+	MaxAnswerBytes int
 }
 
 // FallbackEntry is one step of a fallback chain.
@@ -120,7 +140,7 @@ func (r *Route) matches(path string, header func(string) (string, bool)) bool {
 
 func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 	if err := object(path, v, "name", "match", "provider", "providers", "defaultModel", "priority",
-		"limits", "fallback", "streamUsage", "maxBodyBytes", "globalLimits", "canary"); err != nil {
+		"limits", "fallback", "streamUsage", "maxBodyBytes", "globalLimits", "canary", "usageMarginTokens"); err != nil {
 		return nil, err
 	}
 	r := &Route{}
@@ -167,6 +187,9 @@ func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 		return nil, err
 	}
 	r.MaxBodyBytes = int(n)
+	if r.UsageMarginTokens, err = integer(path, v, "usageMarginTokens", 0, MaxUsageMarginTokens, DefaultUsageMarginTokens); err != nil {
+		return nil, err
+	}
 	r.NeedsBody = r.StreamUsage || r.DefaultModel != nil || len(r.Priority) > 0 || r.Fallback != nil ||
 		(r.Limits != nil && r.Limits.Tokens.PerMinute > 0) || len(d.cfg.Aliases) > 0
 	for _, b := range r.Backends {
@@ -349,7 +372,7 @@ func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 		return nil, nil
 	}
 	if err := object(path, v, "models", "statuses", "maxAttempts", "baseBackoffMs", "maxBackoffMs",
-		"retryAfterCapMs", "budgetMs", "retryBudgetPercent", "timeoutMs"); err != nil {
+		"retryAfterCapMs", "budgetMs", "retryBudgetPercent", "timeoutMs", "maxAnswerBytes"); err != nil {
 		return nil, err
 	}
 	f := &Fallback{}
@@ -444,6 +467,11 @@ func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 		return nil, err
 	}
 	f.TimeoutMs = uint32(t)
+	a, err := integer(path, v, "maxAnswerBytes", 1024, MaxMaxAnswerBytes, DefaultMaxAnswerBytes)
+	if err != nil {
+		return nil, err
+	}
+	f.MaxAnswerBytes = int(a)
 	if err := f.Policy.Validate(); err != nil {
 		return nil, wrap(path, err)
 	}

@@ -207,8 +207,12 @@ var ErrContended = errors.New("limits: bucket contended, adjustment dropped")
 // so a single huge charge delays admissions by at most two refill periods.
 // Call it after a Take that was allowed and did not fail open; a failed-open
 // Take reserved nothing, so settle it with reserved 0 to charge the usage.
+//
+// Negative counts are taken as 0, so a settlement never refunds more than its
+// reservation whatever actual says.
 func (l *Limiter) Settle(key string, reserved, actual int64, now int64) error {
-	diff := reserved - actual
+	// Both in [0, MaxInt64]: the difference cannot overflow.
+	diff := max(reserved, 0) - max(actual, 0)
 	if diff == 0 {
 		return nil
 	}

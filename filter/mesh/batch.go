@@ -9,6 +9,12 @@ import (
 // two flushes; usage for further keys is dropped (and counted by the caller).
 const MaxTokenKeys = 1024
 
+// MaxHitsAddend is the largest hits_addend a descriptor carries: the
+// sidecar refuses a larger one (ratelimit.MaxHitsAddend, the largest
+// requests_per_unit, so one such hit is over every limit already). A sum
+// saturates there instead of wrapping.
+const MaxHitsAddend = 1<<32 - 1
+
 // TokenBatch sums a VM's token usage per token descriptor until the plugin's
 // tick sends it as one ShouldRateLimit per domain, each descriptor with the
 // summed usage as its hits_addend. Not safe for concurrent use (one VM).
@@ -22,16 +28,17 @@ type tokenItem struct {
 	tokens uint64
 }
 
-// Add adds tokens to d's sum in domain. It reports false when the batch is
-// full and d is a new key.
+// Add adds tokens to d's sum in domain, saturating at MaxHitsAddend. It
+// reports false when the batch is full and d is a new key.
 func (b *TokenBatch) Add(domain string, d *Descriptor, tokens uint64) bool {
 	if tokens == 0 {
 		return true
 	}
+	tokens = min(tokens, MaxHitsAddend)
 	for i := range b.items {
 		it := &b.items[i]
 		if it.domain == domain && it.d == *d {
-			it.tokens += tokens
+			it.tokens = min(it.tokens+tokens, MaxHitsAddend) // both ≤ 2^32: no wrap
 			return true
 		}
 	}

@@ -28,6 +28,10 @@ type Values struct {
 	Route, Provider, Model, Consumer string
 }
 
+// OverflowConsumer is the consumer descriptor value shared by every consumer
+// beyond a route's maxConsumers; a client that sends it shares that counter.
+const OverflowConsumer = "_overflow"
+
 // NewDescriptor builds the descriptor of g's keys for a request.
 func NewDescriptor(g *config.GlobalLimits, v Values) Descriptor {
 	d := Descriptor{}

@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"math"
+	"math/big"
 	"os"
 	"os/exec"
 	"strings"
@@ -330,4 +332,36 @@ func TestOverlayChooseAllocatesNothing(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 	require.False(t, d.Empty())
+}
+
+// TestTokenBatchSaturates: sums of hostile or huge usage stop at
+// MaxHitsAddend, the most the sidecar accepts, and agree with exact
+// big-integer arithmetic.
+func TestTokenBatchSaturates(t *testing.T) {
+	cfg := testCfg(t)
+	g := cfg.Routes[0].GlobalLimits
+	a := NewDescriptor(g, Values{Route: "chat", Provider: "a"})
+	cases := [][]uint64{
+		{math.MaxUint64, 1},
+		{1 << 63, 1 << 63},
+		{MaxHitsAddend - 1, 1, 1},
+		{1 << 31, 1 << 31, 5},
+		{3, 4},
+	}
+	for _, adds := range cases {
+		var tb TokenBatch
+		exact := new(big.Int)
+		for _, n := range adds {
+			require.True(t, tb.Add("llm", &a, n))
+			exact.Add(exact, new(big.Int).SetUint64(n))
+		}
+		if exact.Cmp(big.NewInt(MaxHitsAddend)) > 0 {
+			exact.SetInt64(MaxHitsAddend)
+		}
+		msg, ok := tb.Next(nil, nil)
+		require.True(t, ok)
+		var got rlsv3.RateLimitRequest
+		require.NoError(t, proto.Unmarshal(msg, &got))
+		require.Equal(t, exact.Uint64(), got.Descriptors[0].HitsAddend.GetValue(), "%v", adds)
+	}
 }

@@ -110,6 +110,12 @@ const (
 	// bytes: each VM raises it to its own figure, so it shows the largest
 	// VM's (a VM's linear memory never shrinks).
 	VMMemory = "shepherd_vm_memory_bytes"
+	// UsageAnomalies counts provider usage reports beyond the request's
+	// plausible bound, clipped to it: route, provider.
+	UsageAnomalies = "shepherd_usage_anomalies_total"
+	// AnswersTooLarge counts fallback callout answers larger than the route's
+	// fallback.maxAnswerBytes, each a failed attempt: route, provider.
+	AnswersTooLarge = "shepherd_fallback_answers_too_large_total"
 )
 
 // Name returns base with the label pairs encoded; kv alternates label and value.
