@@ -72,7 +72,7 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 	}
 	go func() {
 		defer cancel()
-		resp := doCallout(ctx, v.h.transport, req)
+		resp := doCallout(ctx, v.h.transport, req, v.h.calloutLimit)
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		if _, live := v.callouts[tok]; !live || v.closed || v.failed.Load() {
@@ -87,10 +87,25 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 	return tok, StatusOK
 }
 
+// DefaultCalloutBufferLimit is Envoy's bound on the answer its async client
+// buffers for a callout: 32 MiB (source/common/http/async_client_impl.h,
+// kBufferLimitForResponse; runtime key http.async_response_buffer_limit).
+const DefaultCalloutBufferLimit = 32 << 20
+
 // doCallout performs the request. Like Envoy's async client (whose router turns
 // upstream failures into local replies delivered as a success), a connection failure
 // answers 503 and a timeout 504, each with Envoy's body text.
-func doCallout(ctx context.Context, rt http.RoundTripper, req *http.Request) *calloutResponse {
+//
+// The answer's body is buffered up to limit bytes. Past that, Envoy's async
+// client drains what came, resets the stream and fails the request with
+// ExceedResponseBufferLimit (source/common/http/async_client_impl.cc,
+// AsyncRequestSharedImpl::onData and onReset), which the wasm extension
+// delivers as a callout answer with no headers, body or trailers
+// (source/extensions/common/wasm/context.cc, Context::onHttpCallFailure). The
+// host does the same: it stops reading at the limit (at once when the
+// content-length says so), closes the connection, and returns an empty
+// response.
+func doCallout(ctx context.Context, rt http.RoundTripper, req *http.Request, limit int) *calloutResponse {
 	local := func(code int, body string) *calloutResponse {
 		return &calloutResponse{headers: []pair{{":status", strconv.Itoa(code)},
 			{"content-length", strconv.Itoa(len(body))}, {"content-type", "text/plain"}}, body: []byte(body)}
@@ -103,12 +118,18 @@ func doCallout(ctx context.Context, rt http.RoundTripper, req *http.Request) *ca
 		return local(http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	if resp.ContentLength > int64(limit) {
+		return &calloutResponse{} // failed: over the buffer limit
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return local(http.StatusGatewayTimeout, "upstream request timeout")
 		}
 		return local(http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+	}
+	if len(body) > limit {
+		return &calloutResponse{} // failed: over the buffer limit
 	}
 	out := &calloutResponse{headers: responsePairs(resp), body: body, trailers: trailerPairs(resp.Trailer)}
 	if resp.ContentLength < 0 {

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -675,5 +677,69 @@ func BenchmarkRequestHeadersOnly(b *testing.B) {
 		if w.Code != 200 {
 			b.Fatal(w.Code)
 		}
+	}
+}
+
+// TestHTTPCalloutAnswerBeyondTheBufferLimitFails: an answer larger than the
+// callout buffer limit fails the callout as Envoy's async client does
+// (ExceedResponseBufferLimit): the plugin gets proxy_on_http_call_response
+// with no headers, body or trailers, whether the answer announced its length
+// or not, and the host stops reading it instead of buffering it whole.
+func TestHTTPCalloutAnswerBeyondTheBufferLimitFails(t *testing.T) {
+	const limit = 64 << 10
+	cases := []struct {
+		name     string
+		size     int
+		announce bool
+		failed   bool // the guest got no headers, body or trailers
+	}{
+		{"at the limit", limit, true, false},
+		{"at the limit, streamed", limit, false, false},
+		{"one byte over, announced", limit + 1, true, true},
+		{"one byte over, streamed", limit + 1, false, true},
+		{"256 MiB streamed", 256 << 20, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			side := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				chunk := bytes.Repeat([]byte("x"), 32<<10)
+				if tc.announce {
+					w.Header().Set("content-length", strconv.Itoa(tc.size))
+				}
+				var err error
+				for sent := 0; sent < tc.size && err == nil; sent += len(chunk) {
+					if _, err = w.Write(chunk[:min(len(chunk), tc.size-sent)]); err == nil && !tc.announce {
+						w.(http.Flusher).Flush() // no content-length: chunked
+					}
+				}
+				done <- err
+			}))
+			t.Cleanup(side.Close)
+			up := echoUpstream(t)
+			h := newHost(t, "callout", up.URL, func(c *Config) {
+				c.Clusters["side"] = hostPort(side.URL)
+				c.CalloutBufferLimitBytes = limit
+			})
+			resp, body := do(t, h, "GET", "/c", nil)
+			require.Equal(t, 200, resp.StatusCode)
+			_, sizes, _ := strings.Cut(body, "x-callout-sizes=")
+			sizes, _, _ = strings.Cut(sizes, " ")
+			if tc.failed {
+				require.Equal(t, "0,0,0", sizes)
+			} else {
+				n, b, _ := strings.Cut(sizes, ",")
+				require.NotEqual(t, "0", n, "headers arrived")
+				require.True(t, strings.HasPrefix(b, strconv.Itoa(limit)+","), "the whole body arrived: %s", sizes)
+			}
+			select {
+			case err := <-done:
+				if tc.size >= 1<<20 {
+					require.Error(t, err, "the host hung up instead of reading the whole answer")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the side server never finished")
+			}
+		})
 	}
 }

@@ -55,6 +55,12 @@ type Config struct {
 	// more ends the request with 413, or resets a response, like Envoy's
 	// per_connection_buffer_limit_bytes. 0 means Envoy's default of 1 MiB.
 	BufferLimitBytes int
+	// CalloutBufferLimitBytes caps the answer of an http callout the host
+	// buffers, like Envoy's async client (runtime key
+	// http.async_response_buffer_limit, source/common/http/async_client_impl.h
+	// kBufferLimitForResponse): a larger answer fails the callout. 0 means
+	// Envoy's default of 32 MiB.
+	CalloutBufferLimitBytes int
 	// StreamIdleTimeout ends a stream the plugin holds (paused) longer than this with
 	// a 408 local reply, like Envoy's stream_idle_timeout. 0 means Envoy's default of
 	// 5 minutes; negative disables it.
@@ -95,6 +101,8 @@ type Host struct {
 	nodeCluster string
 	idleTimeout time.Duration
 	bufferLimit int
+	// calloutLimit is what one http callout's answer may buffer.
+	calloutLimit int
 
 	vmSeq atomic.Uint64
 	rr    atomic.Uint64
@@ -176,6 +184,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.bufferLimit = cfg.BufferLimitBytes
 	if h.bufferLimit <= 0 {
 		h.bufferLimit = 1 << 20
+	}
+	h.calloutLimit = cfg.CalloutBufferLimitBytes
+	if h.calloutLimit <= 0 {
+		h.calloutLimit = DefaultCalloutBufferLimit
 	}
 	switch {
 	case cfg.StreamIdleTimeout == 0:

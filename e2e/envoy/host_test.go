@@ -248,7 +248,7 @@ func TestCalloutFailuresAnswerLikeEnvoysAsyncClient(t *testing.T) {
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, "GET", "http://"+tc.addr+"/", nil)
 			require.NoError(t, err)
-			resp := doCallout(ctx, http.DefaultTransport, req)
+			resp := doCallout(ctx, http.DefaultTransport, req, DefaultCalloutBufferLimit)
 			status, _ := headerMap{&resp.headers}.get(":status")
 			require.Equal(t, tc.status, status)
 			require.Equal(t, tc.body, string(resp.body))

@@ -20,6 +20,7 @@ type answer struct {
 	status int
 	ctype  string
 	body   []byte
+	stream int // when > 0: the answer is this many bytes of 'x', streamed without content-length
 }
 
 // hostileUpstream is an OpenAI-compatible server whose answers are chosen per
@@ -59,6 +60,16 @@ func (h *hostileUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Unlock()
 	w.Header().Set("content-type", a.ctype)
+	if a.stream > 0 {
+		w.WriteHeader(a.status)
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for sent := 0; sent < a.stream; sent += len(chunk) {
+			if _, err := w.Write(chunk[:min(len(chunk), a.stream-sent)]); err != nil {
+				return // the proxy hung up
+			}
+		}
+		return
+	}
 	w.Header().Set("content-length", strconv.Itoa(len(a.body)))
 	w.WriteHeader(a.status)
 	_, _ = w.Write(a.body)
@@ -178,6 +189,14 @@ func HostileFallbackAnswer(t *testing.T, run Runner) {
 	require.Contains(t, string(resp.Body), "primary down")
 	require.EqualValues(t, 1, backup.request.Load())
 	require.EqualValues(t, 1, mesh.Counter(t, telemetry.Name(telemetry.AnswersTooLarge, telemetry.LabelRoute, "chat", telemetry.LabelProvider, "backup")))
+
+	// 48 MiB streamed: beyond Envoy's own 32 MiB callout buffer, the host
+	// fails the callout (the filter sees no answer); either way the client
+	// gets the primary's error, and nothing of it is held.
+	backup.Script(answer{status: 200, ctype: "application/json", stream: 48 << 20})
+	resp = mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+	require.Equal(t, http.StatusServiceUnavailable, resp.Status, "%.200s", resp.Body)
+	require.Contains(t, string(resp.Body), "primary down")
 
 	// An answer within the bound is taken.
 	backup.Script(jsonAnswer(200, okChat))

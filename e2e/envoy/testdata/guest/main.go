@@ -151,6 +151,7 @@ func (s *stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 				body, _ := proxywasm.GetHttpCallResponseBody(0, bodySize)
 				status, _ := proxywasm.GetHttpCallResponseHeader(":status")
 				_ = proxywasm.AddHttpRequestHeader("x-callout", status+" "+string(body))
+				_ = proxywasm.AddHttpRequestHeader("x-callout-sizes", strconv.Itoa(nh)+","+strconv.Itoa(bodySize)+","+strconv.Itoa(nt))
 				_ = proxywasm.ResumeHttpRequest()
 			})
 		if err != nil {
