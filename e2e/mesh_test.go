@@ -61,7 +61,10 @@ const meshConfig = `{
      "canary": {"provider": "relay"}},
     {"name": "budget", "match": {"pathPrefix": "/budget/"}, "provider": "relay", "streamUsage": false},
     {"name": "tenants", "match": {"pathPrefix": "/tenants/"}, "provider": "relay", "streamUsage": false,
-     "globalLimits": {"descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}}
+     "globalLimits": {"descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}},
+    {"name": "crowd", "match": {"pathPrefix": "/crowd/"}, "provider": "relay", "streamUsage": false,
+     "limits": {"requestsPerMinute": 1000, "consumerHeader": "x-tenant", "maxConsumers": 2},
+     "globalLimits": {"descriptors": ["route", "consumer"], "failureMode": "closed"}}
   ]
 }`
 
@@ -85,6 +88,11 @@ descriptors:
       - key: route
         value: tokens
         rate_limit: {unit: minute, requests_per_unit: 400}
+  - key: route
+    value: crowd
+    descriptors:
+      - key: consumer
+        rate_limit: {unit: minute, requests_per_unit: 1}
 `
 
 // chat is held at its first step (paused) for shepherdctl; rollout steps
@@ -330,6 +338,30 @@ func TestMeshGlobalRequestLimit(t *testing.T) {
 		global += counterOf(t, p.host, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "limited", telemetry.LabelKind, "global_requests"))
 	}
 	require.EqualValues(t, 40, global)
+}
+
+// TestMeshConsumersAreBounded (issue 15.6): the consumer descriptor goes
+// through the route's bounded consumer set. With maxConsumers 2 and one
+// request per consumer a minute in the sidecar, the first two tenants count
+// on their own; every later tenant shares the overflow consumer's counter, so
+// client header values cannot make new sidecar counters (and cannot escape a
+// limit by inventing names).
+func TestMeshConsumersAreBounded(t *testing.T) {
+	m := newMeshEnv(t)
+	for i, step := range []struct {
+		tenant string
+		status int
+	}{
+		{"a", http.StatusOK}, {"a", http.StatusTooManyRequests},
+		{"b", http.StatusOK},
+		{"c", http.StatusOK}, // the overflow's one request
+		{"d", http.StatusTooManyRequests}, {"e", http.StatusTooManyRequests},
+		{mesh.OverflowConsumer, http.StatusTooManyRequests},
+		{"b", http.StatusTooManyRequests},
+	} {
+		r := m.do(t, 0, "/crowd/v1/chat/completions", "x-tenant", step.tenant)
+		require.Equal(t, step.status, r.status, "step %d (%s): %s", i, step.tenant, r.body)
+	}
 }
 
 // TestMeshGlobalTokenLimit: 400 tokens per minute hold across two pods through

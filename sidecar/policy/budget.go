@@ -51,15 +51,31 @@ func (b *budget) roll(now time.Time) bool {
 	return changed
 }
 
-// spend adds cost and reports whether the exhausted flag flipped.
+// MaxOutcomeCostMicroUSD bounds the cost one reported outcome adds to a
+// budget: $1,000,000, far above any single model call. A larger cost (a
+// broken or hostile reporter) counts as this much, so no report can wrap a
+// budget's spend or push it where later additions overflow.
+const MaxOutcomeCostMicroUSD = 1_000_000_000_000
+
+// spend adds cost (at most MaxOutcomeCostMicroUSD; the sums saturate) and
+// reports whether the exhausted flag flipped.
 func (b *budget) spend(cost int64, now time.Time) bool {
 	b.roll(now)
 	before := b.exhausted()
-	if cost > 0 && b.spent <= math.MaxInt64-cost {
-		b.spent += cost
-		b.pending += cost
+	if cost > 0 {
+		cost = min(cost, MaxOutcomeCostMicroUSD)
+		b.spent = addSat(b.spent, cost)
+		b.pending = addSat(b.pending, cost)
 	}
 	return b.exhausted() != before
+}
+
+// addSat is a+b for b >= 0, saturating at math.MaxInt64.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 func usdToMicro(usd float64) int64 { return int64(math.Round(usd * 1e6)) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -291,6 +292,28 @@ func TestBudgets(t *testing.T) {
 	require.Zero(t, b.SpentMicroUsd)
 	require.False(t, b.Exhausted)
 	require.False(t, budget("", "team-a").Exhausted)
+}
+
+// TestBudgetSpendIsBounded (issue 15.2): an outcome reporting an absurd
+// cost adds at most MaxOutcomeCostMicroUSD, negative costs add nothing, and
+// the spend never wraps.
+func TestBudgetSpendIsBounded(t *testing.T) {
+	f := newFixture(t, nil)
+	spent := func() int64 {
+		for _, b := range f.engine.Policy().Budgets {
+			if b.Route == "chat" && b.Consumer == "" {
+				return b.SpentMicroUsd
+			}
+		}
+		t.Fatal("no budget chat")
+		return 0
+	}
+	for _, c := range []int64{math.MaxInt64, math.MaxInt64, -5, math.MinInt64, 20_000_001_600_084, 7} {
+		f.engine.Report([]*policyv1.Outcome{{Route: "chat", Provider: "openai", StatusCode: 200, CostMicroUsd: c}})
+	}
+	f.clock.Add(10 * time.Second)
+	f.engine.Tick()
+	require.Equal(t, int64(3*policy.MaxOutcomeCostMicroUSD+7), spent())
 }
 
 func TestCooldownFrom429Storm(t *testing.T) {
