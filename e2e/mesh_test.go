@@ -323,6 +323,8 @@ func TestMeshGlobalRequestLimit(t *testing.T) {
 					require.Equal(t, "20", r.header.Get("x-ratelimit-limit-requests"))
 					require.Equal(t, "0", r.header.Get("x-ratelimit-remaining-requests"))
 					require.Equal(t, "30", r.header.Get("retry-after"), "the end of the sidecar's window")
+					require.Equal(t, "30000", r.header.Get("retry-after-ms"))
+					require.Equal(t, "true", r.header.Get("x-should-retry"))
 				default:
 					t.Errorf("status %d: %s", r.status, r.body)
 				}
@@ -551,6 +553,7 @@ func TestMeshSidecarDown(t *testing.T) {
 		typ, code := openAIError(t, r.body)
 		require.Equal(t, "server_error", typ)
 		require.Equal(t, "ratelimit_unavailable", code)
+		require.Equal(t, "false", r.header.Get("x-should-retry"), "an SDK does not retry it")
 	}
 	var failedOpen, failedClosed uint64
 	for _, p := range m.pods {
@@ -610,6 +613,7 @@ func TestMeshPolicy(t *testing.T) {
 		require.Equal(t, "insufficient_quota", typ)
 		require.Equal(t, "insufficient_quota", code)
 		require.Empty(t, r.header.Get("retry-after"), "waiting does not help")
+		require.Equal(t, "false", r.header.Get("x-should-retry"), "an SDK does not retry it")
 		return true
 	}
 	until(t, 5*time.Second, "spent budgets refused on both pods", func() bool {

@@ -65,6 +65,14 @@ type plugin struct {
 	mem        proxywasm.MetricGauge
 	memDefined bool
 	ticks      uint64
+	// replyHeaders receives the headers of a rate limit refusal.
+	replyHeaders [][2]string
+}
+
+// keepReplyHeaders keeps h's array for the next refusal, its strings cleared.
+func (p *plugin) keepReplyHeaders(h [][2]string) {
+	clear(h)
+	p.replyHeaders = h[:0]
 }
 
 // maxBodyBuf bounds the rewrite buffer a VM keeps between requests.

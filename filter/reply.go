@@ -12,8 +12,16 @@ import (
 
 // reply sends a local reply in OpenAI's error shape. Envoy sends it after the
 // current callback returns; the stream stops here.
+//
+// Every local reply tells OpenAI's SDKs whether to retry it (x-should-retry):
+// headers that carry the hint keep it; any other reply says "false", since
+// nothing but waiting out a rate limit changes the filter's answer (a budget, a
+// bad or oversized body, a limiter that is down on a fail-closed route).
 func (s *stream) reply(status int, headers [][2]string, message, typ, code string) types.Action {
 	s.replied, s.localStatus = true, status
+	if !hasHeader(headers, openai.ShouldRetryHeader) {
+		headers = append(headers, openai.NoRetry)
+	}
 	headers = append(headers, openai.JSONHeaders...)
 	if err := proxywasm.SendHttpResponse(uint32(status), headers, openai.ErrorBody(message, typ, code), -1); err != nil {
 		proxywasm.LogError("shepherd: sending a local reply: " + err.Error())
@@ -28,13 +36,24 @@ func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
 }
 
 // rateLimitedAs is rateLimited for a limit counted under metric kind extra,
-// with scope ("global " or "") in the message.
+// with scope ("global " or "") in the message. The answer invites a retry
+// (x-should-retry: true, the exact wait in retry-after-ms) when waiting helps
+// and the wait is short enough for an SDK to sleep through; a request larger
+// than the limit, or a wait past openai.MaxRetryWaitNs, says not to.
 func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8, scope string) types.Action {
 	r := s.decision.Route
 	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: extra}, 1)
-	hdrs := make([][2]string, 0, 8)
+	hdrs := s.plugin.replyHeaders[:0]
+	if cap(hdrs) < 8 { // 7 here, content-type in reply
+		hdrs = make([][2]string, 0, 8)
+	}
 	hdrs = limits.AppendRetryAfter(hdrs, d)
 	hdrs = limits.AppendHeaders(hdrs, kind, d)
+	if d.TooLarge || d.RetryAfter > openai.MaxRetryWaitNs {
+		hdrs = append(hdrs, openai.NoRetry)
+	} else {
+		hdrs = append(hdrs, openai.Retry)
+	}
 	what := "requests"
 	if kind == limits.Tokens {
 		what = "tokens"
@@ -44,7 +63,9 @@ func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8,
 	if d.TooLarge {
 		msg = "request needs more tokens than the per-minute limit of route " + r.Name + " allows"
 	}
-	return s.reply(429, hdrs, msg, openai.TypeRateLimit, "rate_limit_exceeded")
+	action := s.reply(429, hdrs, msg, openai.TypeRateLimit, "rate_limit_exceeded")
+	s.plugin.keepReplyHeaders(hdrs)
+	return action
 }
 
 func (s *stream) tooLarge() types.Action {
@@ -72,4 +93,14 @@ func (s *stream) badRequest(msg, code string) types.Action {
 func (s *stream) unsupported() types.Action {
 	return s.reply(404, nil, "route "+s.decision.Route.Name+" has no provider for the "+s.call.Op.String()+" operation",
 		openai.TypeInvalidRequest, "unsupported_operation")
+}
+
+// hasHeader reports whether hdrs has a header named k.
+func hasHeader(hdrs [][2]string, k string) bool {
+	for _, kv := range hdrs {
+		if kv[0] == k {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/body"
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 )
 
@@ -260,6 +261,7 @@ type answer struct {
 
 // release ends a fallback that produced no usable answer: the last real upstream
 // error from a callout when there is one, else the held original response.
+// Either way the client is told not to retry it (see respond).
 func (s *stream) release() {
 	if s.last != nil {
 		s.respond(s.last)
@@ -275,27 +277,44 @@ func (s *stream) release() {
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
 	s.held = false
+	// The response headers stay editable while the stream is paused in
+	// their callback: Envoy clears its pointer to them only when that
+	// callback continues (source/extensions/common/wasm/context.cc,
+	// encodeHeaders).
+	_ = proxywasm.ReplaceHttpResponseHeader(openai.ShouldRetryHeader, "false")
 	_ = proxywasm.ResumeHttpResponse()
 }
 
 // respond replaces the held upstream response with a callout's answer.
+//
+// An error that ends a fallback chain carries x-should-retry: false, whatever
+// the provider said: the filter has already retried the request (the attempts
+// are in x-shepherd-attempts, Retry-After was honoured up to retryAfterCapMs),
+// and an SDK that retried it again would run the whole chain again (three
+// attempts, retried twice by the SDK: nine upstream calls for one client call).
+// The provider's Retry-After stays for the application to judge.
 func (s *stream) respond(a *answer) {
 	provider, modelName, model := s.target(a.entry)
 	s.held, s.replied = false, true
 	s.status, s.localStatus = a.status, a.status
 	s.provider, s.model, s.modelName = provider, model, modelName
 	s.firstByte = nowNanos()
-	out := make([][2]string, 0, len(a.headers)+3)
+	giveUp := a.status >= 400
+	out := make([][2]string, 0, len(a.headers)+4)
 	ct := ""
 	for _, kv := range a.headers {
 		switch {
 		case kv[0] == "content-type":
 			ct = kv[1]
 		case kv[0] == "content-length", kv[0] == "transfer-encoding", kv[0] == "connection",
+			kv[0] == openai.ShouldRetryHeader && giveUp,
 			strings.HasPrefix(kv[0], ":"), strings.HasPrefix(kv[0], internalPrefix):
 			continue
 		}
 		out = append(out, kv)
+	}
+	if giveUp {
+		out = append(out, openai.NoRetry)
 	}
 	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
 		[2]string{headerAttempts, strconv.Itoa(s.attempts)})

@@ -124,12 +124,15 @@ func TestGlobalLimitCheck(t *testing.T) {
 			require.EqualValues(t, tc.status, lr.StatusCode)
 			if tc.status == 429 {
 				require.Contains(t, lr.Headers, [2]string{"retry-after", "13"})
+				require.Contains(t, lr.Headers, [2]string{"retry-after-ms", "12500"})
+				require.Contains(t, lr.Headers, [2]string{"x-should-retry", "true"})
 				require.Contains(t, lr.Headers, [2]string{"x-ratelimit-limit-requests", "20"})
 				require.Contains(t, lr.Headers, [2]string{"x-ratelimit-remaining-requests", "0"})
 				require.Contains(t, string(lr.Data), "global rate limit reached for requests")
 				return
 			}
 			require.Contains(t, string(lr.Data), `"code":"`+tc.code+`"`)
+			require.Contains(t, lr.Headers, [2]string{"x-should-retry", "false"}, "a fail-closed 503 is not retried")
 		})
 	}
 }

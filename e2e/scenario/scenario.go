@@ -87,6 +87,7 @@ func All() []Scenario {
 		{Name: "hostile-usage", Run: HostileUsage},
 		{Name: "hostile-fallback-answer", Run: HostileFallbackAnswer},
 		{Name: "hostile-paths", Run: HostilePaths},
+		{Name: "retry-hints", Run: RetryHints},
 	}
 }
 

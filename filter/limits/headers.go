@@ -12,6 +12,12 @@ var (
 // RetryAfterHeader is the standard header a denied request is answered with.
 const RetryAfterHeader = "retry-after"
 
+// RetryAfterMsHeader carries the same wait in milliseconds. OpenAI's SDKs read
+// it before Retry-After (openai-go/v3 internal/requestconfig, the Node
+// package's client.ts retryRequest), so a client waits the limiter's delay
+// rather than a whole second.
+const RetryAfterMsHeader = "retry-after-ms"
+
 // AppendHeaders appends OpenAI's three x-ratelimit-*-<kind> headers describing d
 // to dst and returns the extended slice: the limit, the whole units remaining
 // and the time until the bucket is full again in Go duration style ("1s",
@@ -27,10 +33,23 @@ func AppendHeaders(dst [][2]string, kind Kind, d Decision) [][2]string {
 	)
 }
 
-// AppendRetryAfter appends a Retry-After header for a denied d: RetryAfter in
-// whole seconds, rounded up, at least 1.
+// AppendRetryAfter appends the wait of a denied d: Retry-After in whole
+// seconds, rounded up, at least 1, and retry-after-ms, the same wait rounded up
+// to the millisecond only (1000 when d names no wait, as Retry-After's 1 s).
 func AppendRetryAfter(dst [][2]string, d Decision) [][2]string {
-	return append(dst, [2]string{RetryAfterHeader, strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10)})
+	return append(dst,
+		[2]string{RetryAfterHeader, strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10)},
+		[2]string{RetryAfterMsHeader, strconv.FormatInt(RetryAfterMillis(d.RetryAfter), 10)})
+}
+
+// RetryAfterMillis is ns in whole milliseconds, rounded up; 1000 when ns is not
+// positive (no wait known: Retry-After's floor of one second).
+func RetryAfterMillis(ns int64) int64 {
+	const ms = 1_000_000
+	if ns <= 0 {
+		return 1000
+	}
+	return ns/ms + min(ns%ms, 1)
 }
 
 // RetryAfterSeconds is ns as Retry-After's delta-seconds: rounded up, at least 1.

@@ -54,6 +54,16 @@ func TestRetryAfterSeconds(t *testing.T) {
 	}
 }
 
+func TestRetryAfterMillis(t *testing.T) {
+	cases := []struct{ ns, want int64 }{
+		{-second, 1000}, {0, 1000}, {1, 1}, {ms, 1}, {ms + 1, 2}, {1234 * ms, 1234},
+		{1234*ms + 999_999, 1235}, {6 * minute, 360000},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.want, RetryAfterMillis(tc.ns), "ns=%d", tc.ns)
+	}
+}
+
 func TestAppendHeaders(t *testing.T) {
 	denied := Decision{Limit: 30000, Remaining: 12, ResetAfter: 6*minute + 500*ms, RetryAfter: 1200 * ms}
 	got := AppendHeaders(nil, Tokens, denied)
@@ -63,6 +73,7 @@ func TestAppendHeaders(t *testing.T) {
 		{"x-ratelimit-remaining-tokens", "12"},
 		{"x-ratelimit-reset-tokens", "6m0.5s"},
 		{"retry-after", "2"},
+		{"retry-after-ms", "1200"},
 	}, got)
 
 	got = AppendHeaders(got[:0], Requests, Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: second})

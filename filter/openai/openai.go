@@ -31,3 +31,21 @@ func ErrorBody(message, typ, code string) []byte {
 
 // JSONHeaders are the headers of a local reply with an ErrorBody.
 var JSONHeaders = [][2]string{{"content-type", "application/json"}}
+
+// ShouldRetryHeader tells OpenAI's SDKs whether to retry an answer, over their
+// own judgement of its status: "true" retries, "false" does not (openai-go/v3
+// internal/requestconfig shouldRetry; the Node package's client.ts
+// shouldRetry). Without it both retry 408, 409, 429 and 5xx twice.
+const ShouldRetryHeader = "x-should-retry"
+
+// The header pairs of the two hints.
+var (
+	Retry   = [2]string{ShouldRetryHeader, "true"}
+	NoRetry = [2]string{ShouldRetryHeader, "false"}
+)
+
+// MaxRetryWaitNs is the longest wait after which a local 429 still invites an
+// SDK to retry by itself (60 s). The Node package sleeps whatever Retry-After
+// says, however long, and openai-go gives up beyond two minutes: a longer
+// wait (a global limit's hour or day window) is left to the application.
+const MaxRetryWaitNs = 60_000_000_000
