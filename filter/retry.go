@@ -276,12 +276,8 @@ func (s *stream) release() {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, modelName)
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
-	s.held = false
-	// The response headers stay editable while the stream is paused in
-	// their callback: Envoy clears its pointer to them only when that
-	// callback continues (source/extensions/common/wasm/context.cc,
-	// encodeHeaders).
 	_ = proxywasm.ReplaceHttpResponseHeader(openai.ShouldRetryHeader, "false")
+	s.held = false
 	_ = proxywasm.ResumeHttpResponse()
 }
 
