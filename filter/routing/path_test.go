@@ -100,3 +100,12 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCleanPath(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if !CleanPath("/v1/chat/completions?api-version=2024-10-21") {
+			b.Fatal("refused")
+		}
+	}
+}
