@@ -264,6 +264,11 @@ func TestValidateFilterFixtures(t *testing.T) {
 		require.Equal(t, exitOK, code, "%s in a WasmPlugin: %s", p, errs)
 	}
 	for _, p := range invalid {
+		if strings.HasSuffix(p, "-missing-env.json") {
+			// validate takes every variable as set: the proxy's environment
+			// is not the operator's, so only the filter can tell it is missing.
+			continue
+		}
 		code, _, errs := ctl("validate", "filter", p)
 		require.Equal(t, exitFail, code, p)
 		require.Contains(t, errs, "shepherdctl: filter config "+p+": ")
