@@ -5,12 +5,12 @@
 #   make check   vet, gofmt, go mod tidy with no diff, the wasm builds
 #   make bench   benchmarks
 #   make build   everything into bin/
-#   make image   the filter's wasm image (pins its digest for istio/) and the sidecar image, under bin/oci
+#   make image   the filter's and the sidecar's images under bin/oci, and their digest pins in istio/
 
 GO        ?= go
 BIN       := bin
 WASM      := $(BIN)/shepherd.wasm
-WASMFLAGS := -buildmode=c-shared -trimpath -ldflags="-s -w"
+WASMFLAGS := -buildmode=c-shared -trimpath -buildvcs=false -ldflags="-s -w"
 TESTFLAGS ?=
 
 .PHONY: all build wasm cmds test check bench run clean
@@ -39,24 +39,30 @@ check: wasm
 	 if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git --no-pager diff -- go.mod go.sum; exit 1; fi
 
 # Images without a container engine (build/cmd/shepherd-image): OCI layouts under
-# bin/oci; PUSH=1 also pushes them to IMAGE_REPO. The filter image's digest is
-# written to PIN, the file the Istio overlays read the WasmPlugin url from (for a
-# filter canary: PIN=istio/overlays/filter-canary/canary/canary-image.env).
-IMAGE_REPO ?= ghcr.io/shepherd-mesh
-IMAGE_TAG  ?= dev
-IMAGE_ARCH ?= amd64
-PIN        ?= istio/plugin/filter-image.env
-PUSH       ?=
-LINUXBIN   := $(BIN)/linux-$(IMAGE_ARCH)
+# bin/oci, named IMAGE_TAG and checked against the OCI image spec's schemas;
+# PUSH=1 also pushes them to IMAGE_REPO. The images' digests are written to the
+# pin files the Istio overlays read: the filter's url to each file of PIN (the
+# stable and the canary WasmPlugin; for a filter canary of your own, set
+# PIN=istio/overlays/filter-canary/canary/canary-image.env), the sidecar's image
+# to SIDECAR_PIN. Builds are reproducible; `make test` fails while a committed
+# pin is not this tree's build (istio/validate TestPinsAreThisTreesBuild).
+IMAGE_REPO  ?= ghcr.io/shepherd-mesh
+IMAGE_TAG   ?= dev
+IMAGE_ARCH  ?= amd64
+PIN         ?= istio/plugin/filter-image.env istio/overlays/filter-canary/canary/canary-image.env
+SIDECAR_PIN ?= istio/base/sidecar-image.env
+PUSH        ?=
+LINUXBIN    := $(BIN)/linux-$(IMAGE_ARCH)
 
 .PHONY: image
 image: wasm
 	@mkdir -p $(LINUXBIN) $(BIN)/oci
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags="-s -w" -o $(LINUXBIN)/ ./sidecar/cmd/shepherd-sidecar ./sidecar/cmd/shepherdctl
-	$(GO) run ./build/cmd/shepherd-image wasm --wasm $(WASM) --layout $(BIN)/oci/shepherd-filter \
-		--repo $(IMAGE_REPO)/shepherd-filter --pin $(PIN) $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-filter:$(IMAGE_TAG))
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -buildvcs=false -ldflags="-s -w" -o $(LINUXBIN)/ ./sidecar/cmd/shepherd-sidecar ./sidecar/cmd/shepherdctl
+	$(GO) run ./build/cmd/shepherd-image wasm --wasm $(WASM) --layout $(BIN)/oci/shepherd-filter --tag $(IMAGE_TAG) \
+		--repo $(IMAGE_REPO)/shepherd-filter $(foreach p,$(PIN),--pin $(p)) $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-filter:$(IMAGE_TAG))
 	$(GO) run ./build/cmd/shepherd-image sidecar --sidecar $(LINUXBIN)/shepherd-sidecar --ctl $(LINUXBIN)/shepherdctl \
-		--arch $(IMAGE_ARCH) --layout $(BIN)/oci/shepherd-sidecar $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-sidecar:$(IMAGE_TAG))
+		--arch $(IMAGE_ARCH) --layout $(BIN)/oci/shepherd-sidecar --tag $(IMAGE_TAG) \
+		--repo $(IMAGE_REPO)/shepherd-sidecar $(if $(SIDECAR_PIN),--pin $(SIDECAR_PIN)) $(if $(PUSH),--push $(IMAGE_REPO)/shepherd-sidecar:$(IMAGE_TAG))
 
 # One package at a time (-p 1): benchmarks of different packages running at once
 # would share the cores and distort each other's figures. About 4 minutes on 2 cores.

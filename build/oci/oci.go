@@ -93,9 +93,12 @@ func WasmImage(module []byte, v Variant) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &v1.ConfigFile{OS: "wasip1", Architecture: "wasm"}
+	cfg := &v1.ConfigFile{OS: "wasip1", Architecture: "wasm", RootFS: v1.RootFS{Type: RootFSType}}
 	return image(cfg, layer, manifestType, configType)
 }
+
+// RootFSType is the only rootfs.type the OCI image spec allows (config.md).
+const RootFSType = "layers"
 
 // SidecarUser is the numeric user and group the sidecar image runs as
 // (distroless's "nonroot").
@@ -118,6 +121,7 @@ func SidecarImage(files []File, arch string, entrypoint []string) (v1.Image, err
 	cfg := &v1.ConfigFile{
 		OS:           "linux",
 		Architecture: arch,
+		RootFS:       v1.RootFS{Type: RootFSType},
 		Config: v1.Config{
 			User:       SidecarUser,
 			Entrypoint: entrypoint,
@@ -127,6 +131,21 @@ func SidecarImage(files []File, arch string, entrypoint []string) (v1.Image, err
 		},
 	}
 	return image(cfg, layer, types.OCIManifestSchema1, types.OCIConfigJSON)
+}
+
+// Sidecar image paths: the entrypoint and the operators' CLI.
+const (
+	SidecarEntrypoint = "/usr/local/bin/shepherd-sidecar"
+	SidecarCtlPath    = "/usr/local/bin/shepherdctl"
+)
+
+// SidecarImageOf is the sidecar image `make image` builds: the static Linux
+// binaries shepherd-sidecar (the entrypoint) and shepherdctl for arch.
+func SidecarImageOf(sidecar, ctl []byte, arch string) (v1.Image, error) {
+	return SidecarImage([]File{
+		{Path: SidecarEntrypoint, Mode: 0o755, Data: sidecar},
+		{Path: SidecarCtlPath, Mode: 0o755, Data: ctl},
+	}, arch, []string{SidecarEntrypoint})
 }
 
 func image(cfg *v1.ConfigFile, layer v1.Layer, manifestType, configType types.MediaType) (v1.Image, error) {
@@ -206,8 +225,13 @@ func Layer(files []File, mt types.MediaType) (v1.Layer, error) {
 	}, tarball.WithMediaType(mt))
 }
 
+// RefNameAnnotation names an image of a layout's index (image-layout.md):
+// tools address it as <layout>:<ref>, such as umoci's and skopeo's
+// oci:bin/oci/shepherd-filter:dev.
+const RefNameAnnotation = "org.opencontainers.image.ref.name"
+
 // WriteLayout writes img as the only image of the OCI image layout at dir,
-// tagged ref (the org.opencontainers.image.ref.name annotation; empty for none).
+// tagged ref (the RefNameAnnotation; empty for none).
 // dir must not exist, be empty, or hold an OCI layout, which is replaced.
 func WriteLayout(dir string, img v1.Image, ref string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
@@ -224,7 +248,7 @@ func WriteLayout(dir string, img v1.Image, ref string) error {
 	}
 	var opts []layout.Option
 	if ref != "" {
-		opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref}))
+		opts = append(opts, layout.WithAnnotations(map[string]string{RefNameAnnotation: ref}))
 	}
 	if err := p.AppendImage(img, opts...); err != nil {
 		return fmt.Errorf("layout %s: %w", dir, err)

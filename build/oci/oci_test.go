@@ -13,7 +13,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
@@ -204,4 +206,53 @@ func TestWriteLayout(t *testing.T) {
 	other := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(other, "keep.txt"), []byte("x"), 0o644))
 	require.EqualError(t, WriteLayout(other, img, ""), "layout "+other+": exists and is not an OCI image layout; not replacing it")
+}
+
+// TestLayoutsConformToTheOCISchemas writes both images as `make image` does
+// and checks the layouts against the OCI image spec's JSON schemas; each
+// broken layout fails with its reason.
+func TestLayoutsConformToTheOCISchemas(t *testing.T) {
+	wasmImg, err := WasmImage(module("a"), VariantOCI)
+	require.NoError(t, err)
+	sidecarImg, err := SidecarImageOf([]byte("\x7fELF-sidecar"), []byte("\x7fELF-ctl"), "amd64")
+	require.NoError(t, err)
+	cfg, err := sidecarImg.ConfigFile()
+	require.NoError(t, err)
+	cfg = cfg.DeepCopy()
+	cfg.RootFS.Type = "" // what the sidecar image had before
+	noRootFS, err := mutate.ConfigFile(sidecarImg, cfg)
+	require.NoError(t, err)
+	dockerImg, err := WasmImage(module("a"), VariantDocker)
+	require.NoError(t, err)
+
+	tests := []struct {
+		name string
+		img  v1.Image
+		ref  string
+		want []string
+	}{
+		{"filter", wasmImg, "dev", nil},
+		{"sidecar", sidecarImg, "v1.2.3", nil},
+		{"no ref.name", wasmImg, "", []string{"no org.opencontainers.image.ref.name annotation"}},
+		{"rootfs.type empty", noRootFS, "dev", []string{"config: ", "rootfs/type"}},
+		{"docker media types", dockerImg, "dev", []string{"media type application/vnd.docker.distribution.manifest.v2+json is not an OCI image manifest"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			require.NoError(t, WriteLayout(dir, tt.img, tt.ref))
+			err := CheckLayout(dir)
+			if tt.want == nil {
+				require.NoError(t, err)
+				cfg, err := tt.img.ConfigFile()
+				require.NoError(t, err)
+				require.Equal(t, RootFSType, cfg.RootFS.Type)
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tt.want {
+				require.Contains(t, err.Error(), w)
+			}
+		})
+	}
 }

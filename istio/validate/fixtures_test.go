@@ -42,6 +42,7 @@ func TestBrokenFixtures(t *testing.T) {
 		"wasmplugin-inline-credential.yaml": `WasmPlugin llm-apps/shepherd: spec.pluginConfig.providers[0].credential.inline: credentials must not sit in the manifest`,
 		"wasmplugin-env-inline.yaml":        `WasmPlugin llm-apps/shepherd: spec.vmConfig.env[RELAY_API_KEY]: valueFrom must be HOST`,
 		"deployment.yaml":                   `Deployment llm-apps/shepherd-sidecar: spec.template.spec.containers[0].readinessProbe: must be set`,
+		"deployment-sidecar-unpinned.yaml":  `Deployment llm-apps/shepherd-sidecar: spec.template.spec.containers[0].image: "ghcr.io/shepherd-mesh/shepherd-sidecar:dev" must be pinned by digest`,
 		"secret.yaml":                       `Secret shepherd-provider-keys: stringData.RELAY_API_KEY: holds a value`,
 		"configmap-sidecar.yaml":            `ConfigMap shepherd-sidecar-config-abc123: data.sidecar.yaml: canary.routes[0].steps[2]: must be greater than the previous step`,
 		"configmap-ratelimit.yaml":          `ConfigMap shepherd-sidecar-config-abc123: data.ratelimit.yaml: ratelimit.yaml: descriptors[0].rate_limit.unit: unknown unit "fortnight"`,

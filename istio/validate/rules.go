@@ -38,7 +38,16 @@ func shepherdRules(o *Object) error {
 	case *corev1.ConfigMap:
 		return errors.Join(configMap(o, v)...)
 	case *appsv1.Deployment:
-		return errors.Join(deployment(o, &v.Spec.Template.Spec, "spec.template.spec")...)
+		errs := deployment(o, &v.Spec.Template.Spec, "spec.template.spec")
+		if o.Meta.Name == SidecarService {
+			for i, c := range v.Spec.Template.Spec.Containers {
+				if !pinnedImage.MatchString(c.Image) {
+					errs = append(errs, problem(o, fmt.Sprintf("spec.template.spec.containers[%d].image", i),
+						"%q must be pinned by digest (REPOSITORY@sha256:<64 hex>, istio/base/sidecar-image.env, written by make image)", c.Image))
+				}
+			}
+		}
+		return errors.Join(errs...)
 	case *autoscalingv2.HorizontalPodAutoscaler:
 		return errors.Join(hpa(o, v)...)
 	}

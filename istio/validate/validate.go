@@ -100,7 +100,10 @@ func problem(o *Object, field string, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %s: %s", o.Source, o, field, fmt.Sprintf(format, args...))
 }
 
-var pinnedOCI = regexp.MustCompile(`^oci://[^@\s]+@sha256:[0-9a-f]{64}$`)
+var (
+	pinnedOCI   = regexp.MustCompile(`^oci://[^@\s]+@sha256:[0-9a-f]{64}$`)
+	pinnedImage = regexp.MustCompile(`^[^@\s:]+(:[0-9]+)?[^@\s:]*@sha256:[0-9a-f]{64}$`)
+)
 
 // digestOf returns the "sha256:..." digest a pinned url ends with.
 func digestOf(url string) string {

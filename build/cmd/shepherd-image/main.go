@@ -1,14 +1,17 @@
 // Command shepherd-image builds shepherd's images without a container engine
 // and writes them as OCI image layouts, optionally pushing them to a registry.
 //
-//	shepherd-image wasm    --wasm bin/shepherd.wasm [--variant oci|docker] [--layout DIR]
+//	shepherd-image wasm    --wasm bin/shepherd.wasm [--variant oci|docker] [--layout DIR] [--tag TAG]
+//	                       [--repo REPOSITORY] [--push REF] [--insecure] [--pin FILE]...
+//	shepherd-image sidecar --sidecar FILE --ctl FILE [--arch amd64] [--layout DIR] [--tag TAG]
 //	                       [--repo REPOSITORY] [--push REF] [--insecure] [--pin FILE]
-//	shepherd-image sidecar --sidecar FILE --ctl FILE [--arch amd64] [--layout DIR]
-//	                       [--push REF] [--insecure]
 //
 // Each prints the image digest; `wasm` also prints the url a WasmPlugin pins
-// (oci://REPOSITORY@sha256:...) and, with --pin, writes it as `url=...` to FILE
-// (the kustomize env file the Istio overlays read).
+// (oci://REPOSITORY@sha256:...) and, with --pin, writes it as `url=...` to
+// each FILE (the kustomize env files the Istio overlays read); `sidecar` with
+// --pin writes `image=REPOSITORY@sha256:...` (istio/base/sidecar-image.env).
+// A layout names its image TAG (org.opencontainers.image.ref.name) and an
+// OCI layout is checked against the OCI image spec's JSON schemas.
 package main
 
 import (
@@ -30,8 +33,8 @@ func main() {
 }
 
 const usage = `usage:
-  shepherd-image wasm    --wasm FILE [--variant oci|docker] [--layout DIR] [--repo REPOSITORY] [--push REF] [--insecure] [--pin FILE]
-  shepherd-image sidecar --sidecar FILE --ctl FILE [--arch ARCH] [--layout DIR] [--push REF] [--insecure]
+  shepherd-image wasm    --wasm FILE [--variant oci|docker] [--layout DIR] [--tag TAG] [--repo REPOSITORY] [--push REF] [--insecure] [--pin FILE]...
+  shepherd-image sidecar --sidecar FILE --ctl FILE [--arch ARCH] [--layout DIR] [--tag TAG] [--repo REPOSITORY] [--push REF] [--insecure] [--pin FILE]
 `
 
 // run executes the command; it returns the exit status: 0 success, 1 failure,
@@ -85,7 +88,12 @@ func runWasm(args []string, stdout, stderr io.Writer) error {
 	repo := fs.String("repo", "ghcr.io/shepherd-mesh/shepherd-filter", "repository named in the printed url (default: that of --push)")
 	push := fs.String("push", "", "push to this reference (registry/repository:tag)")
 	insecure := fs.Bool("insecure", false, "allow a plain-HTTP registry")
-	pin := fs.String("pin", "", "write url=oci://REPOSITORY@DIGEST to this file")
+	var pins []string
+	fs.Func("pin", "write url=oci://REPOSITORY@DIGEST to this file (repeatable)", func(v string) error {
+		pins = append(pins, v)
+		return nil
+	})
+	tag := fs.String("tag", "dev", "the layout's name for the image (org.opencontainers.image.ref.name)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -112,14 +120,14 @@ func runWasm(args []string, stdout, stderr io.Writer) error {
 		}
 		repository = ref.Context().Name()
 	}
-	digest, err := write(img, *layoutDir, *push, *insecure, repository)
+	digest, err := write(img, *layoutDir, *push, *insecure, *tag, v == oci.VariantOCI)
 	if err != nil {
 		return err
 	}
 	url := oci.WasmPluginURL(repository, digest)
 	fmt.Fprintf(stdout, "digest %s\nurl %s\n", digest, url)
-	if *pin != "" {
-		if err := os.WriteFile(*pin, []byte("url="+url+"\n"), 0o644); err != nil {
+	for _, pin := range pins {
+		if err := os.WriteFile(pin, []byte("url="+url+"\n"), 0o644); err != nil {
 			return fmt.Errorf("--pin: %w", err)
 		}
 	}
@@ -135,39 +143,52 @@ func runSidecar(args []string, stdout, stderr io.Writer) error {
 	layoutDir := fs.String("layout", "", "write the image as an OCI image layout to this directory")
 	push := fs.String("push", "", "push to this reference (registry/repository:tag)")
 	insecure := fs.Bool("insecure", false, "allow a plain-HTTP registry")
+	repo := fs.String("repo", "ghcr.io/shepherd-mesh/shepherd-sidecar", "repository named in the pin (default: that of --push)")
+	pin := fs.String("pin", "", "write image=REPOSITORY@DIGEST to this file")
+	tag := fs.String("tag", "dev", "the layout's name for the image (org.opencontainers.image.ref.name)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *sidecar == "" || *ctl == "" {
 		return usageError{errors.New("--sidecar and --ctl are required")}
 	}
-	var files []oci.File
-	for _, f := range []struct{ src, dst string }{
-		{*sidecar, "/usr/local/bin/shepherd-sidecar"},
-		{*ctl, "/usr/local/bin/shepherdctl"},
-	} {
-		data, err := os.ReadFile(f.src)
+	var bins [2][]byte
+	for i, f := range []string{*sidecar, *ctl} {
+		data, err := os.ReadFile(f)
 		if err != nil {
 			return err
 		}
 		if !strings.HasPrefix(string(data[:min(len(data), 4)]), "\x7fELF") {
-			return fmt.Errorf("%s: not a Linux (ELF) binary; build it with GOOS=linux CGO_ENABLED=0", f.src)
+			return fmt.Errorf("%s: not a Linux (ELF) binary; build it with GOOS=linux CGO_ENABLED=0", f)
 		}
-		files = append(files, oci.File{Path: f.dst, Mode: 0o755, Data: data})
+		bins[i] = data
 	}
-	img, err := oci.SidecarImage(files, *arch, []string{"/usr/local/bin/shepherd-sidecar"})
+	img, err := oci.SidecarImageOf(bins[0], bins[1], *arch)
 	if err != nil {
 		return err
 	}
-	digest, err := write(img, *layoutDir, *push, *insecure, "")
+	repository := *repo
+	if *push != "" {
+		ref, err := name.ParseReference(*push)
+		if err != nil {
+			return usageError{fmt.Errorf("--push %q: %w", *push, err)}
+		}
+		repository = ref.Context().Name()
+	}
+	digest, err := write(img, *layoutDir, *push, *insecure, *tag, true)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "digest %s\n", digest)
+	fmt.Fprintf(stdout, "digest %s\nimage %s@%s\n", digest, repository, digest)
+	if *pin != "" {
+		if err := os.WriteFile(*pin, []byte("image="+repository+"@"+digest.String()+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--pin: %w", err)
+		}
+	}
 	return nil
 }
 
-func write(img v1.Image, layoutDir, push string, insecure bool, ref string) (v1.Hash, error) {
+func write(img v1.Image, layoutDir, push string, insecure bool, ref string, check bool) (v1.Hash, error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return v1.Hash{}, err
@@ -175,6 +196,11 @@ func write(img v1.Image, layoutDir, push string, insecure bool, ref string) (v1.
 	if layoutDir != "" {
 		if err := oci.WriteLayout(layoutDir, img, ref); err != nil {
 			return v1.Hash{}, err
+		}
+		if check {
+			if err := oci.CheckLayout(layoutDir); err != nil {
+				return v1.Hash{}, err
+			}
 		}
 	}
 	if push != "" {

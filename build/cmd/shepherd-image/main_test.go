@@ -74,3 +74,28 @@ func TestUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSidecarLayoutAndPin: the sidecar image is written as a layout named by
+// --tag that conforms to the OCI schemas, and its digest pin is written for
+// the manifests.
+func TestSidecarLayoutAndPin(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	require.NoError(t, os.WriteFile(bin, []byte("\x7fELF-not-really"), 0o755))
+	pin := filepath.Join(dir, "sidecar-image.env")
+	var out, errOut bytes.Buffer
+	code := run([]string{"sidecar", "--sidecar", bin, "--ctl", bin, "--layout", filepath.Join(dir, "layout"),
+		"--tag", "v9", "--repo", "registry.example.com/shepherd-sidecar", "--pin", pin}, &out, &errOut)
+	require.Equal(t, 0, code, errOut.String())
+	img, err := oci.SidecarImageOf([]byte("\x7fELF-not-really"), []byte("\x7fELF-not-really"), "amd64")
+	require.NoError(t, err)
+	d, err := img.Digest()
+	require.NoError(t, err)
+	pinned, err := os.ReadFile(pin)
+	require.NoError(t, err)
+	require.Equal(t, "image=registry.example.com/shepherd-sidecar@"+d.String()+"\n", string(pinned))
+	require.NoError(t, oci.CheckLayout(filepath.Join(dir, "layout")))
+	index, err := os.ReadFile(filepath.Join(dir, "layout", "index.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(index), `"org.opencontainers.image.ref.name": "v9"`)
+}
