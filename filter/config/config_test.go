@@ -97,6 +97,7 @@ func TestParseInvalid(t *testing.T) {
 		"fallback-unknown-model":      `routes[1].fallback.models[0]: unknown model "x" (list it under models)`,
 		"limits-bad-header":           `routes[0].limits.consumerHeader: "X Tenant" is not a lowercase header name`,
 		"limits-negative":             `routes[0].limits.requestsPerMinute: must be between 0 and 1000000000, not -1`,
+		"limits-consumers-too-many":   `routes[0].limits.maxConsumers: must be between 1 and 65536, not 65537`,
 		"limits-none":                 `routes[0].limits: set requestsPerMinute or tokensPerMinute`,
 		"model-bad-name":              `models["gpt 4"]: "gpt 4" may hold only visible ASCII characters other than '"', '\', ';' and '='`,
 		"price-bad":                   `models["m"].input: pricing: usd "1.2.3": not a decimal number`,

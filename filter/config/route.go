@@ -354,7 +354,7 @@ func (d *decoder) limits(path string, v *jsonlite.Value) (*Limits, error) {
 			return nil, err
 		}
 	}
-	n, err := integer(path, v, "maxConsumers", 1, 100_000, DefaultMaxConsumers)
+	n, err := integer(path, v, "maxConsumers", 1, limits.MaxConsumers, DefaultMaxConsumers)
 	if err != nil {
 		return nil, err
 	}

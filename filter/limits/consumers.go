@@ -9,6 +9,10 @@ import (
 // values go to the overflow bucket.
 const MaxConsumerLen = 128
 
+// MaxConsumers is the most consumers one Consumers tracker admits: the bound of
+// a route's limits.maxConsumers, which the config validator reads from here.
+const MaxConsumers = 1 << 16
+
 // Consumers bounds the consumer values (taken from a client header, so chosen by
 // the client) that get a bucket of their own on one route: the first Max distinct
 // values seen by any VM of the Envoy process are tracked, every other value shares
@@ -42,8 +46,8 @@ type Consumers struct {
 
 // NewConsumers returns the tracker of at most max consumers on route.
 func NewConsumers(store SharedData, route string, max int) (*Consumers, error) {
-	if max <= 0 || max > 1<<16 {
-		return nil, errors.New("limits: route " + strconv.Quote(route) + " maxConsumers: must be between 1 and 65536")
+	if max <= 0 || max > MaxConsumers {
+		return nil, errors.New("limits: route " + strconv.Quote(route) + " maxConsumers: must be between 1 and " + strconv.Itoa(MaxConsumers))
 	}
 	if store == nil {
 		return nil, errors.New("limits: nil shared data store")
