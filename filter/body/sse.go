@@ -348,17 +348,6 @@ func (s *SSEScanner) emit(chunk []byte, end int) {
 	s.raw, s.segStart = s.raw[:0], end
 }
 
-// lineEnd returns the index of the first CR or LF in b, or len(b).
-func lineEnd(b []byte) int {
-	if j := bytes.IndexByte(b, '\n'); j >= 0 {
-		b = b[:j]
-	}
-	if j := bytes.IndexByte(b, '\r'); j >= 0 {
-		return j
-	}
-	return len(b)
-}
-
 // Finish ends the stream: an event that was not ended by a blank line is
 // dispatched as if it had been. (The SSE standard drops such an event; some
 // upstreams close the stream right after their last data line.) Call it once,
@@ -476,10 +465,14 @@ type cutPlan struct {
 
 // chatEvent reads one chat completion chunk.
 func (s *SSEScanner) chatEvent(data []byte) {
-	lead := len(data)
-	data = bytes.TrimLeft(data, " \t\r\n")
-	lead -= len(data)
-	data = bytes.TrimRight(data, " \t\r\n")
+	lead := 0
+	for lead < len(data) && isSpace(data[lead]) {
+		lead++
+	}
+	data = data[lead:]
+	for len(data) > 0 && isSpace(data[len(data)-1]) {
+		data = data[:len(data)-1]
+	}
 	switch string(data) {
 	case "[DONE]":
 		s.done = true
@@ -608,7 +601,7 @@ func usageKey(data []byte) int {
 	const at = 4 // the 'g' of key
 	off := at
 	for off < len(data) {
-		n := bytes.IndexByte(data[off:], 'g')
+		n := indexByte(data[off:], 'g')
 		if n < 0 {
 			return -1
 		}

@@ -232,3 +232,22 @@ func FuzzSSEStrip(f *testing.F) {
 		require.LessOrEqual(t, len(want), len(data), "stripping only removes")
 	})
 }
+
+func TestWordSearches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	alphabet := []byte("ab\n\rg\x80\xff\x00\x01 ")
+	for n := 0; n < 2000; n++ {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		want := len(b)
+		if i := strings.IndexAny(string(b), "\r\n"); i >= 0 {
+			want = i
+		}
+		require.Equal(t, want, lineEnd(b), "%q", b)
+		for _, c := range []byte("g\n\x00\x80") {
+			require.Equal(t, strings.IndexByte(string(b), c), indexByte(b, c), "%q %q", b, c)
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package e2e_test
+
+import (
+	"bytes"
+
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+)
+
+// openAIEvents is sseEvents as api.openai.com sends it when include_usage is
+// asked: every chunk also carries "usage":null, which the filter cuts when it
+// asked on the client's behalf.
+var openAIEvents = func() [][]byte {
+	evs := make([][]byte, len(sseEvents))
+	for i, ev := range sseEvents {
+		evs[i] = bytes.Replace(ev, []byte(`"finish_reason":null}]}`), []byte(`"finish_reason":null}],"usage":null}`), 1)
+	}
+	return evs
+}()
+
+// eventsUpstream streams its events as sseUpstream does: one HTTP chunk each,
+// the next only once the client got the previous one.
+type eventsUpstream struct {
+	events [][]byte
+	gate   chan struct{}
+}
+
+func (u *eventsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("content-type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for i, ev := range u.events {
+		select {
+		case <-u.gate:
+		default:
+		}
+		w.Write(ev)
+		rc.Flush()
+		if i == len(u.events)-1 || bytes.Contains(ev, []byte(`"usage":{`)) {
+			continue // the last event, or one the filter may remove: no wait
+		}
+		t.Reset(time.Second)
+		select {
+		case <-u.gate:
+		case <-t.C:
+		}
+	}
+}
+
+// BenchmarkStreamGuestTime reports the filter's own work per SSE event: the
+// guest time of a streamed chat completion of 202 events (200 content chunks,
+// the usage chunk, [DONE]), each its own body callback, through the filter
+// and through the do-nothing module (e2e/testdata/noop) on the same stream,
+// in alternating requests, divided by the events. Cases: the client asked for
+// usage (the stream passes as sent); the client did not (the filter asked,
+// and removes the usage chunk); and the same against a stream in OpenAI's
+// shape, whose every chunk carries "usage":null (cut from each).
+func BenchmarkStreamGuestTime(b *testing.B) {
+	noop, err := wasmbuild.Build("./e2e/testdata/noop")
+	if err != nil {
+		b.Fatal(err)
+	}
+	asked := `{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me about the shepherds of the mesh."}]}`
+	notAsked := `{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Tell me about the shepherds of the mesh."}]}`
+	for _, tc := range []struct {
+		name   string
+		events [][]byte
+		body   string
+		strips bool
+	}{
+		{"usage-asked", sseEvents, asked, false},
+		{"usage-stripped", sseEvents, notAsked, true},
+		{"openai-usage-null-stripped", openAIEvents, notAsked, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			up := &eventsUpstream{events: tc.events, gate: make(chan struct{}, 1)}
+			addr := scenario.Upstream(b, up)
+			filter := newBenchHost(b, module(b), benchConfig, map[string]string{"p": addr})
+			base := newBenchHost(b, noop, benchConfig, map[string]string{"p": addr})
+			do := func(h *envoy.Host) time.Duration {
+				before := h.VMStats()[0].GuestTime
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(gatedRecorder{rec, up.gate}, benchRequest(http.MethodPost, "/v1/chat/completions", tc.body))
+				if rec.Code != http.StatusOK || !strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n") {
+					b.Fatalf("status %d: %.200q", rec.Code, rec.Body.Bytes())
+				}
+				if h == filter && tc.strips == strings.Contains(rec.Body.String(), `"usage"`) {
+					b.Fatalf("usage stripped: %v, want %v", !tc.strips, tc.strips)
+				}
+				return h.VMStats()[0].GuestTime - before
+			}
+			for i := 0; i < 20; i++ { // warm up: metrics defined, buffers grown
+				do(filter)
+				do(base)
+			}
+			var f, n time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f += do(filter)
+				n += do(base)
+			}
+			b.StopTimer()
+			events := float64(len(tc.events))
+			perEvent := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(b.N) / events }
+			b.ReportMetric(perEvent(f), "filter-guest-µs/event")
+			b.ReportMetric(perEvent(n), "noop-guest-µs/event")
+			b.ReportMetric(perEvent(f-n), "added-guest-µs/event")
+			b.ReportMetric(float64(f)/float64(n), "filter/noop")
+		})
+	}
+}
