@@ -48,10 +48,7 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 	}
 	v.nextHTTPCall += calloutStep
 	tok := v.nextHTTPCall
-	ctx, cancel := context.WithCancel(v.h.ctx)
-	if timeoutMs > 0 {
-		ctx, cancel = context.WithTimeout(v.h.ctx, time.Duration(timeoutMs)*time.Millisecond)
-	}
+	ctx, cancel := calloutContext(v.h.ctx, time.Duration(timeoutMs)*time.Millisecond)
 	v.callouts[tok] = cancel
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
@@ -91,6 +88,17 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 // buffers for a callout: 32 MiB (source/common/http/async_client_impl.h,
 // kBufferLimitForResponse; runtime key http.async_response_buffer_limit).
 const DefaultCalloutBufferLimit = 32 << 20
+
+// calloutContext is one callout's context: cancelled by its cancel (the answer
+// arrived, the plugin cancelled, the host closed) or after timeout when positive.
+// Exactly one child of the host's context is made, so cancel unregisters all a
+// callout ever registered there.
+func calloutContext(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeout(parent, timeout)
+	}
+	return context.WithCancel(parent)
+}
 
 // doCallout performs the request. Like Envoy's async client (whose router turns
 // upstream failures into local replies delivered as a success), a connection failure
@@ -226,10 +234,7 @@ func (v *vm) grpcCall(service []byte, svcName, method string, md []pair, msg []b
 	}
 	v.nextGrpcCall += calloutStep
 	tok := v.nextGrpcCall
-	ctx, cancel := context.WithCancel(v.h.ctx)
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(v.h.ctx, timeout)
-	}
+	ctx, cancel := calloutContext(v.h.ctx, timeout)
 	v.callouts[tok] = cancel
 	go func() {
 		defer cancel()
