@@ -140,9 +140,9 @@ func TestFaultProviderResetsMidStream(t *testing.T) {
 	e.settled(t)
 }
 
-// TestFaultProviderNeverAnswers: the host emulates no route timeout (Envoy's
-// default of 15 s is not modelled), so a provider that never answers holds the
-// request until the client gives up; the client's deadline ends the stream,
+// TestFaultProviderNeverAnswers: a provider that never answers holds the
+// request until the client gives up (here at 2 s, before the route's 15 s
+// timeout; Istio's routes have none); the client's deadline ends the stream,
 // the upstream request is cancelled and the reservation settled.
 func TestFaultProviderNeverAnswers(t *testing.T) {
 	e := newFaultEnv(t, faultConfig)

@@ -39,7 +39,15 @@ type Config struct {
 	// DefaultCluster takes requests no route matches; empty means 404 like Envoy
 	// without a matching route.
 	DefaultCluster string
-	StatsTags      []StatsTag
+	// VirtualHosts, when set, route instead of Routes and DefaultCluster: Envoy's
+	// route_config (domains with wildcards, prefix/path/regex matches, direct
+	// responses, per-route timeouts and metadata).
+	VirtualHosts []VirtualHost
+	// RouteTimeout is the timeout of routes that set none (Envoy's route.timeout,
+	// 15 s by default): from the end of the downstream request to the end of the
+	// upstream response. 0 means 15 s; negative disables it.
+	RouteTimeout time.Duration
+	StatsTags    []StatsTag
 	// FailOpen is the plugin's fail_open: after the VM failed, streams continue without
 	// the plugin; otherwise they get a 503 local reply.
 	FailOpen bool
@@ -103,6 +111,9 @@ type Host struct {
 	bufferLimit int
 	// calloutLimit is what one http callout's answer may buffer.
 	calloutLimit int
+	routes       *routeTable // nil: Config.Routes and DefaultCluster route
+	// routeTimeout is the default route timeout (0: none).
+	routeTimeout time.Duration
 
 	vmSeq atomic.Uint64
 	rr    atomic.Uint64
@@ -156,6 +167,22 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("config.default_cluster: unknown cluster %q", cfg.DefaultCluster)
 		}
 	}
+	var routes *routeTable
+	if len(cfg.VirtualHosts) > 0 {
+		if len(cfg.Routes) > 0 || cfg.DefaultCluster != "" {
+			return nil, errors.New("config.virtual_hosts: set either virtual hosts or routes and a default cluster")
+		}
+		vhs := make([]VirtualHost, len(cfg.VirtualHosts))
+		for i, vh := range cfg.VirtualHosts {
+			vh.Routes = append([]Route(nil), vh.Routes...)
+			vhs[i] = vh
+		}
+		var err error
+		if routes, err = compileRoutes(vhs, cfg.Clusters); err != nil {
+			return nil, err
+		}
+		cfg.VirtualHosts = vhs
+	}
 	level, err := ParseLogLevel(cfg.LogLevel)
 	if err != nil {
 		return nil, fmt.Errorf("config.log_level: %w", err)
@@ -180,6 +207,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		pluginConfig: cfg.PluginConfig,
 		nodeID:       "sidecar~127.0.0.1~shepherd-local.default~default.svc.cluster.local",
 		nodeCluster:  "shepherd-local.default",
+	}
+	h.routes = routes
+	switch {
+	case cfg.RouteTimeout == 0:
+		h.routeTimeout = 15 * time.Second // Envoy's default route timeout
+	case cfg.RouteTimeout > 0:
+		h.routeTimeout = cfg.RouteTimeout
 	}
 	h.bufferLimit = cfg.BufferLimitBytes
 	if h.bufferLimit <= 0 {

@@ -19,7 +19,7 @@ import (
 // protocol,size,total_size,duration}, response.{code,code_details,flags,headers,trailers,
 // size,total_size}, source.{address,port}, destination.{address,port},
 // connection.{id,mtls,requested_server_name}, upstream.{address,port},
-// xds.{route_name,cluster_name}, node.{id,cluster}, plugin_name, plugin_root_id,
+// xds.{route_name,cluster_name,route_metadata}, route_metadata, node.{id,cluster}, plugin_name, plugin_root_id,
 // plugin_vm_id, and values set with proxy_set_property (Envoy's "wasm." filter state).
 //
 // Difference from Envoy: request.* reads the stream's current request headers in every
@@ -84,6 +84,9 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 	s := v.currentStream()
 	if s == nil {
 		return nil, StatusNotFound
+	}
+	if top == "route_metadata" && len(rest) == 0 {
+		return s.routeMetadata()
 	}
 	if len(rest) == 0 {
 		if val, ok := s.filterState[top]; ok {
@@ -204,9 +207,26 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 				return nil, StatusNotFound
 			}
 			return leaf([]byte(s.cluster))
+		case "route_metadata":
+			if len(rest) > 1 {
+				return nil, StatusNotFound
+			}
+			return s.routeMetadata()
 		}
 	}
 	return nil, StatusNotFound
+}
+
+// routeMetadata is the matched route's metadata as Envoy serializes a message
+// property: the envoy.config.core.v3.Metadata in protobuf bytes, empty when the
+// route has none (context.cc findValue ROUTE_METADATA; the xds.route_metadata
+// attribute of source/extensions/filters/common/expr/context.cc). Without a
+// route (Config.Routes, or before routing) it is NotFound.
+func (s *stream) routeMetadata() ([]byte, Status) {
+	if s.route == nil {
+		return nil, StatusNotFound
+	}
+	return s.route.Metadata, StatusOK
 }
 
 func mapProperty(ps []pair, rest []string) ([]byte, Status) {

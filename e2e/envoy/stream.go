@@ -45,11 +45,58 @@ type stream struct {
 	routeCleared                          bool
 
 	routeName, cluster, upstream string
+	route                        *Route // the matched route of Config.VirtualHosts
 	respCode                     int
 	codeDetails                  string
 	reqBytes, respBytes          int64
 	filterState                  map[string][]byte
 	headersSent                  bool
+
+	// The route timeout (Envoy's router: armed once the downstream request is
+	// complete, source/common/router/router.cc onRequestComplete). Guarded by the
+	// VM mutex, timedOut excepted.
+	reqComplete   bool
+	routeTimeout  time.Duration
+	timeoutCancel context.CancelFunc
+	timer         *time.Timer
+	timedOut      atomic.Bool
+}
+
+// requestComplete notes the downstream request has ended (headers only, or its
+// body and trailers passed to the upstream request).
+func (s *stream) requestComplete() {
+	s.lock()
+	s.reqComplete = true
+	s.armLocked()
+	s.unlock()
+}
+
+// armRouteTimeout sets the route's timeout once the route is chosen; cancel ends
+// the upstream request when it fires.
+func (s *stream) armRouteTimeout(d time.Duration, cancel context.CancelFunc) {
+	s.lock()
+	s.routeTimeout, s.timeoutCancel = d, cancel
+	s.armLocked()
+	s.unlock()
+}
+
+func (s *stream) armLocked() {
+	if s.timer != nil || !s.reqComplete || s.routeTimeout <= 0 || s.timeoutCancel == nil {
+		return
+	}
+	cancel := s.timeoutCancel
+	s.timer = time.AfterFunc(s.routeTimeout, func() {
+		s.timedOut.Store(true)
+		cancel()
+	})
+}
+
+func (s *stream) stopRouteTimer() {
+	s.lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.unlock()
 }
 
 // localReply is a pending proxy_send_local_response.
@@ -247,6 +294,10 @@ func (s *stream) serve() {
 		defer pr.CloseWithError(errStreamDone)
 	}
 	pumping := false
+	if eos {
+		s.requestComplete()
+	}
+	defer s.stopRouteTimer()
 
 	// Request headers.
 	s.lock()
@@ -293,12 +344,38 @@ func (s *stream) serve() {
 	s.lock()
 	authority, path, method := getPair(s.reqH, ":authority"), getPair(s.reqH, ":path"), getPair(s.reqH, ":method")
 	s.unlock()
-	cluster, routeName, found := s.h.route(authority)
-	s.routeName = routeName
-	if !found {
-		// Envoy: no route matched → 404 with details route_not_found.
-		s.respondLocal(&localReply{code: http.StatusNotFound, details: "route_not_found"})
-		return
+	timeout := s.h.routeTimeout
+	var cluster string
+	if s.h.routes != nil {
+		_, rt, _ := s.h.routes.find(authority, path)
+		if rt == nil {
+			// Envoy: no route matched → 404 with details route_not_found.
+			s.respondLocal(&localReply{code: http.StatusNotFound, details: "route_not_found"})
+			return
+		}
+		s.lock()
+		s.route, s.routeName = rt, rt.Name
+		s.unlock()
+		if rt.Direct != nil {
+			// The router answers a direct_response route with a local reply
+			// (source/common/router/router.cc decodeHeaders), which passes through
+			// the plugin's response callbacks like any local reply.
+			s.respondLocal(&localReply{code: rt.Direct.Status, body: rt.Direct.Body, details: "direct_response"})
+			return
+		}
+		cluster = rt.Cluster
+		if rt.Timeout != nil {
+			timeout = *rt.Timeout
+		}
+	} else {
+		c, routeName, found := s.h.route(authority)
+		s.routeName = routeName
+		if !found {
+			// Envoy: no route matched → 404 with details route_not_found.
+			s.respondLocal(&localReply{code: http.StatusNotFound, details: "route_not_found"})
+			return
+		}
+		cluster = c
 	}
 	s.cluster = cluster
 	addr, ok := s.h.cfg.Clusters[cluster]
@@ -338,6 +415,8 @@ func (s *stream) serve() {
 	if body != nil && req.ContentLength == 0 {
 		req.ContentLength = -1
 	}
+	s.armRouteTimeout(timeout, cancel)
+	sent := time.Now()
 	resp, err := s.h.transport.RoundTrip(req)
 	if l, reset := s.takeLocal(); reset {
 		if resp != nil {
@@ -358,6 +437,14 @@ func (s *stream) serve() {
 		return
 	}
 	if err != nil {
+		if s.timedOut.Load() {
+			// The route's timeout ended the request before the upstream answered:
+			// Envoy's router answers 504 (router.cc onResponseTimeout →
+			// onUpstreamAbort), through the plugin's response callbacks.
+			s.respondLocal(&localReply{code: http.StatusGatewayTimeout, body: []byte("upstream request timeout"),
+				details: "upstream_response_timeout"})
+			return
+		}
 		if r.Context().Err() != nil {
 			return
 		}
@@ -371,6 +458,9 @@ func (s *stream) serve() {
 	defer resp.Body.Close()
 	s.lock()
 	s.respH = responsePairs(resp)
+	// The router adds the upstream's time to headers in milliseconds before the
+	// encoder filters run (router.cc onUpstreamHeaders, setEnvoyUpstreamServiceTime).
+	s.respH = append(s.respH, pair{"x-envoy-upstream-service-time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10)})
 	s.respCode = resp.StatusCode
 	s.codeDetails = "via_upstream"
 	s.unlock()
@@ -508,6 +598,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 				}
 			}
 			pw.Close()
+			s.requestComplete()
 			return
 		}
 	}
@@ -636,6 +727,8 @@ func (s *stream) writeLocal(l *localReply) {
 	}
 }
 
+var serverEnvoy = []string{"envoy"}
+
 // writeHeaders sends the response headers; final says they end the response.
 func (s *stream) writeHeaders(ps []pair, final bool) {
 	hdr := s.w.Header()
@@ -658,6 +751,10 @@ func (s *stream) writeHeaders(ps []pair, final bool) {
 	if !hasCT {
 		hdr["Content-Type"] = nil // no sniffing: Envoy adds no content type
 	}
+	// The connection manager's default server_header_transformation (OVERWRITE)
+	// sets its server name on every response after the encoder filters
+	// (source/common/http/conn_manager_impl.cc ActiveStream::encodeHeaders).
+	hdr["Server"] = serverEnvoy
 	s.respCode = code
 	s.headersSent = true
 	if final {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"runtime"
 	"strconv"
 	"strings"
@@ -253,6 +254,20 @@ func (s *stream) OnHttpResponseHeaders(n int, eos bool) types.Action {
 		return types.ActionPause
 	case "buffer":
 		_ = proxywasm.RemoveHttpResponseHeader("content-length")
+	case "route":
+		// What the plugin sees of the route and the router's answer.
+		md, err := proxywasm.GetProperty([]string{"route_metadata"})
+		if err != nil {
+			_ = proxywasm.AddHttpResponseHeader("x-route-metadata", "<"+err.Error()+">")
+		} else {
+			_ = proxywasm.AddHttpResponseHeader("x-route-metadata", hex.EncodeToString(md))
+		}
+		name, _ := proxywasm.GetProperty([]string{"xds", "route_name"})
+		_ = proxywasm.AddHttpResponseHeader("x-route-name", string(name))
+		status, _ := proxywasm.GetHttpResponseHeader(":status")
+		_ = proxywasm.AddHttpResponseHeader("x-seen-status", status)
+		st, _ := proxywasm.GetHttpResponseHeader("x-envoy-upstream-service-time")
+		_ = proxywasm.AddHttpResponseHeader("x-seen-service-time", st)
 	}
 	return types.ActionContinue
 }
