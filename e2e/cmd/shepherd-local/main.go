@@ -82,6 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		"Envoy 1.35+ allow_on_headers_stop_iteration: a headers Pause still delivers the body (Istio's WasmPlugin cannot set it)")
 	bufLimit := fs.Int("buffer-limit", 1<<20, "bytes a plugin may buffer per body before 413/reset (Envoy's per-connection buffer limit)")
 	idle := fs.Duration("stream-idle-timeout", 5*time.Minute, "408 a stream the plugin holds longer than this (Envoy's stream_idle_timeout)")
+	routeTimeout := fs.Duration("route-timeout", 15*time.Second,
+		"504 a request whose upstream has not finished answering this long after the request ended (Envoy's route timeout; 0: none)")
 	legacy := fs.Bool("legacy-wasi", false, "answer WASI poll_oneoff with ENOSYS like Envoy before envoyproxy/envoy#45756")
 	logLevel := fs.String("log-level", "info", "wasm log `LEVEL` (trace, debug, info, warn, error, critical)")
 	clusters := &kvFlag{name: "cluster"}
@@ -123,6 +125,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if *idle <= 0 {
 		return nil, fmt.Errorf("--stream-idle-timeout: must be positive, got %s", *idle)
 	}
+	if *routeTimeout < 0 {
+		return nil, fmt.Errorf("--route-timeout: must not be negative, got %s", *routeTimeout)
+	}
+	rt := *routeTimeout
+	if rt == 0 {
+		rt = -1 // none
+	}
 	if *bufLimit <= 0 {
 		return nil, fmt.Errorf("--buffer-limit: must be positive, got %d", *bufLimit)
 	}
@@ -138,7 +147,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		Clusters: map[string]string{}, Routes: map[string]string{}, DefaultCluster: *defCluster,
 		FailOpen: *failOpen, FailReload: *failReload, LegacyWASI: *legacy, LogLevel: *logLevel,
 		AllowOnHeadersStopIteration: *allowStop, StreamIdleTimeout: *idle, BufferLimitBytes: *bufLimit,
-		Env: map[string]string{},
+		RouteTimeout: rt,
+		Env:          map[string]string{},
 	}}
 	for _, p := range clusters.pairs {
 		if _, _, err := net.SplitHostPort(p[1]); err != nil {

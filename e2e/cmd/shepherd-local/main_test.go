@@ -49,6 +49,7 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--wasm", wasm, "--workers", "0"}, "--workers: must be at least 1, got 0"},
 		{[]string{"--wasm", wasm, "--log-level", "loud"}, `--log-level: unknown log level "loud"`},
 		{[]string{"--wasm", wasm, "--plugin-config", "/does/not/exist.json"}, "--plugin-config: open /does/not/exist.json"},
+		{[]string{"--wasm", wasm, "--route-timeout", "-1s"}, "--route-timeout: must not be negative, got -1s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -66,6 +67,10 @@ func TestNoPluginFlag(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, o.cfg.NoPlugin)
 	require.Empty(t, o.cfg.Module)
+	require.Equal(t, 15*time.Second, o.cfg.RouteTimeout, "Envoy's default route timeout")
+	o2, err := parseFlags([]string{"--no-plugin", "--route-timeout", "0"}, io.Discard)
+	require.NoError(t, err)
+	require.Negative(t, o2.cfg.RouteTimeout, "--route-timeout 0 disables it")
 	h, err := envoy.New(context.Background(), o.cfg)
 	require.NoError(t, err, "the host accepts the configuration")
 	require.NoError(t, h.Close(context.Background()))
