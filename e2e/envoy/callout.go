@@ -50,7 +50,8 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 	tok := v.nextHTTPCall
 	ctx, cancel := calloutContext(v.h.ctx, time.Duration(timeoutMs)*time.Millisecond)
 	v.callouts[tok] = cancel
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+	scheme, transport := v.h.upstream(cluster)
+	req, err := http.NewRequestWithContext(ctx, method, scheme+addr+path, bytes.NewReader(body))
 	if err != nil {
 		delete(v.callouts, tok)
 		cancel()
@@ -69,7 +70,7 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 	}
 	go func() {
 		defer cancel()
-		resp := doCallout(ctx, v.h.transport, req, v.h.calloutLimit)
+		resp := doCallout(ctx, transport, req, v.h.calloutLimit)
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		if _, live := v.callouts[tok]; !live || v.closed || v.failed.Load() {

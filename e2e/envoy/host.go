@@ -9,6 +9,7 @@ package envoy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Config describes one plugin as an Envoy wasm HTTP filter would be configured
@@ -35,7 +38,10 @@ type Config struct {
 	VMConfig     []byte
 	Workers      int               // VMs (Envoy workers); default 1
 	Clusters     map[string]string // cluster name -> host:port (plain HTTP/1.1 or gRPC over h2c)
-	Routes       map[string]string // :authority (host, port optional) -> cluster
+	// ClusterTLS makes the HTTP requests and callouts to a cluster TLS with this
+	// configuration (Envoy's UpstreamTlsContext transport socket).
+	ClusterTLS map[string]*tls.Config
+	Routes     map[string]string // :authority (host, port optional) -> cluster
 	// DefaultCluster takes requests no route matches; empty means 404 like Envoy
 	// without a matching route.
 	DefaultCluster string
@@ -79,7 +85,12 @@ type Config struct {
 	// calls (VMStat.HostTime), at two clock reads per call.
 	TimeHostCalls bool
 	Env           map[string]string // environment of the VM (Istio's vmConfig.env)
-	LogWriter     io.Writer         // plugin and host log lines; stderr by default
+	// NodeID and NodeCluster are the bootstrap's node (the node.id and node.cluster
+	// properties); empty means an Istio-like sidecar identity.
+	NodeID, NodeCluster string
+	// NodeMetadata is the node's metadata, a serialized google.protobuf.Struct.
+	NodeMetadata []byte
+	LogWriter    io.Writer // plugin and host log lines; stderr by default
 	// LogLevel is Envoy's wasm logger level ("trace" ... "critical"); default "info".
 	// Plugin lines below it are dropped, and proxy_get_log_level reports it.
 	LogLevel string
@@ -93,22 +104,24 @@ type Config struct {
 
 // Host runs one plugin on Workers VMs. It is safe for concurrent use.
 type Host struct {
-	cfg         Config
-	ctx         context.Context
-	cancel      context.CancelFunc
-	rt          wazero.Runtime
-	compiled    wazero.CompiledModule
-	logs        *logRing
-	logLevel    LogLevel
-	stats       *statsStore
-	shared      *sharedData
-	queues      *sharedQueues
-	transport   *http.Transport
-	environ     []string
-	nodeID      string
-	nodeCluster string
-	idleTimeout time.Duration
-	bufferLimit int
+	cfg           Config
+	ctx           context.Context
+	cancel        context.CancelFunc
+	rt            wazero.Runtime
+	compiled      wazero.CompiledModule
+	logs          *logRing
+	logLevel      LogLevel
+	stats         *statsStore
+	shared        *sharedData
+	queues        *sharedQueues
+	transport     *http.Transport
+	tlsTransports map[string]*http.Transport // per TLS cluster (Config.ClusterTLS)
+	environ       []string
+	nodeID        string
+	nodeCluster   string
+	nodeMetadata  *structpb.Struct
+	idleTimeout   time.Duration
+	bufferLimit   int
 	// calloutLimit is what one http callout's answer may buffer.
 	calloutLimit int
 	routes       *routeTable // nil: Config.Routes and DefaultCluster route
@@ -155,6 +168,11 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, fmt.Errorf("config.clusters[%s]: %w", name, err)
+		}
+	}
+	for name := range cfg.ClusterTLS {
+		if _, ok := cfg.Clusters[name]; !ok {
+			return nil, fmt.Errorf("config.cluster_tls[%s]: unknown cluster", name)
 		}
 	}
 	for auth, c := range cfg.Routes {
@@ -209,6 +227,28 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		nodeCluster:  "shepherd-local.default",
 	}
 	h.routes = routes
+	if cfg.NodeID != "" {
+		h.nodeID = cfg.NodeID
+	}
+	if cfg.NodeCluster != "" {
+		h.nodeCluster = cfg.NodeCluster
+	}
+	if len(cfg.NodeMetadata) > 0 {
+		h.nodeMetadata = &structpb.Struct{}
+		if err := proto.Unmarshal(cfg.NodeMetadata, h.nodeMetadata); err != nil {
+			cancel()
+			return nil, fmt.Errorf("config.node_metadata: %w", err)
+		}
+	}
+	for name, tc := range cfg.ClusterTLS {
+		t := h.transport.Clone()
+		t.TLSClientConfig = tc.Clone()
+		t.ForceAttemptHTTP2 = true
+		if h.tlsTransports == nil {
+			h.tlsTransports = map[string]*http.Transport{}
+		}
+		h.tlsTransports[name] = t
+	}
 	switch {
 	case cfg.RouteTimeout == 0:
 		h.routeTimeout = 15 * time.Second // Envoy's default route timeout
@@ -358,6 +398,14 @@ func (h *Host) pluginLog(v *vm, level LogLevel, msg string) {
 	h.logs.plugin(v.idx, level, msg)
 }
 
+// upstream is how requests reach a cluster: the URL scheme and the transport.
+func (h *Host) upstream(cluster string) (string, http.RoundTripper) {
+	if t := h.tlsTransports[cluster]; t != nil {
+		return "https://", t
+	}
+	return "http://", h.transport
+}
+
 // route maps an :authority to a cluster: exact match, then the host without its port,
 // then the default cluster. The route name is the matched authority or "default".
 func (h *Host) route(authority string) (cluster, routeName string, ok bool) {
@@ -459,6 +507,9 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	h.grpcMu.Unlock()
 	h.transport.CloseIdleConnections()
+	for _, t := range h.tlsTransports {
+		t.CloseIdleConnections()
+	}
 	return h.rt.Close(context.Background())
 }
 

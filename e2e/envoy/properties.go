@@ -1,11 +1,15 @@
 package envoy
 
 import (
+	"math"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Properties follow Envoy's attribute names (source/extensions/filters/common/expr/context.cc
@@ -19,7 +23,7 @@ import (
 // protocol,size,total_size,duration}, response.{code,code_details,flags,headers,trailers,
 // size,total_size}, source.{address,port}, destination.{address,port},
 // connection.{id,mtls,requested_server_name}, upstream.{address,port},
-// xds.{route_name,cluster_name,route_metadata}, route_metadata, node.{id,cluster}, plugin_name, plugin_root_id,
+// xds.{route_name,cluster_name,route_metadata}, route_metadata, node.{id,cluster,metadata}, plugin_name, plugin_root_id,
 // plugin_vm_id, and values set with proxy_set_property (Envoy's "wasm." filter state).
 //
 // Difference from Envoy: request.* reads the stream's current request headers in every
@@ -78,6 +82,9 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 			case "cluster":
 				return []byte(v.h.nodeCluster), StatusOK
 			}
+		}
+		if len(rest) >= 1 && rest[0] == "metadata" {
+			return structProperty(v.h.nodeMetadata, rest[1:])
 		}
 		return nil, StatusNotFound
 	}
@@ -227,6 +234,59 @@ func (s *stream) routeMetadata() ([]byte, Status) {
 		return nil, StatusNotFound
 	}
 	return s.route.Metadata, StatusOK
+}
+
+// structProperty serves a google.protobuf.Struct the way Envoy's attribute view
+// does (source/extensions/filters/common/expr/context.cc; values serialized by
+// serializeValue in source/extensions/common/wasm/context.cc): the struct as
+// header pairs when every value is a string (else SerializationFailure), a
+// field as its value (string bytes, a number as an 8-byte double, a bool as a
+// byte), a nested struct by the same rules.
+func structProperty(st *structpb.Struct, rest []string) ([]byte, Status) {
+	if st == nil {
+		return nil, StatusNotFound
+	}
+	if len(rest) == 0 {
+		ps := make([]pair, 0, len(st.GetFields()))
+		keys := make([]string, 0, len(st.GetFields()))
+		for k := range st.GetFields() {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			sv, ok := st.GetFields()[k].GetKind().(*structpb.Value_StringValue)
+			if !ok {
+				return nil, StatusSerializationFailed
+			}
+			ps = append(ps, pair{k, sv.StringValue})
+		}
+		return encodePairs(ps), StatusOK
+	}
+	val, ok := st.GetFields()[rest[0]]
+	if !ok {
+		return nil, StatusNotFound
+	}
+	switch k := val.GetKind().(type) {
+	case *structpb.Value_StructValue:
+		return structProperty(k.StructValue, rest[1:])
+	case *structpb.Value_StringValue:
+		if len(rest) == 1 {
+			return []byte(k.StringValue), StatusOK
+		}
+	case *structpb.Value_NumberValue:
+		if len(rest) == 1 {
+			return le64(math.Float64bits(k.NumberValue)), StatusOK
+		}
+	case *structpb.Value_BoolValue:
+		if len(rest) == 1 {
+			return boolByte(k.BoolValue), StatusOK
+		}
+	default:
+		if len(rest) == 1 {
+			return nil, StatusSerializationFailed
+		}
+	}
+	return nil, StatusNotFound
 }
 
 func mapProperty(ps []pair, rest []string) ([]byte, Status) {

@@ -389,7 +389,8 @@ func (s *stream) serve() {
 	if !eos && !pumping {
 		go s.pumpRequestBody(pw, cancel)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	scheme, transport := s.h.upstream(cluster)
+	req, err := http.NewRequestWithContext(ctx, method, scheme+addr+path, body)
 	if err != nil {
 		s.respondLocal(&localReply{code: http.StatusBadRequest, details: "invalid_path"})
 		return
@@ -417,7 +418,7 @@ func (s *stream) serve() {
 	}
 	s.armRouteTimeout(timeout, cancel)
 	sent := time.Now()
-	resp, err := s.h.transport.RoundTrip(req)
+	resp, err := transport.RoundTrip(req)
 	if l, reset := s.takeLocal(); reset {
 		if resp != nil {
 			resp.Body.Close()

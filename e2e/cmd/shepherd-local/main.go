@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +61,24 @@ type options struct {
 	listen       string
 	admin        string
 	pluginConfig string // the --plugin-config value, re-read on SIGHUP
+	envoyConfig  string // the --envoy-config file, whose plugin configuration SIGHUP re-reads
+}
+
+// reloadPluginConfig reads the plugin configuration again, from the bootstrap or
+// --plugin-config.
+func (o *options) reloadPluginConfig() ([]byte, error) {
+	if o.envoyConfig == "" {
+		return fileOrInline(o.pluginConfig)
+	}
+	data, err := os.ReadFile(o.envoyConfig)
+	if err != nil {
+		return nil, err
+	}
+	b, err := envoy.LoadBootstrap(data, filepath.Dir(o.envoyConfig))
+	if err != nil {
+		return nil, err
+	}
+	return b.Config.PluginConfig, nil
 }
 
 // parseFlags turns the command line into a host configuration; errors name the flag.
@@ -94,11 +114,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(routes, "route", "route `AUTHORITY=CLUSTER` (repeatable; host with or without port)")
 	fs.Var(tags, "stats-tag", "stats tag `NAME=REGEX` (repeatable; Envoy stats_tags)")
 	fs.Var(env, "env", "VM environment variable `NAME=VALUE` (repeatable)")
+	envoyConfig := fs.String("envoy-config", "", "a static Envoy v3 bootstrap `FILE` (YAML or JSON) to serve instead of the plugin, cluster and route flags;\n"+
+		"--wasm replaces its code file, --cluster NAME=HOST:PORT points one of its clusters at a plain address, --listen/--admin/--workers/--route-timeout apply")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *envoyConfig != "" {
+		return fromBootstrap(fs, *envoyConfig, *wasm, clusters.pairs)
 	}
 	var module []byte
 	switch {
@@ -176,6 +201,94 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
+// bootstrapOnly are the flags an Envoy bootstrap replaces.
+var bootstrapOnly = []string{"no-plugin", "plugin-config", "vm-config", "plugin-name", "vm-id", "root-id", "default-cluster",
+	"fail-open", "route", "stats-tag", "env", "stream-idle-timeout"}
+
+// fromBootstrap builds the options from --envoy-config: the bootstrap's listener,
+// admin, plugin, routes and clusters, with the flags that may adjust them.
+func fromBootstrap(fs *flag.FlagSet, path, wasm string, clusters [][2]string) (*options, error) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range bootstrapOnly {
+		if set[name] {
+			return nil, fmt.Errorf("--%s: set by --envoy-config; leave it out", name)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--envoy-config: %w", err)
+	}
+	b, err := envoy.LoadBootstrap(data, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("--envoy-config %s: %w", path, err)
+	}
+	cfg := b.Config
+	switch {
+	case cfg.NoPlugin && wasm != "":
+		return nil, errors.New("--wasm: the bootstrap has no envoy.filters.http.wasm filter")
+	case wasm != "":
+		if cfg.Module, err = os.ReadFile(wasm); err != nil {
+			return nil, fmt.Errorf("--wasm: %w", err)
+		}
+	case b.WasmFile != "":
+		if cfg.Module, err = os.ReadFile(b.WasmFile); err != nil {
+			return nil, fmt.Errorf("--envoy-config %s: vm_config.code.local.filename: %w (or give --wasm)", path, err)
+		}
+	}
+	for _, p := range clusters {
+		if _, ok := cfg.Clusters[p[0]]; !ok {
+			return nil, fmt.Errorf("--cluster %s: not a cluster of the bootstrap", p[0])
+		}
+		if _, _, err := net.SplitHostPort(p[1]); err != nil {
+			return nil, fmt.Errorf("--cluster %s: %w", p[0], err)
+		}
+		cfg.Clusters[p[0]] = p[1]
+		delete(cfg.ClusterTLS, p[0]) // a local stand-in speaks plain HTTP
+	}
+	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path}
+	lookup := func(name string) string { return fs.Lookup(name).Value.String() }
+	if set["listen"] {
+		o.listen = lookup("listen")
+	}
+	if set["admin"] || o.admin == "" {
+		o.admin = lookup("admin")
+	}
+	n, _ := strconv.Atoi(lookup("workers"))
+	if n < 1 {
+		return nil, fmt.Errorf("--workers: must be at least 1, got %d", n)
+	}
+	o.cfg.Workers = n
+	if set["route-timeout"] {
+		d, _ := time.ParseDuration(lookup("route-timeout"))
+		if d < 0 {
+			return nil, fmt.Errorf("--route-timeout: must not be negative, got %s", d)
+		}
+		o.cfg.RouteTimeout = d
+		if d == 0 {
+			o.cfg.RouteTimeout = -1
+		}
+	}
+	for _, name := range []string{"fail-reload", "allow-on-headers-stop-iteration", "legacy-wasi"} {
+		v, _ := strconv.ParseBool(lookup(name))
+		switch name {
+		case "fail-reload":
+			o.cfg.FailReload = v
+		case "allow-on-headers-stop-iteration":
+			o.cfg.AllowOnHeadersStopIteration = v
+		case "legacy-wasi":
+			o.cfg.LegacyWASI = v
+		}
+	}
+	o.cfg.LogLevel = lookup("log-level")
+	if _, err := envoy.ParseLogLevel(o.cfg.LogLevel); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	bl, _ := strconv.Atoi(lookup("buffer-limit"))
+	o.cfg.BufferLimitBytes = bl
+	return o, nil
+}
+
 // fileOrInline reads a file, or takes the value itself when it looks like JSON or YAML
 // flow text (starts with '{' or '['). Empty means no configuration.
 func fileOrInline(v string) ([]byte, error) {
@@ -232,7 +345,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String()}
 	}
 
-	// SIGHUP re-reads --plugin-config and applies it like an xDS update: on failure the
+	// SIGHUP re-reads --plugin-config (or the bootstrap's) and applies it like an xDS update: on failure the
 	// running configuration stays.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -248,7 +361,7 @@ loop:
 			}
 			break loop
 		case <-hup:
-			pc, err := fileOrInline(o.pluginConfig)
+			pc, err := o.reloadPluginConfig()
 			if err == nil {
 				err = h.Reconfigure(pc)
 			}

@@ -182,3 +182,82 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestEnvoyConfigServesTheBootstrap: --envoy-config serves a static Envoy
+// bootstrap (e2e/envoy/testdata/bootstrap/routes.yaml), its clusters pointed at
+// local upstreams by --cluster and its code replaced by --wasm.
+func TestEnvoyConfigServesTheBootstrap(t *testing.T) {
+	wasm := buildGuest(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "primary %s", r.URL.Path)
+	}))
+	defer up.Close()
+	bootstrap := "../../envoy/testdata/bootstrap/routes.yaml"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--envoy-config", bootstrap, "--wasm", wasm,
+			"--cluster", "primary=" + strings.TrimPrefix(up.URL, "http://"), "--cluster", "backup=127.0.0.1:9",
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"}, io.Discard, io.Discard, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("shepherd-local did not start")
+	}
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/v1/chat", 200, "primary /v1/chat"},
+		{"/gone", 410, "gone for good"},
+	} {
+		resp, err := http.Get("http://" + a.Listen + tc.path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, tc.status, resp.StatusCode)
+		require.Equal(t, tc.body, string(body))
+		require.Equal(t, "envoy", resp.Header.Get("server"))
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("shepherd-local did not stop")
+	}
+}
+
+func TestEnvoyConfigFlagErrors(t *testing.T) {
+	bootstrap := "../../envoy/testdata/bootstrap/routes.yaml"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--envoy-config", bootstrap, "--plugin-config", "x"}, "--plugin-config: set by --envoy-config; leave it out"},
+		{[]string{"--envoy-config", bootstrap, "--route", "a=b"}, "--route: set by --envoy-config"},
+		{[]string{"--envoy-config", bootstrap, "--wasm", "/does/not/exist.wasm"}, "--wasm: open /does/not/exist.wasm"},
+		{[]string{"--envoy-config", bootstrap}, "vm_config.code.local.filename: open ../../envoy/testdata/bootstrap/guest.wasm"},
+		{[]string{"--envoy-config", "/does/not/exist.yaml"}, "--envoy-config: open /does/not/exist.yaml"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			_, err := parseFlags(tc.args, io.Discard)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	wasm := filepath.Join(t.TempDir(), "x.wasm")
+	require.NoError(t, os.WriteFile(wasm, []byte("\x00asm"), 0o644))
+	_, err := parseFlags([]string{"--envoy-config", bootstrap, "--wasm", wasm, "--cluster", "nope=127.0.0.1:1"}, io.Discard)
+	require.ErrorContains(t, err, "--cluster nope: not a cluster of the bootstrap")
+	o, err := parseFlags([]string{"--envoy-config", bootstrap, "--wasm", wasm, "--route-timeout", "2s"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, o.cfg.RouteTimeout)
+	require.Equal(t, "guest", o.cfg.PluginName)
+}

@@ -268,6 +268,8 @@ func (s *stream) OnHttpResponseHeaders(n int, eos bool) types.Action {
 		_ = proxywasm.AddHttpResponseHeader("x-seen-status", status)
 		st, _ := proxywasm.GetHttpResponseHeader("x-envoy-upstream-service-time")
 		_ = proxywasm.AddHttpResponseHeader("x-seen-service-time", st)
+		ns, _ := proxywasm.GetProperty([]string{"node", "metadata", "NAMESPACE"})
+		_ = proxywasm.AddHttpResponseHeader("x-node-namespace", string(ns))
 	}
 	return types.ActionContinue
 }
