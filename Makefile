@@ -87,8 +87,8 @@ bench-v8: wasm
 
 # The soak: the local mesh in-process (2 pods x 2 workers, the sidecar, two fake
 # providers with random faults) under randomized clients; prints the invariant
-# table and fails when one did not hold (docs/RELIABILITY.md). SOAK=3m by default.
-SOAK ?= 3m
+# table and fails when one did not hold (docs/RELIABILITY.md). SOAK=10m by default.
+SOAK ?= 10m
 .PHONY: soak
 soak: build
 	$(GO) run ./e2e/cmd/shepherd-soak --duration $(SOAK) --module $(WASM)

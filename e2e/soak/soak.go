@@ -33,6 +33,15 @@
 //     Options.MaxHeapGrowth between the warm-up and the end. The sidecar runs
 //     in this process, so this bounds the sidecar and the hosts' Go side
 //     together.
+//   - heap-per-request: the Go heap outside the VMs' linear memory, sampled
+//     after a collection about 90 times through the second half of the
+//     traffic phase, grows by at most Options.MaxHeapPerRequest bytes per
+//     request: the least-squares slope of heap over requests sent. The first
+//     half is the warm-up: the VMs grow, the first sidecar restart (at a
+//     third) leaves its step. State the run keeps for good per request (a
+//     leak) shows here however large the bound on total growth is; the
+//     samples' noise (about a MiB) needs minutes of traffic to tell a few
+//     bytes per request.
 //   - metrics-total: shepherd_requests_total summed over both pods' Prometheus
 //     output equals the requests the clients sent (every routed stream is
 //     counted once, also when its client left).
@@ -92,8 +101,18 @@ type Options struct {
 	MaxVMMemory uint64
 	// MaxHeapGrowth bounds the process's Go heap growth (default 256 MiB).
 	MaxHeapGrowth uint64
+	// MaxHeapPerRequest bounds the Go heap's growth per request through the
+	// run (default 16 bytes; see heap-per-request).
+	MaxHeapPerRequest float64
 	// Progress, when set, receives a line now and then.
 	Progress func(string)
+}
+
+// HeapSample is the Go heap after a collection, without the VMs' linear
+// memory, when Requests had been sent.
+type HeapSample struct {
+	Requests int64
+	Heap     uint64
 }
 
 // Invariant is one checked property.
@@ -118,7 +137,11 @@ type Result struct {
 	Shepherd5xx map[string]int64 // 5xx the proxy produced, by route
 	VMMemory    []uint64         // each VM's linear memory at the end
 	HeapGrowth  int64            // Go heap growth (bytes, after GC)
-	Invariants  []Invariant
+	// HeapPerRequest is the Go heap's growth outside the VMs per request
+	// (bytes; the least-squares slope of HeapSamples).
+	HeapPerRequest float64
+	HeapSamples    []HeapSample
+	Invariants     []Invariant
 }
 
 // OK reports whether every invariant held.
@@ -149,6 +172,12 @@ func (r *Result) Table(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "VM memory\t%s\n", strings.Join(mem, ", "))
 	fmt.Fprintf(tw, "Go heap growth\t%.1f MiB\n", float64(r.HeapGrowth)/(1<<20))
+	fmt.Fprintf(tw, "Go heap per request\t%.2f bytes (%d samples)\n", r.HeapPerRequest, len(r.HeapSamples))
+	samples := make([]string, len(r.HeapSamples))
+	for i, s := range r.HeapSamples {
+		samples[i] = strconv.FormatFloat(float64(s.Heap)/(1<<20), 'f', 1, 64)
+	}
+	fmt.Fprintf(tw, "Go heap samples (MiB)\t%s\n", strings.Join(samples, " "))
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -314,6 +343,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.MaxHeapGrowth == 0 {
 		opts.MaxHeapGrowth = 256 << 20
 	}
+	if opts.MaxHeapPerRequest == 0 {
+		opts.MaxHeapPerRequest = 16
+	}
 	if opts.CompilationCache == nil {
 		opts.CompilationCache = wazero.NewCompilationCache()
 	}
@@ -470,6 +502,12 @@ func (r *run) traffic(ctx context.Context) {
 		r.outages(octx, deadline)
 	}()
 	defer func() { stopOutages(); <-outagesDone }()
+	samplesDone := make(chan struct{})
+	go func() {
+		defer close(samplesDone)
+		r.sampleHeap(octx, deadline)
+	}()
+	defer func() { stopOutages(); <-samplesDone }()
 	var wg sync.WaitGroup
 	for c := 0; c < r.opts.Clients; c++ {
 		wg.Add(1)
@@ -505,6 +543,62 @@ func (r *run) traffic(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+}
+
+// sampleHeap records the Go heap outside the VMs' linear memory (which the
+// guests grow in steps and never shrink; vm-heap bounds it) about 90 times
+// through the second half of the traffic phase.
+func (r *run) sampleHeap(ctx context.Context, deadline time.Time) {
+	span := time.Until(deadline)
+	every := max(span/180, 200*time.Millisecond)
+	next := time.Now().Add(span / 2)
+	for next.Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		next = next.Add(every)
+		if r.opts.Requests > 0 && r.sent.Load() >= int64(r.opts.Requests) {
+			return // the clients are done: not the traffic phase any more
+		}
+		heap := heapAfterGC()
+		for _, p := range r.pods {
+			for _, s := range p.host.VMStats() {
+				heap -= min(heap, s.MemoryBytes)
+			}
+		}
+		s := HeapSample{Requests: r.sent.Load(), Heap: heap}
+		r.mu.Lock()
+		r.res.HeapSamples = append(r.res.HeapSamples, s)
+		r.mu.Unlock()
+	}
+}
+
+// heapPerRequest is the least-squares slope of heap over requests sent
+// (bytes per request); ok is false when there are too few samples or
+// requests to tell.
+func heapPerRequest(samples []HeapSample) (perRequest float64, ok bool) {
+	if len(samples) < 4 {
+		return 0, false
+	}
+	var mx, my float64
+	for _, s := range samples {
+		mx += float64(s.Requests)
+		my += float64(s.Heap)
+	}
+	n := float64(len(samples))
+	mx, my = mx/n, my/n
+	var sxy, sxx float64
+	for _, s := range samples {
+		dx := float64(s.Requests) - mx
+		sxy += dx * (float64(s.Heap) - my)
+		sxx += dx * dx
+	}
+	if sxx < 1 {
+		return 0, false
+	}
+	return sxy / sxx, true
 }
 
 // outages stops the sidecar for a while every outageEvery, from a third of
@@ -806,6 +900,14 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 	res.HeapGrowth = int64(after) - int64(heapBefore)
 	add("sidecar-heap", res.HeapGrowth <= int64(r.opts.MaxHeapGrowth), "Go heap %d → %d MiB (growth bound %d MiB)",
 		heapBefore>>20, after>>20, r.opts.MaxHeapGrowth>>20)
+	per, ok := heapPerRequest(res.HeapSamples)
+	res.HeapPerRequest = per
+	if ok {
+		add("heap-per-request", per <= r.opts.MaxHeapPerRequest, "Go heap outside the VMs grew %.2f bytes per request over %d samples (bound %.0f)",
+			per, len(res.HeapSamples), r.opts.MaxHeapPerRequest)
+	} else {
+		add("heap-per-request", false, "too few heap samples (%d) or requests to measure growth per request", len(res.HeapSamples))
+	}
 
 	total, models := r.metrics()
 	probes := int64(4) // the token probes are requests too
