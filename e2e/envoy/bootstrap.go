@@ -57,7 +57,8 @@ var bootstrapFields = map[protoreflect.FullName][]string{
 	"envoy.config.listener.v3.FilterChain":                {"filters"},
 	"envoy.config.listener.v3.Filter":                     {"name", "typed_config"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {
-		"stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout"},
+		"stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
+		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action"},
 	"envoy.config.route.v3.RouteConfiguration":                                                    {"name", "virtual_hosts"},
 	"envoy.config.route.v3.VirtualHost":                                                           {"name", "domains", "routes"},
 	"envoy.config.route.v3.Route":                                                                 {"name", "match", "route", "direct_response", "metadata"},
@@ -243,6 +244,15 @@ func LoadBootstrap(data []byte, dir string) (*Bootstrap, error) {
 		if cfg.StreamIdleTimeout == 0 {
 			cfg.StreamIdleTimeout = -1 // 0 disables it in Envoy
 		}
+	}
+	cfg.Paths = PathOptions{Normalize: hcm.GetNormalizePath().GetValue(), MergeSlashes: hcm.GetMergeSlashes()}
+	switch hcm.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		cfg.Paths.RejectEscapedSlashes = true
+	default:
+		return nil, fmt.Errorf("bootstrap: %s.typed_config.path_with_escaped_slashes_action: %s is not supported (KEEP_UNCHANGED, REJECT_REQUEST)",
+			fw, hcm.GetPathWithEscapedSlashesAction())
 	}
 	if err := loadRoutes(cfg, hcm.GetRouteConfig(), fw+".typed_config.route_config", file); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)

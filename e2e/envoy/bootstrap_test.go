@@ -172,6 +172,7 @@ func TestIstioEnvoyYAMLLoads(t *testing.T) {
 	require.Nil(t, c.ClusterTLS["shepherd-sidecar"], "the sidecar is plain h2c")
 	require.Len(t, c.VirtualHosts, 2)
 	require.Equal(t, 300*time.Second, *c.VirtualHosts[0].Routes[0].Timeout)
+	require.Equal(t, PathOptions{Normalize: true, MergeSlashes: true, RejectEscapedSlashes: true}, c.Paths)
 	require.NotEmpty(t, c.StatsTags)
 	require.Equal(t, "route", c.StatsTags[0].Name)
 }

@@ -49,6 +49,8 @@ type Config struct {
 	// route_config (domains with wildcards, prefix/path/regex matches, direct
 	// responses, per-route timeouts and metadata).
 	VirtualHosts []VirtualHost
+	// Paths is the connection manager's path normalisation (none by default).
+	Paths PathOptions
 	// RouteTimeout is the timeout of routes that set none (Envoy's route.timeout,
 	// 15 s by default): from the end of the downstream request to the end of the
 	// upstream response. 0 means 15 s; negative disables it.

@@ -200,3 +200,49 @@ func TestRouterServerAndServiceTimeHeaders(t *testing.T) {
 		})
 	}
 }
+
+func TestPathOptionsLikeEnvoysConnectionManager(t *testing.T) {
+	all := PathOptions{Normalize: true, MergeSlashes: true, RejectEscapedSlashes: true}
+	for _, tc := range []struct {
+		opts     PathOptions
+		in, want string
+		refused  bool
+	}{
+		{PathOptions{}, "/a/../b", "/a/../b", false},
+		{all, "/v1/chat/completions?x=/../y", "/v1/chat/completions?x=/../y", false}, // the query is left alone
+		{all, "/v1/../admin", "/admin", false},
+		{all, "/v1/./a/../b/", "/v1/b/", false},
+		{all, "/../../x", "/x", false},
+		{all, "/v1/%2e%2e/admin", "/admin", false}, // an encoded unreserved dot is decoded first
+		{all, "/v1\\..\\admin", "/admin", false},
+		{all, "//v1///chat", "/v1/chat", false},
+		{all, "/v1/%2Fadmin", "", true},
+		{all, "/v1/a%5cb", "", true},
+		{PathOptions{Normalize: true}, "/v1/%2Fadmin", "/v1/%2Fadmin", false}, // kept unchanged
+		{PathOptions{MergeSlashes: true}, "/a//./b", "/a/./b", false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, ok := tc.opts.apply(tc.in)
+			require.Equal(t, !tc.refused, ok)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestPathNormalisedBeforeThePlugin: the plugin and the upstream see the
+// normalised path; an escaped slash is refused with 400 before the plugin.
+func TestPathNormalisedBeforeThePlugin(t *testing.T) {
+	up := echoUpstream(t)
+	h := newHost(t, "basic", up.URL, func(c *Config) {
+		c.Paths = PathOptions{Normalize: true, MergeSlashes: true, RejectEscapedSlashes: true}
+	})
+	resp, body := do(t, h, "GET", "/v1/./x/..//chat", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, " /v1/chat ")
+	require.Contains(t, body, "x-guest=1", "the plugin ran")
+
+	resp, body = do(t, h, "GET", "/v1/%2Fadmin", nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Empty(t, body)
+	require.Empty(t, resp.Header.Get("x-resp"), "refused before the plugin's callbacks")
+}

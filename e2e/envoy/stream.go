@@ -294,6 +294,20 @@ func (s *stream) serve() {
 		defer pr.CloseWithError(errStreamDone)
 	}
 	pumping := false
+	if s.h.cfg.Paths.any() {
+		s.lock()
+		p, ok := s.h.cfg.Paths.apply(getPair(s.reqH, ":path"))
+		if ok {
+			headerMap{&s.reqH}.set(":path", p)
+		}
+		s.unlock()
+		if !ok {
+			// The connection manager refuses the path before the filters see the
+			// request (conn_manager_impl.cc decodeHeaders, maybeNormalizePath).
+			s.writeLocal(&localReply{code: http.StatusBadRequest, details: "path_normalization_failed"})
+			return
+		}
+	}
 	if eos {
 		s.requestComplete()
 	}
