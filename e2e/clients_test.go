@@ -58,6 +58,7 @@ const clientsConfig = `{
 
 type clientsEnv struct {
 	url           string
+	relayAddr     string // the relay's own address, for calls that bypass the mesh
 	host          *envoy.Host
 	sidecar       *sidecar
 	relay, backup *fakeprovider.Provider
@@ -74,11 +75,12 @@ func newClientsEnv(t *testing.T) *clientsEnv {
 		relay:   fakeprovider.New(fakeprovider.Options{Name: "relay"}),
 		backup:  fakeprovider.New(fakeprovider.Options{Name: "backup"}),
 	}
+	e.relayAddr = scenario.Upstream(t, e.relay)
 	h, err := envoy.New(context.Background(), envoy.Config{
 		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
 		PluginConfig: []byte(strings.Replace(clientsConfig, "SIDECAR", string(mesh["sidecar"]), 1)), Workers: 2,
 		Clusters: map[string]string{
-			"relay": scenario.Upstream(t, e.relay), "backup": scenario.Upstream(t, e.backup), "sidecar": e.sidecar.addr,
+			"relay": e.relayAddr, "backup": scenario.Upstream(t, e.backup), "sidecar": e.sidecar.addr,
 		},
 		Routes:    map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
@@ -104,6 +106,28 @@ func (e *clientsEnv) client(prefix string, attempts *atomic.Int64, opts ...optio
 		option.WithBaseURL(e.url + prefix + "v1/"), option.WithAPIKey("sk-the-applications-own-key"),
 		option.WithMiddleware(count), option.WithRequestTimeout(20 * time.Second),
 	}, opts...)...)
+}
+
+// spendBudget reports route budget's monthly $1 spent to the sidecar and
+// waits until both workers refuse the route.
+func (e *clientsEnv) spendBudget(t *testing.T) {
+	pc := policyv1.NewPolicyServiceClient(e.sidecar.client(t))
+	_, err := pc.ReportOutcomes(context.Background(), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
+		{Route: "budget", Provider: "relay", StatusCode: 200, CostMicroUsd: 1_000_000},
+	}})
+	require.NoError(t, err)
+	until(t, 10*time.Second, "the spent budget on both workers", func() bool {
+		for i := 0; i < 4; i++ {
+			resp, err := http.Post(e.url+"/budget/v1/chat/completions", "application/json",
+				strings.NewReader(`{"model":"gpt-4.1","messages":[]}`))
+			require.NoError(t, err)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusTooManyRequests {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func (e *clientsEnv) counter(t *testing.T, name string) uint64 { return counterOf(t, e.host, name) }
@@ -301,25 +325,11 @@ func TestOpenAIGoErrorsAndRetries(t *testing.T) {
 	})
 
 	t.Run("budget spent: not retried", func(t *testing.T) {
-		pc := policyv1.NewPolicyServiceClient(e.sidecar.client(t))
-		_, err := pc.ReportOutcomes(ctx, &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
-			{Route: "budget", Provider: "relay", StatusCode: 200, CostMicroUsd: 1_000_000},
-		}})
-		require.NoError(t, err)
+		e.spendBudget(t)
 		var attempts atomic.Int64
-		c := e.client("/budget/", &attempts, option.WithMaxRetries(0))
-		until(t, 10*time.Second, "the spent budget on both workers", func() bool {
-			for i := 0; i < 4; i++ {
-				if _, err := c.Chat.Completions.New(ctx, chatParams("probe")); err == nil {
-					return false
-				}
-			}
-			return true
-		})
-		attempts.Store(0)
 		before := e.relay.Bodies()
-		c = e.client("/budget/", &attempts)
-		_, err = c.Chat.Completions.New(ctx, chatParams("one more"))
+		c := e.client("/budget/", &attempts)
+		_, err := c.Chat.Completions.New(ctx, chatParams("one more"))
 		ae := apiError(t, err)
 		require.Equal(t, http.StatusTooManyRequests, ae.StatusCode)
 		require.Equal(t, "insufficient_quota", ae.Code)
