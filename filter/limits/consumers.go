@@ -3,6 +3,7 @@ package limits
 import (
 	"errors"
 	"strconv"
+	"unsafe"
 )
 
 // MaxConsumerLen is the longest consumer value a Consumers tracker tracks; longer
@@ -13,6 +14,15 @@ const MaxConsumerLen = 128
 // a route's limits.maxConsumers, which the config validator reads from here.
 const MaxConsumers = 1 << 16
 
+// maxLocalConsumers bounds the values one VM remembers as tracked, so a VM's
+// memory does not grow with MaxConsumers: a tracked value beyond it costs one
+// shared-data read per request instead of a map lookup.
+const maxLocalConsumers = 4096
+
+// recentAdmissions is how many of the latest admitted values the count key
+// carries (see Consumers).
+const recentAdmissions = 16
+
 // Consumers bounds the consumer values (taken from a client header, so chosen by
 // the client) that get a bucket of their own on one route: the first Max distinct
 // values seen by any VM of the Envoy process are tracked, every other value shares
@@ -21,30 +31,43 @@ const MaxConsumers = 1 << 16
 // The set lives in shared data, not per VM: with a per-VM set each worker would
 // admit a different first Max consumers, so one consumer could have its own
 // bucket on one worker and share the overflow bucket on another, and which limit
-// applies would depend on the worker a connection landed on. The shared set is
-// append-only until it is full, so each VM keeps a local copy of the values it
-// has confirmed and reads shared data only for a value it has not seen; once the
-// set is full the VM copies it whole and stops reading shared data. The local
-// copy is bounded by Max.
+// applies would depend on the worker a connection landed on.
 //
-// As with buckets (see Limiter), the first write of the set is unconditional in
-// Envoy: if two VMs create it at the same moment, a value one of them confirmed
-// can be erased by the other. That VM keeps treating the value as tracked until it
-// finds the set full, when it replaces its copy with the shared set; every later
-// change is a checked compare-and-swap.
+// Each tracked value has a key of its own, and one count key per route holds how
+// many were admitted, so admitting a value costs the same however many are
+// tracked: read the value's key (present: tracked); else compare-and-swap the
+// count one up and write the value's key. Proxy-wasm has no atomic
+// create-if-absent (Envoy ignores cas for an absent key), so two VMs admitting
+// the same value at once would both count it; to see that, the count key also
+// carries the last recentAdmissions values admitted, and a VM that finds its
+// value there writes the value's key and counts nothing. A slot is wasted only
+// if that many other values are admitted between one VM's count and its write
+// of the value's key, which are two consecutive host calls; the set never
+// exceeds Max and every VM agrees on every value (a value is tracked exactly
+// when its key exists).
+//
+// As with buckets (see Limiter), the first write of the count key is
+// unconditional in Envoy: NewConsumers creates it when absent, before traffic,
+// and every later change is a checked compare-and-swap.
+//
+// Each VM remembers up to maxLocalConsumers values it has seen tracked (the
+// set only grows) and whether the set is full; it never copies the set.
 //
 // A Consumers belongs to one VM: it is not safe for concurrent use.
 type Consumers struct {
 	store      SharedData
-	key        string
+	prefix     string // of every value's key
+	countKey   string
 	max        int
 	maxRetries int
 	known      map[string]struct{}
 	full       bool
+	keyBuf     []byte
 	buf        []byte
 }
 
-// NewConsumers returns the tracker of at most max consumers on route.
+// NewConsumers returns the tracker of at most max consumers on route. It
+// creates the route's count key in store when absent.
 func NewConsumers(store SharedData, route string, max int) (*Consumers, error) {
 	if max <= 0 || max > MaxConsumers {
 		return nil, errors.New("limits: route " + strconv.Quote(route) + " maxConsumers: must be between 1 and " + strconv.Itoa(MaxConsumers))
@@ -52,21 +75,31 @@ func NewConsumers(store SharedData, route string, max int) (*Consumers, error) {
 	if store == nil {
 		return nil, errors.New("limits: nil shared data store")
 	}
-	return &Consumers{
+	base := "shepherd.consumers/" + strconv.Itoa(len(route)) + ":" + route
+	c := &Consumers{
 		store:      store,
-		key:        "shepherd.consumers/" + strconv.Itoa(len(route)) + ":" + route,
+		prefix:     base + "/",
+		countKey:   base,
 		max:        max,
 		maxRetries: DefaultMaxRetries,
 		known:      make(map[string]struct{}, min(max, 64)),
-	}, nil
+	}
+	if _, _, err := store.Get(c.countKey); errors.Is(err, ErrNotFound) {
+		if err := store.Set(c.countKey, []byte{0, 0, 0, 0}, 0); err != nil && !errors.Is(err, ErrCasMismatch) {
+			return nil, wrap("limits: create consumers count", err)
+		}
+	}
+	return c, nil
 }
 
 // Resolve reports whether value has a bucket of its own. When it returns false
 // the caller uses the overflow bucket. Empty values and values longer than
-// MaxConsumerLen are never tracked. A known value costs one map lookup and no
-// allocation; an unknown one reads (and may extend) the shared set. On a store
-// error, or when the set keeps changing under it, the value is not tracked and
-// the error (if any) is returned.
+// MaxConsumerLen are never tracked. A value this VM has seen tracked costs one
+// map lookup; any other one read of its key, and admitting it a read and a
+// compare-and-swap of the count and a write of its key: none of it depends on
+// how many values are tracked. Nothing allocates but the admission of a value.
+// On a store error, or when the count keeps changing under it, the value is
+// not tracked and the error (if any) is returned.
 func (c *Consumers) Resolve(value string) (bool, error) {
 	if value == "" || len(value) > MaxConsumerLen {
 		return false, nil
@@ -74,75 +107,105 @@ func (c *Consumers) Resolve(value string) (bool, error) {
 	if _, ok := c.known[value]; ok {
 		return true, nil
 	}
-	if c.full {
-		return false, nil
-	}
+	c.keyBuf = append(append(c.keyBuf[:0], c.prefix...), value...)
+	// The store does not keep the key of a Get (see SharedData), so a view
+	// of the reused buffer saves an allocation per request.
+	key := unsafe.String(unsafe.SliceData(c.keyBuf), len(c.keyBuf))
 	for range c.maxRetries {
-		v, cas, err := c.store.Get(c.key)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return false, wrap("limits: read consumers", err)
-		}
-		if !validSet(v) {
-			v = nil // start a fresh set over a foreign value, still under CAS
-		}
-		found, count := scanSet(v, value)
-		if found {
-			c.known[value] = struct{}{}
+		if _, _, err := c.store.Get(key); err == nil {
+			c.remember(value)
 			return true, nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return false, wrap("limits: read consumer", err)
 		}
-		if count >= c.max {
-			c.loadFull(v)
+		if c.full {
 			return false, nil
 		}
-		// Append and write; the next round confirms the value is in the set,
-		// which also catches a concurrent creator overwriting the first write.
-		c.buf = append(append(c.buf[:0], v...), 0, 0)
-		putUint16(c.buf[len(c.buf)-2:], uint16(len(value)))
-		c.buf = append(c.buf, value...)
-		if err := c.store.Set(c.key, c.buf, cas); err != nil && !errors.Is(err, ErrCasMismatch) {
-			return false, wrap("limits: write consumers", err)
+		v, cas, err := c.store.Get(c.countKey)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return false, wrap("limits: read consumers count", err)
 		}
+		n, recent, ok := decodeCount(v)
+		if !ok {
+			n, recent = 0, nil // start afresh over a foreign value, still under CAS
+		}
+		if inRecent(recent, value) {
+			// Another VM counted it and is about to write its key.
+			return c.admit(value)
+		}
+		if n >= c.max {
+			c.full = true
+			return false, nil
+		}
+		c.buf = encodeCount(c.buf[:0], n+1, value, recent)
+		if err := c.store.Set(c.countKey, c.buf, cas); err != nil {
+			if errors.Is(err, ErrCasMismatch) {
+				continue
+			}
+			return false, wrap("limits: write consumers count", err)
+		}
+		return c.admit(value)
 	}
 	return false, nil
 }
 
-// Tracked is the number of values this VM knows to be tracked.
+// admit writes value's key: from now on every VM finds it tracked.
+func (c *Consumers) admit(value string) (bool, error) {
+	if err := c.store.Set(string(c.keyBuf), []byte{1}, 0); err != nil {
+		return false, wrap("limits: write consumer", err)
+	}
+	c.remember(value)
+	return true, nil
+}
+
+func (c *Consumers) remember(value string) {
+	if len(c.known) < maxLocalConsumers {
+		c.known[value] = struct{}{}
+	}
+}
+
+// Tracked is the number of values this VM remembers as tracked (at most
+// maxLocalConsumers).
 func (c *Consumers) Tracked() int { return len(c.known) }
 
-func (c *Consumers) loadFull(v []byte) {
-	clear(c.known)
-	for len(v) >= 2 {
-		n := int(getUint16(v))
-		c.known[string(v[2:2+n])] = struct{}{}
-		v = v[2+n:]
+// The count key holds a u32 big-endian count, then up to recentAdmissions
+// entries (u8 length, bytes), newest first.
+
+func decodeCount(v []byte) (n int, recent []byte, ok bool) {
+	if len(v) < 4 {
+		return 0, nil, len(v) == 0
 	}
-	c.full = true
+	n = int(uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]))
+	recent = v[4:]
+	entries := 0
+	for r := recent; len(r) > 0; entries++ {
+		l := int(r[0])
+		if l == 0 || l > MaxConsumerLen || len(r) < 1+l || entries == recentAdmissions {
+			return 0, nil, false
+		}
+		r = r[1+l:]
+	}
+	return n, recent, n <= MaxConsumers
 }
 
-// The shared set is a sequence of (u16 big-endian length, bytes) entries.
-
-func validSet(v []byte) bool {
-	for len(v) > 0 {
-		if len(v) < 2 {
-			return false
+func inRecent(recent []byte, value string) bool {
+	for len(recent) > 0 {
+		l := int(recent[0])
+		if string(recent[1:1+l]) == value {
+			return true
 		}
-		n := int(getUint16(v))
-		if n == 0 || n > MaxConsumerLen || len(v) < 2+n {
-			return false
-		}
-		v = v[2+n:]
+		recent = recent[1+l:]
 	}
-	return true
+	return false
 }
 
-func scanSet(v []byte, value string) (found bool, count int) {
-	for len(v) >= 2 {
-		n := int(getUint16(v))
-		if string(v[2:2+n]) == value {
-			return true, count
-		}
-		count++
-		v = v[2+n:]
+func encodeCount(dst []byte, n int, value string, recent []byte) []byte {
+	dst = append(dst, byte(n>>24), byte(n>>16), byte(n>>8), byte(n), byte(len(value)))
+	dst = append(dst, value...)
+	for entries := 1; len(recent) > 0 && entries < recentAdmissions; entries++ {
+		l := int(recent[0])
+		dst = append(dst, recent[:1+l]...)
+		recent = recent[1+l:]
 	}
-	return false, count
+	return dst
 }

@@ -44,7 +44,7 @@ func TestConsumersOverflow(t *testing.T) {
 		require.Equal(t, s.tracked, got, "step %d %q", i, s.value)
 	}
 	require.Equal(t, 3, vm1.Tracked())
-	require.Equal(t, 1, store.Len())
+	require.Equal(t, 1+3, store.Len(), "the count and one key per tracked value")
 }
 
 func TestConsumersAgreeAcrossConcurrentVMs(t *testing.T) {
@@ -113,7 +113,7 @@ func TestConsumersContendedFallsToOverflow(t *testing.T) {
 func TestConsumersReplaceForeignValue(t *testing.T) {
 	store := &MemorySharedData{}
 	c := newConsumers(t, store, 3)
-	require.NoError(t, store.Set(c.key, []byte{0, 9, 'x'}, 0))
+	require.NoError(t, store.Set(c.countKey, []byte{0, 0, 0, 1, 9, 'x'}, 0))
 	ok, err := c.Resolve("alice")
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -136,4 +136,151 @@ func TestKnownConsumerAllocatesNothing(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// A value another VM has counted but whose key it has not written yet is in
+// the count's recent admissions: a second VM admitting it at that moment finds
+// it there and counts nothing, so no slot is spent twice.
+func TestConsumersSameValueAdmittedOnce(t *testing.T) {
+	store := &MemorySharedData{}
+	vm1 := newConsumers(t, store, 2)
+	ok, err := vm1.Resolve("alice")
+	require.NoError(t, err)
+	require.True(t, ok)
+	// vm2 counts "bob" and stops before writing its key.
+	v, cas, err := store.Get(vm1.countKey)
+	require.NoError(t, err)
+	n, recent, valid := decodeCount(v)
+	require.True(t, valid)
+	require.Equal(t, 1, n)
+	require.NoError(t, store.Set(vm1.countKey, encodeCount(nil, n+1, "bob", recent), cas))
+
+	ok, err = vm1.Resolve("bob")
+	require.NoError(t, err)
+	require.True(t, ok, "bob is in the recent admissions")
+	v, _, err = store.Get(vm1.countKey)
+	require.NoError(t, err)
+	n, _, _ = decodeCount(v)
+	require.Equal(t, 2, n, "bob was counted once")
+	ok, err = newConsumers(t, store, 2).Resolve("bob")
+	require.NoError(t, err)
+	require.True(t, ok, "bob's key was written")
+	ok, err = vm1.Resolve("carol")
+	require.NoError(t, err)
+	require.False(t, ok, "the set is full")
+}
+
+// The count keeps only the last recentAdmissions values, whatever was admitted.
+func TestConsumersCountStaysSmall(t *testing.T) {
+	store := &MemorySharedData{}
+	c := newConsumers(t, store, MaxConsumers)
+	for i := range 100 {
+		ok, err := c.Resolve(strings.Repeat("v", MaxConsumerLen-3) + strconv.Itoa(100+i))
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	v, _, err := store.Get(c.countKey)
+	require.NoError(t, err)
+	n, _, ok := decodeCount(v)
+	require.True(t, ok)
+	require.Equal(t, 100, n)
+	require.LessOrEqual(t, len(v), 4+recentAdmissions*(1+MaxConsumerLen))
+}
+
+// A VM remembers at most maxLocalConsumers values; the others it finds in
+// shared data on each request, and they stay tracked.
+func TestConsumersLocalMemoryBounded(t *testing.T) {
+	store := &MemorySharedData{}
+	c := newConsumers(t, store, MaxConsumers)
+	const n = maxLocalConsumers + 500
+	for i := range n {
+		ok, err := c.Resolve("user-" + strconv.Itoa(i))
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	require.Equal(t, maxLocalConsumers, c.Tracked())
+	for _, i := range []int{0, maxLocalConsumers - 1, maxLocalConsumers, n - 1} {
+		ok, err := c.Resolve("user-" + strconv.Itoa(i))
+		require.NoError(t, err)
+		require.True(t, ok, "user-%d", i)
+	}
+	ok, err := newConsumers(t, store, MaxConsumers).Resolve("user-" + strconv.Itoa(n-1))
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+// peekingStore reads values in place, as the filter's adapter does
+// (proxywasm.PeekSharedData), instead of copying them.
+type peekingStore struct{ MemorySharedData }
+
+func (s *peekingStore) Get(key string) ([]byte, uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok {
+		return nil, 0, ErrNotFound
+	}
+	return e.value, e.cas, nil
+}
+
+// An untracked value (the set is full) and a tracked one this VM does not
+// remember cost no allocation either.
+func TestResolveFromSharedDataAllocatesNothing(t *testing.T) {
+	store := &peekingStore{}
+	c := newConsumers(t, store, 1)
+	ok, err := newConsumers(t, store, 1).Resolve("alice")
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = c.Resolve("bob")
+	require.NoError(t, err)
+	require.False(t, ok)
+	for _, v := range []string{"bob", "alice"} {
+		want := v == "alice"
+		allocs := testing.AllocsPerRun(100, func() {
+			clear(c.known)
+			if ok, err := c.Resolve(v); ok != want || err != nil {
+				panic("unexpected")
+			}
+		})
+		require.Zero(t, allocs, v)
+	}
+}
+
+// BenchmarkConsumerAdmit is the first request of a new consumer value with
+// tracked values already admitted: the cost must not grow with tracked.
+func BenchmarkConsumerAdmit(b *testing.B) {
+	for _, tracked := range []int{0, 10_000, 30_000, 60_000} {
+		b.Run("tracked="+strconv.Itoa(tracked), func(b *testing.B) {
+			var c *Consumers
+			fresh := 0
+			refill := func() {
+				store := &MemorySharedData{}
+				fill := newConsumers(b, store, MaxConsumers)
+				for i := range tracked {
+					if ok, _ := fill.Resolve("t-" + strconv.Itoa(i)); !ok {
+						b.Fatal("not tracked")
+					}
+				}
+				c = newConsumers(b, store, MaxConsumers)
+				fresh = MaxConsumers - tracked
+			}
+			values := make([]string, 4096)
+			for i := range values {
+				values[i] = "new-" + strconv.Itoa(i)
+			}
+			refill()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if fresh == 0 || i%len(values) == 0 && i > 0 {
+					b.StopTimer()
+					refill()
+					b.StartTimer()
+				}
+				fresh--
+				if ok, err := c.Resolve(values[i%len(values)]); !ok || err != nil {
+					b.Fatal("not admitted", err)
+				}
+			}
+		})
+	}
 }

@@ -524,14 +524,15 @@ func TestConcurrentSettlesAreExact(t *testing.T) {
 	require.Equal(t, int64(capacity-vms*rounds*2), d.Remaining)
 }
 
-func FuzzConsumersForeignSet(f *testing.F) {
-	f.Add([]byte{0, 5, 'a', 'l', 'i', 'c', 'e'}, "alice")
-	f.Add([]byte{0, 9, 'x'}, "bob")
+func FuzzConsumersForeignCount(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 5, 'a', 'l', 'i', 'c', 'e'}, "alice")
+	f.Add([]byte{0, 0, 0, 9, 9, 'x'}, "bob")
+	f.Add([]byte{0, 0, 0, 2}, "carol")
 	f.Add([]byte{}, "")
 	f.Fuzz(func(t *testing.T, stored []byte, value string) {
 		store := &MemorySharedData{}
 		c := newConsumers(t, store, 2)
-		require.NoError(t, store.Set(c.key, stored, 0))
+		require.NoError(t, store.Set(c.countKey, stored, 0))
 		first, err := c.Resolve(value)
 		require.NoError(t, err)
 		again, err := newConsumers(t, store, 2).Resolve(value)
@@ -541,10 +542,10 @@ func FuzzConsumersForeignSet(f *testing.F) {
 			require.False(t, first)
 			return // never tracked, the store is not read
 		}
-		v, _, err := store.Get(c.key)
+		v, _, err := store.Get(c.countKey)
 		require.NoError(t, err)
-		if !validSet(v) {
-			t.Fatalf("stored set %q is not valid after Resolve", v)
+		if _, _, ok := decodeCount(v); !ok && first {
+			t.Fatalf("count %q is not valid after admitting %q", v, value)
 		}
 	})
 }

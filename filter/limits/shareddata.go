@@ -21,6 +21,8 @@ var (
 // the key is absent. The returned slice may be the store's own buffer: the
 // caller must not modify it, and it is valid only until the next call on the
 // store (this package decodes or copies what it reads at once).
+// Get does not keep key beyond the call (the caller may pass a view of a
+// buffer it reuses).
 //
 // Set stores a copy of value. A non-zero cas must equal the key's current version
 // or Set fails with ErrCasMismatch. As in Envoy, cas 0 means "do not check": the

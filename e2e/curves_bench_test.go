@@ -1,0 +1,113 @@
+package e2e_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"testing"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+)
+
+// The curves: how the filter's own time per request (guest time, as
+// BenchmarkGuestTime defines it) grows along each axis of its work. Every case
+// of an axis runs in the same benchmark, interleaved round by round, so the
+// machine's load falls on all alike; each reports its median guest time per
+// request (µs/req) and its ratio to the axis's first case (x-first), the figure
+// docs/BENCHMARKS.md holds against the goals. Run them with
+//
+//	go test ./e2e/ -run '^$' -bench BenchmarkCurves -benchtime 20x
+
+// curveCase is one point of a curve: a host and the request to send it (i
+// counts the requests sent to this case, for values that must differ).
+type curveCase struct {
+	name string
+	host *envoy.Host
+	req  func(i int) *http.Request
+	want int // status
+}
+
+// curveRequests is the number of requests of one case in one round.
+const curveRequests = 10
+
+// runCurve warms every case up, then runs b.N rounds of curveRequests requests
+// per case, rotating the order of the cases each round, and reports each
+// case's median guest time per request and its ratio to the first case.
+func runCurve(b *testing.B, warm int, cases ...curveCase) {
+	sent := make([]int, len(cases))
+	round := func(k int) float64 {
+		c := &cases[k]
+		before := c.host.VMStats()[0].GuestTime
+		for range curveRequests {
+			w := httptest.NewRecorder()
+			c.host.ServeHTTP(w, c.req(sent[k]))
+			sent[k]++
+			if w.Code != c.want {
+				b.Fatalf("%s: status %d, want %d: %.300s", c.name, w.Code, c.want, w.Body)
+			}
+		}
+		return float64((c.host.VMStats()[0].GuestTime - before).Nanoseconds()) / 1e3 / curveRequests
+	}
+	for range warm {
+		for k := range cases {
+			round(k)
+		}
+	}
+	per := make([][]float64, len(cases))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range cases {
+			k := (i + j) % len(cases)
+			per[k] = append(per[k], round(k))
+		}
+	}
+	b.StopTimer()
+	med := make([]float64, len(cases))
+	for k := range cases {
+		sort.Float64s(per[k])
+		med[k] = per[k][len(per[k])/2]
+		b.ReportMetric(med[k], cases[k].name+"-µs/req")
+	}
+	for k := 1; k < len(cases); k++ {
+		b.ReportMetric(med[k]/med[0], cases[k].name+"-x-first")
+	}
+}
+
+// consumersConfig keys a route's limits on x-tenant with room for every
+// consumer the curve admits.
+const consumersConfig = `{
+  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p", "credential": {"inline": "sk-bench"}}],
+  "routes": [{"name": "models", "match": {"pathPrefix": "/v1/models"}, "provider": "p", "streamUsage": false,
+    "limits": {"requestsPerMinute": 1000000000, "consumerHeader": "x-tenant", "maxConsumers": 65536}}]
+}`
+
+func BenchmarkCurves(b *testing.B) {
+	up := scenario.Upstream(b, okUpstream{})
+	b.Run("consumers", func(b *testing.B) {
+		// The first request of a new consumer value with 0, 10k and 30k
+		// values already tracked: each case is a host whose set was filled
+		// first, and every measured request names a value never seen.
+		var cases []curveCase
+		for _, tracked := range []int{0, 10_000, 30_000} {
+			h := newBenchHost(b, module(b), consumersConfig, map[string]string{"p": up})
+			tenant := func(prefix string, i int) *http.Request {
+				r := benchRequest(http.MethodGet, "/v1/models", "")
+				r.Header.Set("x-tenant", prefix+strconv.Itoa(i))
+				return r
+			}
+			for i := range tracked {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, tenant("filled-", i))
+				if w.Code != http.StatusOK {
+					b.Fatalf("filling: status %d", w.Code)
+				}
+			}
+			cases = append(cases, curveCase{name: "tracked=" + strconv.Itoa(tracked), host: h, want: http.StatusOK,
+				req: func(i int) *http.Request { return tenant("new-", i) }})
+		}
+		runCurve(b, 3, cases...)
+		b.ReportMetric(float64(cases[len(cases)-1].host.VMStats()[0].MemoryBytes)/(1<<20), "MiB-memory/vm")
+	})
+}
