@@ -433,6 +433,9 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	if s.maxOut < 0 {
 		s.maxOut = defaultMaxTokens(r)
 	}
+	if !s.call.Op.Generates() {
+		s.maxOut = 0 // embeddings, moderations, images, audio: no text to reserve for
+	}
 	s.bodyRead = true
 	if l := s.state.tokens; l != nil {
 		n := s.estimate + s.maxOut

@@ -75,6 +75,9 @@ type Request struct {
 	// "max_completion_tokens"; -1 when absent or null, at most MaxCount.
 	MaxTokens           int64
 	MaxCompletionTokens int64
+	// MaxOutputTokensField is the Responses API's "max_output_tokens"; -1 when
+	// absent or null.
+	MaxOutputTokensField int64
 
 	// HasStreamOptions is set when the body has a "stream_options" member (an
 	// object or null); StreamOptions is the token of its value.
@@ -88,7 +91,9 @@ type Request struct {
 	// PromptTextBytes is the size of the message text EstimatePromptTokens
 	// counts: the bytes inside the quotes of every messages[*].content string and
 	// of every "text" string of the parts of an array content, as written (an
-	// escape counts as its escaped length).
+	// escape counts as its escaped length); and of the other operations'
+	// prompts: "input" (a string, an array of strings, or of Responses input
+	// items read like messages), "instructions" and "prompt" strings.
 	PromptTextBytes int64
 }
 
@@ -137,10 +142,14 @@ func (r *Request) EstimatePromptTokens() int64 {
 }
 
 // MaxOutputTokens returns the output limit the request asks for:
-// max_completion_tokens when set, else max_tokens, else -1.
+// max_completion_tokens when set, else max_output_tokens (the Responses API),
+// else max_tokens, else -1.
 func (r *Request) MaxOutputTokens() int64 {
 	if r.MaxCompletionTokens >= 0 {
 		return r.MaxCompletionTokens
+	}
+	if r.MaxOutputTokensField >= 0 {
+		return r.MaxOutputTokensField
 	}
 	return r.MaxTokens
 }
@@ -160,7 +169,7 @@ func (r *Request) MaxOutputTokens() int64 {
 // It does not allocate unless it returns an error or meets a member name written
 // with escapes. It is valid for any input and never panics.
 func InspectRequest(body []byte) (Request, error) {
-	r := Request{MaxTokens: -1, MaxCompletionTokens: -1}
+	r := Request{MaxTokens: -1, MaxCompletionTokens: -1, MaxOutputTokensField: -1}
 	start := jsonlite.SkipSpace(body, 0)
 	if start >= len(body) {
 		return r, invalid(&jsonlite.SyntaxError{Offset: start, Msg: "empty body"})
@@ -194,10 +203,16 @@ func InspectRequest(body []byte) (Request, error) {
 		// others by SkipValue.
 		var end int
 		var err error
-		if string(name) == "messages" && body[m.ValueStart] == '[' {
+		switch {
+		case string(name) == "messages" && body[m.ValueStart] == '[':
 			r.PromptTextBytes = 0
-			end, err = r.messages(body, m.ValueStart)
-		} else {
+			end, err = r.messages(body, m.ValueStart, false)
+		case string(name) == "input" && body[m.ValueStart] == '[':
+			end, err = r.messages(body, m.ValueStart, true)
+		case body[m.ValueStart] == '"' && (string(name) == "input" || string(name) == "instructions" || string(name) == "prompt"):
+			end, _, err = jsonlite.ScanString(body, m.ValueStart)
+			r.PromptTextBytes += int64(end - m.ValueStart - 2)
+		default:
 			end, err = jsonlite.SkipValue(body, m.ValueStart)
 		}
 		if err != nil {
@@ -224,6 +239,8 @@ func InspectRequest(body []byte) (Request, error) {
 			r.MaxTokens, err = countValue(body, v, "max_tokens")
 		case "max_completion_tokens":
 			r.MaxCompletionTokens, err = countValue(body, v, "max_completion_tokens")
+		case "max_output_tokens":
+			r.MaxOutputTokensField, err = countValue(body, v, "max_output_tokens")
 		case "stream_options":
 			err = r.streamOptions(body, v)
 		case "messages":
@@ -323,17 +340,23 @@ func (r *Request) streamOptions(body []byte, v Span) error {
 	return nil
 }
 
-// messages adds up the message text of the "messages" array at body[start] and
-// returns the offset just past it, validating it on the way. Elements that are
-// not shaped like chat messages are skipped: the upstream judges them.
-func (r *Request) messages(body []byte, start int) (int, error) {
+// messages adds up the message text of the "messages" array (or a Responses or
+// embeddings "input" array) at body[start] and returns the offset just past
+// it, validating it on the way. Elements that are not shaped like chat
+// messages are skipped: the upstream judges them; with countStrings, string
+// elements (embeddings inputs) count too.
+func (r *Request) messages(body []byte, start int, countStrings bool) (int, error) {
 	msgs := jsonlite.ArrayElements(body, start)
 	for msgs.NextStart() {
 		var end int
 		var err error
-		if body[msgs.ValueStart] == '{' {
+		switch c := body[msgs.ValueStart]; {
+		case c == '{':
 			end, err = r.message(body, msgs.ValueStart)
-		} else {
+		case c == '"' && countStrings: // an input string (embeddings, moderations)
+			end, _, err = jsonlite.ScanString(body, msgs.ValueStart)
+			r.PromptTextBytes += int64(end - msgs.ValueStart - 2)
+		default:
 			end, err = jsonlite.SkipValue(body, msgs.ValueStart)
 		}
 		if err != nil {

@@ -143,10 +143,36 @@ func TestMaxOutputTokens(t *testing.T) {
 		{`{"max_tokens":10}`, 10},
 		{`{"max_completion_tokens":20}`, 20},
 		{`{"max_tokens":10,"max_completion_tokens":20}`, 20},
+		{`{"max_output_tokens":30}`, 30},
+		{`{"max_output_tokens":null,"max_tokens":10}`, 10},
 	} {
 		r, err := InspectRequest([]byte(tc.body))
 		require.NoError(t, err)
 		require.Equal(t, tc.want, r.MaxOutputTokens(), tc.body)
+	}
+	_, err := InspectRequest([]byte(`{"max_output_tokens":"5"}`))
+	require.ErrorIs(t, err, ErrFieldType)
+}
+
+// TestPromptOfEveryOperation: the prompt estimate reads each operation's
+// prompt: chat messages, a Responses or embeddings input (string, strings or
+// input items), instructions, and a legacy completion's prompt.
+func TestPromptOfEveryOperation(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int64
+	}{
+		{`{"messages":[{"role":"user","content":"abcd"}]}`, 4},
+		{`{"input":"abcdefgh"}`, 8},
+		{`{"input":["ab","cd"],"model":"text-embedding-3-small"}`, 4},
+		{`{"input":[1,2,3]}`, 0},
+		{`{"instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hello"}]}]}`, 8 + 5},
+		{`{"prompt":"once upon"}`, 9},
+		{`{"input":{"x":"y"}}`, 0},
+	} {
+		r, err := InspectRequest([]byte(tc.body))
+		require.NoError(t, err)
+		require.Equal(t, tc.want, r.PromptTextBytes, tc.body)
 	}
 }
 
