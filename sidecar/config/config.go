@@ -55,6 +55,22 @@ type Config struct {
 	Budgets     Budgets     `json:"budgets,omitempty"`
 	Health      Health      `json:"health,omitempty"`
 	Credentials Credentials `json:"credentials,omitempty"`
+	Reports     Reports     `json:"reports,omitempty"`
+}
+
+// Reports bound what outcome reports may do, even with a valid filter token:
+// a stolen token or a buggy filter can then move budgets only so far.
+type Reports struct {
+	// MaxOutcomeUSD is the most one outcome may add to a budget; a larger
+	// cost is clipped to it. Default 10.
+	MaxOutcomeUSD float64 `json:"max_outcome_usd,omitempty"`
+	// MaxReportUSD is the most one ReportOutcomes call may add to a budget
+	// in total; the cost of the outcomes past it is dropped. Default 100.
+	MaxReportUSD float64 `json:"max_report_usd,omitempty"`
+	// PerCallerPerSecond is how many ReportOutcomes calls one caller may make
+	// per second (bursts of twice as many); more are refused with
+	// RESOURCE_EXHAUSTED. Default 50.
+	PerCallerPerSecond float64 `json:"per_caller_per_second,omitempty"`
 }
 
 // Provider is an upstream LLM API the filter may send traffic to.
@@ -143,17 +159,43 @@ type Credentials struct {
 
 // Defaults.
 const (
-	DefaultInterval     = Duration(5 * time.Minute)
-	DefaultMinRequests  = 50
-	DefaultErrorRate    = 0.05
-	DefaultP99Ratio     = 1.5
-	DefaultHealthWindow = Duration(10 * time.Second)
-	DefaultHealthMin    = 20
-	DefaultHealthRate   = 0.5
-	DefaultCooldown     = Duration(30 * time.Second)
-	DefaultMaxCooldown  = Duration(5 * time.Minute)
-	DefaultPollInterval = Duration(5 * time.Second)
+	DefaultInterval         = Duration(5 * time.Minute)
+	DefaultMinRequests      = 50
+	DefaultErrorRate        = 0.05
+	DefaultP99Ratio         = 1.5
+	DefaultHealthWindow     = Duration(10 * time.Second)
+	DefaultHealthMin        = 20
+	DefaultHealthRate       = 0.5
+	DefaultCooldown         = Duration(30 * time.Second)
+	DefaultMaxCooldown      = Duration(5 * time.Minute)
+	DefaultPollInterval     = Duration(5 * time.Second)
+	DefaultMaxOutcomeUSD    = 10
+	DefaultMaxReportUSD     = 100
+	DefaultReportsPerSecond = 50
 )
+
+// NeedsFilterToken names the first setting that makes the policy API worth
+// protecting — a provider (its credential is served, its health moved by
+// reports), a canary plan or a budget (moved by reports) — or returns "" for
+// a config with none, whose policy API serves and accepts nothing of value.
+func (c *Config) NeedsFilterToken() string {
+	for i, p := range c.Providers {
+		if p.Credential != nil {
+			return fmt.Sprintf("providers[%d].credential", i)
+		}
+	}
+	switch {
+	case len(c.Budgets.Routes) > 0:
+		return "budgets.routes"
+	case len(c.Budgets.Consumers) > 0:
+		return "budgets.consumers"
+	case len(c.Canary.Routes) > 0:
+		return "canary.routes"
+	case len(c.Providers) > 0:
+		return "providers"
+	}
+	return ""
+}
 
 // Empty returns the configuration used when no file is given: no providers,
 // no plans, no budgets, default health thresholds.
@@ -260,6 +302,16 @@ func (c *Config) setDefaults() {
 	}
 	if c.Credentials.PollInterval == 0 {
 		c.Credentials.PollInterval = DefaultPollInterval
+	}
+	r := &c.Reports
+	if r.MaxOutcomeUSD == 0 {
+		r.MaxOutcomeUSD = DefaultMaxOutcomeUSD
+	}
+	if r.MaxReportUSD == 0 {
+		r.MaxReportUSD = DefaultMaxReportUSD
+	}
+	if r.PerCallerPerSecond == 0 {
+		r.PerCallerPerSecond = DefaultReportsPerSecond
 	}
 }
 
@@ -387,6 +439,18 @@ func (c *Config) validate() error {
 		bad("health.max_cooldown", "must not be less than health.cooldown")
 	}
 	duration("credentials.poll_interval", c.Credentials.PollInterval)
+	r := c.Reports
+	if !(r.MaxOutcomeUSD > 0 && r.MaxOutcomeUSD <= 1e6) {
+		bad("reports.max_outcome_usd", "must be greater than 0 and at most 1000000")
+	}
+	if !(r.MaxReportUSD > 0 && r.MaxReportUSD <= 1e9) {
+		bad("reports.max_report_usd", "must be greater than 0 and at most 1000000000")
+	} else if r.MaxReportUSD < r.MaxOutcomeUSD {
+		bad("reports.max_report_usd", "must not be less than reports.max_outcome_usd")
+	}
+	if !(r.PerCallerPerSecond > 0 && r.PerCallerPerSecond <= 1e6) {
+		bad("reports.per_caller_per_second", "must be greater than 0 and at most 1000000")
+	}
 	return errors.Join(errs...)
 }
 

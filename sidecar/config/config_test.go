@@ -39,6 +39,26 @@ func TestEmptyHasDefaults(t *testing.T) {
 	require.Equal(t, config.DefaultCooldown, c.Health.Cooldown)
 	require.Equal(t, int64(1), *c.Health.MinRatelimitRemaining)
 	require.Equal(t, config.DefaultPollInterval, c.Credentials.PollInterval)
+	require.Equal(t, config.Reports{MaxOutcomeUSD: 10, MaxReportUSD: 100, PerCallerPerSecond: 50}, c.Reports)
+	require.Empty(t, c.NeedsFilterToken(), "an empty config serves nothing worth a token")
+}
+
+// TestNeedsFilterToken names the setting that makes a sidecar refuse to start
+// without a filter token.
+func TestNeedsFilterToken(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"", ""},
+		{"health: {cooldown: 10s}", ""},
+		{"providers: [{name: a}, {name: b, credential: {file: /k}}]", "providers[1].credential"},
+		{"budgets: {routes: [{route: r, monthly_usd: 1}]}", "budgets.routes"},
+		{"budgets: {consumers: [{consumer: c, monthly_usd: 1}]}", "budgets.consumers"},
+		{"providers: [{name: a}, {name: b}]\ncanary: {routes: [{route: r, baseline: a, canary: b, steps: [50]}]}", "canary.routes"},
+		{"providers: [{name: a}]", "providers"},
+	} {
+		c, err := config.Parse([]byte(tc.yaml))
+		require.NoError(t, err, tc.yaml)
+		require.Equal(t, tc.want, c.NeedsFilterToken(), tc.yaml)
+	}
 }
 
 func TestPlanDefaults(t *testing.T) {
@@ -68,6 +88,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad-unknown-field.yaml", `parse: unknown field "credentials_file"`},
 		{"bad-error-rate.yaml", "canary.routes[0].max_error_rate: must be between 0 and 1"},
 		{"bad-cooldown.yaml", "health.max_cooldown: must not be less than health.cooldown"},
+		{"bad-reports.yaml", "reports.max_report_usd: must not be less than reports.max_outcome_usd"},
+		{"bad-reports-rate.yaml", "reports.per_caller_per_second: must be greater than 0 and at most 1000000"},
 		{"bad-two-errors.yaml", "providers[0].name: must not be empty\nhealth.max_error_rate: must be greater than 0 and at most 1"},
 	}
 	for _, tt := range tests {
