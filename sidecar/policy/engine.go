@@ -225,12 +225,19 @@ func (e *Engine) Watch() (*policyv1.Policy, <-chan struct{}) {
 
 // Report applies a batch of outcomes and returns the policy version after
 // it. Outcomes for routes, providers and budgets the config does not name
-// only count in metrics, so the state stays bounded.
+// only count in metrics, so the state stays bounded. What the batch may add
+// to budgets is capped (reports.max_outcome_usd per outcome,
+// reports.max_report_usd for the batch); clipped costs are counted and
+// logged.
 func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 	now := e.clock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	publish := false
+	maxOutcome := usdToMicro(e.cfg.Reports.MaxOutcomeUSD)
+	left := usdToMicro(e.cfg.Reports.MaxReportUSD)
+	var clippedOutcome, clippedReport int
+	var dropped int64 // micro-USD cut by either cap
 	for _, o := range outcomes {
 		if o == nil {
 			continue
@@ -249,13 +256,25 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 				e.log.Warn("provider cooldown", "provider", o.Provider, "until", h.cooldownUntil, "reason", h.reason)
 			}
 		}
-		if o.CostMicroUsd > 0 {
+		cost := o.CostMicroUsd
+		if cost > maxOutcome {
+			clippedOutcome++
+			dropped += cost - maxOutcome
+			cost = maxOutcome
+		}
+		if cost > left {
+			clippedReport++
+			dropped += cost - left
+			cost = left
+		}
+		if cost > 0 {
+			left -= cost
 			for _, k := range [2]budgetID{{route: o.Route}, {consumer: o.Consumer}} {
 				if k == (budgetID{}) {
 					continue
 				}
 				if b, ok := e.budgets[k]; ok {
-					if b.spend(o.CostMicroUsd, now) {
+					if b.spend(cost, now) {
 						publish = true
 						if b.exhausted() {
 							e.log.Warn("budget exhausted", "route", b.route, "consumer", b.consumer, "period", b.period())
@@ -266,6 +285,13 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 				}
 			}
 		}
+	}
+	if clippedOutcome+clippedReport > 0 {
+		e.m.clipped.WithLabelValues("outcome").Add(float64(clippedOutcome))
+		e.m.clipped.WithLabelValues("report").Add(float64(clippedReport))
+		e.log.Warn("report clipped: outcome costs above the caps were not added to budgets",
+			"outcomes", len(outcomes), "clipped_by_max_outcome_usd", clippedOutcome, "clipped_by_max_report_usd", clippedReport,
+			"dropped_usd", float64(dropped)/1e6, "max_outcome_usd", e.cfg.Reports.MaxOutcomeUSD, "max_report_usd", e.cfg.Reports.MaxReportUSD)
 	}
 	if publish {
 		e.publishLocked(now)

@@ -630,3 +630,39 @@ func TestFileStoreWritesAtomically(t *testing.T) {
 	_, err = fs.Load(context.Background())
 	require.ErrorContains(t, err, "state file "+fs.Path+": ")
 }
+
+// TestReportCostIsCapped: one report of 400 forged outcomes of $100 each
+// (the issue's $40,000 against a $100 budget) adds at most
+// reports.max_outcome_usd per outcome and reports.max_report_usd per report;
+// what was cut is counted and logged.
+func TestReportCostIsCapped(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		reports   string
+		outcomes  int
+		costUSD   int64
+		wantSpent int64 // micro-USD
+		outcome   float64
+		report    float64
+	}{
+		{"defaults: $10 per outcome, $100 per report", "", 400, 100, 100_000_000, 400, 390},
+		{"configured caps", "reports: {max_outcome_usd: 1, max_report_usd: 5}", 400, 100, 5_000_000, 400, 395},
+		{"within the caps nothing is cut", "reports: {max_outcome_usd: 1, max_report_usd: 5}", 4, 1, 4_000_000, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			reg := prometheus.NewRegistry()
+			clk := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+			e, err := policy.New(context.Background(), parse(t, "budgets: {routes: [{route: chat, monthly_usd: 100000}]}\n"+tc.reports),
+				policy.Options{Clock: clk.Now, Registerer: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			require.NoError(t, err)
+			e.Report(outcomes(tc.outcomes, &policyv1.Outcome{Route: "chat", Provider: "p", StatusCode: 200, CostMicroUsd: tc.costUSD * 1_000_000}))
+			clk.Add(11 * time.Second)
+			e.Tick()
+			require.Equal(t, tc.wantSpent, e.Policy().Budgets[0].SpentMicroUsd)
+			require.Equal(t, tc.outcome, counterValue(t, reg, "shepherd_sidecar_report_outcomes_clipped_total", "outcome"))
+			require.Equal(t, tc.report, counterValue(t, reg, "shepherd_sidecar_report_outcomes_clipped_total", "report"))
+			require.Equal(t, tc.outcome+tc.report > 0, strings.Contains(logs.String(), "report clipped"), logs.String())
+		})
+	}
+}

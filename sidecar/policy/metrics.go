@@ -23,6 +23,7 @@ type metrics struct {
 	credReloads *prometheus.CounterVec
 	credErrors  *prometheus.CounterVec
 	saveErrors  prometheus.Counter
+	clipped     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,10 +57,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed reads of credential files."}, []string{"provider"}),
 		saveErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "state_save_errors_total",
 			Help: "Failed attempts to persist state."}),
+		clipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "report_outcomes_clipped_total",
+			Help: "Reported outcomes whose cost was cut, by the cap that cut it (outcome: reports.max_outcome_usd, report: reports.max_report_usd)."},
+			[]string{"cap"}),
 	}
+	m.clipped.WithLabelValues("outcome")
+	m.clipped.WithLabelValues("report")
 	if reg != nil {
 		reg.MustRegister(m.version, m.weight, m.step, m.state, m.verdicts, m.spent, m.limit, m.exhausted,
-			m.cooling, m.cooldowns, m.outcomes, m.credReloads, m.credErrors, m.saveErrors)
+			m.cooling, m.cooldowns, m.outcomes, m.credReloads, m.credErrors, m.saveErrors, m.clipped)
 	}
 	return m
 }
