@@ -6,11 +6,13 @@ import (
 	"errors"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/canary"
@@ -26,23 +28,71 @@ type policyAPI struct {
 	engine *policy.Engine
 	// token is the admin token; "" disables the admin calls.
 	token *atomic.Pointer[string]
+	// filter checks the filter token of GetPolicy, WatchPolicy and
+	// ReportOutcomes; reports rate-limits ReportOutcomes per caller.
+	filter  *filterAuth
+	reports *reportLimiter
+	clock   func() time.Time
 	// stopping is closed when the server shuts down, to end watch streams.
 	stopping <-chan struct{}
 }
 
-func (a *policyAPI) GetPolicy(_ context.Context, req *policyv1.GetPolicyRequest) (*policyv1.GetPolicyResponse, error) {
+// reader decides who may read the policy: a caller with a filter token gets
+// it whole; one with the admin token (shepherdctl policy) gets it with every
+// credential's value withheld; anyone else is refused. withhold reports the
+// admin case. Without a filter token configured (only a config with nothing
+// to protect starts so) the policy is open and holds no credential.
+func (a *policyAPI) reader(ctx context.Context, method string) (withhold bool, err error) {
+	if !a.filter.configured() || a.filter.ok(ctx) {
+		return false, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if len(md.Get("authorization")) > 0 && a.authorize(ctx) == nil {
+		return true, nil
+	}
+	return false, a.filter.refuse(ctx, method)
+}
+
+// withoutCredentialValues is p with every credential's value emptied; p, the
+// engine's shared snapshot, is not changed.
+func withoutCredentialValues(p *policyv1.Policy) *policyv1.Policy {
+	if len(p.GetCredentials()) == 0 {
+		return p
+	}
+	c := proto.Clone(p).(*policyv1.Policy)
+	for _, cr := range c.Credentials {
+		cr.Value = ""
+	}
+	return c
+}
+
+func (a *policyAPI) GetPolicy(ctx context.Context, req *policyv1.GetPolicyRequest) (*policyv1.GetPolicyResponse, error) {
+	withhold, err := a.reader(ctx, "GetPolicy")
+	if err != nil {
+		return nil, err
+	}
 	p := a.engine.Policy()
 	if req.GetKnownVersion() == p.Version {
 		return &policyv1.GetPolicyResponse{NotModified: true, Version: p.Version}, nil
+	}
+	if withhold {
+		p = withoutCredentialValues(p)
 	}
 	return &policyv1.GetPolicyResponse{Policy: p, Version: p.Version}, nil
 }
 
 func (a *policyAPI) WatchPolicy(req *policyv1.WatchPolicyRequest, stream grpc.ServerStreamingServer[policyv1.Policy]) error {
+	withhold, err := a.reader(stream.Context(), "WatchPolicy")
+	if err != nil {
+		return err
+	}
 	known := req.GetKnownVersion()
 	for {
 		p, changed := a.engine.Watch()
 		if p.Version != known {
+			if withhold {
+				p = withoutCredentialValues(p)
+			}
 			if err := stream.Send(p); err != nil {
 				return err
 			}
@@ -58,7 +108,13 @@ func (a *policyAPI) WatchPolicy(req *policyv1.WatchPolicyRequest, stream grpc.Se
 	}
 }
 
-func (a *policyAPI) ReportOutcomes(_ context.Context, req *policyv1.ReportOutcomesRequest) (*policyv1.ReportOutcomesResponse, error) {
+func (a *policyAPI) ReportOutcomes(ctx context.Context, req *policyv1.ReportOutcomesRequest) (*policyv1.ReportOutcomesResponse, error) {
+	if a.filter.configured() && !a.filter.ok(ctx) {
+		return nil, a.filter.refuse(ctx, "ReportOutcomes")
+	}
+	if err := a.reports.allow(ctx, a.clock()); err != nil {
+		return nil, err
+	}
 	n := len(req.GetOutcomes())
 	if n > maxOutcomesPerReport {
 		return nil, status.Errorf(codes.InvalidArgument, "outcomes: at most %d per report, got %d", maxOutcomesPerReport, n)

@@ -58,6 +58,14 @@ type Options struct {
 	RateLimitConfigPath string
 	// AdminTokenFile holds the admin token; "" disables admin calls.
 	AdminTokenFile string
+	// FilterTokenFile holds the filter tokens the policy API accepts (one
+	// per line, at most two: current and previous). Required when the
+	// config has providers, budgets or canary plans.
+	FilterTokenFile string
+	// RateLimitRequireFilterToken refuses rate limit calls without a filter
+	// token too (Envoy's ratelimit filter can send it with
+	// grpc_service.initial_metadata). Needs FilterTokenFile.
+	RateLimitRequireFilterToken bool
 	// StateFile persists rollout state when RedisAddr is "".
 	StateFile string
 	// RedisAddr, when set, holds rate limit counters and rollout state.
@@ -95,6 +103,8 @@ type Server struct {
 	health           *health.Server
 
 	token    atomic.Pointer[string]
+	filter   *filterAuth
+	reports  *reportLimiter
 	ready    atomic.Bool
 	stopping chan struct{}
 
@@ -153,6 +163,20 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.loadToken(); err != nil {
 		return nil, err
 	}
+	s.filter = newFilterAuth(s.reg, s.log, opts.Clock)
+	if opts.FilterTokenFile != "" {
+		if err := s.filter.load(opts.FilterTokenFile); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.checkFilterToken(cfg); err != nil {
+		return nil, err
+	}
+	if opts.RateLimitRequireFilterToken && opts.FilterTokenFile == "" {
+		return nil, errors.New("--ratelimit-require-filter-token needs --filter-token-file (SHEPHERD_SIDECAR_FILTER_TOKEN_FILE)")
+	}
+	s.reports = newReportLimiter(s.reg, s.log)
+	s.reports.setRate(cfg.Reports.PerCallerPerSecond)
 	var store policy.Store
 	if opts.RedisAddr != "" {
 		s.rdb = redis.NewClient(&redis.Options{Addr: opts.RedisAddr})
@@ -192,10 +216,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if creds != nil {
 		grpcOpts = append(grpcOpts, creds)
 	}
+	if opts.RateLimitRequireFilterToken && s.rl != nil {
+		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(s.filter.unaryFor(s.rl.ServiceName(), "ShouldRateLimit")))
+	}
 	s.grpcSrv = grpc.NewServer(grpcOpts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
-	policyv1.RegisterPolicyServiceServer(s.grpcSrv, &policyAPI{engine: s.engine, token: &s.token, stopping: s.stopping})
+	policyv1.RegisterPolicyServiceServer(s.grpcSrv, &policyAPI{engine: s.engine, token: &s.token, filter: s.filter,
+		reports: s.reports, clock: opts.Clock, stopping: s.stopping})
 	s.health.SetServingStatus(policyv1.PolicyService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if s.rl != nil {
 		s.rl.Register(s.grpcSrv)
@@ -321,7 +349,7 @@ func (s *Server) closeResources() {
 // files lists the files watched for changes.
 func (s *Server) files() []string {
 	var out []string
-	for _, f := range []string{s.opts.ConfigPath, s.opts.RateLimitConfigPath, s.opts.AdminTokenFile} {
+	for _, f := range []string{s.opts.ConfigPath, s.opts.RateLimitConfigPath, s.opts.AdminTokenFile, s.opts.FilterTokenFile} {
 		if f != "" {
 			out = append(out, f)
 		}
@@ -366,7 +394,11 @@ func (s *Server) reloadFile(f string) error {
 		kind = "sidecar"
 		var cfg *config.Config
 		if cfg, err = config.Load(f); err == nil {
+			err = s.checkFilterToken(cfg)
+		}
+		if err == nil {
 			s.engine.SetConfig(cfg)
+			s.reports.setRate(cfg.Reports.PerCallerPerSecond)
 		}
 	case s.opts.RateLimitConfigPath:
 		kind = "ratelimit"
@@ -376,6 +408,9 @@ func (s *Server) reloadFile(f string) error {
 	case s.opts.AdminTokenFile:
 		kind = "admin_token"
 		err = s.loadToken()
+	case s.opts.FilterTokenFile:
+		kind = "filter_token"
+		err = s.filter.load(f)
 	}
 	if err != nil {
 		s.reloads.WithLabelValues(kind, "error").Inc()
@@ -384,6 +419,21 @@ func (s *Server) reloadFile(f string) error {
 	}
 	s.reloads.WithLabelValues(kind, "ok").Inc()
 	s.log.Info("reloaded", "file", f, "kind", kind)
+	return nil
+}
+
+// checkFilterToken refuses a config that needs a filter token when none is
+// configured: secure by default, the sidecar never serves credentials or
+// takes reports that move budgets, rollouts or cooldowns from just anyone.
+func (s *Server) checkFilterToken(cfg *config.Config) error {
+	if s.filter.configured() {
+		return nil
+	}
+	if field := cfg.NeedsFilterToken(); field != "" {
+		return fmt.Errorf("sidecar config %s: %s needs a filter token: set --filter-token-file (SHEPHERD_SIDECAR_FILTER_TOKEN_FILE); "+
+			"without it any workload that reaches the gRPC port could read provider credentials and forge outcome reports",
+			s.opts.ConfigPath, field)
+	}
 	return nil
 }
 

@@ -27,7 +27,10 @@ import (
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
-const adminToken = "adm1n-t0ken-value"
+const (
+	adminToken  = "adm1n-t0ken-value"
+	filterToken = "f1lter-t0ken-0123456789"
+)
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -47,12 +50,15 @@ func (s *syncBuffer) String() string {
 }
 
 type running struct {
-	srv    *server.Server
-	cc     *grpc.ClientConn
-	client policyv1.PolicyServiceClient
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	srv *server.Server
+	cc  *grpc.ClientConn
+	// client calls the policy API as the filter does: with the filter token
+	// of opts.FilterTokenFile, when there is one. cc carries no token.
+	client   policyv1.PolicyServiceClient
+	filterCC *grpc.ClientConn
+	logs     *syncBuffer
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 // start runs a server on loopback ports; opts' listen addresses and logger
@@ -77,9 +83,34 @@ func start(t *testing.T, opts server.Options) *running {
 	go func() { r.done <- srv.Serve(ctx) }()
 	r.cc, err = grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	r.client = policyv1.NewPolicyServiceClient(r.cc)
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if opts.FilterTokenFile != "" {
+		data, err := os.ReadFile(opts.FilterTokenFile)
+		require.NoError(t, err)
+		tok := strings.Fields(string(data))[0]
+		dial = append(dial, withMetadata(server.FilterTokenMetadata, tok), withStreamMetadata(server.FilterTokenMetadata, tok))
+	}
+	r.filterCC, err = grpc.NewClient(srv.GRPCAddr(), dial...)
+	require.NoError(t, err)
+	r.client = policyv1.NewPolicyServiceClient(r.filterCC)
 	t.Cleanup(func() { r.stop(t) })
 	return r
+}
+
+// withMetadata adds key: value to every call of a connection.
+func withMetadata(key, value string) grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+		invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.AppendToOutgoingContext(ctx, key, value), method, req, reply, cc, opts...)
+	})
+}
+
+// withStreamMetadata adds key: value to every stream of a connection.
+func withStreamMetadata(key, value string) grpc.DialOption {
+	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.AppendToOutgoingContext(ctx, key, value), desc, cc, method, opts...)
+	})
 }
 
 func (r *running) stop(t *testing.T) {
@@ -90,6 +121,7 @@ func (r *running) stop(t *testing.T) {
 	r.cancel = nil
 	require.NoError(t, <-r.done)
 	r.cc.Close()
+	r.filterCC.Close()
 }
 
 func (r *running) get(t *testing.T, path string) (int, string) {
@@ -133,8 +165,9 @@ func withConfig(t *testing.T) (server.Options, string) {
 	dir := t.TempDir()
 	writeFile(t, dir, "openai.key", "sk-live-abcdef123456")
 	return server.Options{
-		ConfigPath:     writeFile(t, dir, "sidecar.yaml", strings.ReplaceAll(sidecarConfig, "DIR", dir)),
-		AdminTokenFile: writeFile(t, dir, "token", adminToken+"\n"),
+		ConfigPath:      writeFile(t, dir, "sidecar.yaml", strings.ReplaceAll(sidecarConfig, "DIR", dir)),
+		AdminTokenFile:  writeFile(t, dir, "token", adminToken+"\n"),
+		FilterTokenFile: writeFile(t, dir, "filter-token", filterToken+"\n"),
 	}, dir
 }
 

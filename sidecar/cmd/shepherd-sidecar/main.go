@@ -46,6 +46,10 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.RateLimitConfigPath, "ratelimit-config", "", "rate limit config file or directory (envoyproxy/ratelimit format)")
 	fs.StringVar(&o.RedisAddr, "redis", "", "Redis address for rate limit counters and rollout state; empty keeps them in memory")
 	fs.StringVar(&o.AdminTokenFile, "admin-token-file", "", "file holding the admin token; empty disables admin calls")
+	fs.StringVar(&o.FilterTokenFile, "filter-token-file", "",
+		"file holding the filter token(s), one per line, at most two (current, previous); required when the config has providers, budgets or canary plans")
+	fs.BoolVar(&o.RateLimitRequireFilterToken, "ratelimit-require-filter-token", false,
+		"refuse rate limit calls without a filter token too (Envoy: grpc_service.initial_metadata); needs --filter-token-file")
 	fs.StringVar(&o.StateFile, "state-file", "", "JSON file that keeps rollout state across restarts (ignored with --redis)")
 	fs.StringVar(&o.GRPCTLS.CertFile, "grpc-tls-cert", "", "PEM certificate for TLS on the gRPC listener (with --grpc-tls-key)")
 	fs.StringVar(&o.GRPCTLS.KeyFile, "grpc-tls-key", "", "PEM private key for --grpc-tls-cert")

@@ -82,11 +82,13 @@ func TestSIGHUPReloads(t *testing.T) {
 	cfg := filepath.Join(dir, "sidecar.yaml")
 	write := func(s string) { require.NoError(t, os.WriteFile(cfg, []byte(s), 0o600)) }
 	write("providers: [{name: a}]\n")
+	tokens := filepath.Join(dir, "filter-token")
+	require.NoError(t, os.WriteFile(tokens, []byte("sighup-f1lter-t0ken-0123\n"), 0o600))
 	httpAddr := freePort(t)
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"--config", cfg, "--reload-interval", "0", "--grpc-listen", "127.0.0.1:0",
+		done <- run([]string{"--config", cfg, "--filter-token-file", tokens, "--reload-interval", "0", "--grpc-listen", "127.0.0.1:0",
 			"--http-listen", httpAddr, "--log-format", "text"}, logs)
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "sidecar serving") }, 10*time.Second, 10*time.Millisecond)
@@ -114,6 +116,8 @@ func TestSIGHUPReloads(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("providers: [{name: a}, {name: a}]\n"), 0o600))
+	budgets := filepath.Join(t.TempDir(), "budgets.yaml")
+	require.NoError(t, os.WriteFile(budgets, []byte("budgets: {routes: [{route: chat, monthly_usd: 100}]}\n"), 0o600))
 	tests := []struct {
 		name string
 		args []string
@@ -130,6 +134,8 @@ func TestStartErrors(t *testing.T) {
 			`providers[1].name: duplicate provider \"a\"`},
 		{"config from env", []string{"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
 			map[string]string{"SHEPHERD_SIDECAR_CONFIG": bad}, 1, `duplicate provider`},
+		{"config without a filter token", []string{"--config", budgets, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, nil, 1,
+			`budgets.routes needs a filter token: set --filter-token-file (SHEPHERD_SIDECAR_FILTER_TOKEN_FILE)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,7 +153,7 @@ func TestStartErrors(t *testing.T) {
 func TestUsageNamesEnvironment(t *testing.T) {
 	var out bytes.Buffer
 	require.Equal(t, 0, run([]string{"--help"}, &out))
-	for _, name := range []string{"GRPC_LISTEN", "HTTP_LISTEN", "CONFIG", "RATELIMIT_CONFIG", "REDIS", "ADMIN_TOKEN_FILE", "STATE_FILE"} {
+	for _, name := range []string{"GRPC_LISTEN", "HTTP_LISTEN", "CONFIG", "RATELIMIT_CONFIG", "REDIS", "ADMIN_TOKEN_FILE", "FILTER_TOKEN_FILE", "RATELIMIT_REQUIRE_FILTER_TOKEN", "STATE_FILE"} {
 		require.True(t, strings.Contains(out.String(), "SHEPHERD_SIDECAR_"+name), name)
 	}
 }

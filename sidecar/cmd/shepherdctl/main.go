@@ -46,7 +46,7 @@ commands:
   canary rollback ROUTE                       send all traffic to the baseline
   canary pause ROUTE                          hold the current weight
   canary resume ROUTE                         continue stepping
-  policy                                      show the policy filters get (credentials redacted)
+  policy                                      show the policy filters get (admin token; credentials withheld)
   limits check --domain D --descriptor k=v,k2=v2 [--descriptor ...] [--hits N]
                                               ask the rate limit service, print statuses
   validate sidecar FILE                       check a sidecar config file

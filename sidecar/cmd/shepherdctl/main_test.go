@@ -35,9 +35,11 @@ func sidecar(t *testing.T) string {
 	require.NoError(t, err)
 	withCred := strings.Replace(string(base), "providers: [{name: openai}", "providers: [{name: openai, credential: {file: "+key+"}}", 1)
 	require.NoError(t, os.WriteFile(cfg, []byte(withCred), 0o600))
+	filterTokenFile := filepath.Join(dir, "filter-token")
+	require.NoError(t, os.WriteFile(filterTokenFile, []byte("ctl-f1lter-t0ken-0123456"), 0o600))
 	srv, err := server.New(context.Background(), server.Options{
 		GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		ConfigPath: cfg, AdminTokenFile: tokenFile, RateLimitConfigPath: rl,
+		ConfigPath: cfg, AdminTokenFile: tokenFile, FilterTokenFile: filterTokenFile, RateLimitConfigPath: rl,
 		RateLimit: server.DefaultRateLimit, ReloadInterval: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -114,12 +116,18 @@ func TestCanaryCommands(t *testing.T) {
 
 func TestPolicyRedactsCredentials(t *testing.T) {
 	addr := sidecar(t)
+	t.Setenv("SHEPHERDCTL_TOKEN", "")
+	t.Setenv("SHEPHERDCTL_TOKEN_FILE", "")
+	code, _, errs := ctl("policy", "--addr", addr)
+	require.Equal(t, exitUsage, code, "the policy needs the admin token")
+	require.Contains(t, errs, "admin command needs --token-file")
+	t.Setenv("SHEPHERDCTL_TOKEN", token)
 	code, out, errs := ctl("policy", "--addr", addr)
 	require.Equal(t, exitOK, code, errs)
 	require.Contains(t, out, "chat")
 	require.Contains(t, out, "90.00%")
 	require.Contains(t, out, "healthy")
-	require.Regexp(t, `openai +authorization +\[redacted, 20 bytes\]`, out)
+	require.Regexp(t, `openai +authorization +\[loaded; withheld\]`, out, "the sidecar sends admin callers no credential value")
 	require.Contains(t, out, "budgets: none")
 	require.NotContains(t, out, "sk-ctl-secret")
 }

@@ -10,12 +10,13 @@ import (
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 )
 
-// policyCmd prints the policy the sidecar serves to filters. Credential
-// values are never printed, only their header and length.
+// policyCmd prints the policy the sidecar serves to filters. It calls with
+// the admin token, for which the sidecar withholds credential values (only
+// the filter's token reads them); a value is never printed, only its header.
 func policyCmd(args []string, out io.Writer) error {
 	fs := newFlags("policy")
 	var c conn
-	c.register(fs, false)
+	c.register(fs, true)
 	pos, err := interleave(fs, args)
 	if err != nil {
 		return err
@@ -23,7 +24,7 @@ func policyCmd(args []string, out io.Writer) error {
 	if len(pos) > 0 {
 		return usagef("policy: unexpected argument %q", pos[0])
 	}
-	ctx, cancel, err := c.context(false)
+	ctx, cancel, err := c.context(true)
 	if err != nil {
 		return err
 	}
@@ -65,6 +66,9 @@ func policyCmd(args []string, out io.Writer) error {
 	})
 	table(out, "credentials", []string{"PROVIDER", "HEADER", "VALUE"}, len(p.Credentials), func(i int) []string {
 		cr := p.Credentials[i]
+		if cr.Value == "" {
+			return []string{cr.Provider, cr.Header, "[loaded; withheld]"}
+		}
 		return []string{cr.Provider, cr.Header, fmt.Sprintf("[redacted, %d bytes]", len(cr.Value))}
 	})
 	return nil
