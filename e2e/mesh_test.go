@@ -41,12 +41,14 @@ import (
 
 const meshConfig = `{
   "models": {"gpt-4.1": {"input": 2.00, "output": 8.00}},
-  "sidecar": {"cluster": "sidecar", "timeoutMs": 1000, "policyPollMs": 200, "reportIntervalMs": 100},
+  "sidecar": {"cluster": "sidecar", "token": {"env": "SHEPHERD_FILTER_TOKEN"}, "timeoutMs": 1000, "policyPollMs": 200, "reportIntervalMs": 100},
   "providers": [
     {"name": "relay", "host": "relay.example.com", "cluster": "relay"},
     {"name": "backup", "host": "backup.example.com", "cluster": "backup"}
   ],
   "routes": [
+    {"name": "strict", "match": {"pathPrefix": "/strict/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"failureMode": "closed"}},
     {"name": "limited", "match": {"pathPrefix": "/limited/"}, "provider": "relay", "streamUsage": false,
      "globalLimits": {"failureMode": "closed"}},
     {"name": "tokens", "match": {"pathPrefix": "/tokens/"}, "provider": "relay",
@@ -128,9 +130,16 @@ health:
 `
 
 const (
-	meshAdminToken = "mesh-admin-token"
-	meshRelayKey   = "sk-relay-from-the-sidecar"
+	meshAdminToken  = "mesh-admin-token"
+	meshRelayKey    = "sk-relay-from-the-sidecar"
+	meshFilterToken = "mesh-filter-token-0123456789"
 )
+
+// filterEnv is a pod's proxy environment (Istio's vmConfig.env): the filter
+// token its filter proves itself with.
+func filterEnv(token string) map[string]string {
+	return map[string]string{"SHEPHERD_FILTER_TOKEN": token}
+}
 
 // meshClock places every rate limit hit in one window, mid-minute, so no
 // window boundary falls inside a test.
@@ -146,7 +155,11 @@ type sidecar struct {
 	done   chan error
 }
 
-func startSidecar(t testing.TB) *sidecar {
+func startSidecar(t testing.TB) *sidecar { return startSidecarWith(t, nil) }
+
+// startSidecarWith is startSidecar with options changed by edit; the sidecar
+// accepts meshFilterToken from the file sc.opts.FilterTokenFile.
+func startSidecarWith(t testing.TB, edit func(*server.Options)) *sidecar {
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -160,12 +173,16 @@ func startSidecar(t testing.TB) *sidecar {
 		ConfigPath:          write("sidecar.yaml", strings.ReplaceAll(meshSidecarConfig, "DIR", dir)),
 		RateLimitConfigPath: write("ratelimit.yaml", meshRateLimits),
 		AdminTokenFile:      write("token", meshAdminToken),
+		FilterTokenFile:     write("filter-token", meshFilterToken),
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RateLimit:           server.RateLimitWith(ratelimit.Options{Clock: meshClock}),
 		ReloadInterval:      -1,
 		TickInterval:        50 * time.Millisecond,
 		ShutdownTimeout:     200 * time.Millisecond,
 	}}
+	if edit != nil {
+		edit(&sc.opts)
+	}
 	sc.start(t)
 	sc.opts.GRPCListen = sc.addr // a restart comes back on the same address
 	t.Cleanup(func() { sc.stop(t) })
@@ -198,8 +215,9 @@ func (sc *sidecar) client(t *testing.T) *grpc.ClientConn {
 
 // pod is one Envoy with the filter: two worker VMs sharing their shared data.
 type pod struct {
-	host *envoy.Host
-	url  string
+	host  *envoy.Host
+	url   string
+	close func() // idempotent
 }
 
 type meshEnv struct {
@@ -207,33 +225,47 @@ type meshEnv struct {
 	pods            [2]*pod
 	relay, backup   *fakeprovider.Provider
 	relayN, backupN atomic.Int64
+	clusters        map[string]string
 }
 
-func newMeshEnv(t *testing.T) *meshEnv {
-	m := &meshEnv{sidecar: startSidecar(t)}
+func newMeshEnv(t *testing.T) *meshEnv { return newMeshEnvWith(t, nil) }
+
+// newMeshEnvWith is newMeshEnv with the sidecar's options changed by edit.
+func newMeshEnvWith(t *testing.T, edit func(*server.Options)) *meshEnv {
+	m := &meshEnv{sidecar: startSidecarWith(t, edit)}
 	m.relay = fakeprovider.New(fakeprovider.Options{Name: "relay"})
 	m.backup = fakeprovider.New(fakeprovider.Options{Name: "backup"})
-	clusters := map[string]string{
+	m.clusters = map[string]string{
 		"relay":   scenario.Upstream(t, m.relay),
 		"backup":  scenario.Upstream(t, m.backup),
 		"sidecar": m.sidecar.addr,
 	}
 	for i := range m.pods {
-		h, err := envoy.New(context.Background(), envoy.Config{
-			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-			PluginConfig: []byte(meshConfig), Workers: 2,
-			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
-			StatsTags: statsTags(), LogWriter: io.Discard, LogLevel: "trace", CompilationCache: compileCache,
-		})
-		require.NoError(t, err)
-		front := httptest.NewServer(h)
-		t.Cleanup(func() {
+		m.pods[i] = m.newPod(t, meshFilterToken)
+	}
+	return m
+}
+
+// newPod starts one more pod whose proxy holds token.
+func (m *meshEnv) newPod(t *testing.T, token string) *pod {
+	h, err := envoy.New(context.Background(), envoy.Config{
+		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+		PluginConfig: []byte(meshConfig), Workers: 2, Env: filterEnv(token),
+		Clusters: m.clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
+		StatsTags: statsTags(), LogWriter: io.Discard, LogLevel: "trace", CompilationCache: compileCache,
+	})
+	require.NoError(t, err)
+	front := httptest.NewServer(h)
+	p := &pod{host: h, url: front.URL}
+	var once sync.Once
+	p.close = func() {
+		once.Do(func() {
 			front.Close()
 			_ = h.Close(context.Background())
 		})
-		m.pods[i] = &pod{host: h, url: front.URL}
 	}
-	return m
+	t.Cleanup(p.close)
+	return p
 }
 
 type meshResponse struct {
@@ -478,7 +510,7 @@ func TestMeshCanarySplit(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		if p := m.do(t, i, "/chat/v1/chat/completions").provider; p != "relay" {
 			pc := policyv1.NewPolicyServiceClient(m.sidecar.client(t))
-			pol, _ := pc.GetPolicy(context.Background(), &policyv1.GetPolicyRequest{})
+			pol, _ := pc.GetPolicy(meshFilterCtx(meshFilterToken), &policyv1.GetPolicyRequest{})
 			st, _ := pc.GetCanaryStatus(context.Background(), &policyv1.GetCanaryStatusRequest{Route: "chat"})
 			t.Fatalf("request %d went to %s; policy %v; status %v", i, p, pol, st)
 		}
@@ -598,7 +630,7 @@ func TestMeshPolicy(t *testing.T) {
 	})
 
 	require.Equal(t, http.StatusOK, m.do(t, 0, "/tenants/v1/chat/completions", "x-tenant", "team-broke").status)
-	_, err := pc.ReportOutcomes(context.Background(), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
+	_, err := pc.ReportOutcomes(meshFilterCtx(meshFilterToken), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
 		{Route: "budget", Provider: "relay", StatusCode: 200, CostMicroUsd: 1_000_000},
 		{Route: "tenants", Provider: "relay", Consumer: "team-broke", StatusCode: 200, CostMicroUsd: 1_000_000},
 		{Route: "chat", Provider: "backup", StatusCode: 429, HasRatelimitRemaining: true, RatelimitRemaining: 0, RetryAfterMs: 60_000},
@@ -704,7 +736,7 @@ func TestMeshSidecarSlowOrGarbage(t *testing.T) {
 			relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
 			h, err := envoy.New(context.Background(), envoy.Config{
 				Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-				PluginConfig: []byte(meshConfig), Workers: 2,
+				PluginConfig: []byte(meshConfig), Workers: 2, Env: filterEnv(meshFilterToken),
 				Clusters:  map[string]string{"relay": scenario.Upstream(t, relay), "backup": scenario.Upstream(t, relay), "sidecar": lis.Addr().String()},
 				Routes:    map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
 				StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,

@@ -23,10 +23,14 @@ RELAY_API_KEY=$(key)
 BACKUP_API_KEY=$(key)
 export RELAY_API_KEY BACKUP_API_KEY
 
-# The sidecar's admin token (for shepherdctl's canary commands) and its state
-# live in a throwaway directory.
+# The sidecar's admin token (for shepherdctl's canary commands), the filter
+# token (only the proxy holds it, in its environment; the sidecar serves the
+# policy and takes outcome reports only with it) and its state live in a
+# throwaway directory.
 state=$(mktemp -d)
 key > "$state/admin-token"
+SHEPHERD_FILTER_TOKEN="filter-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+echo "$SHEPHERD_FILTER_TOKEN" > "$state/filter-token"
 
 # The filter encodes metric labels into names; these rules (the same the Istio
 # manifests ship) turn them back into Prometheus labels.
@@ -51,7 +55,8 @@ pids+=($!)
 
 bin/shepherd-sidecar --grpc-listen "$SIDECAR_GRPC" --http-listen "$SIDECAR_HTTP" \
   --config e2e/local/sidecar.yaml --ratelimit-config e2e/local/ratelimit.yaml \
-  --admin-token-file "$state/admin-token" --state-file "$state/state.json" \
+  --admin-token-file "$state/admin-token" --filter-token-file "$state/filter-token" \
+  --state-file "$state/state.json" \
   --log-format text --log-level warn &
 pids+=($!)
 
@@ -64,6 +69,7 @@ bin/shepherd-local \
   --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" --cluster "sidecar=$SIDECAR_GRPC" \
   --route relay.local=relay --route backup.local=backup --default-cluster relay \
   --env "RELAY_API_KEY=$RELAY_API_KEY" --env "BACKUP_API_KEY=$BACKUP_API_KEY" \
+  --env "SHEPHERD_FILTER_TOKEN=$SHEPHERD_FILTER_TOKEN" \
   "${stats_tags[@]}" &
 pids+=($!)
 

@@ -222,7 +222,7 @@ const tokenCapacity = 5_000_000
 
 const pluginConfig = `{
   "models": {"gpt-4.1": {"input": 2.00, "output": 8.00}, "deepseek-v3.2": {"input": 0.28, "output": 0.42}},
-  "sidecar": {"cluster": "sidecar", "timeoutMs": 1000, "policyPollMs": 200, "reportIntervalMs": 100},
+  "sidecar": {"cluster": "sidecar", "token": {"env": "SHEPHERD_FILTER_TOKEN"}, "timeoutMs": 1000, "policyPollMs": 200, "reportIntervalMs": 100},
   "providers": [
     {"name": "relay", "host": "relay.example.com", "cluster": "relay"},
     {"name": "backup", "host": "backup.example.com", "cluster": "backup"}
@@ -261,6 +261,10 @@ providers:
   - name: relay
   - name: backup
 `
+
+// filterToken is the token the pods' filters prove themselves with (their
+// vmConfig.env) and the sidecar accepts.
+const filterToken = "soak-filter-token-0123456789"
 
 // routes the clients pick from, with weights.
 var routes = []struct {
@@ -366,6 +370,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		ConfigPath:          write("sidecar.yaml", sidecarConfig),
 		RateLimitConfigPath: write("ratelimit.yaml", rateLimits),
+		FilterTokenFile:     write("filter-token", filterToken),
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RateLimit:           server.RateLimitWith(ratelimit.Options{}),
 		ReloadInterval:      -1,
@@ -389,7 +394,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for i := range r.pods {
 		h, err := envoy.New(ctx, envoy.Config{
 			Module: opts.Module, PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-			PluginConfig: []byte(pluginConfig), Workers: 2,
+			PluginConfig: []byte(pluginConfig), Workers: 2, Env: map[string]string{"SHEPHERD_FILTER_TOKEN": filterToken},
 			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
 			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: opts.CompilationCache,
 		})
