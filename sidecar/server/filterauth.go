@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,14 +66,16 @@ func (f *filterAuth) configured() bool {
 	return d != nil && len(*d) > 0
 }
 
-// load reads the token file: one token per line, blank lines ignored, one or
-// two tokens. Errors name the file, never its content.
+// load reads the tokens: from a file, one per line (blank lines ignored); or
+// from a directory (a mounted Kubernetes Secret), one per file, skipping the
+// names that start with '.'. One or two tokens in all. Errors name the file,
+// never its content.
 func (f *filterAuth) load(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readTokenPath(path)
 	if err != nil {
 		return fmt.Errorf("filter token: %w", err)
 	}
-	tokens, err := parseFilterTokens(string(data))
+	tokens, err := parseFilterTokens(data)
 	if err != nil {
 		return fmt.Errorf("filter token file %s: %w", path, err)
 	}
@@ -82,6 +85,43 @@ func (f *filterAuth) load(path string) error {
 	}
 	f.digests.Store(&digests)
 	return nil
+}
+
+// readTokenPath returns a file's content, or a directory's files' contents
+// one per line (in name order).
+func readTokenPath(path string) (string, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if !info.IsDir() {
+		data, err := os.ReadFile(path)
+		return string(data), err
+	}
+	ents, err := os.ReadDir(path) // sorted by name
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // Kubernetes' ..data and its timestamped directory
+		}
+		p := filepath.Join(path, e.Name())
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "", err
+		}
+		if strings.Contains(strings.TrimSpace(string(data)), "\n") {
+			return "", fmt.Errorf("%s: in a directory each file holds one token", p)
+		}
+		b.Write(data)
+		b.WriteByte('\n')
+	}
+	return b.String(), nil
 }
 
 func parseFilterTokens(data string) ([]string, error) {

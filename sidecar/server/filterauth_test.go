@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -226,4 +228,37 @@ func TestReportsRateLimitedPerCaller(t *testing.T) {
 	_, body := r.get(t, "/metrics")
 	require.Contains(t, body, "shepherd_sidecar_reports_rate_limited_total 2\n")
 	require.Contains(t, r.logs.String(), "refused an outcome report: the caller is over reports.per_caller_per_second")
+}
+
+// TestFilterTokenDirectory: a mounted Kubernetes Secret (a directory of one
+// file per key, behind ..data symlinks) holds the current token and, while
+// rotating, one more; a reload follows the Secret's changes.
+func TestFilterTokenDirectory(t *testing.T) {
+	opts, dir := withConfig(t)
+	secret := filepath.Join(dir, "secret")
+	data := filepath.Join(secret, "..2026_12_03_14_00_00.000000001")
+	require.NoError(t, os.MkdirAll(data, 0o700))
+	writeFile(t, data, "SHEPHERD_FILTER_TOKEN", filterToken)
+	require.NoError(t, os.Symlink(filepath.Base(data), filepath.Join(secret, "..data")))
+	require.NoError(t, os.Symlink("..data/SHEPHERD_FILTER_TOKEN", filepath.Join(secret, "SHEPHERD_FILTER_TOKEN")))
+	opts.FilterTokenFile = secret
+	r := start(t, opts)
+	client := policyv1.NewPolicyServiceClient(r.cc)
+	read := func(tok string) codes.Code {
+		_, err := client.GetPolicy(filterCtx(tok), &policyv1.GetPolicyRequest{})
+		return status.Code(err)
+	}
+	const next = "next-f1lter-t0ken-abcdef"
+	require.Equal(t, codes.OK, read(filterToken))
+	require.Equal(t, codes.PermissionDenied, read(next))
+
+	writeFile(t, data, "also-accepted", next)
+	require.NoError(t, os.Symlink("..data/also-accepted", filepath.Join(secret, "also-accepted")))
+	require.NoError(t, r.srv.Reload())
+	require.Equal(t, codes.OK, read(filterToken))
+	require.Equal(t, codes.OK, read(next))
+
+	writeFile(t, data, "also-accepted", next+"\n"+filterToken)
+	err := r.srv.Reload()
+	require.EqualError(t, err, "filter token: "+filepath.Join(secret, "also-accepted")+": in a directory each file holds one token")
 }

@@ -58,9 +58,10 @@ type Options struct {
 	RateLimitConfigPath string
 	// AdminTokenFile holds the admin token; "" disables admin calls.
 	AdminTokenFile string
-	// FilterTokenFile holds the filter tokens the policy API accepts (one
-	// per line, at most two: current and previous). Required when the
-	// config has providers, budgets or canary plans.
+	// FilterTokenFile holds the filter tokens the policy API accepts: a
+	// file (one per line) or a directory (one per file, as a mounted
+	// Secret); at most two, for rotation. Required when the config has
+	// providers, budgets or canary plans.
 	FilterTokenFile string
 	// RateLimitRequireFilterToken refuses rate limit calls without a filter
 	// token too (Envoy's ratelimit filter can send it with

@@ -85,7 +85,11 @@ func start(t *testing.T, opts server.Options) *running {
 	require.NoError(t, err)
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if opts.FilterTokenFile != "" {
-		data, err := os.ReadFile(opts.FilterTokenFile)
+		path := opts.FilterTokenFile
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			path = filepath.Join(path, "SHEPHERD_FILTER_TOKEN") // a mounted Secret
+		}
+		data, err := os.ReadFile(path)
 		require.NoError(t, err)
 		tok := strings.Fields(string(data))[0]
 		dial = append(dial, withMetadata(server.FilterTokenMetadata, tok), withStreamMetadata(server.FilterTokenMetadata, tok))

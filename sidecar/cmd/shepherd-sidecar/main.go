@@ -47,7 +47,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.RedisAddr, "redis", "", "Redis address for rate limit counters and rollout state; empty keeps them in memory")
 	fs.StringVar(&o.AdminTokenFile, "admin-token-file", "", "file holding the admin token; empty disables admin calls")
 	fs.StringVar(&o.FilterTokenFile, "filter-token-file", "",
-		"file holding the filter token(s), one per line, at most two (current, previous); required when the config has providers, budgets or canary plans")
+		"filter tokens the policy API accepts: a file (one per line) or a directory such as a mounted Secret (one per file); at most two, for rotation; required when the config has providers, budgets or canary plans")
 	fs.BoolVar(&o.RateLimitRequireFilterToken, "ratelimit-require-filter-token", false,
 		"refuse rate limit calls without a filter token too (Envoy: grpc_service.initial_metadata); needs --filter-token-file")
 	fs.StringVar(&o.StateFile, "state-file", "", "JSON file that keeps rollout state across restarts (ignored with --redis)")
