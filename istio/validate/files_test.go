@@ -22,7 +22,7 @@ func shippedPlugin(t *testing.T) *extensions.WasmPlugin {
 func TestFilesOutsideOverlays(t *testing.T) {
 	require.NoError(t, WorkloadPatch(filepath.Join(istioDir, "overlays", "namespace", "ai-worker-patch.yaml"), shippedPlugin(t)))
 	require.NoError(t, MeshConfig(filepath.Join(istioDir, "overlays", "mesh-wide", "meshconfig.yaml")))
-	for _, f := range []string{"provider-keys.secret.yaml", "admin-token.secret.yaml"} {
+	for _, f := range []string{"provider-keys.secret.yaml", "admin-token.secret.yaml", "filter-token.secret.yaml"} {
 		require.NoError(t, checkFile(t, filepath.Join(istioDir, "base", f)), f)
 	}
 	require.NoError(t, EnvoyBootstrap(filepath.Join(istioDir, "envoy", "envoy.yaml")))

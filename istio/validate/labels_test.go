@@ -84,7 +84,7 @@ func filterLabels(t *testing.T) labelSet {
 		},
 		Routes:    map[string]string{"relay.example.com": "outbound|80||relay.example.com", "api.openai.com": "outbound|80||api.openai.com"},
 		StatsTags: tags, LogWriter: io.Discard,
-		Env: map[string]string{"RELAY_API_KEY": "test-relay", "OPENAI_API_KEY": "test-openai"},
+		Env: map[string]string{"RELAY_API_KEY": "test-relay", "OPENAI_API_KEY": "test-openai", "SHEPHERD_FILTER_TOKEN": "test-filter-token"},
 	})
 	require.NoError(t, err)
 	front := httptest.NewServer(h)
