@@ -259,12 +259,12 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 		cost := o.CostMicroUsd
 		if cost > maxOutcome {
 			clippedOutcome++
-			dropped += cost - maxOutcome
+			dropped = addSat(dropped, cost-maxOutcome)
 			cost = maxOutcome
 		}
 		if cost > left {
 			clippedReport++
-			dropped += cost - left
+			dropped = addSat(dropped, cost-left)
 			cost = left
 		}
 		if cost > 0 {

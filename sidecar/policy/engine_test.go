@@ -299,6 +299,9 @@ func TestBudgets(t *testing.T) {
 // the spend never wraps.
 func TestBudgetSpendIsBounded(t *testing.T) {
 	f := newFixture(t, nil)
+	// The configurable caps (TestReportCostIsCapped) at their highest: only
+	// the hard bound and saturation remain.
+	f.engine.SetConfig(parse(t, strings.ReplaceAll(baseConfig, "DIR", f.dir)+"reports: {max_outcome_usd: 1000000, max_report_usd: 1000000000}\n"))
 	spent := func() int64 {
 		for _, b := range f.engine.Policy().Budgets {
 			if b.Route == "chat" && b.Consumer == "" {
