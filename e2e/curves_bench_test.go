@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
@@ -83,8 +84,62 @@ const consumersConfig = `{
     "limits": {"requestsPerMinute": 1000000000, "consumerHeader": "x-tenant", "maxConsumers": 65536}}]
 }`
 
+// routesConfig has n headers-only routes; the last is the one requests match.
+// With header set, every route matches /v1/ and one value of x-team;
+// otherwise each has a prefix of its own.
+func routesConfig(n int, header bool) string {
+	var sb strings.Builder
+	sb.WriteString(`{"providers": [{"name": "p", "host": "p.example.com", "cluster": "p", "credential": {"inline": "sk-bench"}}], "routes": [`)
+	for i := range n {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		id := strconv.Itoa(i)
+		match := `{"pathPrefix": "/v1/r` + id + `/"}`
+		if header {
+			match = `{"pathPrefix": "/v1/", "headers": {"x-team": "team-` + id + `"}}`
+		}
+		sb.WriteString(`{"name": "r` + id + `", "match": ` + match + `, "provider": "p", "streamUsage": false}`)
+	}
+	sb.WriteString("]}")
+	return sb.String()
+}
+
 func BenchmarkCurves(b *testing.B) {
 	up := scenario.Upstream(b, okUpstream{})
+	for _, header := range []bool{false, true} {
+		name := "prefix-routes"
+		if header {
+			name = "header-routes"
+		}
+		b.Run(name, func(b *testing.B) {
+			// Requests match the last of 1 or 1000 routes; they carry the
+			// dozen headers an SDK sends.
+			var cases []curveCase
+			for _, n := range []int{1, 1000} {
+				h := newBenchHost(b, module(b), routesConfig(n, header), map[string]string{"p": up})
+				last := strconv.Itoa(n - 1)
+				cases = append(cases, curveCase{name: "routes=" + strconv.Itoa(n), host: h, want: http.StatusOK,
+					req: func(int) *http.Request {
+						path := "/v1/r" + last + "/models"
+						if header {
+							path = "/v1/models"
+						}
+						r := benchRequest(http.MethodGet, path, "")
+						for _, kv := range [][2]string{{"user-agent", "OpenAI/Go 3.1"}, {"x-stainless-lang", "go"},
+							{"x-stainless-os", "Linux"}, {"x-stainless-arch", "x64"}, {"x-stainless-runtime", "go"},
+							{"accept", "application/json"}, {"authorization", "Bearer sk-client"}} {
+							r.Header.Set(kv[0], kv[1])
+						}
+						if header {
+							r.Header.Set("x-team", "team-"+last)
+						}
+						return r
+					}})
+			}
+			runCurve(b, 20, cases...)
+		})
+	}
 	b.Run("consumers", func(b *testing.B) {
 		// The first request of a new consumer value with 0, 10k and 30k
 		// values already tracked: each case is a host whose set was filled

@@ -55,6 +55,8 @@ type plugin struct {
 	// finished streams for the next ones. Allocation is the costliest thing
 	// Go does in a VM.
 	reqHeaders, respHeaders [][2]string
+	// match is the route matcher's scratch, reused by every stream.
+	match config.MatchScratch
 	free                    []*stream
 	// bodyBuf receives request bodies rewritten for routes without fallback.
 	bodyBuf []byte

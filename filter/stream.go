@@ -178,7 +178,7 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	}
 	method, _ := s.header(":method")
 	pick := s.plugin.random()
-	d, ok := routing.Decide(pol.cfg, path, s.header, pick)
+	d, ok := routing.DecideHeaders(pol.cfg, path, s.plugin.reqHeaders, &s.plugin.match, pick)
 	if !ok {
 		return types.ActionContinue
 	}

@@ -55,6 +55,7 @@ type Config struct {
 	Sidecar *Sidecar
 
 	models map[string]*Model
+	index  routeIndex
 }
 
 // Model is a model the config lists.
@@ -246,6 +247,7 @@ func (d *decoder) config(doc *jsonlite.Value) (*Config, error) {
 		r.Index = i
 		d.cfg.Routes = append(d.cfg.Routes, r)
 	}
+	d.cfg.buildIndex()
 	return d.cfg, nil
 }
 

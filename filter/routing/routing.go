@@ -34,6 +34,17 @@ func Decide(cfg *config.Config, path string, header Header, pick uint64) (d Deci
 	return Decision{Route: r, Provider: Pick(r.Backends, pick), rest: path[len(r.PathPrefix):], path: path}, true
 }
 
+// DecideHeaders is Decide from the request's header pairs (as the host hands
+// them over, lowercase names): each pair is read once, whatever the number of
+// routes (config.Config.MatchHeaders). sc is the caller's reusable scratch.
+func DecideHeaders(cfg *config.Config, path string, headers [][2]string, sc *config.MatchScratch, pick uint64) (d Decision, ok bool) {
+	r := cfg.MatchHeaders(path, headers, sc)
+	if r == nil {
+		return Decision{}, false
+	}
+	return Decision{Route: r, Provider: Pick(r.Backends, pick), rest: path[len(r.PathPrefix):], path: path}, true
+}
+
 // Pick selects a backend by weight: with weights 90 and 10, picks spread
 // uniformly over [0, 2^64) choose the first 90% of the time.
 func Pick(backends []config.Backend, pick uint64) *config.Provider {
