@@ -57,7 +57,7 @@ type plugin struct {
 	reqHeaders, respHeaders [][2]string
 	// match is the route matcher's scratch, reused by every stream.
 	match config.MatchScratch
-	free                    []*stream
+	free  []*stream
 	// bodyBuf receives request bodies rewritten for routes without fallback.
 	bodyBuf []byte
 	// pathBuf receives rewritten request paths.
