@@ -261,6 +261,16 @@ func (s *SSEScanner) feed(chunk []byte, edit bool) {
 			s.afterCR = c == '\r'
 			continue
 		}
+		if !s.lineBytes && c == 'd' && len(chunk)-i >= 5 && string(chunk[i:i+5]) == "data:" {
+			// The usual line start, in one step: the "data" field and its
+			// colon; the optional space and the value follow as usual.
+			s.lineBytes, s.inValue, s.skipSP, s.dataLine = true, true, true, true
+			s.fieldLen = 4
+			s.field = [4]byte{'d', 'a', 't', 'a'}
+			s.startData()
+			i += 4
+			continue
+		}
 		s.lineBytes = true
 		if !s.inValue {
 			if c == ':' {
