@@ -119,6 +119,7 @@ func HostileTokenNumbers(t *testing.T, run Runner) {
 		resp := mesh.Do(t, chat(body))
 		require.Equal(t, http.StatusTooManyRequests, resp.Status, "%s: %s", body, resp.Body)
 		require.Contains(t, string(resp.Body), "more tokens than the per-minute limit", body)
+		require.Equal(t, "false", resp.Header.Get("x-should-retry"), "no wait helps: %s", body)
 	}
 	require.Zero(t, up.bodies.Load(), "no refused body reached the provider")
 	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
