@@ -174,6 +174,7 @@ func TestFaultFallbackNeverAnswers(t *testing.T) {
 	require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"))
 	require.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "the callout ran to its timeout")
 	require.EqualValues(t, 1, e.b.Requests())
+	e.noLeaks(t) // the request's metrics are recorded when its stream ends
 	require.EqualValues(t, 1, counterOf(t, e.host, telemetry.Name(telemetry.UpstreamAttempts, telemetry.LabelRoute, "chat",
 		telemetry.LabelProvider, "b", telemetry.LabelModel, "m2", telemetry.LabelCode, "timeout")))
 	require.EqualValues(t, 1, counterOf(t, e.host, telemetry.Name(telemetry.UpstreamAttempts, telemetry.LabelRoute, "chat",

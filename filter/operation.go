@@ -28,7 +28,7 @@ func (s *stream) allowedEntry(e int) int {
 func (s *stream) entryAllowed(ce config.FallbackEntry) bool {
 	p := ce.Provider
 	if p == nil {
-		p = s.decision.Provider
+		p = s.chosen
 	}
 	if !p.Serves(s.call.Op) {
 		return false

@@ -69,6 +69,8 @@ type plugin struct {
 	ticks      uint64
 	// replyHeaders receives the headers of a rate limit refusal.
 	replyHeaders [][2]string
+	// coolBuf receives the provider memory's new value before it is stored.
+	coolBuf []byte
 }
 
 // keepReplyHeaders keeps h's array for the next refusal, its strings cleared.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/filter/body"
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/cooldown"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
@@ -41,46 +42,76 @@ func (s *stream) shouldRetry(status int, calloutFailed bool) bool {
 func (s *stream) planRetry(status int, code uint8, retryAfter, reset string) bool {
 	now := nowNanos()
 	calloutFailed := code == codeReset || code == codeTimeout
-	step := s.state.planner.Next(s.attempts, fallback.Failure{
-		Entry: s.entry, Status: status, CalloutFailed: calloutFailed, RetryAfter: retryAfter, ResetHint: reset,
-	}, now-s.start, now, s.plugin.random)
+	f := fallback.Failure{Entry: s.entry, Status: status, CalloutFailed: calloutFailed, RetryAfter: retryAfter, ResetHint: reset}
 	r := s.decision.Route
 	m := s.policy.metrics
-	if !step.Retry {
-		switch step.Reason {
-		case fallback.AttemptsExhausted:
-			m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyAttempts}, 1)
-		case fallback.OutOfTime:
-			m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyOutOfTime}, 1)
+	// The provider memory: an entry whose provider cools down when the
+	// attempt would start is passed over (it costs no attempt), and when it
+	// is half open this request may take its probe.
+	raw := coolTable()
+	cooling := cooldown.Any(raw, now/1e6)
+	for range len(r.Fallback.Chain) + 1 {
+		step := s.state.planner.NextSkipping(s.attempts, s.skipped, f, now-s.start, now, s.plugin.random)
+		if !step.Retry {
+			switch step.Reason {
+			case fallback.AttemptsExhausted:
+				m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyAttempts}, 1)
+			case fallback.OutOfTime:
+				m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyOutOfTime}, 1)
+			}
+			return false
 		}
-		return false
+		step.Entry = s.allowedEntry(step.Entry)
+		to, _, toModel := s.target(step.Entry)
+		if cooling {
+			startMs := (now + step.Delay) / 1e6
+			v := s.verdict(raw, to, startMs)
+			switch {
+			case v != cooldown.Probe:
+			case step.Delay > 0:
+				s.probeLater, v = true, cooldown.Free // claimed when it starts
+			case !s.claim(to, now/1e6):
+				v = cooldown.Cooling
+				raw = coolTable()
+			}
+			if v == cooldown.Cooling {
+				s.noteFree(raw, to, startMs)
+				s.skipped++
+				continue
+			}
+		}
+		if s.triedProvider(to) && !s.state.budget.Allow(now) {
+			m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyRetryBudget}, 1)
+			proxywasm.LogDebug("shepherd: route " + r.Name + ": retry budget spent, no retry to provider " + to.Name)
+			return false
+		}
+		reason := uint8(0)
+		switch code {
+		case codeReset:
+			reason = 1
+		case codeTimeout:
+			reason = 2
+		}
+		from, _, fromModel := s.target(s.entry)
+		m.countFallback(fallbackKey{route: int16(r.Index), fromProvider: int16(from.Index), toProvider: int16(to.Index),
+			fromModel: m.modelIndex(fromModel), toModel: m.modelIndex(toModel), reason: reason})
+		s.retryTo = step.Entry
+		if step.Delay <= 0 {
+			return s.startAttempt()
+		}
+		s.retryAt = now + step.Delay
+		s.escaped = true
+		s.plugin.wait(s)
+		return true
 	}
-	to, _, toModel := s.target(step.Entry)
-	if s.triedProvider(to) && !s.state.budget.Allow(now) {
-		m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyRetryBudget}, 1)
-		proxywasm.LogDebug("shepherd: route " + r.Name + ": retry budget spent, no retry to provider " + to.Name)
-		return false
-	}
-	step.Entry = s.allowedEntry(step.Entry)
-	reason := uint8(0)
-	switch code {
-	case codeReset:
-		reason = 1
-	case codeTimeout:
-		reason = 2
-	}
-	from, _, fromModel := s.target(s.entry)
-	m.countFallback(fallbackKey{route: int16(r.Index), fromProvider: int16(from.Index), toProvider: int16(to.Index),
-		fromModel: m.modelIndex(fromModel), toModel: m.modelIndex(toModel), reason: reason})
-	s.retryTo = step.Entry
-	if step.Delay <= 0 {
-		return s.startAttempt()
-	}
-	s.retryAt = now + step.Delay
-	s.escaped = true
-	s.plugin.wait(s)
-	return true
+	// Every entry's provider cools down.
+	m.count(metricKey{kind: mFallbacksDenied, route: int16(r.Index), extra: denyCooling}, 1)
+	return false
 }
+
+// mainEntry is the chain entry the main request went to: 0, or the
+// fallback entry the provider memory sent it to.
+func (s *stream) mainEntry() int { return s.skippedAtStart }
 
 // entryModel is the listed model of chain entry e.
 func (s *stream) entryModel(e int) *config.Model {
@@ -93,12 +124,12 @@ func (s *stream) entryModel(e int) *config.Model {
 // target is the provider and upstream model name of chain entry e.
 func (s *stream) target(e int) (*config.Provider, string, *config.Model) {
 	if e == 0 {
-		return s.decision.Provider, s.decision.Provider.ModelName(s.publicModel()), s.model
+		return s.chosen, s.chosen.ModelName(s.publicModel()), s.model
 	}
 	ce := s.decision.Route.Fallback.Chain[e-1]
 	p := ce.Provider
 	if p == nil {
-		p = s.decision.Provider
+		p = s.chosen
 	}
 	return p, p.ModelName(ce.Model.Name), ce.Model
 }
@@ -121,6 +152,16 @@ func (s *stream) startAttempt() bool {
 	// belong to the stream.
 	_ = proxywasm.SetEffectiveContext(s.id)
 	provider, modelName, _ := s.target(s.retryTo)
+	if s.probeLater {
+		// The attempt waited for its provider's pause to end: it goes only
+		// as the provider's probe, and no other request may have that.
+		s.probeLater = false
+		if nowMs := nowNanos() / 1e6; !s.claim(provider, nowMs) {
+			s.noteFree(coolTable(), provider, nowMs)
+			s.release()
+			return false
+		}
+	}
 	if s.reqStale {
 		if inspected, err := body.InspectRequest(s.body); err == nil {
 			s.req = inspected
@@ -206,6 +247,10 @@ func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 	}
 	s.countAttempt(s.entry, code)
 	failed := code == codeReset || code == codeTimeout
+	if !failed {
+		p, _, _ := s.target(s.entry)
+		s.learn(p, status, hdrs, nowNanos()) // hdrs are the VM's own copy
+	}
 	if s.shouldRetry(status, failed) {
 		if !failed {
 			s.last = &answer{status: status, headers: hdrs, body: respBody, entry: s.entry}
@@ -270,7 +315,10 @@ func (s *stream) release() {
 	// The held original is the last real answer. Its headers are still the
 	// stream's (Envoy lets a filter that stopped in the response headers
 	// change them until it resumes), so it says who answered like any other.
-	provider, modelName, _ := s.target(0)
+	provider, modelName, _ := s.target(s.mainEntry())
+	if now := nowNanos() / 1e6; s.coolPending(s.status, now) {
+		s.coolHeaders(now)
+	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerProvider, provider.Name)
 	if modelName != "" {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, modelName)
@@ -314,6 +362,12 @@ func (s *stream) respond(a *answer) {
 	}
 	out = append(out, [2]string{headerProvider, provider.Name}, [2]string{headerModel, modelName},
 		[2]string{headerAttempts, strconv.Itoa(s.attempts)})
+	if now := s.firstByte / 1e6; s.coolPending(a.status, now) {
+		// A failure while a candidate cools down says when it is free.
+		out = setHeader(out, "retry-after", strconv.FormatInt(s.retryAfterSeconds(now), 10))
+		s.status = s.coolStatusFor(a.status)
+		s.localStatus = s.status
+	}
 	respBody := a.body
 	if strings.HasPrefix(ct, "text/event-stream") {
 		s.startSSE()
@@ -323,7 +377,7 @@ func (s *stream) respond(a *answer) {
 		s.sse, s.json = nil, &s.jsonScan
 		s.json.Feed(a.body)
 	}
-	if err := proxywasm.SendHttpResponse(uint32(a.status), out, respBody, -1); err != nil {
+	if err := proxywasm.SendHttpResponse(uint32(s.status), out, respBody, -1); err != nil {
 		proxywasm.LogError("shepherd: route " + s.decision.Route.Name + ": answering with the fallback's response: " + err.Error())
 	}
 }

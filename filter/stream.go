@@ -6,6 +6,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/filter/body"
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/cooldown"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
@@ -113,6 +114,19 @@ type stream struct {
 	ntried uint8
 	// mainCounted is set once the main request's attempt is counted.
 	mainCounted bool
+
+	// chosen is the route's provider for this request: chain entry 0's, and
+	// that of entries that name no provider.
+	chosen *config.Provider
+
+	// Provider memory (cooling.go).
+	pick           uint64           // the weighted choice's number, to choose again
+	skipped        int              // chain entries passed over because their provider cooled
+	skippedAtStart int              // the entry the main request went to
+	probeLater     bool             // the planned attempt must claim its provider's probe
+	probe          *config.Provider // the half-open provider this request probes
+	coolFree       int64            // when the earliest cooling candidate is free (Unix ms), 0 if none
+	coolStatus     uint16           // the refusal status of that pause (429, 503)
 }
 
 // markTried notes that an attempt went to provider p.
@@ -205,7 +219,7 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 		s.state = &pol.routes[d.Route.Index]
 		return s.unsupported()
 	}
-	s.decision, s.routed, s.provider = d, true, d.Provider
+	s.decision, s.routed, s.provider, s.chosen = d, true, d.Provider, d.Provider
 	s.markTried(d.Provider)
 	s.state = &pol.routes[d.Route.Index]
 
@@ -245,6 +259,12 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
 	}
+	// The request headers are not read after this point: the provider
+	// memory's read replaces the bytes they were read from.
+	if action, answered := s.steer(s.start/1e6, readBody); answered {
+		return action
+	}
+	d = s.decision
 	if err := proxywasm.ReplaceHttpRequestHeader(":authority", d.Authority()); err != nil {
 		proxywasm.LogError("shepherd: route " + d.Route.Name + ": rewriting :authority: " + err.Error())
 		return types.ActionContinue
@@ -328,6 +348,7 @@ func (s *stream) chooseProvider(r *config.Route, pick uint64) *config.Provider {
 			}
 		}
 	}
+	s.pick = pick
 	return s.policy.overlay.Choose(r, pick, s.start/1e6)
 }
 
@@ -399,6 +420,10 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	}
 	s.requested = requested
 	s.modelName = s.provider.ModelName(requested)
+	if s.entry != 0 {
+		// The provider memory sent the request to a fallback entry.
+		_, s.modelName, _ = s.target(s.entry)
+	}
 
 	edit := body.Edit{IncludeUsage: r.StreamUsage && s.call.Op.StreamOptions()}
 	// Usage the client did not ask for is removed from the stream again.
@@ -481,13 +506,18 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 	}
 	retry := s.shouldRetry(s.status, false)
 	var retryAfter, reset string
-	if retry || s.reportsOutcomes() {
-		// The hints for the outcome report and the retry plan, from one read.
+	scan := scanUnknown
+	if retry || s.reportsOutcomes() || s.readsHints() {
+		// The hints for the outcome report, the retry plan and the provider
+		// memory, from one read; learn writes last, as its calls replace
+		// the bytes.
 		hdrs, _ := proxywasm.PeekHttpResponseHeaders(s.plugin.respHeaders[:0])
 		s.readProviderHints(hdrs)
 		if retry {
 			retryAfter, reset = strings.Clone(headerValue(hdrs, "retry-after")), strings.Clone(resetHint(hdrs))
 		}
+		scan = scanOf(headerValue(hdrs, "content-type"))
+		s.learn(s.provider, s.status, hdrs, nowNanos())
 		clear(hdrs)
 		s.plugin.respHeaders = hdrs[:0]
 	}
@@ -496,22 +526,60 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		return types.ActionPause
 	}
 	s.firstByte = nowNanos()
+	if s.coolPending(s.status, s.firstByte/1e6) {
+		s.coolHeaders(s.firstByte / 1e6)
+	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerProvider, s.provider.Name)
 	if s.modelName != "" {
 		_ = proxywasm.ReplaceHttpResponseHeader(headerModel, s.modelName)
 	}
 	_ = proxywasm.ReplaceHttpResponseHeader(headerAttempts, strconv.Itoa(s.attempts))
 	if !endOfStream && s.call.Inference() {
-		ct, _ := proxywasm.PeekHttpResponseHeader("content-type")
-		switch {
-		case strings.HasPrefix(ct, "text/event-stream"):
+		if scan == scanUnknown {
+			ct, _ := proxywasm.PeekHttpResponseHeader("content-type")
+			scan = scanOf(ct)
+		}
+		switch scan {
+		case scanSSE:
 			s.startSSE()
-		case strings.Contains(ct, "json"):
+		case scanJSON:
 			s.jsonScan.Reset()
 			s.json = &s.jsonScan
 		}
 	}
 	return types.ActionContinue
+}
+
+// How a response body is scanned for usage, by its content type.
+const (
+	scanUnknown uint8 = iota // not looked at yet
+	scanNone
+	scanSSE
+	scanJSON
+)
+
+func scanOf(ct string) uint8 {
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		return scanSSE
+	case strings.Contains(ct, "json"):
+		return scanJSON
+	}
+	return scanNone
+}
+
+// readsHints reports whether the main answer's headers hold something the
+// provider memory keeps: a refusal's pause, a probe's outcome, or, on routes
+// with somewhere else to go, the headroom left.
+func (s *stream) readsHints() bool {
+	switch {
+	case s.status == 429 || s.status == 503, s.probe != nil:
+		return true
+	case s.status >= 200 && s.status < 300:
+		r := s.decision.Route
+		return len(r.Backends) > 1 || r.Fallback != nil
+	}
+	return false
 }
 
 // OnHttpResponseBody scans the body for usage as it passes, never holding it back,
@@ -636,6 +704,10 @@ func (s *stream) finish() {
 		m.count(metricKey{kind: mSkippedEvents, route: route}, uint64(s.sse.Skipped()))
 	}
 	model := m.modelIndex(s.model)
+	if me := s.mainEntry(); me != 0 && !s.replied {
+		_, _, em := s.target(me) // the provider memory sent it to a fallback entry
+		model = m.modelIndex(em)
+	}
 	if s.model == nil && s.requested == "" && s.priority != "" {
 		if pm, ok := r.Priority[s.priority]; ok { // refused before the body was read
 			model = m.modelIndex(pm)
@@ -648,6 +720,11 @@ func (s *stream) finish() {
 			extra: codeIndex(s.localStatus), model2: s.localReason}, 1)
 	} else {
 		m.count(metricKey{kind: mRequests, route: route, provider: provider, model: model, extra: codeIndex(status)}, 1)
+	}
+	if p := s.probe; p != nil && (s.replied && s.status == 0 || !s.mainCounted) {
+		// The probe never reached its provider: the next request may probe.
+		s.probe = nil
+		s.plugin.coolChange(p, cooldown.ReleaseProbe, cooldown.State{}, now/1e6)
 	}
 	if status == 0 && !s.replied && !s.mainCounted && s.sentUpstream() {
 		// The main request got no answer (reset, or the client left first).

@@ -39,6 +39,9 @@ type Fault struct {
 	ResetAfter int           // for streams: drop the connection after this many chunks (0: never)
 	Malformed  bool          // answer 200 with a body that is not valid JSON
 	BodyBytes  int           // pad a JSON answer with this many bytes
+	// Header are response headers to send, whatever the status (such as
+	// x-ratelimit-remaining-requests and x-ratelimit-reset-requests).
+	Header map[string]string
 }
 
 // Options configures a Provider.
@@ -64,9 +67,10 @@ type Provider struct {
 	requests atomic.Int64
 	bodies   atomic.Int64
 
-	mu     sync.Mutex
-	script []Fault
-	last   Received
+	mu       sync.Mutex
+	script   []Fault
+	arrivals []time.Time
+	last     Received
 }
 
 // Received is what the provider saw of the last request (other than GET
@@ -96,6 +100,17 @@ func (p *Provider) Script(faults ...Fault) {
 	p.mu.Lock()
 	p.script = append(p.script, faults...)
 	p.mu.Unlock()
+}
+
+// maxArrivals bounds the arrival times a provider keeps.
+const maxArrivals = 4096
+
+// Arrivals returns when each inference request (the first maxArrivals)
+// arrived, in order.
+func (p *Provider) Arrivals() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.arrivals...)
 }
 
 // Requests is the number of inference requests that reached the provider,
@@ -215,6 +230,9 @@ func (p *Provider) accept(w http.ResponseWriter, r *http.Request, req any, model
 	jsonErr := json.Unmarshal(body, req)
 	p.mu.Lock()
 	p.last = Received{Host: r.Host, Path: r.URL.Path, Model: model(), Authorization: r.Header.Get("Authorization") != "", Header: r.Header.Clone(), Body: body}
+	if len(p.arrivals) < maxArrivals {
+		p.arrivals = append(p.arrivals, time.Now())
+	}
 	p.mu.Unlock()
 
 	if p.opts.APIKey != "" && r.Header.Get("Authorization") != "Bearer "+p.opts.APIKey {
@@ -242,6 +260,10 @@ func (p *Provider) accept(w http.ResponseWriter, r *http.Request, req any, model
 			return f, false
 		}
 	}
+	w.Header().Set("x-ratelimit-remaining-requests", "999")
+	for k, v := range f.Header {
+		w.Header().Set(k, v)
+	}
 	if f.Status != 0 && f.Status != http.StatusOK {
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
@@ -254,7 +276,6 @@ func (p *Provider) accept(w http.ResponseWriter, r *http.Request, req any, model
 		io.WriteString(w, `{"id":"chatcmpl-broken","choices":[{"message":{"content":"trunc`)
 		return f, false
 	}
-	w.Header().Set("x-ratelimit-remaining-requests", "999")
 	return f, true
 }
 

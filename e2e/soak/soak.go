@@ -868,6 +868,11 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// The providers' pauses (their Retry-After is 1 s) end before the
+	// probes, so the provider memory sends them on rather than answering
+	// them itself.
+	time.Sleep(1100 * time.Millisecond)
+
 	var details []string
 	held := true
 	minutes := int64(res.Elapsed/time.Minute) + 1

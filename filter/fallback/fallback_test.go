@@ -235,3 +235,27 @@ func BenchmarkPlannerNext(b *testing.B) {
 		})
 	}
 }
+
+// TestSkippingCoolingEntries: entries skipped because their provider cools
+// down move the chain on without spending attempts, and count towards the
+// passes that set the backoff.
+func TestSkippingCoolingEntries(t *testing.T) {
+	pl := mustPlanner(t, Policy{MaxAttempts: 3, BaseBackoff: 100 * ms, MaxBackoff: 100 * ms}, 3)
+	fail := Failure{Status: 429}
+	tests := []struct {
+		name              string
+		attempts, skipped int
+		want              Step
+	}{
+		{"no skip", 1, 0, Step{Retry: true, Entry: 1, Reason: Retry}},
+		{"entry 1 skipped", 1, 1, Step{Retry: true, Entry: 2, Reason: Retry}},
+		{"started at entry 2: wraps to the primary, a revisit", 1, 2, Step{Retry: true, Entry: 0, Delay: 50 * ms, Reason: Retry}},
+		{"skips spend no attempts", 2, 5, Step{Retry: true, Entry: 1, Delay: 50 * ms, Reason: Retry}},
+		{"attempts still bound", 3, 0, Step{Reason: AttemptsExhausted}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, pl.NextSkipping(tc.attempts, tc.skipped, fail, 0, now, nil))
+		})
+	}
+}

@@ -198,6 +198,14 @@ func (pl *Planner) Retryable(status int) bool {
 // the time budget does. A retry that Next plans should still pass the route's
 // RetryBudget.
 func (pl *Planner) Next(attempts int, f Failure, elapsed, now int64, rnd func() uint64) Step {
+	return pl.NextSkipping(attempts, 0, f, elapsed, now, rnd)
+}
+
+// NextSkipping is Next for a request that skipped skipped entries of the chain
+// without attempting them (their providers were cooling down): the chain
+// order moves on by that many entries, and they count towards the passes
+// through the chain, but not as attempts.
+func (pl *Planner) NextSkipping(attempts, skipped int, f Failure, elapsed, now int64, rnd func() uint64) Step {
 	if !f.CalloutFailed && !pl.Retryable(f.Status) {
 		return Step{Reason: NotRetryable}
 	}
@@ -205,9 +213,10 @@ func (pl *Planner) Next(attempts int, f Failure, elapsed, now int64, rnd func() 
 		return Step{Reason: AttemptsExhausted}
 	}
 	attempts = max(attempts, 1)
-	entry := attempts % pl.chainLen
+	pos := attempts + max(skipped, 0)
+	entry := pos % pl.chainLen
 	var delay int64
-	if round := attempts / pl.chainLen; round > 0 {
+	if round := pos / pl.chainLen; round > 0 {
 		delay = pl.jitter(pl.backoff(round), rnd)
 		if entry == f.Entry && !f.CalloutFailed {
 			delay = max(delay, pl.hint(f, now))

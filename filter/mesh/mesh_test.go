@@ -88,6 +88,38 @@ func TestOverlayChoose(t *testing.T) {
 	require.Equal(t, "c", none.Choose(cfg.Routes[1], 7, 0).Name)
 }
 
+// TestOverlayChooseAvoiding: backends the filter's own provider memory marks
+// are skipped like the sidecar's cooldowns, and both combine.
+func TestOverlayChooseAvoiding(t *testing.T) {
+	cfg := testCfg(t)
+	chat := cfg.Routes[0]
+	count := func(o *Overlay, avoid uint64) map[string]int {
+		got := map[string]int{}
+		for i := uint64(0); i < 1000; i++ {
+			got[o.ChooseAvoiding(chat, i*10, 1500, avoid).Name]++
+		}
+		return got
+	}
+	bCools := NewOverlay(cfg, &policywire.Policy{Health: []policywire.ProviderHealth{{Provider: "b", CooldownUntilUnixMs: 2000}}})
+	cases := []struct {
+		name  string
+		o     *Overlay
+		avoid uint64
+		want  map[string]int
+	}{
+		{"nothing avoided", nil, 0, map[string]int{"a": 900, "b": 100}},
+		{"a avoided", nil, 1, map[string]int{"b": 1000}},
+		{"b avoided", nil, 2, map[string]int{"a": 1000}},
+		{"a avoided, b cooling by policy: both ignored", bCools, 1, map[string]int{"a": 900, "b": 100}},
+		{"bits past the backends mean nothing", nil, 1 << 5, map[string]int{"a": 900, "b": 100}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, count(tc.o, tc.avoid))
+		})
+	}
+}
+
 func TestOverlayBudgetsAndCredentials(t *testing.T) {
 	cfg := testCfg(t)
 	o := NewOverlay(cfg, &policywire.Policy{

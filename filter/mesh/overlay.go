@@ -120,12 +120,22 @@ func (o *Overlay) Cooling(p *config.Provider, nowMs int64) bool {
 // those with weight, else the first that is not cooling. When every backend
 // is cooling, the cooldowns are ignored.
 func (o *Overlay) Choose(r *config.Route, pick uint64, nowMs int64) *config.Provider {
+	return o.ChooseAvoiding(r, pick, nowMs, 0)
+}
+
+// ChooseAvoiding is Choose with more backends treated as cooling: those whose
+// bit is set in avoid (bit i for r.Backends[i], the first 64 only), as the
+// filter's own provider memory says.
+func (o *Overlay) ChooseAvoiding(r *config.Route, pick uint64, nowMs int64, avoid uint64) *config.Provider {
 	if len(r.Backends) == 1 {
 		return r.Backends[0].Provider
 	}
+	cooling := func(i int, p *config.Provider) bool {
+		return (i < 64 && avoid&(1<<i) != 0) || o.Cooling(p, nowMs)
+	}
 	total, free := 0, -1
 	for i, b := range r.Backends {
-		if o.Cooling(b.Provider, nowMs) {
+		if cooling(i, b.Provider) {
 			continue
 		}
 		if free < 0 {
@@ -148,7 +158,7 @@ func (o *Overlay) Choose(r *config.Route, pick uint64, nowMs int64) *config.Prov
 	}
 	n := int(pick % uint64(total))
 	for i, b := range r.Backends {
-		if skipCooling && o.Cooling(b.Provider, nowMs) {
+		if skipCooling && cooling(i, b.Provider) {
 			continue
 		}
 		w := o.Weight(r, i)

@@ -1,0 +1,203 @@
+package e2e_test
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+)
+
+// The provider memory: what a provider says about its limits (Retry-After,
+// x-ratelimit-*) is kept in shared data for every VM of the Envoy. The hosts
+// here run two worker VMs and spread requests over them round-robin, so each
+// test's consecutive requests run on different VMs.
+
+// memoryConfig is route chat on provider p with a fallback to m2 on b, and no
+// limits, so concurrent requests are never refused locally.
+const memoryConfig = `{"providers":[
+   {"name":"p","host":"p.example.com","cluster":"p"},
+   {"name":"b","host":"b.example.com","cluster":"b"}],
+ "models":{"m":{},"m2":{}},
+ "routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"p",
+   "fallback":{"models":[{"model":"m2","provider":"b"}],"maxAttempts":2,
+     "baseBackoffMs":1,"maxBackoffMs":2,"retryAfterCapMs":5000,"timeoutMs":2000}}]}`
+
+// onlyPConfig is route chat on provider p with no fallback.
+const onlyPConfig = `{"providers":[{"name":"p","host":"p.example.com","cluster":"p"},
+   {"name":"b","host":"b.example.com","cluster":"b"}],
+ "models":{"m":{}},
+ "routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"p"}]}`
+
+// arrivalsWithin counts p's arrivals in [from, to).
+func arrivalsWithin(p *fakeprovider.Provider, from, to time.Time) int {
+	n := 0
+	for _, at := range p.Arrivals() {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestMemoryRetryAfterHoldsForEveryRequest: p answers 429 with Retry-After: 1.
+// For the next second no attempt goes to p, from the chain of the request that
+// learnt it or from later requests on either VM: they go straight to the
+// fallback entry on b. Once the second is over, one request probes p, and its
+// success brings the traffic back.
+func TestMemoryRetryAfterHoldsForEveryRequest(t *testing.T) {
+	e := newFaultEnv(t, memoryConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "1"})
+
+	resp, body, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"))
+	refused := e.p.Arrivals()[0]
+
+	for i := 0; time.Since(refused) < 700*time.Millisecond; i++ {
+		resp, body, err := e.send(t, false)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "request %d went to the cooling provider", i)
+		require.Equal(t, "m2", resp.Header.Get("x-shepherd-model"))
+		require.Equal(t, "1", resp.Header.Get("x-shepherd-attempts"), "straight to the fallback entry")
+	}
+	require.EqualValues(t, 1, e.p.Requests(), "p was asked nothing inside its Retry-After")
+
+	until(t, 5*time.Second, "p asked again after its Retry-After", func() bool {
+		resp, _, err := e.send(t, false)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		return resp.Header.Get("x-shepherd-provider") == "p"
+	})
+	arrivals := e.p.Arrivals()
+	require.Len(t, arrivals, 2)
+	require.GreaterOrEqual(t, arrivals[1].Sub(refused), time.Second, "the probe came after the Retry-After")
+	for range 4 {
+		resp, _, err := e.send(t, false)
+		require.NoError(t, err)
+		require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"), "the probe's success ended the pause on every VM")
+	}
+	e.noLeaks(t)
+}
+
+// TestMemoryOneProbePerEnvoy: when p's pause is over, of many concurrent
+// requests only one is sent to p (the probe, which p answers slowly); the
+// others keep to b until the probe's answer.
+func TestMemoryOneProbePerEnvoy(t *testing.T) {
+	e := newFaultEnv(t, memoryConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "1"},
+		fakeprovider.Fault{Delay: 600 * time.Millisecond})
+	resp, _, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"))
+	refused := e.p.Arrivals()[0]
+	time.Sleep(time.Until(refused.Add(1100 * time.Millisecond)))
+
+	var wg sync.WaitGroup
+	providers := make(chan string, 16) // one message per request
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.clients.Do(e.request(t.Context(), false))
+			if err != nil {
+				providers <- "error: " + err.Error()
+				return
+			}
+			resp.Body.Close()
+			providers <- strconv.Itoa(resp.StatusCode) + " " + resp.Header.Get("x-shepherd-provider")
+		}()
+	}
+	wg.Wait()
+	close(providers)
+	byProvider := map[string]int{}
+	for p := range providers {
+		byProvider[p]++
+	}
+	require.Equal(t, map[string]int{"200 p": 1, "200 b": 15}, byProvider)
+	require.EqualValues(t, 2, e.p.Requests(), "one probe while p was half open")
+	e.noLeaks(t)
+}
+
+// TestMemoryAnswersWhenNothingIsFree: a route without fallback whose only
+// provider asked for a pause gets no request inside it: the filter answers
+// 429 with a Retry-After saying when the provider is free, counted as
+// shepherd's own answer (reason cooling).
+func TestMemoryAnswersWhenNothingIsFree(t *testing.T) {
+	e := newFaultEnv(t, onlyPConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2"})
+	resp, _, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "p", resp.Header.Get("x-fake-provider"))
+
+	for range 4 {
+		resp, body, err := e.send(t, false)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", body)
+		require.Empty(t, resp.Header.Get("x-fake-provider"), "shepherd answered")
+		ra, err := strconv.Atoi(resp.Header.Get("retry-after"))
+		require.NoError(t, err)
+		require.True(t, ra == 1 || ra == 2, "retry-after %d", ra)
+		require.Contains(t, string(body), "provider_cooling_down")
+	}
+	require.EqualValues(t, 1, e.p.Requests())
+	require.EqualValues(t, 4, counterOf(t, e.host, telemetry.Name(telemetry.Requests, telemetry.LabelRoute, "chat",
+		telemetry.LabelProvider, telemetry.LocalProvider, telemetry.LabelModel, "other", telemetry.LabelCode, "4xx",
+		telemetry.LabelReason, "cooling")))
+	e.noLeaks(t)
+}
+
+// TestMemoryFailedChainSaysWhenToRetry: p refuses with Retry-After: 2 and the
+// fallback on b fails with a 500 that carries none. The client gets a 429
+// with a Retry-After saying when p is free, not the bare 500.
+func TestMemoryFailedChainSaysWhenToRetry(t *testing.T) {
+	e := newFaultEnv(t, memoryConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2"})
+	e.b.Script(fakeprovider.Fault{Status: http.StatusInternalServerError})
+	resp, body, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", body)
+	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "the last real answer")
+	require.Contains(t, string(body), "b answered 500")
+	ra, err := strconv.Atoi(resp.Header.Get("retry-after"))
+	require.NoError(t, err)
+	require.True(t, ra == 1 || ra == 2, "retry-after %d", ra)
+	require.EqualValues(t, 1, e.p.Requests())
+	e.noLeaks(t)
+}
+
+// TestMemoryHeadroomSteersAway: p answers 200 with
+// x-ratelimit-remaining-requests 0 and its reset in 1 s: before p starts
+// refusing, the next requests go to the fallback entry on b; after the reset
+// p serves again.
+func TestMemoryHeadroomSteersAway(t *testing.T) {
+	e := newFaultEnv(t, memoryConfig)
+	e.p.Script(fakeprovider.Fault{Header: map[string]string{
+		"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}})
+	resp, _, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"))
+	first := e.p.Arrivals()[0]
+	for time.Since(first) < 700*time.Millisecond {
+		resp, _, err := e.send(t, false)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"))
+	}
+	require.EqualValues(t, 1, e.p.Requests())
+	until(t, 5*time.Second, "p serves again after its reset", func() bool {
+		resp, _, err := e.send(t, false)
+		require.NoError(t, err)
+		return resp.Header.Get("x-shepherd-provider") == "p"
+	})
+	require.Zero(t, arrivalsWithin(e.p, first.Add(time.Nanosecond), first.Add(time.Second)), "nothing before the reset")
+	e.noLeaks(t)
+}

@@ -1,0 +1,150 @@
+package cooldown
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestVerdicts(t *testing.T) {
+	const now = int64(1_000_000)
+	tests := []struct {
+		name string
+		s    State
+		at   int64
+		want Verdict
+		free int64
+	}{
+		{"no entry", State{}, now, Free, 0},
+		{"inside the pause", State{Until: now + 1}, now, Cooling, now + 1},
+		{"the pause's last ms", State{Until: now + 1}, now, Cooling, now + 1},
+		{"exactly at its end: half open", State{Until: now}, now, Probe, now},
+		{"a probe is out", State{Until: now - 10, ProbeUntil: now + 5}, now, Cooling, now + 5},
+		{"the probe's time ran out", State{Until: now - 10, ProbeUntil: now}, now, Probe, now},
+		{"stale: free without a probe", State{Until: now - Stale}, now, Free, 0},
+		{"soft inside", State{Until: now + 1, Soft: true}, now, Cooling, now + 1},
+		{"soft after: free, no probe", State{Until: now, Soft: true}, now, Free, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, tc.s.At(tc.at))
+			require.Equal(t, tc.free, tc.s.FreeAt(tc.at))
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	const now = int64(5_000_000)
+	var table []byte
+	put := func(p string, c Change, s State, at int64) {
+		table = Apply(nil, table, p, c, s, at)
+	}
+	get := func(p string) State {
+		s, ok := Lookup(table, p)
+		require.True(t, ok, p)
+		return s
+	}
+
+	require.False(t, Any(table, now), "an empty table cools nothing")
+	put("relay", Cool, State{Until: now + 2000, Status: 429}, now)
+	require.Equal(t, State{Until: now + 2000, Status: 429}, get("relay"))
+	require.True(t, Any(table, now))
+	_, ok := Lookup(table, "rela")
+	require.False(t, ok, "names match whole")
+
+	// A shorter pause does not shorten a longer one; a longer one extends it.
+	put("relay", Cool, State{Until: now + 1000, Status: 503}, now)
+	require.Equal(t, now+2000, get("relay").Until)
+	put("relay", Cool, State{Until: now + 3000, Status: 503}, now)
+	require.Equal(t, State{Until: now + 3000, Status: 503}, get("relay"))
+
+	// Headroom never overrides a refusal's pause; a refusal overrides headroom.
+	put("relay", Cool, State{Until: now + 9000, Soft: true}, now)
+	require.Equal(t, State{Until: now + 3000, Status: 503}, get("relay"))
+	put("backup", Cool, State{Until: now + 9000, Soft: true}, now)
+	put("backup", Cool, State{Until: now + 500, Status: 429}, now)
+	require.Equal(t, State{Until: now + 500, Status: 429}, get("backup"))
+
+	// Half open: one claim of the probe, then cooling until its answer.
+	at := now + 3000
+	require.Equal(t, Probe, get("relay").At(at))
+	put("relay", ClaimProbe, State{ProbeUntil: at + 100}, at)
+	require.Equal(t, Cooling, get("relay").At(at))
+	require.Equal(t, at+100, get("relay").FreeAt(at))
+	// A probe that never reached the provider is given back.
+	put("relay", ReleaseProbe, State{}, at)
+	require.Equal(t, Probe, get("relay").At(at))
+	put("relay", ClaimProbe, State{ProbeUntil: at + 100}, at)
+	// The probe refused again: a new pause, no probe out.
+	put("relay", Cool, State{Until: at + 1000, Status: 429}, at)
+	require.Equal(t, State{Until: at + 1000, Status: 429}, get("relay"))
+	// The probe succeeded: forgotten.
+	put("relay", Clear, State{}, at+1000)
+	_, ok = Lookup(table, "relay")
+	require.False(t, ok)
+	require.Equal(t, State{Until: now + 500, Status: 429}, get("backup"), "other entries stay")
+
+	// Pauses are capped.
+	put("slow", Cool, State{Until: now + 100*MaxCooldown, Status: 429}, now)
+	require.Equal(t, now+MaxCooldown, get("slow").Until)
+
+	// Stale entries are dropped on the next write.
+	put("other", Cool, State{Until: now + Stale + 10_000, Status: 429}, now+Stale+600)
+	_, ok = Lookup(table, "backup")
+	require.False(t, ok, "backup ended long ago")
+}
+
+func TestApplyIsBounded(t *testing.T) {
+	const now = int64(1_000_000)
+	var table []byte
+	for i := 0; i < 3*MaxEntries; i++ {
+		table = Apply(nil, table, "p"+strconv.Itoa(i), Cool, State{Until: now + 1000 + int64(i), Status: 429}, now)
+	}
+	n := 0
+	each(table, func([]byte, State) bool { n++; return true })
+	require.Equal(t, MaxEntries, n)
+	_, ok := Lookup(table, "p0")
+	require.False(t, ok, "the entry that ends first gave way")
+	_, ok = Lookup(table, "p"+strconv.Itoa(3*MaxEntries-1))
+	require.True(t, ok)
+	long := string(make([]byte, 300))
+	table = Apply(nil, table, long, Cool, State{Until: now + 1, Status: 429}, now)
+	_, ok = Lookup(table, long[:MaxName])
+	require.True(t, ok, "names are cut to MaxName")
+}
+
+func TestMalformedTablesHoldNothing(t *testing.T) {
+	for _, raw := range [][]byte{nil, {}, {9, 1}, {version, 3, 1, 2}, {version, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200}} {
+		_, ok := Lookup(raw, "relay")
+		require.False(t, ok)
+		require.False(t, Any(raw, 0))
+		out := Apply(nil, raw, "relay", Cool, State{Until: 10, Status: 429}, 0)
+		s, ok := Lookup(out, "relay")
+		require.True(t, ok)
+		require.Equal(t, int64(10), s.Until)
+	}
+}
+
+func FuzzLookup(f *testing.F) {
+	f.Add(Apply(nil, nil, "relay", Cool, State{Until: 10, Status: 429}, 0), "relay")
+	f.Fuzz(func(t *testing.T, raw []byte, name string) {
+		_, _ = Lookup(raw, name)
+		_ = Any(raw, 5)
+		out := Apply(nil, raw, name, Cool, State{Until: 7, Status: 503}, 5)
+		s, ok := Lookup(out, name[:min(len(name), MaxName)])
+		require.True(t, ok)
+		require.Equal(t, Cooling, s.At(5), "a pause just learnt holds")
+		require.LessOrEqual(t, s.Until, 5+MaxCooldown)
+	})
+}
+
+func TestLookupAllocatesNothing(t *testing.T) {
+	table := Apply(nil, nil, "relay", Cool, State{Until: 10, Status: 429}, 0)
+	table = Apply(nil, table, "backup", Cool, State{Until: 20, Status: 503}, 0)
+	allocs := testing.AllocsPerRun(100, func() {
+		_, _ = Lookup(table, "backup")
+		_ = Any(table, 5)
+	})
+	require.Zero(t, allocs)
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/cooldown"
+	"github.com/shepherd-mesh/shepherd/filter/fallback"
+	"github.com/shepherd-mesh/shepherd/filter/limits"
+	"github.com/shepherd-mesh/shepherd/filter/openai"
+	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// Provider memory, as the filter runs it (filter/cooldown holds the rules): one
+// shared-data value for every VM of the Envoy. Each routed request reads it
+// once, in place; an absent or empty table costs that one read and nothing
+// else. Only refusals with a pause, headroom near zero, probes and their
+// answers write it.
+
+// maxCoolWrites bounds the compare-and-swap attempts of one change.
+const maxCoolWrites = 4
+
+// probeWindow is how long a claimed probe keeps the others away when its
+// answer never comes (ms).
+const probeWindow = int64(10_000)
+
+// coolTable returns the table in place: valid until the next host call that
+// returns data.
+func coolTable() []byte {
+	v, _, err := proxywasm.PeekSharedData(cooldown.Key)
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// coolChange applies change c for provider p with compare-and-swap. It
+// reports whether the change was stored. ClaimProbe is stored only while the
+// provider is still half open.
+func (pl *plugin) coolChange(p *config.Provider, c cooldown.Change, st cooldown.State, nowMs int64) bool {
+	for range maxCoolWrites {
+		raw, cas, err := proxywasm.PeekSharedData(cooldown.Key)
+		if err != nil && err != types.ErrorStatusNotFound {
+			return false
+		}
+		if c == cooldown.ClaimProbe {
+			cur, _ := cooldown.Lookup(raw, p.Name)
+			if cur.At(nowMs) != cooldown.Probe {
+				return false
+			}
+		}
+		pl.coolBuf = cooldown.Apply(pl.coolBuf[:0], raw, p.Name, c, st, nowMs)
+		switch err := proxywasm.SetSharedData(cooldown.Key, pl.coolBuf, cas); err {
+		case nil:
+			return true
+		case types.ErrorStatusCasMismatch:
+			continue
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// verdict is what the table says of an attempt on p at nowMs: Free, Cooling,
+// or, when p is half open, Free for the request that claims its probe.
+func (s *stream) verdict(raw []byte, p *config.Provider, nowMs int64) cooldown.Verdict {
+	st, ok := cooldown.Lookup(raw, p.Name)
+	if !ok {
+		return cooldown.Free
+	}
+	return st.At(nowMs)
+}
+
+// noteFree remembers when a cooling candidate of this request is free again,
+// for the Retry-After of a request that ends without success.
+func (s *stream) noteFree(raw []byte, p *config.Provider, nowMs int64) {
+	st, ok := cooldown.Lookup(raw, p.Name)
+	if !ok {
+		return
+	}
+	if at := st.FreeAt(nowMs); at > 0 && (s.coolFree == 0 || at < s.coolFree) {
+		s.coolFree = at
+		if st.Status != 0 {
+			s.coolStatus = st.Status
+		}
+	}
+}
+
+// claim takes p's probe for this request; the others keep away until its
+// answer. Call it only when the table said Probe.
+func (s *stream) claim(p *config.Provider, nowMs int64) bool {
+	if !s.plugin.coolChange(p, cooldown.ClaimProbe, cooldown.State{ProbeUntil: nowMs + probeWindow}, nowMs) {
+		return false
+	}
+	s.probe = p
+	return true
+}
+
+// steer applies the provider memory to a routed request before its headers go
+// upstream: a cooling provider is left for another backend of the route, else
+// for the first fallback entry whose provider is free (routes that read the
+// body; the entry's model is set there). A provider that refused with a pause
+// and has no free alternative gets no request: the filter answers 429 or 503
+// with Retry-After itself. Headroom near zero only steers. It reports whether
+// the request was answered.
+func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
+	raw := coolTable()
+	if !cooldown.Any(raw, nowMs) {
+		return types.ActionContinue, false
+	}
+	r := s.decision.Route
+	switch s.verdict(raw, s.provider, nowMs) {
+	case cooldown.Free:
+		return types.ActionContinue, false
+	case cooldown.Probe:
+		if s.claim(s.provider, nowMs) {
+			return types.ActionContinue, false
+		}
+		raw = coolTable() // the claim's calls replaced the bytes
+	}
+	var avoid uint64
+	for i, b := range r.Backends {
+		if i < 64 && (s.verdict(raw, b.Provider, nowMs) != cooldown.Free || !b.Provider.Serves(s.call.Op)) {
+			avoid |= 1 << i
+		}
+	}
+	if p := s.policy.overlay.ChooseAvoiding(r, s.pick, nowMs, avoid); p.Serves(s.call.Op) && s.verdict(raw, p, nowMs) == cooldown.Free {
+		s.moveTo(p, 0)
+		return types.ActionContinue, false
+	}
+	s.noteFree(raw, s.provider, nowMs)
+	if f := r.Fallback; f != nil && readBody {
+		for k, e := range f.Chain {
+			p := e.Provider
+			if p == nil {
+				p = s.chosen
+			}
+			if p.Serves(s.call.Op) && s.verdict(raw, p, nowMs) == cooldown.Free {
+				s.moveTo(p, k+1)
+				return types.ActionContinue, false
+			}
+			s.noteFree(raw, p, nowMs)
+		}
+	}
+	if st, _ := cooldown.Lookup(raw, s.provider.Name); st.Soft && nowMs < st.Until {
+		return types.ActionContinue, false // nothing better: it has not refused yet
+	}
+	return s.coolAnswer(nowMs), true
+}
+
+// moveTo sends the main request to provider p as chain entry e instead of
+// the chosen one: another backend of the route (e = 0, which becomes the
+// chosen provider), or a fallback entry.
+func (s *stream) moveTo(p *config.Provider, e int) {
+	s.decision.Provider, s.provider = p, p
+	if e == 0 {
+		s.chosen = p
+	}
+	s.entry, s.skipped, s.skippedAtStart = e, e, e
+	s.ntried = 0
+	s.markTried(p)
+}
+
+// coolAnswer answers a request none of whose candidates may be asked now:
+// 429 (or 503 when the refusal was one) with Retry-After saying when the
+// earliest is free.
+func (s *stream) coolAnswer(nowMs int64) types.Action {
+	s.localReason = localCooling
+	s.policy.metrics.count(metricKey{kind: mFallbacksDenied, route: int16(s.decision.Route.Index), extra: denyCooling}, 1)
+	// Waiting helps: the SDKs may retry once the pause is over.
+	wait := max(s.coolFree-nowMs, 1)
+	hdrs := [][2]string{{"retry-after", strconv.FormatInt(s.retryAfterSeconds(nowMs), 10)},
+		{limits.RetryAfterMsHeader, strconv.FormatInt(wait, 10)}, openai.NoRetry}
+	if wait*1e6 <= openai.MaxRetryWaitNs {
+		hdrs[2] = openai.Retry
+	}
+	if s.coolStatus == 503 {
+		return s.reply(503, hdrs, "provider "+s.provider.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
+			openai.TypeServer, "provider_cooling_down")
+	}
+	return s.reply(429, hdrs, "provider "+s.provider.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
+		openai.TypeRateLimit, "provider_cooling_down")
+}
+
+// retryAfterSeconds is the Retry-After (whole seconds, at least 1) until the
+// earliest cooling candidate is free.
+func (s *stream) retryAfterSeconds(nowMs int64) int64 {
+	return max((s.coolFree-nowMs+999)/1000, 1)
+}
+
+// learn keeps what an answer of provider p says about its limits: a 429 or
+// 503 with Retry-After (or, on a 429, the reset of the exhausted limit) cools
+// it until then; a success with x-ratelimit-remaining-* near zero cools it
+// softly until the reset; the success of its probe forgets it. hdrs are the
+// answer's headers.
+func (s *stream) learn(p *config.Provider, status int, hdrs [][2]string, now int64) {
+	nowMs := now / 1e6
+	var d int64
+	ok := false
+	if status == 429 || status == 503 {
+		d, ok = fallback.ParseRetryAfter(headerValue(hdrs, "retry-after"), now)
+		if !ok && status == 429 {
+			d, ok = fallback.ParseResetHint(resetHint(hdrs))
+		}
+		ok = ok && d > 0
+	}
+	if s.probe == p && !ok && (status < 200 || status >= 300) {
+		// The probe was answered without a new pause: the pause is over;
+		// what the answer means for this request is the chain's business.
+		s.probe = nil
+		s.plugin.coolChange(p, cooldown.Clear, cooldown.State{}, nowMs)
+	}
+	switch {
+	case status == 429 || status == 503:
+		if ok {
+			// The route's retryAfterCapMs bounds what a provider's word is
+			// worth, for the memory as for a retry's wait.
+			d = min(d, s.retryAfterCap())
+			until := nowMs + (d+999_999)/1e6
+			s.plugin.coolChange(p, cooldown.Cool, cooldown.State{Until: until, Status: uint16(status)}, nowMs)
+			if s.coolFree == 0 || until < s.coolFree {
+				s.coolFree, s.coolStatus = until, uint16(status)
+			}
+		}
+	case status >= 200 && status < 300:
+		// Read hdrs before any write: they may be the host's bytes in place.
+		d, low := fallback.ParseResetHint(lowHeadroom(hdrs))
+		if s.probe == p {
+			s.probe = nil
+			s.plugin.coolChange(p, cooldown.Clear, cooldown.State{}, nowMs)
+		}
+		if low && d > 0 {
+			d = min(d, s.retryAfterCap())
+			s.plugin.coolChange(p, cooldown.Cool, cooldown.State{Until: nowMs + (d+999_999)/1e6, Soft: true}, nowMs)
+		}
+	}
+}
+
+// retryAfterCap is the longest pause (ns) a provider's answer on this route
+// is honoured for: the route's fallback.retryAfterCapMs, else the default.
+func (s *stream) retryAfterCap() int64 {
+	if s.state.planner != nil {
+		return s.state.planner.Policy().RetryAfterCap
+	}
+	return fallback.DefaultRetryAfterCap
+}
+
+// lowHeadroom returns the reset hint of a limit whose
+// x-ratelimit-remaining-* is near zero (at most 1, or 1% of its
+// x-ratelimit-limit-*), "" when neither is.
+func lowHeadroom(hdrs [][2]string) string {
+	for _, kind := range [...]struct{ remaining, limit, reset string }{
+		{"x-ratelimit-remaining-requests", "x-ratelimit-limit-requests", "x-ratelimit-reset-requests"},
+		{"x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-tokens"},
+	} {
+		rem, err := strconv.ParseInt(headerValue(hdrs, kind.remaining), 10, 64)
+		if err != nil || rem < 0 {
+			continue
+		}
+		limit, err := strconv.ParseInt(headerValue(hdrs, kind.limit), 10, 64)
+		if rem <= 1 || (err == nil && limit > 0 && rem <= limit/100) {
+			return headerValue(hdrs, kind.reset)
+		}
+	}
+	return ""
+}
+
+// coolPending reports whether a failed answer with status is to say when the
+// earliest cooling candidate of this request is free: it failed as a
+// provider fails (429, 5xx) while a candidate was cooling at nowMs.
+func (s *stream) coolPending(status int, nowMs int64) bool {
+	return (status == 429 || status >= 500) && s.coolFree > nowMs
+}
+
+// coolStatusFor is the status of a failed answer that says when a cooling
+// candidate is free: its own when 429 or 503, else that of the pause.
+func (s *stream) coolStatusFor(status int) int {
+	switch {
+	case status == 429 || status == 503:
+		return status
+	case s.coolStatus == 429:
+		return 429
+	}
+	return 503
+}
+
+// coolHeaders makes the response in the stream's headers say when the
+// earliest cooling candidate is free (Retry-After), as a 429 or 503. Envoy
+// lets a filter change the response headers while it holds them.
+func (s *stream) coolHeaders(nowMs int64) {
+	_ = proxywasm.ReplaceHttpResponseHeader("retry-after", strconv.FormatInt(s.retryAfterSeconds(nowMs), 10))
+	if st := s.coolStatusFor(s.status); st != s.status {
+		_ = proxywasm.ReplaceHttpResponseHeader(":status", strconv.Itoa(st))
+		s.status = st
+	}
+}
