@@ -98,19 +98,21 @@ func RetryHints(t *testing.T, run Runner) {
 		require.NotEmpty(t, resp.Header.Get("retry-after-ms"), tc.name)
 	}
 
+	// A provider's error on a route without fallback is the provider's. (First:
+	// the chain below makes the relay ask for a pause, which the provider
+	// memory then keeps for every route.)
+	relay.Script(fakeprovider.Fault{Status: 503})
+	resp := mesh.Do(t, at("/plain/chat/completions", chat(small)))
+	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
+	require.Empty(t, resp.Header.Get("x-should-retry"))
+
 	// A fallback chain that fails to the end: the last upstream error, told
 	// not to be retried, with the provider's Retry-After kept.
 	relay.Script(fakeprovider.Fault{Status: 503}, fakeprovider.Fault{Status: 429, RetryAfter: "7"})
 	backup.Script(fakeprovider.Fault{Status: 503})
-	resp := mesh.Do(t, at("/chain/chat/completions", chat(small)))
+	resp = mesh.Do(t, at("/chain/chat/completions", chat(small)))
 	require.Equal(t, http.StatusTooManyRequests, resp.Status, "%s", resp.Body)
 	require.Equal(t, "3", resp.Header.Get("x-shepherd-attempts"))
 	require.Equal(t, "false", resp.Header.Get("x-should-retry"))
 	require.Equal(t, "7", resp.Header.Get("retry-after"))
-
-	// A provider's error on a route without fallback is the provider's.
-	relay.Script(fakeprovider.Fault{Status: 503})
-	resp = mesh.Do(t, at("/plain/chat/completions", chat(small)))
-	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
-	require.Empty(t, resp.Header.Get("x-should-retry"))
 }
