@@ -48,6 +48,25 @@ func Operations(t *testing.T, run Runner) {
 	require.NoError(t, json.Unmarshal(resp.Body, &out))
 	require.Equal(t, "text-embedding-3-small", out.Model)
 	require.Len(t, out.Data, 2)
+	// Each answer's usage counted: 2 prompt tokens (one per input), under
+	// "other" as the config does not list the model.
+	tokens := func(model, typ string) string {
+		return telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "chat", telemetry.LabelProvider, "relay",
+			telemetry.LabelModel, model, telemetry.LabelType, typ)
+	}
+	require.EqualValues(t, 4, mesh.Counter(t, tokens("other", "input")))
+
+	// A Responses call answered in JSON: its usage (input_tokens with cached
+	// tokens, output_tokens with reasoning tokens) is counted as it came.
+	resp = mesh.Do(t, post("/v1/responses", `{"model":"gpt-4.1","input":"hello there"}`,
+		"x-fake-cached-tokens", "2", "x-fake-reasoning-tokens", "3"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	var r struct {
+		Usage fakeprovider.ResponsesUsage
+	}
+	require.NoError(t, json.Unmarshal(resp.Body, &r))
+	require.EqualValues(t, r.Usage.InputTokens, mesh.Counter(t, tokens("gpt-4.1", "input")))
+	require.EqualValues(t, 12+3, mesh.Counter(t, tokens("gpt-4.1", "output")), "12 words and 3 reasoning tokens")
 
 	// A chat model the config does not list falls back only to the same model.
 	relay.Script(fakeprovider.Fault{Status: 503}, fakeprovider.Fault{Status: 503})
