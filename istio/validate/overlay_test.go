@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/require"
 	extensions "istio.io/api/extensions/v1alpha1"
+	security "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -119,15 +121,31 @@ func TestOverlayShapes(t *testing.T) {
 
 	ns := build("namespace")
 	require.Equal(t, []string{"AuthorizationPolicy", "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "DestinationRule", "DestinationRule",
-		"EnvoyFilter", "HorizontalPodAutoscaler", "PeerAuthentication", "Service", "ServiceAccount",
+		"HorizontalPodAutoscaler", "PeerAuthentication", "Service", "ServiceAccount",
 		"ServiceEntry", "ServiceEntry", "WasmPlugin"}, kinds(ns))
 	wp := plugins(ns)["shepherd"]
 	require.Equal(t, "llm-apps", wp.Meta.Namespace)
 	require.Equal(t, map[string]string{"shepherd.io/filter": "enabled"}, wp.Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels())
 
+	// The callout cluster is Istio's own for the sidecar's Service, in the
+	// namespace the overlay puts the Service in; no overlay adds a cluster.
+	for _, name := range overlays {
+		objs := build(name)
+		svc := find(objs, "Service", SidecarService)
+		require.NotNil(t, svc, name)
+		for _, p := range plugins(objs) {
+			js, err := PluginConfig(p.Value.(*extensions.WasmPlugin))
+			require.NoError(t, err)
+			require.Contains(t, string(js), `"cluster":"outbound|8081||shepherd-sidecar.`+svc.Meta.Namespace+`.svc.cluster.local"`, name)
+		}
+		require.NotContains(t, kinds(objs), "EnvoyFilter", name)
+	}
+
+	// Mesh-wide: every injected sidecar (the label Istio's sidecar
+	// injection sets and its gateway templates do not), never a gateway.
 	mesh := plugins(build("mesh-wide"))["shepherd"]
 	require.Equal(t, "istio-system", mesh.Meta.Namespace)
-	require.Nil(t, mesh.Value.(*extensions.WasmPlugin).GetSelector())
+	require.Equal(t, map[string]string{"security.istio.io/tlsMode": "istio"}, mesh.Value.(*extensions.WasmPlugin).GetSelector().GetMatchLabels())
 
 	gw := plugins(build("gateway"))["shepherd"].Value.(*extensions.WasmPlugin)
 	require.Nil(t, gw.GetSelector())
@@ -181,6 +199,44 @@ func TestRedisIsAChoice(t *testing.T) {
 			require.Equal(t, tt.pdb, find(objs, "PodDisruptionBudget", SidecarService) != nil)
 			require.Equal(t, tt.ownRedis, find(objs, "Deployment", "shepherd-redis") != nil)
 			require.Equal(t, tt.ownRedis, find(objs, "Service", "shepherd-redis") != nil)
+		})
+	}
+}
+
+// TestNamespaceIsSetOnce: changing an overlay's `namespace:` alone moves the
+// callout cluster and the sidecar's AuthorizationPolicy along, and the result
+// validates (kustomize's namespace transformer rewrites neither by itself).
+func TestNamespaceIsSetOnce(t *testing.T) {
+	for _, name := range []string{"namespace", "filter-canary", "gateway"} {
+		t.Run(name, func(t *testing.T) {
+			tree := copyTree(t)
+			kfile := filepath.Join(tree, "overlays", name, "kustomization.yaml")
+			data, err := os.ReadFile(kfile)
+			require.NoError(t, err)
+			moved := regexp.MustCompile(`(?m)^namespace: .*$`).ReplaceAllString(string(data), "namespace: team-a")
+			require.NotEqual(t, string(data), moved)
+			require.NoError(t, os.WriteFile(kfile, []byte(moved), 0o644))
+
+			dir := filepath.Join(tree, "overlays", name)
+			require.NoError(t, Overlay(dir, Options{}))
+			out, err := Build(dir)
+			require.NoError(t, err)
+			objs, err := Decode(name, out)
+			require.NoError(t, err)
+			seen := 0
+			for _, o := range objs {
+				switch v := o.Value.(type) {
+				case *extensions.WasmPlugin:
+					seen++
+					js, err := PluginConfig(v)
+					require.NoError(t, err)
+					require.Contains(t, string(js), `"cluster":"outbound|8081||shepherd-sidecar.team-a.svc.cluster.local"`)
+				case *security.AuthorizationPolicy:
+					seen++
+					require.Equal(t, []string{"team-a"}, v.GetRules()[0].GetFrom()[0].GetSource().GetNamespaces())
+				}
+			}
+			require.GreaterOrEqual(t, seen, 2, "a WasmPlugin and the AuthorizationPolicy")
 		})
 	}
 }

@@ -179,6 +179,9 @@ func sidecarUse(p *Object, objs []*Object) []error {
 	if !strings.HasPrefix(cfg.Sidecar.Cluster, "outbound|") && !clusterAdded(cfg.Sidecar.Cluster, objs) {
 		errs = append(errs, problem(p, "spec.pluginConfig.sidecar.cluster", "%q is added by no EnvoyFilter of the overlay", cfg.Sidecar.Cluster))
 	}
+	if err := outboundSidecarCluster(cfg.Sidecar.Cluster, objs); err != nil {
+		errs = append(errs, problem(p, "spec.pluginConfig.sidecar.cluster", "%v", err))
+	}
 	domains, found := map[string]bool{}, false
 	for _, o := range objs {
 		cm, ok := o.Value.(*corev1.ConfigMap)
@@ -208,6 +211,48 @@ func sidecarUse(p *Object, objs []*Object) []error {
 		}
 	}
 	return errs
+}
+
+// outboundSidecarCluster checks a callout cluster Istio builds itself,
+// outbound|PORT||shepherd-sidecar.NAMESPACE.svc.cluster.local (Istio's
+// naming, pilot/pkg/model/service.go BuildSubsetKey): the overlay must have
+// the sidecar's Service in that namespace with that port, speaking gRPC (an
+// appProtocol or port name Istio reads as gRPC gives the cluster HTTP/2).
+// Other outbound clusters are not the sidecar's and are not checked.
+func outboundSidecarCluster(cluster string, objs []*Object) error {
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 || parts[0] != "outbound" {
+		return nil
+	}
+	name, rest, _ := strings.Cut(parts[3], ".")
+	if name != SidecarService {
+		return nil
+	}
+	ns, domain, ok := strings.Cut(rest, ".")
+	if !ok || !strings.HasPrefix(domain, "svc.") {
+		return fmt.Errorf("%q: want outbound|PORT||%s.NAMESPACE.svc.<cluster domain>", cluster, SidecarService)
+	}
+	port, err := strconv.ParseInt(parts[1], 10, 32)
+	if err != nil {
+		return fmt.Errorf("%q: bad port", cluster)
+	}
+	for _, o := range objs {
+		svc, ok := o.Value.(*corev1.Service)
+		if !ok || o.Meta.Name != SidecarService || o.Meta.Namespace != ns {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			if int64(sp.Port) != port {
+				continue
+			}
+			if (sp.AppProtocol != nil && *sp.AppProtocol == "grpc") || sp.Name == "grpc" || strings.HasPrefix(sp.Name, "grpc-") {
+				return nil
+			}
+			return fmt.Errorf("%q: Service %s/%s port %d does not speak gRPC (appProtocol grpc or a grpc-* name), so Istio's cluster would not use HTTP/2", cluster, ns, SidecarService, port)
+		}
+		return fmt.Errorf("%q: Service %s/%s has no port %d", cluster, ns, SidecarService, port)
+	}
+	return fmt.Errorf("%q: no Service %s in namespace %q in the overlay", cluster, SidecarService, ns)
 }
 
 // clusterAdded reports whether an EnvoyFilter of objs adds a cluster named name.
