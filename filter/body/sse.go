@@ -79,8 +79,8 @@ const (
 // asked: an event with a usage object and no choices (the usage chunk) is
 // removed whole; a top-level "usage" member of any other event (null, or an
 // object on a provider's last content chunk) is removed from it, with its
-// comma. Events of more than one data line, and skipped events, pass
-// unchanged. Every other byte passes as it came. See Edit.
+// comma. Events of more than one data line, and events larger than MaxHold
+// (stripping holds no more of one event), pass unchanged. Every other byte passes as it came. See Edit.
 //
 // The zero SSEScanner is ready; set MaxEvent, Kind and Strip before the first
 // Feed. Calls must not be concurrent.
@@ -165,9 +165,10 @@ func (s *SSEScanner) Feed(chunk []byte) {
 // Edit scans the next chunk of the body like Feed and returns the bytes to
 // send in its place: with Strip unset, or when nothing in it changes, chunk
 // itself and false. With Strip set, the bytes of an event are sent once the
-// event is complete and known to be kept (at most MaxEvent and a few bytes
-// more are held back; a larger event passes as it comes), so an event split
-// over chunks leaves with the chunk that completes it. With last set (the
+// event is complete and known to be kept (at most MaxHold bytes, or MaxEvent
+// when smaller, and a few more are held back; a larger event passes as it
+// comes, unedited), so an event split over chunks leaves with the chunk that
+// completes it. With last set (the
 // end of the body) everything held is sent. The result is valid until the
 // next call.
 func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
@@ -193,7 +194,7 @@ func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
 		if s.building {
 			s.out = append(s.out, rest...)
 		}
-	case len(s.raw)+len(rest) > s.maxEvent()+headWindow:
+	case len(s.raw)+len(rest) > s.maxHold():
 		// The event is too large to hold back: it passes as it comes, unedited.
 		if s.building {
 			s.out = append(append(s.out, s.raw...), rest...)
@@ -400,6 +401,13 @@ func (s *SSEScanner) startData() {
 	s.hasData = true
 	s.dataLines++
 }
+
+// MaxHold bounds the bytes of an incomplete event Edit holds back while
+// stripping: usage chunks are a few hundred bytes, and every stream that
+// strips may hold this much at once.
+const MaxHold = 16 << 10
+
+func (s *SSEScanner) maxHold() int { return min(s.maxEvent(), MaxHold) + headWindow }
 
 func (s *SSEScanner) maxEvent() int {
 	if s.MaxEvent > 0 {

@@ -251,3 +251,23 @@ func TestWordSearches(t *testing.T) {
 		}
 	}
 }
+
+// TestSSEStripHoldsAtMostMaxHold: while stripping, an event larger than
+// MaxHold (but within MaxEvent, so still read) passes as it comes, unedited;
+// its usage is still read.
+func TestSSEStripHoldsAtMostMaxHold(t *testing.T) {
+	big := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("y", 20<<10) + "\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"
+	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n" + big + "data: [DONE]\n\n"
+	data := []byte(stream)
+	s := &SSEScanner{Strip: true}
+	got, held := "", 0
+	for off := 0; off < len(data); off += 1000 {
+		out, _ := s.Edit(data[off:min(off+1000, len(data))], off+1000 >= len(data))
+		got += string(out)
+		held = max(held, len(s.raw))
+	}
+	require.Equal(t, stream, got)
+	require.LessOrEqual(t, held, MaxHold+headWindow)
+	require.Zero(t, s.Skipped())
+	require.Equal(t, Usage{Input: 3, Output: 4, Total: 7}, s.Usage())
+}
