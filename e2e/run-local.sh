@@ -32,13 +32,6 @@ key > "$state/admin-token"
 SHEPHERD_FILTER_TOKEN="filter-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 echo "$SHEPHERD_FILTER_TOKEN" > "$state/filter-token"
 
-# The filter encodes metric labels into names; these rules (the same the Istio
-# manifests ship) turn them back into Prometheus labels.
-stats_tags=()
-while IFS= read -r tag; do
-  [ -n "$tag" ] && stats_tags+=(--stats-tag "$tag")
-done < e2e/local/stats-tags.txt
-
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -60,17 +53,17 @@ bin/shepherd-sidecar --grpc-listen "$SIDECAR_GRPC" --http-listen "$SIDECAR_HTTP"
   --log-format text --log-level warn &
 pids+=($!)
 
-bin/shepherd-local \
-  --wasm bin/shepherd.wasm \
+# The proxy: an Envoy bootstrap (listener, routes, clusters, the filter, the
+# stats tags that turn the filter's encoded metric names back into labels),
+# with the filter's configuration from plugin-config.json and the ports above.
+# The provider keys and the filter token reach the filter from shepherd-local's
+# environment (host_env_keys); only the proxy gets the filter token.
+SHEPHERD_FILTER_TOKEN="$SHEPHERD_FILTER_TOKEN" bin/shepherd-local \
+  --envoy-config e2e/local/envoy.yaml \
   --plugin-config e2e/local/plugin-config.json \
-  --plugin-name shepherd --vm-id shepherd --root-id shepherd \
   --workers "$SHEPHERD_WORKERS" \
   --listen "$SHEPHERD_LISTEN" --admin "$SHEPHERD_ADMIN" \
-  --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" --cluster "sidecar=$SIDECAR_GRPC" \
-  --route relay.local=relay --route backup.local=backup --default-cluster relay \
-  --env "RELAY_API_KEY=$RELAY_API_KEY" --env "BACKUP_API_KEY=$BACKUP_API_KEY" \
-  --env "SHEPHERD_FILTER_TOKEN=$SHEPHERD_FILTER_TOKEN" \
-  "${stats_tags[@]}" &
+  --cluster "relay=$RELAY_LISTEN" --cluster "backup=$BACKUP_LISTEN" --cluster "sidecar=$SIDECAR_GRPC" &
 pids+=($!)
 
 # Wait until the proxy and the sidecar answer before sending anything.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
 
@@ -20,4 +21,15 @@ func TestLocalStatsTagsMatchTheFilter(t *testing.T) {
 		want = append(want, st.Name+"="+st.Regex)
 	}
 	require.Equal(t, want, strings.Fields(string(data)))
+
+	// The same in the local mesh's Envoy bootstrap (make run serves it).
+	data, err = os.ReadFile("local/envoy.yaml")
+	require.NoError(t, err)
+	b, err := envoy.LoadBootstrap(data, "local")
+	require.NoError(t, err)
+	var got []string
+	for _, st := range b.Config.StatsTags {
+		got = append(got, st.Name+"="+st.Regex)
+	}
+	require.Equal(t, want, got)
 }

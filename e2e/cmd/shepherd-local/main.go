@@ -67,7 +67,7 @@ type options struct {
 // reloadPluginConfig reads the plugin configuration again, from the bootstrap or
 // --plugin-config.
 func (o *options) reloadPluginConfig() ([]byte, error) {
-	if o.envoyConfig == "" {
+	if o.envoyConfig == "" || o.pluginConfig != "" {
 		return fileOrInline(o.pluginConfig)
 	}
 	data, err := os.ReadFile(o.envoyConfig)
@@ -115,7 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(tags, "stats-tag", "stats tag `NAME=REGEX` (repeatable; Envoy stats_tags)")
 	fs.Var(env, "env", "VM environment variable `NAME=VALUE` (repeatable)")
 	envoyConfig := fs.String("envoy-config", "", "a static Envoy v3 bootstrap `FILE` (YAML or JSON) to serve instead of the plugin, cluster and route flags;\n"+
-		"--wasm replaces its code file, --cluster NAME=HOST:PORT points one of its clusters at a plain address, --listen/--admin/--workers/--route-timeout apply")
+		"--wasm replaces its code file, --plugin-config the wasm filter's configuration, --cluster NAME=HOST:PORT points one of its clusters at a plain address,\n"+
+		"--listen/--admin/--workers/--route-timeout apply")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -123,7 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *envoyConfig != "" {
-		return fromBootstrap(fs, *envoyConfig, *wasm, clusters.pairs)
+		return fromBootstrap(fs, *envoyConfig, *wasm, *pluginConfig, clusters.pairs)
 	}
 	var module []byte
 	switch {
@@ -202,12 +203,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 // bootstrapOnly are the flags an Envoy bootstrap replaces.
-var bootstrapOnly = []string{"no-plugin", "plugin-config", "vm-config", "plugin-name", "vm-id", "root-id", "default-cluster",
+var bootstrapOnly = []string{"no-plugin", "vm-config", "plugin-name", "vm-id", "root-id", "default-cluster",
 	"fail-open", "route", "stats-tag", "env", "stream-idle-timeout"}
 
 // fromBootstrap builds the options from --envoy-config: the bootstrap's listener,
 // admin, plugin, routes and clusters, with the flags that may adjust them.
-func fromBootstrap(fs *flag.FlagSet, path, wasm string, clusters [][2]string) (*options, error) {
+func fromBootstrap(fs *flag.FlagSet, path, wasm, pluginConfig string, clusters [][2]string) (*options, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, name := range bootstrapOnly {
@@ -246,7 +247,15 @@ func fromBootstrap(fs *flag.FlagSet, path, wasm string, clusters [][2]string) (*
 		cfg.Clusters[p[0]] = p[1]
 		delete(cfg.ClusterTLS, p[0]) // a local stand-in speaks plain HTTP
 	}
-	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path}
+	if pluginConfig != "" {
+		if cfg.NoPlugin {
+			return nil, errors.New("--plugin-config: the bootstrap has no envoy.filters.http.wasm filter")
+		}
+		if cfg.PluginConfig, err = fileOrInline(pluginConfig); err != nil {
+			return nil, fmt.Errorf("--plugin-config: %w", err)
+		}
+	}
+	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path, pluginConfig: pluginConfig}
 	lookup := func(name string) string { return fs.Lookup(name).Value.String() }
 	if set["listen"] {
 		o.listen = lookup("listen")

@@ -241,7 +241,7 @@ func TestEnvoyConfigFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--envoy-config", bootstrap, "--plugin-config", "x"}, "--plugin-config: set by --envoy-config; leave it out"},
+		{[]string{"--envoy-config", bootstrap, "--vm-config", "x"}, "--vm-config: set by --envoy-config; leave it out"},
 		{[]string{"--envoy-config", bootstrap, "--route", "a=b"}, "--route: set by --envoy-config"},
 		{[]string{"--envoy-config", bootstrap, "--wasm", "/does/not/exist.wasm"}, "--wasm: open /does/not/exist.wasm"},
 		{[]string{"--envoy-config", bootstrap}, "vm_config.code.local.filename: open ../../envoy/testdata/bootstrap/guest.wasm"},
@@ -260,4 +260,8 @@ func TestEnvoyConfigFlagErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Second, o.cfg.RouteTimeout)
 	require.Equal(t, "guest", o.cfg.PluginName)
+	require.Equal(t, "route", string(o.cfg.PluginConfig), "the bootstrap's configuration")
+	o, err = parseFlags([]string{"--envoy-config", bootstrap, "--wasm", wasm, "--plugin-config", "{\"x\":1}"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, `{"x":1}`, string(o.cfg.PluginConfig), "--plugin-config replaces it")
 }
