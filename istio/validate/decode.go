@@ -74,6 +74,7 @@ var kubeKinds = map[string]func() any{
 	"gateway.networking.k8s.io/v1/Gateway":    func() any { return &gatewayv1.Gateway{} },
 	"gateway.networking.k8s.io/v1/HTTPRoute":  func() any { return &gatewayv1.HTTPRoute{} },
 	"monitoring.coreos.com/v1/PrometheusRule": func() any { return &PrometheusRule{} },
+	"monitoring.coreos.com/v1/PodMonitor":     func() any { return &PodMonitor{} },
 }
 
 // PrometheusRule is the prometheus-operator PrometheusRule (monitoring.coreos.com/v1),
@@ -84,6 +85,34 @@ type PrometheusRule struct {
 	Spec              struct {
 		Groups []RuleGroup `json:"groups"`
 	} `json:"spec"`
+}
+
+// PodMonitor is the part of prometheus-operator's PodMonitor
+// (monitoring.coreos.com/v1) shepherd ships; decoding is strict, so a field
+// outside it is reported.
+type PodMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		JobLabel          string               `json:"jobLabel,omitempty"`
+		NamespaceSelector map[string]any       `json:"namespaceSelector,omitempty"`
+		Selector          metav1.LabelSelector `json:"selector"`
+		Endpoints         []struct {
+			Path        string       `json:"path,omitempty"`
+			Interval    string       `json:"interval,omitempty"`
+			Relabelings []Relabeling `json:"relabelings,omitempty"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+// Relabeling is one Prometheus relabel_config as prometheus-operator spells it.
+type Relabeling struct {
+	SourceLabels []string `json:"sourceLabels,omitempty"`
+	Separator    string   `json:"separator,omitempty"`
+	Regex        string   `json:"regex,omitempty"`
+	Replacement  *string  `json:"replacement,omitempty"`
+	TargetLabel  string   `json:"targetLabel,omitempty"`
+	Action       string   `json:"action,omitempty"`
 }
 
 // RuleGroup is one group of a PrometheusRule.

@@ -159,17 +159,13 @@ func (r labelRecorder) MustRegister(cs ...prometheus.Collector) {
 }
 
 // queryLabelProblems reports label names an expression matches on or groups
-// by that none of the metrics it selects carry. namespace and pod are added
-// by the scrape.
+// by that none of the metrics it selects carry.
 func queryLabelProblems(expr string, labels labelSet) []string {
 	e, err := parser.NewParser(parser.Options{}).ParseExpr(grafanaVars.Replace(expr))
 	if err != nil {
 		return []string{err.Error()}
 	}
 	has := func(metrics []string, label string) bool {
-		if label == "namespace" || label == "pod" {
-			return true
-		}
 		for _, m := range metrics {
 			if labels[m][label] {
 				return true
@@ -211,6 +207,16 @@ func queryLabelProblems(expr string, labels labelSet) []string {
 func TestQueriesUseLabelsTheMetricsHave(t *testing.T) {
 	labels := filterLabels(t)
 	sidecarLabels(t, labelRecorder{prometheus.NewRegistry(), labels})
+	for name, ls := range IstioMetrics {
+		labels.add(name, ls...)
+	}
+	// Every series gets the labels the PodMonitor's relabelings add.
+	scrape, _, err := ScrapeLabels(filepath.Join(istioDir, "monitoring", MonitoringFiles.PodMonitor))
+	require.NoError(t, err)
+	require.Contains(t, scrape, "track", "the filter canary's tracks are told apart")
+	for name := range labels {
+		labels.add(name, scrape...)
+	}
 
 	exprs := map[string]string{}
 	dash := filepath.Join(istioDir, "monitoring", MonitoringFiles.Dashboard)

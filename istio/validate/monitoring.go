@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -186,8 +187,23 @@ func Rules(path string, known Metrics) error {
 	return errors.Join(append(errs, queries(path, exprs, known)...)...)
 }
 
+// IstioMetrics are the series of Istio's own that shepherd's alerts and
+// board use, with their labels: the agent's wasm fetch counter
+// (istio.io/istio pkg/wasm/monitoring.go, served with the prefix istio_agent_
+// on the merged :15020 endpoint) and the standard request metric.
+var IstioMetrics = map[string][]string{
+	"istio_agent_wasm_remote_fetch_count": {"result"},
+	"istio_requests_total": {"reporter", "source_workload", "source_workload_namespace", "destination_service",
+		"destination_service_name", "destination_service_namespace", "response_code", "request_protocol"},
+}
+
 // AdapterValues are the prometheus-adapter Helm values shepherd ships.
 type AdapterValues struct {
+	Prometheus struct {
+		URL  string `json:"url"`
+		Port int    `json:"port"`
+		Path string `json:"path,omitempty"`
+	} `json:"prometheus"`
 	Rules struct {
 		Default bool          `json:"default"`
 		Custom  []AdapterRule `json:"custom"`
@@ -232,6 +248,12 @@ func Adapter(path string, known Metrics) ([]string, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var errs []error
+	if v.Prometheus.URL == "" || strings.Contains(v.Prometheus.URL, "prometheus.default.svc") {
+		errs = append(errs, fmt.Errorf("%s: prometheus.url: %q: set the Prometheus the adapter queries (the chart's default, http://prometheus.default.svc, is in no usual install)", path, v.Prometheus.URL))
+	}
+	if v.Prometheus.Port == 0 {
+		errs = append(errs, fmt.Errorf("%s: prometheus.port: not set", path))
+	}
 	var served []string
 	for i, r := range v.Rules.Custom {
 		id := fmt.Sprintf("rules.custom[%d]", i)
@@ -268,16 +290,98 @@ func Adapter(path string, known Metrics) ([]string, error) {
 }
 
 // MonitoringFiles are the files of istio/monitoring, relative to it.
-var MonitoringFiles = struct{ Dashboard, Rules, Adapter string }{
-	"grafana-dashboard.json", "prometheusrules.yaml", "prometheus-adapter-values.yaml",
+var MonitoringFiles = struct{ Dashboard, Rules, Adapter, PodMonitor string }{
+	"grafana-dashboard.json", "prometheusrules.yaml", "prometheus-adapter-values.yaml", "podmonitor.yaml",
 }
 
-// Monitoring checks the dashboard, rules and adapter values of dir (istio/monitoring).
+// MergedMetricsPort is where Istio's agent serves the proxy's stats merged
+// with the application's metrics (the injector points prometheus.io/port at it).
+const MergedMetricsPort = "15020"
+
+// ScrapeLabels checks the PodMonitor that scrapes the proxies: it decodes
+// strictly, keeps only pods whose prometheus.io/port is Istio's merged
+// endpoint, scrapes /stats/prometheus there, and names the labels namespace
+// and pod. It returns the labels its relabelings add to every series and its
+// release label (what kube-prometheus-stack's podMonitorSelector matches).
+func ScrapeLabels(path string) (labels []string, release string, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	objs, err := Decode(path, data)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(objs) != 1 {
+		return nil, "", fmt.Errorf("%s: want one PodMonitor", path)
+	}
+	pm, ok := objs[0].Value.(*PodMonitor)
+	if !ok {
+		return nil, "", fmt.Errorf("%s: %s: not a PodMonitor", path, objs[0])
+	}
+	var errs []error
+	if len(pm.Spec.Endpoints) != 1 {
+		return nil, "", fmt.Errorf("%s: spec.podMetricsEndpoints: want one", path)
+	}
+	ep := pm.Spec.Endpoints[0]
+	if ep.Path != "/stats/prometheus" {
+		errs = append(errs, fmt.Errorf("%s: spec.podMetricsEndpoints[0].path: %q, Istio's merged endpoint serves /stats/prometheus", path, ep.Path))
+	}
+	keepsMerged, addrToMerged := false, false
+	for _, r := range ep.Relabelings {
+		if r.Action == "keep" && len(r.SourceLabels) == 1 && r.SourceLabels[0] == "__meta_kubernetes_pod_annotation_prometheus_io_port" && r.Regex == MergedMetricsPort {
+			keepsMerged = true
+		}
+		if r.TargetLabel == "__address__" && r.Replacement != nil && strings.HasSuffix(*r.Replacement, ":"+MergedMetricsPort) {
+			addrToMerged = true
+		}
+		if r.TargetLabel != "" && !strings.HasPrefix(r.TargetLabel, "__") {
+			labels = append(labels, r.TargetLabel)
+		}
+	}
+	if !keepsMerged {
+		errs = append(errs, fmt.Errorf("%s: spec.podMetricsEndpoints[0].relabelings: no keep of prometheus.io/port %s (Istio's merged endpoint)", path, MergedMetricsPort))
+	}
+	if !addrToMerged {
+		errs = append(errs, fmt.Errorf("%s: spec.podMetricsEndpoints[0].relabelings: __address__ is not set to port %s", path, MergedMetricsPort))
+	}
+	for _, want := range []string{"namespace", "pod"} {
+		if !slices.Contains(labels, want) {
+			errs = append(errs, fmt.Errorf("%s: spec.podMetricsEndpoints[0].relabelings: no %s label (prometheus-adapter maps series to pods by namespace and pod)", path, want))
+		}
+	}
+	return labels, pm.Labels["release"], errors.Join(errs...)
+}
+
+// Monitoring checks the dashboard, rules, adapter values and PodMonitor of
+// dir (istio/monitoring), and that they agree on the one value a user sets:
+// the kube-prometheus-stack release (the rule's and the PodMonitor's release
+// label, and the adapter's Prometheus <release>-prometheus).
 func Monitoring(dir string, known Metrics) error {
 	_, aerr := Adapter(filepath.Join(dir, MonitoringFiles.Adapter), known)
-	return errors.Join(
+	_, release, serr := ScrapeLabels(filepath.Join(dir, MonitoringFiles.PodMonitor))
+	errs := []error{
 		Dashboard(filepath.Join(dir, MonitoringFiles.Dashboard), known),
 		Rules(filepath.Join(dir, MonitoringFiles.Rules), known),
-		aerr,
-	)
+		aerr, serr,
+	}
+	if release == "" {
+		errs = append(errs, fmt.Errorf("%s: metadata.labels.release: not set; kube-prometheus-stack selects PodMonitors by its release name", MonitoringFiles.PodMonitor))
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, MonitoringFiles.Rules)); err == nil {
+		if objs, err := Decode(MonitoringFiles.Rules, data); err == nil {
+			for _, o := range objs {
+				if got := o.Meta.Labels["release"]; got != release {
+					errs = append(errs, fmt.Errorf("%s: %s: metadata.labels.release: %q, the PodMonitor's is %q", MonitoringFiles.Rules, o, got, release))
+				}
+			}
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, MonitoringFiles.Adapter)); err == nil {
+		var v AdapterValues
+		if strictYAML(data, &v) == nil && !strings.Contains(v.Prometheus.URL, "//"+release+"-prometheus.") {
+			errs = append(errs, fmt.Errorf("%s: prometheus.url: %q is not the Prometheus of the release %q (http://%s-prometheus.<namespace>.svc)", MonitoringFiles.Adapter, v.Prometheus.URL, release, release))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package validate
 
 import (
 	"context"
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,6 +135,9 @@ func knownMetrics(t *testing.T) Metrics {
 	known := Metrics{}
 	filterMetrics(t, known)
 	sidecarMetrics(t, known)
+	for name := range IstioMetrics {
+		known.AddCounter(name)
+	}
 	return known
 }
 
@@ -177,4 +182,48 @@ func TestMonitoringBrokenFixtures(t *testing.T) {
 	_, err = Adapter(filepath.Join(dir, "adapter.yaml"), known)
 	require.ErrorContains(t, err, `rules.custom[0].name.matches: "^shepherd_requests$" does not match the series shepherd_requests_total`)
 	require.ErrorContains(t, err, `rules.custom[0].resources: label pod is not mapped to a resource`)
+	require.ErrorContains(t, err, `prometheus.url: "": set the Prometheus the adapter queries`)
+
+	_, release, err := ScrapeLabels(filepath.Join(dir, "podmonitor.yaml"))
+	require.Empty(t, release)
+	require.ErrorContains(t, err, `spec.podMetricsEndpoints[0].path: "/metrics", Istio's merged endpoint serves /stats/prometheus`)
+	require.ErrorContains(t, err, `no keep of prometheus.io/port 15020`)
+	require.ErrorContains(t, err, `__address__ is not set to port 15020`)
+	require.ErrorContains(t, err, `no namespace label`)
+}
+
+// TestFilterMissingAlertNamesTheProviders: the alert that fires when a pod
+// calls LLM providers without the filter matches exactly the hosts of the
+// shipped pluginConfig's providers.
+func TestFilterMissingAlertNamesTheProviders(t *testing.T) {
+	js, err := PluginConfig(shippedPlugin(t))
+	require.NoError(t, err)
+	var cfg struct {
+		Providers []struct {
+			Host string `json:"host"`
+		} `json:"providers"`
+	}
+	require.NoError(t, json.Unmarshal(js, &cfg))
+	var hosts []string
+	for _, p := range cfg.Providers {
+		hosts = append(hosts, p.Host)
+	}
+	sort.Strings(hosts)
+
+	objs, err := Decode("rules", mustRead(t, filepath.Join(istioDir, "monitoring", MonitoringFiles.Rules)))
+	require.NoError(t, err)
+	var expr string
+	for _, g := range objs[0].Value.(*PrometheusRule).Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "ShepherdFilterMissing" {
+				expr = r.Expr
+			}
+		}
+	}
+	require.NotEmpty(t, expr)
+	m := regexp.MustCompile(`destination_service_name=~"([^"]+)"`).FindStringSubmatch(expr)
+	require.NotNil(t, m, expr)
+	got := strings.Split(m[1], "|")
+	sort.Strings(got)
+	require.Equal(t, hosts, got)
 }
