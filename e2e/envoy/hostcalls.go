@@ -285,11 +285,19 @@ func (h *Host) buildEnv(ctx context.Context, abi string) error {
 	})
 	fn("proxy_call_foreign_function", func(ctx context.Context, namePtr, nameSize, argPtr, argSize, retPtr, retSize uint32) uint32 {
 		v := vmFrom(ctx)
-		if _, ok := v.read(namePtr, nameSize); !ok {
+		name, ok := v.readString(namePtr, nameSize)
+		if !ok {
 			return uint32(StatusInvalidMemoryAccess)
 		}
-		// No foreign functions are registered in this host.
-		return uint32(StatusNotFound)
+		args, ok := v.read(argPtr, argSize)
+		if !ok {
+			return uint32(StatusInvalidMemoryAccess)
+		}
+		res, has, st := v.callForeign(name, append([]byte(nil), args...))
+		if st != StatusOK || !has {
+			return uint32(st)
+		}
+		return uint32(v.copyOut(res, retPtr, retSize))
 	})
 
 	// Shared data and queues.

@@ -309,6 +309,13 @@ func (v *vm) setProperty(path string, value []byte) Status {
 	if s == nil {
 		return StatusNotFound
 	}
+	// A property declared readonly (declare_property) takes one value: Envoy's
+	// CelState::setValue refuses a second, and setProperty answers BadArgument.
+	if d, ok := v.declared[path]; ok && d.readonly {
+		if _, set := s.filterState[path]; set {
+			return StatusBadArgument
+		}
+	}
 	s.filterState[path] = value
 	return StatusOK
 }

@@ -17,12 +17,15 @@ import (
 // Every call into the guest holds mu, so a VM never runs two callbacks at once
 // (Envoy runs a VM only on its worker thread).
 type vm struct {
-	h   *Host
-	idx int
-	gen uint64 // configuration generation the VM was started with
-	mod api.Module
-	mem api.Memory
-	ctx context.Context // carries the *vm to host functions
+	h *Host
+	// declared are the properties the plugin declared (declare_property);
+	// guarded by mu.
+	declared map[string]propertyDecl
+	idx      int
+	gen      uint64 // configuration generation the VM was started with
+	mod      api.Module
+	mem      api.Memory
+	ctx      context.Context // carries the *vm to host functions
 
 	started VMStartTimings // how long each step of this VM's start took
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 func main() {}
@@ -180,6 +181,8 @@ func (s *stream) OnHttpRequestHeaders(n int, eos bool) types.Action {
 			return types.ActionContinue
 		}
 		return types.ActionPause
+	case "foreign":
+		s.foreign()
 	case "grpcstream":
 		return s.grpcStream()
 	case "holdbody":
@@ -307,6 +310,47 @@ func (s *stream) OnHttpStreamDone() {
 			prop("request", "path"), prop("request", "method"), prop("xds", "cluster_name"), prop("xds", "route_name"),
 			codeText, prop("request", "headers", "x-guest"), errText(missing)}, "|"))
 	}
+}
+
+// foreign calls Envoy's foreign functions and logs what each answered.
+func (s *stream) foreign() {
+	var out []string
+	note := func(name string, err error) { out = append(out, name+"="+strings.ReplaceAll(errText(err), " ", "_")) }
+	text := []byte(strings.Repeat("shepherd ", 50))
+	z, err := proxywasm.CallForeignFunction("compress", text)
+	note("compress", err)
+	back, err := proxywasm.CallForeignFunction("uncompress", z)
+	note("uncompress", err)
+	out = append(out, "roundtrip="+strconv.FormatBool(string(back) == string(text)), "smaller="+strconv.FormatBool(len(z) < len(text)))
+	_, err = proxywasm.CallForeignFunction("uncompress", []byte("not zlib"))
+	note("uncompress-garbage", err)
+	_, err = proxywasm.CallForeignFunction("clear_route_cache", nil)
+	note("clear_route_cache", err)
+	fs := func(path, value string) []byte {
+		b := protowire.AppendTag(nil, 1, protowire.BytesType)
+		b = protowire.AppendString(b, path)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		return protowire.AppendString(b, value)
+	}
+	_, err = proxywasm.CallForeignFunction("set_envoy_filter_state", fs("envoy.tcp_proxy.cluster", "side"))
+	note("filter_state", err)
+	v, err := proxywasm.GetProperty([]string{"envoy.tcp_proxy.cluster"})
+	out = append(out, "filter_state_value="+string(v)+"/"+strings.ReplaceAll(errText(err), " ", "_"))
+	_, err = proxywasm.CallForeignFunction("set_envoy_filter_state", fs("my.own.key", "x"))
+	note("filter_state_unknown", err)
+	decl := protowire.AppendTag(nil, 1, protowire.BytesType)
+	decl = protowire.AppendString(decl, "guest_once")
+	decl = protowire.AppendTag(decl, 5, protowire.VarintType)
+	decl = protowire.AppendVarint(decl, 1)
+	_, err = proxywasm.CallForeignFunction("declare_property", decl)
+	note("declare", err)
+	note("set1", proxywasm.SetProperty([]string{"guest_once"}, []byte("a")))
+	note("set2", proxywasm.SetProperty([]string{"guest_once"}, []byte("b")))
+	_, err = proxywasm.CallForeignFunction("expr_create", []byte("1 + 1"))
+	note("expr_create", err)
+	_, err = proxywasm.CallForeignFunction("no_such_function", nil)
+	note("unknown", err)
+	proxywasm.LogInfo("foreign: " + strings.Join(out, " "))
 }
 
 // grpcStream opens a bidirectional stream, sends two messages and records every
