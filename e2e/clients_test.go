@@ -79,6 +79,7 @@ func newClientsEnv(t *testing.T) *clientsEnv {
 	h, err := envoy.New(context.Background(), envoy.Config{
 		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
 		PluginConfig: []byte(strings.Replace(clientsConfig, "SIDECAR", string(mesh["sidecar"]), 1)), Workers: 2,
+		Env: filterEnv(meshFilterToken),
 		Clusters: map[string]string{
 			"relay": e.relayAddr, "backup": scenario.Upstream(t, e.backup), "sidecar": e.sidecar.addr,
 		},
@@ -108,11 +109,11 @@ func (e *clientsEnv) client(prefix string, attempts *atomic.Int64, opts ...optio
 	}, opts...)...)
 }
 
-// spendBudget reports route budget's monthly $1 spent to the sidecar and
+// spendBudget reports, as the filter, route budget's monthly $1 spent to the sidecar and
 // waits until both workers refuse the route.
 func (e *clientsEnv) spendBudget(t *testing.T) {
 	pc := policyv1.NewPolicyServiceClient(e.sidecar.client(t))
-	_, err := pc.ReportOutcomes(context.Background(), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
+	_, err := pc.ReportOutcomes(meshFilterCtx(meshFilterToken), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
 		{Route: "budget", Provider: "relay", StatusCode: 200, CostMicroUsd: 1_000_000},
 	}})
 	require.NoError(t, err)
