@@ -127,16 +127,19 @@ func TestMemoryOneProbePerEnvoy(t *testing.T) {
 }
 
 // TestMemoryAnswersWhenNothingIsFree: a route without fallback whose only
-// provider asked for a pause gets no request inside it: the filter answers
-// 429 with a Retry-After saying when the provider is free, counted as
-// shepherd's own answer (reason cooling).
+// provider asked for a pause gets no request inside it once every VM knows:
+// the filter answers 429 with a Retry-After saying when the provider is free,
+// counted as shepherd's own answer (reason cooling). Such a route reads the
+// memory only while its VM knows of a pause, so another VM learns it at its
+// next tick (1 s when idle).
 func TestMemoryAnswersWhenNothingIsFree(t *testing.T) {
 	e := newFaultEnv(t, onlyPConfig)
-	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2"})
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "3"})
 	resp, _, err := e.send(t, false)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
 	require.Equal(t, "p", resp.Header.Get("x-fake-provider"))
+	time.Sleep(1100 * time.Millisecond) // every VM's tick has looked
 
 	for range 4 {
 		resp, body, err := e.send(t, false)
@@ -147,6 +150,7 @@ func TestMemoryAnswersWhenNothingIsFree(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ra == 1 || ra == 2, "retry-after %d", ra)
 		require.Contains(t, string(body), "provider_cooling_down")
+		require.Equal(t, "true", resp.Header.Get("x-should-retry"), "waiting helps")
 	}
 	require.EqualValues(t, 1, e.p.Requests())
 	require.EqualValues(t, 4, counterOf(t, e.host, telemetry.Name(telemetry.Requests, telemetry.LabelRoute, "chat",

@@ -13,9 +13,12 @@ import (
 )
 
 // Provider memory, as the filter runs it (filter/cooldown holds the rules): one
-// shared-data value for every VM of the Envoy. Each routed request reads it
-// once, in place; an absent or empty table costs that one read and nothing
-// else. Only refusals with a pause, headroom near zero, probes and their
+// shared-data value for every VM of the Envoy. A request on a route with
+// somewhere else to go (several providers, a fallback chain, a priority
+// provider) reads it once, in place; an absent or empty table costs that one
+// read and nothing else. A route with a single provider and no fallback reads
+// it only while its VM knows of a pause (its tick looks, and its own writes
+// count), so its plain requests make no extra host call. Only refusals with a pause, headroom near zero, probes and their
 // answers write it.
 
 // maxCoolWrites bounds the compare-and-swap attempts of one change.
@@ -53,6 +56,9 @@ func (pl *plugin) coolChange(p *config.Provider, c cooldown.Change, st cooldown.
 		pl.coolBuf = cooldown.Apply(pl.coolBuf[:0], raw, p.Name, c, st, nowMs)
 		switch err := proxywasm.SetSharedData(cooldown.Key, pl.coolBuf, cas); err {
 		case nil:
+			if c == cooldown.Cool {
+				pl.coolSeen = true
+			}
 			return true
 		case types.ErrorStatusCasMismatch:
 			continue
@@ -106,11 +112,17 @@ func (s *stream) claim(p *config.Provider, nowMs int64) bool {
 // with Retry-After itself. Headroom near zero only steers. It reports whether
 // the request was answered.
 func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
+	r := s.decision.Route
+	if len(r.Backends) == 1 && r.Fallback == nil && r.PriorityProvider == nil && !s.plugin.coolSeen {
+		// Nowhere else to go, and no pause known to this VM: the
+		// request goes on without a look (a pause another VM learnt is
+		// seen at the next tick).
+		return types.ActionContinue, false
+	}
 	raw := coolTable()
 	if !cooldown.Any(raw, nowMs) {
 		return types.ActionContinue, false
 	}
-	r := s.decision.Route
 	switch s.verdict(raw, s.provider, nowMs) {
 	case cooldown.Free:
 		return types.ActionContinue, false
@@ -131,8 +143,8 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 		return types.ActionContinue, false
 	}
 	s.noteFree(raw, s.provider, nowMs)
-	if f := r.Fallback; f != nil && readBody {
-		for k, e := range f.Chain {
+	if r.Fallback != nil && readBody {
+		for k, e := range s.chain {
 			p := e.Provider
 			if p == nil {
 				p = s.chosen
@@ -241,8 +253,8 @@ func (s *stream) learn(p *config.Provider, status int, hdrs [][2]string, now int
 // retryAfterCap is the longest pause (ns) a provider's answer on this route
 // is honoured for: the route's fallback.retryAfterCapMs, else the default.
 func (s *stream) retryAfterCap() int64 {
-	if s.state.planner != nil {
-		return s.state.planner.Policy().RetryAfterCap
+	if s.plan != nil {
+		return s.plan.Policy().RetryAfterCap
 	}
 	return fallback.DefaultRetryAfterCap
 }

@@ -14,10 +14,9 @@ import (
 // served the request. A request of another kind, or with a model the config
 // does not know, is never answered by another model.
 func (s *stream) allowedEntry(e int) int {
-	f := s.decision.Route.Fallback
-	n := len(f.Chain) + 1
+	n := len(s.chain) + 1
 	for range n {
-		if e == 0 || s.entryAllowed(f.Chain[e-1]) {
+		if e == 0 || s.entryAllowed(s.chain[e-1]) {
 			return e
 		}
 		e = (e + 1) % n

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/cooldown"
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
@@ -71,6 +72,9 @@ type plugin struct {
 	replyHeaders [][2]string
 	// coolBuf receives the provider memory's new value before it is stored.
 	coolBuf []byte
+	// coolSeen is set while this VM knows of a provider's pause: since its
+	// last tick's look at the memory, or since it stored one itself.
+	coolSeen bool
 }
 
 // keepReplyHeaders keeps h's array for the next refusal, its strings cleared.
@@ -112,6 +116,8 @@ type routeState struct {
 	meshConsumers *limits.Consumers
 	planner       *fallback.Planner
 	budget        *fallback.RetryBudget
+	// byModel are the planners of fallback.byModel's chains.
+	byModel map[*config.Model]*fallback.Planner
 }
 
 // OnPluginStart validates the pluginConfig. A bad config fails the start with a
@@ -190,6 +196,16 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 			if st.planner, err = fallback.NewPlanner(f.Policy, len(f.Chain)+1); err != nil {
 				return nil, err
 			}
+			for m, chain := range f.ByModel {
+				pl, err := fallback.NewPlanner(f.Policy, len(chain)+1)
+				if err != nil {
+					return nil, err
+				}
+				if st.byModel == nil {
+					st.byModel = map[*config.Model]*fallback.Planner{}
+				}
+				st.byModel[m] = pl
+			}
 			if st.budget, err = fallback.NewRetryBudget(f.Budget); err != nil {
 				return nil, err
 			}
@@ -212,6 +228,9 @@ func (p *plugin) setTick(ms uint32) {
 // OnTick starts the fallback attempts whose backoff has passed and lets the
 // collector run when enough has been allocated.
 func (p *plugin) OnTick() {
+	// Routes with nowhere else to go read the provider memory only while
+	// this VM knows of a pause (cooling.go).
+	p.coolSeen = cooldown.Any(coolTable(), nowNanos()/1e6)
 	if len(p.waiting) > 0 {
 		now := nowNanos()
 		kept := p.waiting[:0]

@@ -25,8 +25,8 @@ import (
 // shouldRetry reports whether a failure of the current attempt may be retried at
 // all on this route.
 func (s *stream) shouldRetry(status int, calloutFailed bool) bool {
-	return s.state.planner != nil && s.body != nil && !s.done &&
-		(calloutFailed || s.state.planner.Retryable(status))
+	return s.plan != nil && s.body != nil && !s.done &&
+		(calloutFailed || s.plan.Retryable(status))
 }
 
 // planRetry asks the planner and the retry budget what follows the failure of the
@@ -50,8 +50,8 @@ func (s *stream) planRetry(status int, code uint8, retryAfter, reset string) boo
 	// is half open this request may take its probe.
 	raw := coolTable()
 	cooling := cooldown.Any(raw, now/1e6)
-	for range len(r.Fallback.Chain) + 1 {
-		step := s.state.planner.NextSkipping(s.attempts, s.skipped, f, now-s.start, now, s.plugin.random)
+	for range len(s.chain) + 1 {
+		step := s.plan.NextSkipping(s.attempts, s.skipped, f, now-s.start, now, s.plugin.random)
 		if !step.Retry {
 			switch step.Reason {
 			case fallback.AttemptsExhausted:
@@ -118,7 +118,7 @@ func (s *stream) entryModel(e int) *config.Model {
 	if e == 0 {
 		return s.model
 	}
-	return s.decision.Route.Fallback.Chain[e-1].Model
+	return s.chain[e-1].Model
 }
 
 // target is the provider and upstream model name of chain entry e.
@@ -126,7 +126,7 @@ func (s *stream) target(e int) (*config.Provider, string, *config.Model) {
 	if e == 0 {
 		return s.chosen, s.chosen.ModelName(s.publicModel()), s.model
 	}
-	ce := s.decision.Route.Fallback.Chain[e-1]
+	ce := s.chain[e-1]
 	p := ce.Provider
 	if p == nil {
 		p = s.chosen

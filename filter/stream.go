@@ -115,6 +115,11 @@ type stream struct {
 	// mainCounted is set once the main request's attempt is counted.
 	mainCounted bool
 
+	// chain is the request's fallback chain (after the primary) and plan its
+	// planner: the route's, or fallback.byModel's for the primary model.
+	chain []config.FallbackEntry
+	plan  *fallback.Planner
+
 	// chosen is the route's provider for this request: chain entry 0's, and
 	// that of entries that name no provider.
 	chosen *config.Provider
@@ -127,6 +132,16 @@ type stream struct {
 	probe          *config.Provider // the half-open provider this request probes
 	coolFree       int64            // when the earliest cooling candidate is free (Unix ms), 0 if none
 	coolStatus     uint16           // the refusal status of that pause (429, 503)
+}
+
+// useChainOf selects fallback.byModel's chain for primary model m, when it
+// has one.
+func (s *stream) useChainOf(m *config.Model) {
+	if f := s.decision.Route.Fallback; f != nil && m != nil {
+		if c, ok := f.ByModel[m]; ok {
+			s.chain, s.plan = c, s.state.byModel[m]
+		}
+	}
 }
 
 // markTried notes that an attempt went to provider p.
@@ -233,6 +248,22 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	}
 	if h := consumerHeader(d.Route); h != "" {
 		s.meshConsumer = headerClone(s.header(h))
+	}
+	if f := d.Route.Fallback; f != nil {
+		s.chain, s.plan = f.Chain, s.state.planner
+	}
+	if s.priority != "" {
+		// A priority value names the model (and its chain), and may name the
+		// provider that serves it.
+		if m, ok := d.Route.Priority[s.priority]; ok {
+			s.useChainOf(m)
+		}
+		if p, ok := d.Route.PriorityProvider[s.priority]; ok && p.Serves(s.call.Op) {
+			d.Provider = p
+			s.decision.Provider, s.provider, s.chosen = p, p, p
+			s.ntried = 0
+			s.markTried(p)
+		}
 	}
 	// Only an inference call's JSON body names a model and asks for tokens.
 	tooLarge, readBody, emptyBody := false, d.Route.NeedsBody && s.call.Inference(), false
@@ -417,6 +448,9 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.model = s.policy.cfg.Model(requested)
 	if s.model != nil {
 		requested = s.model.Name
+	}
+	if s.entry == 0 {
+		s.useChainOf(s.model) // a fallback entry the provider memory chose keeps its chain
 	}
 	s.requested = requested
 	s.modelName = s.provider.ModelName(requested)

@@ -374,3 +374,36 @@ func Streaming(t *testing.T, run Runner) {
 		require.EqualValues(t, 12*(i+1), mesh.Counter(t, output), "usage is counted either way")
 	}
 }
+
+// PriorityAndChainsPerModel: a priority value may name the provider as well
+// as the model, and fallback.byModel gives a model its own chain instead of
+// the route's.
+func PriorityAndChainsPerModel(t *testing.T, run Runner) {
+	cfg := strings.Replace(policyConfig("", `{"models": ["deepseek-v3.2"],
+	  "byModel": {"claude-sonnet-4.5": [{"model": "gemini-2.5-flash", "provider": "relay"}]},
+	  "baseBackoffMs": 1, "maxBackoffMs": 2}`),
+		`"models": {"high": "claude-sonnet-4.5"}`, `"models": {"high": {"model": "claude-sonnet-4.5", "provider": "backup"}}`, 1)
+	mesh, relay, backup := twoProviders(t, run, cfg)
+
+	// The priority request goes to the provider its value names.
+	resp := mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`, "x-priority", "high"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "backup", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "claude-sonnet-4.5", backup.Last().Model)
+	require.Zero(t, relay.Requests())
+
+	// Its model's own chain: gemini on the relay, not the route's deepseek.
+	backup.Script(fakeprovider.Fault{Status: 429})
+	resp = mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`, "x-priority", "high"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "gemini-2.5-flash", resp.Header.Get("x-shepherd-model"))
+	require.Equal(t, "gemini-2.5-flash", relay.Last().Model)
+
+	// Other models keep the route's chain.
+	relay.Script(fakeprovider.Fault{Status: 429})
+	resp = mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "deepseek-v3.2", resp.Header.Get("x-shepherd-model"))
+	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
+}

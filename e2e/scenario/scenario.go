@@ -77,6 +77,7 @@ func All() []Scenario {
 		{Name: "retry-budget", Run: RetryBudget},
 		{Name: "failover-needs-no-budget", Run: FailoverNeedsNoBudget},
 		{Name: "local-answers", Run: LocalAnswers},
+		{Name: "priority-and-chains-per-model", Run: PriorityAndChainsPerModel},
 		{Name: "streaming", Run: Streaming},
 		{Name: "operations", Run: Operations},
 		{Name: "provider-operations", Run: ProviderOperations},

@@ -66,6 +66,10 @@ func TestParseInvalid(t *testing.T) {
 		"no-providers":                `providers: at least one provider is required`,
 		"provider-no-host":            `providers[0].host: must not be empty`,
 		"provider-bad-name":           `providers[0].name: "A b" may hold only lowercase letters, digits, '-' and '_'`,
+		"priority-unknown-provider":   `routes[0].priority.models["high"].provider: unknown provider "z"`,
+		"fallback-bymodel-unknown":    `routes[0].fallback.byModel["gpt-5"]: unknown model "gpt-5" (list it under models)`,
+		"fallback-bymodel-alias":      `routes[0].fallback.byModel["fast"]: is an alias; name the model "a" instead`,
+		"fallback-bymodel-not-array":  `routes[0].fallback.byModel["a"]: must be an array of fallback entries, not string`,
 		"provider-reserved":           `providers[0].name: "shepherd" is reserved for the filter's own answers in metrics`,
 		"provider-dup":                `providers[1].name: duplicate provider name "a"`,
 		"provider-bad-host":           `providers[0].host: "x/y" is not a host name (letters, digits, '-', '.', optional :port)`,
@@ -331,4 +335,28 @@ func TestDocumentedExampleValidates(t *testing.T) {
 	body := text[start+open+len("```json\n"):]
 	example := body[:strings.Index(body, "```")]
 	require.NoError(t, Validate([]byte(example)))
+}
+
+// TestPriorityProviderAndChainsPerModel: a priority value is a model name or
+// {"model", "provider"}; fallback.byModel gives listed models their own chain.
+func TestPriorityProviderAndChainsPerModel(t *testing.T) {
+	cfg, err := Parse([]byte(`{"models": {"a": {}, "b": {}, "c": {}}, "aliases": {"fast": "c"},
+	  "providers": [{"name": "p", "host": "p.example.com"}, {"name": "q", "host": "q.example.com"}],
+	  "routes": [{"name": "r", "match": {"pathPrefix": "/"}, "provider": "p",
+	    "priority": {"models": {"high": {"model": "b", "provider": "q"}, "low": "c"}},
+	    "fallback": {"models": ["c"], "byModel": {"b": [{"model": "a", "provider": "p"}, "c"], "a": []}}}]}`), nil)
+	require.NoError(t, err)
+	r := cfg.Routes[0]
+	require.Equal(t, "b", r.Priority["high"].Name)
+	require.Equal(t, "q", r.PriorityProvider["high"].Name)
+	require.Equal(t, "c", r.Priority["low"].Name)
+	require.NotContains(t, r.PriorityProvider, "low")
+	f := r.Fallback
+	b, a, c := cfg.Model("b"), cfg.Model("a"), cfg.Model("c")
+	require.Len(t, f.ChainFor(b), 2)
+	require.Equal(t, "a", f.ChainFor(b)[0].Model.Name)
+	require.Equal(t, "p", f.ChainFor(b)[0].Provider.Name)
+	require.Empty(t, f.ChainFor(a), "an empty chain: no fallback for a")
+	require.Equal(t, f.Chain, f.ChainFor(c))
+	require.Equal(t, f.Chain, f.ChainFor(nil))
 }

@@ -53,6 +53,9 @@ type Route struct {
 	PriorityHeader string
 	// Priority maps priority header values to the model they select.
 	Priority map[string]*Model
+	// PriorityProvider maps the priority header values that also name a
+	// provider to it; the request goes there, whatever the weights say.
+	PriorityProvider map[string]*Provider
 	// Limits are the route's local limits, nil when it has none.
 	Limits *Limits
 	// Fallback says how failed requests are retried, nil when they are not.
@@ -107,6 +110,9 @@ type Limits struct {
 type Fallback struct {
 	// Chain are the entries tried after the primary, in order.
 	Chain []FallbackEntry
+	// ByModel are the chains of requests whose primary model has its own
+	// (fallback.byModel), used instead of Chain.
+	ByModel map[*Model][]FallbackEntry
 	// Policy governs attempts and backoff.
 	Policy fallback.Policy
 	// Budget caps retries as a share of the route's requests.
@@ -116,6 +122,15 @@ type Fallback struct {
 	// MaxAnswerBytes bounds a fallback callout's answer the filter takes into
 	// the VM; a larger one is a failed attempt.
 	MaxAnswerBytes int
+}
+
+// ChainFor is the chain of a request whose primary model is m (nil when
+// unlisted).
+func (f *Fallback) ChainFor(m *Model) []FallbackEntry {
+	if c, ok := f.ByModel[m]; ok && m != nil {
+		return c
+	}
+	return f.Chain
 }
 
 // FallbackEntry is one step of a fallback chain.
@@ -304,18 +319,30 @@ func (d *decoder) priority(path string, v *jsonlite.Value, r *Route) error {
 		return err
 	}
 	r.PriorityHeader = h
-	m, err := stringMap(path, v, "models")
-	if err != nil {
-		return err
+	mv := v.Get("models")
+	mp := join(path, "models")
+	if mv != nil && mv.Kind != jsonlite.Object {
+		return fail(mp, "must be an object, not "+mv.Kind.String())
 	}
-	if len(m) == 0 {
-		return fail(join(path, "models"), "must map at least one header value to a model")
+	if mv == nil || len(mv.Members) == 0 {
+		return fail(mp, "must map at least one header value to a model")
 	}
-	r.Priority = make(map[string]*Model, len(m))
-	for value, model := range m {
-		mp := key(join(path, "models"), value)
-		if r.Priority[value], err = d.model(mp, model); err != nil {
+	r.Priority = make(map[string]*Model, len(mv.Members))
+	for _, mem := range mv.Members {
+		vp := key(mp, mem.Name)
+		if _, dup := r.Priority[mem.Name]; dup {
+			return fail(vp, "appears twice")
+		}
+		e, err := d.chainEntry(vp, mem.Value)
+		if err != nil {
 			return err
+		}
+		r.Priority[mem.Name] = e.Model
+		if e.Provider != nil {
+			if r.PriorityProvider == nil {
+				r.PriorityProvider = map[string]*Provider{}
+			}
+			r.PriorityProvider[mem.Name] = e.Provider
 		}
 	}
 	return nil
@@ -367,11 +394,49 @@ func (d *decoder) limits(path string, v *jsonlite.Value) (*Limits, error) {
 
 const msPerNs = 1_000_000
 
+// chainEntry reads a model name or {"model", "provider"}: a fallback chain
+// entry, or a priority value.
+func (d *decoder) chainEntry(mp string, mv *jsonlite.Value) (FallbackEntry, error) {
+	var entry FallbackEntry
+	var err error
+	switch mv.Kind {
+	case jsonlite.String:
+		if entry.Model, err = d.model(mp, mv.Str); err != nil {
+			return entry, err
+		}
+	case jsonlite.Object:
+		if err := object(mp, mv, "model", "provider"); err != nil {
+			return entry, err
+		}
+		name, err := requiredStr(mp, mv, "model")
+		if err != nil {
+			return entry, err
+		}
+		if entry.Model, err = d.model(join(mp, "model"), name); err != nil {
+			return entry, err
+		}
+		pname, err := str(mp, mv, "provider")
+		if err != nil {
+			return entry, err
+		}
+		if pname != "" {
+			p, ok := d.providers[pname]
+			if !ok {
+				return entry, fail(join(mp, "provider"), "unknown provider "+strconv.Quote(pname))
+			}
+			entry.Provider = p
+		}
+	default:
+		return entry, fail(mp, "must be a model name or {\"model\", \"provider\"}, not "+mv.Kind.String())
+	}
+	return entry, nil
+}
+
 func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 	if v == nil {
 		return nil, nil
 	}
-	if err := object(path, v, "models", "statuses", "maxAttempts", "baseBackoffMs", "maxBackoffMs",
+	if err := object(path, v, "models", "byModel", "statuses", "maxAttempts", "baseBackoffMs", "maxBackoffMs",
 		"retryAfterCapMs", "budgetMs", "retryBudgetPercent", "timeoutMs", "maxAnswerBytes"); err != nil {
 		return nil, err
 	}
@@ -381,39 +446,43 @@ func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 		return nil, err
 	}
 	for i, mv := range models {
-		mp := index(join(path, "models"), i)
-		var entry FallbackEntry
-		switch mv.Kind {
-		case jsonlite.String:
-			if entry.Model, err = d.model(mp, mv.Str); err != nil {
-				return nil, err
-			}
-		case jsonlite.Object:
-			if err := object(mp, mv, "model", "provider"); err != nil {
-				return nil, err
-			}
-			name, err := requiredStr(mp, mv, "model")
-			if err != nil {
-				return nil, err
-			}
-			if entry.Model, err = d.model(join(mp, "model"), name); err != nil {
-				return nil, err
-			}
-			pname, err := str(mp, mv, "provider")
-			if err != nil {
-				return nil, err
-			}
-			if pname != "" {
-				p, ok := d.providers[pname]
-				if !ok {
-					return nil, fail(join(mp, "provider"), "unknown provider "+strconv.Quote(pname))
-				}
-				entry.Provider = p
-			}
-		default:
-			return nil, fail(mp, "must be a model name or {\"model\", \"provider\"}, not "+mv.Kind.String())
+		entry, err := d.chainEntry(index(join(path, "models"), i), mv)
+		if err != nil {
+			return nil, err
 		}
 		f.Chain = append(f.Chain, entry)
+	}
+	if bm := v.Get("byModel"); bm != nil {
+		bp := join(path, "byModel")
+		if bm.Kind != jsonlite.Object {
+			return nil, fail(bp, "must be an object, not "+bm.Kind.String())
+		}
+		f.ByModel = make(map[*Model][]FallbackEntry, len(bm.Members))
+		for _, mem := range bm.Members {
+			mp := key(bp, mem.Name)
+			m, err := d.model(mp, mem.Name)
+			if err != nil {
+				return nil, err
+			}
+			if m.Name != mem.Name {
+				return nil, fail(mp, "is an alias; name the model "+strconv.Quote(m.Name)+" instead")
+			}
+			if _, dup := f.ByModel[m]; dup {
+				return nil, fail(mp, "appears twice")
+			}
+			if mem.Value.Kind != jsonlite.Array {
+				return nil, fail(mp, "must be an array of fallback entries, not "+mem.Value.Kind.String())
+			}
+			chain := make([]FallbackEntry, 0, len(mem.Value.Items))
+			for i, ev := range mem.Value.Items {
+				entry, err := d.chainEntry(index(mp, i), ev)
+				if err != nil {
+					return nil, err
+				}
+				chain = append(chain, entry)
+			}
+			f.ByModel[m] = chain
+		}
 	}
 	if st, err := array(path, v, "statuses"); err != nil {
 		return nil, err

@@ -27,6 +27,8 @@ type Plan struct {
 	// MaxP99Ratio bounds canary p99 / baseline p99; 0 turns the check off.
 	MaxP99Ratio float64
 	StartPaused bool
+	// Hold keeps the last step's weight instead of promoting past it.
+	Hold bool
 }
 
 // PlanFromConfig converts a validated config plan.
@@ -41,6 +43,7 @@ func PlanFromConfig(c config.Plan) Plan {
 		MaxErrorRate: *c.MaxErrorRate,
 		MaxP99Ratio:  *c.MaxP99Ratio,
 		StartPaused:  c.Paused,
+		Hold:         c.Hold,
 	}
 }
 

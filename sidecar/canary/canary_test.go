@@ -222,3 +222,31 @@ func TestStepsWithoutHundredPromoteAfterLast(t *testing.T) {
 	require.Equal(t, canary.Promoted, r.State())
 	require.Equal(t, uint32(10000), r.Weight())
 }
+
+// TestHoldStaysAtTheLastStep: a plan that holds (a fixed canary percentage)
+// stays at its last weight after passing analyses, and still rolls back when
+// the canary turns bad.
+func TestHoldStaysAtTheLastStep(t *testing.T) {
+	p := plan()
+	p.Steps, p.Hold = []uint32{10}, true
+	t0 := time.Unix(0, 0)
+	r := canary.NewRollout(p, t0)
+	now := t0
+	for range 3 {
+		feed(r, "relay", 10, 200, 1)
+		feed(r, "openai", 10, 200, 1)
+		now = now.Add(time.Minute)
+		v, changed := r.Evaluate(now)
+		require.False(t, changed)
+		require.Equal(t, canary.Wait, v.Decision)
+		require.Contains(t, v.Reason, "holding at 10%")
+		require.Equal(t, canary.Progressing, r.State())
+		require.Equal(t, uint32(1000), r.Weight())
+		require.Equal(t, "hold", r.LastVerdict())
+	}
+	feed(r, "relay", 10, 500, 1)
+	v, changed := r.Evaluate(now.Add(time.Second))
+	require.True(t, changed)
+	require.Equal(t, canary.Rollback, v.Decision)
+	require.Zero(t, r.Weight())
+}

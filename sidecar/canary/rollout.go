@@ -3,6 +3,7 @@ package canary
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -172,6 +173,14 @@ func (r *Rollout) Evaluate(now time.Time) (Verdict, bool) {
 	r.lastVerdict, r.reason = v.Decision.String(), v.Reason
 	switch v.Decision {
 	case Advance:
+		if r.plan.Hold && r.step == len(r.plan.Steps)-1 && r.plan.Steps[r.step] < 100 {
+			// A plan that holds stays at its last weight; each window is
+			// analysed again, so a canary that turns bad still rolls back.
+			r.resetWindow(now)
+			v = Verdict{Wait, "holding at " + strconv.FormatUint(uint64(r.plan.Steps[r.step]), 10) + "% (the plan holds at its last step): " + v.Reason}
+			r.lastVerdict, r.reason = "hold", v.Reason
+			return v, false
+		}
 		r.enterStep(r.step+1, now)
 		r.lastVerdict, r.reason = v.Decision.String(), v.Reason
 		return v, true

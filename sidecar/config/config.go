@@ -114,6 +114,10 @@ type Plan struct {
 	MaxP99Ratio *float64 `json:"max_p99_ratio,omitempty"`
 	// Paused starts the rollout paused at the first step.
 	Paused bool `json:"paused,omitempty"`
+	// Hold keeps the canary at the last step's weight for good instead of
+	// promoting it to 100% once that step's analysis passes; the analysis
+	// goes on, so a failing canary is still rolled back.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // Budgets are monthly (UTC calendar month) spending limits.
