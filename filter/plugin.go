@@ -68,8 +68,12 @@ type plugin struct {
 	mem        proxywasm.MetricGauge
 	memDefined bool
 	ticks      uint64
-	// replyHeaders receives the headers of a rate limit refusal.
+	// replyHeaders and replyValues receive the headers of a rate limit
+	// refusal and their values.
 	replyHeaders [][2]string
+	replyValues  []byte
+	// replyBody receives the error body of a local reply.
+	replyBody []byte
 	// coolBuf receives the provider memory's new value before it is stored.
 	coolBuf []byte
 	// coolSeen is set while this VM knows of a provider's pause: since its

@@ -23,12 +23,21 @@ func (s *stream) reply(status int, headers [][2]string, message, typ, code strin
 		headers = append(headers, openai.NoRetry)
 	}
 	headers = append(headers, openai.JSONHeaders...)
-	if err := proxywasm.SendHttpResponse(uint32(status), headers, openai.ErrorBody(message, typ, code), -1); err != nil {
+	// The body goes to the plugin's buffer; the host copies it.
+	body := openai.AppendErrorBody(s.plugin.replyBody[:0], message, typ, code)
+	err := proxywasm.SendHttpResponse(uint32(status), headers, body, -1)
+	if cap(body) <= maxReplyBody {
+		s.plugin.replyBody = body[:0]
+	}
+	if err != nil {
 		proxywasm.LogError("shepherd: sending a local reply: " + err.Error())
 		return types.ActionContinue
 	}
 	return types.ActionPause
 }
+
+// maxReplyBody bounds the reply buffer a VM keeps between replies.
+const maxReplyBody = 4 << 10
 
 // rateLimited answers 429 with Retry-After and OpenAI's x-ratelimit-* headers.
 func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
@@ -43,12 +52,14 @@ func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
 func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8, scope string) types.Action {
 	r := s.decision.Route
 	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: extra}, 1)
-	hdrs := s.plugin.replyHeaders[:0]
-	if cap(hdrs) < 8 { // 7 here, content-type in reply
+	// The headers and their values go to the plugin's buffers: the host
+	// copies them when the reply is sent.
+	p := s.plugin
+	hdrs := p.replyHeaders[:0]
+	if cap(hdrs) < 8 { // 6 here, content-type in reply
 		hdrs = make([][2]string, 0, 8)
 	}
-	hdrs = limits.AppendRetryAfter(hdrs, d)
-	hdrs = limits.AppendHeaders(hdrs, kind, d)
+	hdrs, p.replyValues = limits.AppendRefusalHeaders(hdrs, p.replyValues, kind, d)
 	if d.TooLarge || d.RetryAfter > openai.MaxRetryWaitNs {
 		hdrs = append(hdrs, openai.NoRetry)
 	} else {
@@ -64,7 +75,7 @@ func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8,
 		msg = "request needs more tokens than the per-minute limit of route " + r.Name + " allows"
 	}
 	action := s.reply(429, hdrs, msg, openai.TypeRateLimit, "rate_limit_exceeded")
-	s.plugin.keepReplyHeaders(hdrs)
+	p.keepReplyHeaders(hdrs)
 	return action
 }
 

@@ -1,6 +1,9 @@
 package limits
 
-import "strconv"
+import (
+	"strconv"
+	"unsafe"
+)
 
 // Header names, indexed by Kind.
 var (
@@ -18,28 +21,48 @@ const RetryAfterHeader = "retry-after"
 // rather than a whole second.
 const RetryAfterMsHeader = "retry-after-ms"
 
-// AppendHeaders appends OpenAI's three x-ratelimit-*-<kind> headers describing d
-// to dst and returns the extended slice: the limit, the whole units remaining
-// and the time until the bucket is full again in Go duration style ("1s",
-// "6m0s", "20ms"). It allocates the value strings; call it when answering, not
-// on the decision path.
-func AppendHeaders(dst [][2]string, kind Kind, d Decision) [][2]string {
-	var buf [32]byte
+// AppendRefusalHeaders appends the headers of a refusal for d to dst: the
+// wait (Retry-After in whole seconds, rounded up, at least 1; retry-after-ms,
+// the same wait rounded up to the millisecond only, 1000 when d names none)
+// and OpenAI's three x-ratelimit-*-<kind> headers (the limit, the whole units
+// remaining, and the time until the bucket is full again in Go duration style:
+// "1s", "6m0s", "20ms").
+//
+// The values are formatted into buf, which it returns for reuse, and alias its
+// bytes: they are valid until buf is written again, long enough for a local
+// reply (the host copies the headers). With a buf of 128 bytes or more it does
+// not allocate.
+func AppendRefusalHeaders(dst [][2]string, buf []byte, kind Kind, d Decision) ([][2]string, []byte) {
+	if cap(buf) < 128 { // every value at its longest fits
+		buf = make([]byte, 0, 128)
+	}
+	buf = buf[:0]
+	var ends [5]int
+	buf = strconv.AppendInt(buf, RetryAfterSeconds(d.RetryAfter), 10)
+	ends[0] = len(buf)
+	buf = strconv.AppendInt(buf, RetryAfterMillis(d.RetryAfter), 10)
+	ends[1] = len(buf)
+	buf = strconv.AppendInt(buf, d.Limit, 10)
+	ends[2] = len(buf)
+	buf = strconv.AppendInt(buf, d.Remaining, 10)
+	ends[3] = len(buf)
+	buf = AppendDuration(buf, d.ResetAfter)
+	ends[4] = len(buf)
+	value := func(i int) string {
+		from := 0
+		if i > 0 {
+			from = ends[i-1]
+		}
+		return unsafe.String(unsafe.SliceData(buf[from:]), ends[i]-from)
+	}
 	k := kind & 1
 	return append(dst,
-		[2]string{limitHeader[k], strconv.FormatInt(d.Limit, 10)},
-		[2]string{remainingHeader[k], strconv.FormatInt(d.Remaining, 10)},
-		[2]string{resetHeader[k], string(AppendDuration(buf[:0], d.ResetAfter))},
-	)
-}
-
-// AppendRetryAfter appends the wait of a denied d: Retry-After in whole
-// seconds, rounded up, at least 1, and retry-after-ms, the same wait rounded up
-// to the millisecond only (1000 when d names no wait, as Retry-After's 1 s).
-func AppendRetryAfter(dst [][2]string, d Decision) [][2]string {
-	return append(dst,
-		[2]string{RetryAfterHeader, strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10)},
-		[2]string{RetryAfterMsHeader, strconv.FormatInt(RetryAfterMillis(d.RetryAfter), 10)})
+		[2]string{RetryAfterHeader, value(0)},
+		[2]string{RetryAfterMsHeader, value(1)},
+		[2]string{limitHeader[k], value(2)},
+		[2]string{remainingHeader[k], value(3)},
+		[2]string{resetHeader[k], value(4)},
+	), buf
 }
 
 // RetryAfterMillis is ns in whole milliseconds, rounded up; 1000 when ns is not

@@ -64,22 +64,44 @@ func TestRetryAfterMillis(t *testing.T) {
 	}
 }
 
-func TestAppendHeaders(t *testing.T) {
+func TestAppendRefusalHeaders(t *testing.T) {
 	denied := Decision{Limit: 30000, Remaining: 12, ResetAfter: 6*minute + 500*ms, RetryAfter: 1200 * ms}
-	got := AppendHeaders(nil, Tokens, denied)
-	got = AppendRetryAfter(got, denied)
+	got, buf := AppendRefusalHeaders(nil, nil, Tokens, denied)
 	require.Equal(t, [][2]string{
+		{"retry-after", "2"},
+		{"retry-after-ms", "1200"},
 		{"x-ratelimit-limit-tokens", "30000"},
 		{"x-ratelimit-remaining-tokens", "12"},
 		{"x-ratelimit-reset-tokens", "6m0.5s"},
-		{"retry-after", "2"},
-		{"retry-after-ms", "1200"},
 	}, got)
 
-	got = AppendHeaders(got[:0], Requests, Decision{Allowed: true, Limit: 60, Remaining: 59, ResetAfter: second})
+	got, _ = AppendRefusalHeaders(got[:0], buf, Requests, Decision{Limit: 60, Remaining: 0, ResetAfter: second, RetryAfter: 999_999_999})
 	require.Equal(t, [][2]string{
+		{"retry-after", "1"},
+		{"retry-after-ms", "1000"},
 		{"x-ratelimit-limit-requests", "60"},
-		{"x-ratelimit-remaining-requests", "59"},
+		{"x-ratelimit-remaining-requests", "0"},
 		{"x-ratelimit-reset-requests", "1s"},
 	}, got)
+
+	// Every value at its longest still fits the buffer, unchanged.
+	huge := Decision{Limit: 1<<63 - 1, Remaining: 1<<63 - 1, ResetAfter: 1<<63 - 1, RetryAfter: 1<<63 - 1}
+	got, _ = AppendRefusalHeaders(got[:0], buf, Requests, huge)
+	require.Equal(t, "9223372036854775807", got[2][1])
+	require.Equal(t, "9223372037", got[0][1])
+	require.Equal(t, "9223372036855", got[1][1])
+	require.Equal(t, "2562047h47m16.855s", got[4][1])
+}
+
+// TestAppendRefusalHeadersAllocatesNothing: a flood of refusals costs no
+// garbage once the buffers exist.
+func TestAppendRefusalHeadersAllocatesNothing(t *testing.T) {
+	dst := make([][2]string, 0, 8)
+	buf := make([]byte, 0, 128)
+	d := Decision{Limit: 600, Remaining: 0, ResetAfter: 59*second + 123*ms, RetryAfter: 99*ms + 1}
+	allocs := testing.AllocsPerRun(1000, func() {
+		dst, buf = AppendRefusalHeaders(dst[:0], buf, Requests, d)
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, "100", dst[1][1])
 }

@@ -15,8 +15,12 @@ const (
 // OpenAI-compatible clients parse on any non-2xx answer. An empty code is sent as
 // null, as OpenAI does.
 func ErrorBody(message, typ, code string) []byte {
-	b := make([]byte, 0, 64+len(message))
-	b = append(b, `{"error":{"message":`...)
+	return AppendErrorBody(make([]byte, 0, 64+len(message)), message, typ, code)
+}
+
+// AppendErrorBody appends ErrorBody(message, typ, code) to dst.
+func AppendErrorBody(dst []byte, message, typ, code string) []byte {
+	b := append(dst, `{"error":{"message":`...)
 	b = jsonlite.AppendString(b, message)
 	b = append(b, `,"type":`...)
 	b = jsonlite.AppendString(b, typ)
