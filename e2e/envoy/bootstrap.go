@@ -38,6 +38,10 @@ type Bootstrap struct {
 	Admin  string // admin.address ("" without an admin listener)
 	// WasmFile is the plugin's vm_config.code.local.filename ("" when inline).
 	WasmFile string
+	// ListenTLS is the listener's DownstreamTlsContext (nil: plain HTTP): its
+	// certificate and, with a validation context, the client certificates it
+	// verifies (required with require_client_certificate, else verified when given).
+	ListenTLS *tls.Config
 }
 
 // The bootstrap subset the host serves: for each message, the fields it reads.
@@ -54,7 +58,7 @@ var bootstrapFields = map[protoreflect.FullName][]string{
 	"envoy.config.metrics.v3.TagSpecifier":                {"tag_name", "regex"},
 	"envoy.config.bootstrap.v3.Bootstrap.StaticResources": {"listeners", "clusters"},
 	"envoy.config.listener.v3.Listener":                   {"name", "address", "filter_chains"},
-	"envoy.config.listener.v3.FilterChain":                {"filters"},
+	"envoy.config.listener.v3.FilterChain":                {"filters", "transport_socket"},
 	"envoy.config.listener.v3.Filter":                     {"name", "typed_config"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {
 		"stat_prefix", "codec_type", "route_config", "http_filters", "stream_idle_timeout",
@@ -88,7 +92,9 @@ var bootstrapFields = map[protoreflect.FullName][]string{
 	"envoy.config.core.v3.UpstreamHttpProtocolOptions":                                            {"auto_sni", "auto_san_validation"},
 	"envoy.config.core.v3.TransportSocket":                                                        {"name", "typed_config"},
 	"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext":                                {"sni", "common_tls_context"},
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext":                                  {"alpn_protocols", "validation_context"},
+	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext":                                  {"alpn_protocols", "validation_context", "tls_certificates"},
+	"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext":                              {"common_tls_context", "require_client_certificate"},
+	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate":                                    {"certificate_chain", "private_key"},
 	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext":                      {"trusted_ca"},
 	"envoy.config.core.v3.Metadata":                                                               {"filter_metadata"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.CodecType": {},
@@ -234,6 +240,18 @@ func LoadBootstrap(data []byte, dir string) (*Bootstrap, error) {
 	if len(l.GetFilterChains()) != 1 || len(l.GetFilterChains()[0].GetFilters()) != 1 {
 		return nil, fmt.Errorf("bootstrap: %s.filter_chains: want one filter chain of one http_connection_manager", lw)
 	}
+	if ts := l.GetFilterChains()[0].GetTransportSocket(); ts != nil {
+		tw := lw + ".filter_chains[0].transport_socket.typed_config"
+		var down tlsv3.DownstreamTlsContext
+		if err := ts.GetTypedConfig().UnmarshalTo(&down); err != nil {
+			return nil, fmt.Errorf("bootstrap: %s: want a DownstreamTlsContext: %w", tw, err)
+		}
+		tc, err := listenerTLS(&down, tw, file)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		out.ListenTLS = tc
+	}
 	fw := lw + ".filter_chains[0].filters[0]"
 	var hcm hcmv3.HttpConnectionManager
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
@@ -309,6 +327,47 @@ func loadCluster(cfg *Config, c *clusterv3.Cluster, where string, file func(stri
 		cfg.ClusterTLS[name] = tc
 	}
 	return nil
+}
+
+// listenerTLS builds a listener's TLS from its DownstreamTlsContext.
+func listenerTLS(down *tlsv3.DownstreamTlsContext, where string, file func(string) string) (*tls.Config, error) {
+	ctc := down.GetCommonTlsContext()
+	certs := ctc.GetTlsCertificates()
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("%s.common_tls_context.tls_certificates: want exactly one, got %d", where, len(certs))
+	}
+	chain, err := dataSource(certs[0].GetCertificateChain(), file)
+	if err != nil {
+		return nil, fmt.Errorf("%s.common_tls_context.tls_certificates[0].certificate_chain: %w", where, err)
+	}
+	key, err := dataSource(certs[0].GetPrivateKey(), file)
+	if err != nil {
+		return nil, fmt.Errorf("%s.common_tls_context.tls_certificates[0].private_key: %w", where, err)
+	}
+	pair, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s.common_tls_context.tls_certificates[0]: %w", where, err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
+		NextProtos: ctc.GetAlpnProtocols()}
+	if ca := ctc.GetValidationContext().GetTrustedCa(); ca != nil {
+		pem, err := dataSource(ca, file)
+		if err != nil {
+			return nil, fmt.Errorf("%s.common_tls_context.validation_context.trusted_ca: %w", where, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s.common_tls_context.validation_context.trusted_ca: no PEM certificate", where)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	if down.GetRequireClientCertificate().GetValue() {
+		if tc.ClientCAs == nil {
+			return nil, fmt.Errorf("%s.require_client_certificate: needs common_tls_context.validation_context.trusted_ca", where)
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 func dataSource(ds *corev3.DataSource, file func(string) string) ([]byte, error) {

@@ -1,6 +1,9 @@
 package envoy
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"math"
 	"net"
 	"net/http"
@@ -22,7 +25,8 @@ import (
 // Emulated: request.{path,url_path,host,scheme,method,headers,referer,useragent,id,time,
 // protocol,size,total_size,duration}, response.{code,code_details,flags,headers,trailers,
 // size,total_size}, source.{address,port}, destination.{address,port},
-// connection.{id,mtls,requested_server_name}, upstream.{address,port},
+// connection.{id,mtls,requested_server_name,tls_version,subject_peer_certificate,
+// uri_san_peer_certificate,dns_san_peer_certificate,sha256_peer_certificate_digest}, upstream.{address,port},
 // xds.{route_name,cluster_name,route_metadata}, route_metadata, node.{id,cluster,metadata}, plugin_name, plugin_root_id,
 // plugin_vm_id, and values set with proxy_set_property (Envoy's "wasm." filter state).
 //
@@ -190,6 +194,11 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 				return leaf([]byte(s.r.TLS.ServerName))
 			}
 			return leaf(nil)
+		default:
+			if b, ok := peerCertProperty(s.r.TLS, field); ok {
+				return leaf(b)
+			}
+			return nil, StatusNotFound
 		}
 	case "upstream":
 		if s.upstream == "" {
@@ -222,6 +231,47 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 		}
 	}
 	return nil, StatusNotFound
+}
+
+// peerCertProperty serves the connection.* attributes Envoy reads from the
+// downstream TLS connection (source/extensions/filters/common/expr/context.cc,
+// the SSL extractors): the TLS version, and of the peer's (client's) certificate
+// its subject (RFC 2253), first URI SAN and first DNS SAN, and the SHA-256 of its
+// DER as hex. Without TLS, without a client certificate, or without such a SAN
+// the attribute is NotFound. The local certificate's attributes are not served.
+func peerCertProperty(cs *tls.ConnectionState, field string) ([]byte, bool) {
+	if cs == nil {
+		return nil, false
+	}
+	if field == "tls_version" {
+		switch cs.Version {
+		case tls.VersionTLS13:
+			return []byte("TLSv1.3"), true
+		case tls.VersionTLS12:
+			return []byte("TLSv1.2"), true
+		}
+		return nil, false
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return nil, false
+	}
+	c := cs.PeerCertificates[0]
+	switch field {
+	case "subject_peer_certificate":
+		return []byte(c.Subject.String()), true
+	case "uri_san_peer_certificate":
+		if len(c.URIs) > 0 {
+			return []byte(c.URIs[0].String()), true
+		}
+	case "dns_san_peer_certificate":
+		if len(c.DNSNames) > 0 {
+			return []byte(c.DNSNames[0]), true
+		}
+	case "sha256_peer_certificate_digest":
+		sum := sha256.Sum256(c.Raw)
+		return []byte(hex.EncodeToString(sum[:])), true
+	}
+	return nil, false
 }
 
 // routeMetadata is the matched route's metadata as Envoy serializes a message

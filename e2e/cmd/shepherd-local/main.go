@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,8 +61,9 @@ type options struct {
 	cfg          envoy.Config
 	listen       string
 	admin        string
-	pluginConfig string // the --plugin-config value, re-read on SIGHUP
-	envoyConfig  string // the --envoy-config file, whose plugin configuration SIGHUP re-reads
+	pluginConfig string      // the --plugin-config value, re-read on SIGHUP
+	envoyConfig  string      // the --envoy-config file, whose plugin configuration SIGHUP re-reads
+	listenTLS    *tls.Config // the bootstrap listener's TLS (nil: plain HTTP/1.1 and h2c)
 }
 
 // reloadPluginConfig reads the plugin configuration again, from the bootstrap or
@@ -255,7 +257,7 @@ func fromBootstrap(fs *flag.FlagSet, path, wasm, pluginConfig string, clusters [
 			return nil, fmt.Errorf("--plugin-config: %w", err)
 		}
 	}
-	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path, pluginConfig: pluginConfig}
+	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path, pluginConfig: pluginConfig, listenTLS: b.ListenTLS}
 	lookup := func(name string) string { return fs.Lookup(name).Value.String() }
 	if set["listen"] {
 		o.listen = lookup("listen")
@@ -342,14 +344,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	scheme := "http"
+	if o.listenTLS != nil {
+		// The bootstrap's DownstreamTlsContext: TLS (HTTP/1.1 and h2), client
+		// certificates verified as it says; the plugin reads them as connection.*.
+		tc := o.listenTLS.Clone()
+		if len(tc.NextProtos) == 0 {
+			tc.NextProtos = []string{"h2", "http/1.1"}
+		}
+		ln = tls.NewListener(ln, tc)
+		protocols.SetHTTP2(true)
+		scheme = "https"
+	}
 	srv := &http.Server{Handler: h, Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
 	asrv := &http.Server{Handler: adminMux(h), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() { errc <- asrv.Serve(aln) }()
-	fmt.Fprintf(stdout, "shepherd-local: listening on http://%s (admin http://%s), %d workers, clusters: %s\n",
-		ln.Addr(), aln.Addr(), o.cfg.Workers, clusterList(o.cfg.Clusters))
+	fmt.Fprintf(stdout, "shepherd-local: listening on %s://%s (admin http://%s), %d workers, clusters: %s\n",
+		scheme, ln.Addr(), aln.Addr(), o.cfg.Workers, clusterList(o.cfg.Clusters))
 	if ready != nil {
 		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String()}
 	}

@@ -3,10 +3,21 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -264,4 +275,117 @@ func TestEnvoyConfigFlagErrors(t *testing.T) {
 	o, err = parseFlags([]string{"--envoy-config", bootstrap, "--wasm", wasm, "--plugin-config", "{\"x\":1}"}, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, `{"x":1}`, string(o.cfg.PluginConfig), "--plugin-config replaces it")
+}
+
+// pemCert issues a certificate signed by ca (self-signed when ca is nil) and
+// returns it with its key as PEM.
+func pemCert(t *testing.T, ca *tls.Certificate, cn string, uri string, server bool) (tls.Certificate, []byte, []byte) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	parent, signer := tmpl, any(key)
+	switch {
+	case ca == nil:
+		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign
+	default:
+		parent, signer = ca.Leaf, ca.PrivateKey
+		if server {
+			tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []net.IP{net.ParseIP("127.0.0.1")}
+		} else {
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		}
+	}
+	if uri != "" {
+		u, err := url.Parse(uri)
+		require.NoError(t, err)
+		tmpl.URIs = []*url.URL{u}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	require.NoError(t, err)
+	kder, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err)
+	pair.Leaf, err = x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return pair, certPEM, keyPEM
+}
+
+// TestEnvoyConfigTLSListenerWithClientCertificates: a bootstrap listener with a
+// DownstreamTlsContext requiring client certificates serves TLS, refuses a
+// client without a certificate, and hands the plugin the peer's SPIFFE URI SAN
+// as connection.uri_san_peer_certificate.
+func TestEnvoyConfigTLSListenerWithClientCertificates(t *testing.T) {
+	wasm := buildGuest(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "primary")
+	}))
+	defer up.Close()
+	dir := t.TempDir()
+	ca, caPEM, _ := pemCert(t, nil, "test ca", "", false)
+	_, srvPEM, srvKey := pemCert(t, &ca, "proxy", "", true)
+	const spiffe = "spiffe://cluster.local/ns/team-a/sa/chat"
+	client, _, _ := pemCert(t, &ca, "chat", spiffe, false)
+	for name, data := range map[string][]byte{"ca.pem": caPEM, "server.pem": srvPEM, "server.key": srvKey} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
+	}
+	boot, err := os.ReadFile("../../envoy/testdata/bootstrap/routes.yaml")
+	require.NoError(t, err)
+	text := strings.Replace(string(boot), "    filter_chains:\n    - filters:\n", `    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [{certificate_chain: {filename: server.pem}, private_key: {filename: server.key}}]
+            validation_context: {trusted_ca: {filename: ca.pem}}
+      filters:
+`, 1)
+	require.Contains(t, text, "DownstreamTlsContext")
+	bootstrap := filepath.Join(dir, "envoy.yaml")
+	require.NoError(t, os.WriteFile(bootstrap, []byte(text), 0o600))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--envoy-config", bootstrap, "--wasm", wasm,
+			"--cluster", "primary=" + strings.TrimPrefix(up.URL, "http://"), "--cluster", "backup=127.0.0.1:9",
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"}, io.Discard, io.Discard, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("shepherd-local did not start")
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	get := func(certs []tls.Certificate) (*http.Response, error) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
+		defer c.CloseIdleConnections()
+		return c.Get("https://" + a.Listen + "/v1/chat")
+	}
+	resp, err := get([]tls.Certificate{client})
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, hex.EncodeToString([]byte(spiffe)), resp.Header.Get("x-conn-uri_san_peer_certificate"))
+	require.Equal(t, "01", resp.Header.Get("x-conn-mtls"))
+
+	_, err = get(nil)
+	require.Error(t, err, "a client without a certificate is refused in the handshake")
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("shepherd-local did not stop")
+	}
 }

@@ -273,6 +273,14 @@ func (s *stream) OnHttpResponseHeaders(n int, eos bool) types.Action {
 		_ = proxywasm.AddHttpResponseHeader("x-seen-service-time", st)
 		ns, _ := proxywasm.GetProperty([]string{"node", "metadata", "NAMESPACE"})
 		_ = proxywasm.AddHttpResponseHeader("x-node-namespace", string(ns))
+		for _, f := range []string{"mtls", "uri_san_peer_certificate", "subject_peer_certificate", "tls_version", "sha256_peer_certificate_digest"} {
+			v, err := proxywasm.GetProperty([]string{"connection", f})
+			if err != nil {
+				_ = proxywasm.AddHttpResponseHeader("x-conn-"+f, "<"+err.Error()+">")
+			} else {
+				_ = proxywasm.AddHttpResponseHeader("x-conn-"+f, hex.EncodeToString(v))
+			}
+		}
 	}
 	return types.ActionContinue
 }
