@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,6 +122,27 @@ func filterLabels(t *testing.T) labelSet {
 	return labels
 }
 
+var filterExport struct {
+	once   sync.Once
+	labels labelSet
+}
+
+// exportedFilterLabels is filterLabels run once per test binary; each caller
+// gets its own copy.
+func exportedFilterLabels(t *testing.T) labelSet {
+	t.Helper()
+	filterExport.once.Do(func() { filterExport.labels = filterLabels(t) })
+	require.NotNil(t, filterExport.labels, "the filter's export (see the first test that ran it)")
+	out := labelSet{}
+	for m, ls := range filterExport.labels {
+		for l := range ls {
+			out.add(m, l)
+		}
+		out.add(m)
+	}
+	return out
+}
+
 var variableLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
 
 // labelRecorder notes the variable labels of registered collectors.
@@ -205,7 +227,7 @@ func queryLabelProblems(expr string, labels labelSet) []string {
 // match on and group by are ones the series really carry: the filter's as the
 // host exports them after real traffic, the sidecar's as its metrics declare.
 func TestQueriesUseLabelsTheMetricsHave(t *testing.T) {
-	labels := filterLabels(t)
+	labels := exportedFilterLabels(t)
 	sidecarLabels(t, labelRecorder{prometheus.NewRegistry(), labels})
 	for name, ls := range IstioMetrics {
 		labels.add(name, ls...)

@@ -131,9 +131,20 @@ func sidecarMetrics(t *testing.T, known Metrics) {
 	require.True(t, known["shepherd_ratelimit_store_duration_seconds_bucket"], "rate limit histograms recorded")
 }
 
+// knownMetrics are the names the filter really exports (the local mesh's
+// /stats/prometheus after real traffic, exportedFilterLabels), those the
+// sidecar registers, and Istio's that shepherd uses. The filter's must also
+// be names filter/telemetry defines.
 func knownMetrics(t *testing.T) Metrics {
+	defined := Metrics{}
+	filterMetrics(t, defined)
 	known := Metrics{}
-	filterMetrics(t, known)
+	for name := range exportedFilterLabels(t) {
+		if strings.HasPrefix(name, "shepherd_") || strings.HasPrefix(name, "gen_ai_") {
+			require.True(t, defined[name], "the filter exports %s, which filter/telemetry does not define", name)
+			known.AddCounter(name)
+		}
+	}
 	sidecarMetrics(t, known)
 	for name := range IstioMetrics {
 		known.AddCounter(name)
