@@ -96,6 +96,12 @@ func wasmPlugin(o *Object, wp *extensions.WasmPlugin) []error {
 		}
 	}
 	var cfg struct {
+		Sidecar *struct {
+			Token *struct {
+				Env    string `json:"env"`
+				Inline string `json:"inline"`
+			} `json:"token"`
+		} `json:"sidecar"`
 		Providers []struct {
 			Name       string `json:"name"`
 			Credential *struct {
@@ -106,6 +112,21 @@ func wasmPlugin(o *Object, wp *extensions.WasmPlugin) []error {
 	}
 	if err := json.Unmarshal(js, &cfg); err != nil {
 		return append(errs, problem(o, "spec.pluginConfig", "%v", err))
+	}
+	if sc := cfg.Sidecar; sc != nil && sc.Token != nil {
+		// The filter token is a secret like a credential: from the proxy's
+		// environment only.
+		const field = "spec.pluginConfig.sidecar.token"
+		switch {
+		case sc.Token.Inline != "":
+			errs = append(errs, problem(o, field+".inline", "the filter token must not sit in the manifest; use {\"env\": NAME} and vmConfig.env"))
+		case sc.Token.Env != "":
+			if e, ok := env[sc.Token.Env]; !ok {
+				errs = append(errs, problem(o, field+".env", "%s is not in spec.vmConfig.env, so the filter never sees it", sc.Token.Env))
+			} else if e.GetValueFrom() != extensions.EnvValueSource_HOST {
+				errs = append(errs, problem(o, "spec.vmConfig.env["+e.GetName()+"]", "valueFrom must be HOST (the proxy's environment, from a Secret)"))
+			}
+		}
 	}
 	for i, p := range cfg.Providers {
 		field := fmt.Sprintf("spec.pluginConfig.providers[%d].credential", i)

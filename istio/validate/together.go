@@ -18,6 +18,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	filterconfig "github.com/shepherd-mesh/shepherd/filter/config"
+	sidecarconfig "github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 )
 
@@ -189,6 +190,13 @@ func sidecarUse(p *Object, objs []*Object) []error {
 			continue
 		}
 		for key, data := range cm.Data {
+			if key == "sidecar.yaml" && len(cfg.Sidecar.Metadata) == 0 {
+				if sc, err := sidecarconfig.Parse([]byte(data)); err == nil {
+					if field := sc.NeedsFilterToken(); field != "" {
+						errs = append(errs, problem(p, "spec.pluginConfig.sidecar.token", "is required: the sidecar's config sets %s, and the sidecar serves the policy and takes reports only with the filter token", field))
+					}
+				}
+			}
 			if !strings.HasPrefix(key, "ratelimit") {
 				continue
 			}
