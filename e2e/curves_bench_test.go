@@ -10,6 +10,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 )
 
 // The curves: how the filter's own time per request (guest time, as
@@ -105,8 +106,66 @@ func routesConfig(n int, header bool) string {
 	return sb.String()
 }
 
+// chatOfSize is a chat request naming an alias (so the filter rewrites its
+// model and reserves tokens) of about size bytes, at most size, in n messages.
+func chatOfSize(size, n int) string {
+	const head, tail = `{"model":"fast","max_tokens":100,"messages":[`, `]}`
+	const msgOpen, msgClose = `{"role":"user","content":"`, `"}`
+	line := "Tell me about the shepherds of the mesh and their flocks of tokens. "
+	per := (size-len(head)-len(tail))/n - len(msgOpen) - len(msgClose) - 1
+	var sb strings.Builder
+	sb.WriteString(head)
+	for i := range n {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		sb.WriteString(msgOpen)
+		for k := 0; k < per; k += len(line) {
+			sb.WriteString(line[:min(len(line), per-k)])
+		}
+		sb.WriteString(msgClose)
+	}
+	sb.WriteString(tail)
+	return sb.String()
+}
+
 func BenchmarkCurves(b *testing.B) {
 	up := scenario.Upstream(b, okUpstream{})
+	bodyread, err := wasmbuild.Build("./e2e/testdata/bodyread")
+	if err != nil {
+		b.Fatal(err)
+	}
+	post := func(body string) func(int) *http.Request {
+		return func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", body) }
+	}
+	b.Run("body-size", func(b *testing.B) {
+		// The reference plugin that only reads a 1 MiB body, then the filter
+		// on bodies of 200 B to 1 MiB: filter-1MiB-x-first is the goal's
+		// ratio (at most 3).
+		mib := chatOfSize(1<<20, 1024)
+		cases := []curveCase{{name: "bodyread-1MiB", host: newBenchHost(b, bodyread, benchConfig, map[string]string{"p": up}),
+			req: post(mib), want: http.StatusOK}}
+		filter := benchHost(b, module(b), up)
+		for _, c := range []struct {
+			name string
+			size int
+		}{{"200B", 200}, {"8KiB", 8 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}} {
+			n := max(1, c.size/1024)
+			cases = append(cases, curveCase{name: "filter-" + c.name, host: filter, req: post(chatOfSize(c.size, n)), want: http.StatusOK})
+		}
+		runCurve(b, 3, cases...)
+		b.ReportMetric(float64(filter.VMStats()[0].MemoryBytes)/(1<<20), "MiB-memory/vm")
+	})
+	b.Run("messages", func(b *testing.B) {
+		// 64 KiB of prompt in 1, 100 and 1000 messages: the estimate must
+		// cost no more per message than per byte.
+		filter := benchHost(b, module(b), up)
+		var cases []curveCase
+		for _, n := range []int{1, 100, 1000} {
+			cases = append(cases, curveCase{name: "messages=" + strconv.Itoa(n), host: filter, req: post(chatOfSize(64<<10, n)), want: http.StatusOK})
+		}
+		runCurve(b, 3, cases...)
+	})
 	for _, header := range []bool{false, true} {
 		name := "prefix-routes"
 		if header {

@@ -87,8 +87,16 @@ func (p *plugin) keepReplyHeaders(h [][2]string) {
 	p.replyHeaders = h[:0]
 }
 
-// maxBodyBuf bounds the rewrite buffer a VM keeps between requests.
-const maxBodyBuf = 256 << 10
+// maxReusedBody bounds the request bodies a VM reads and rewrites in buffers
+// it keeps between requests (the binding's scratch for reading, bodyBuf for
+// the rewrite): bodies up to the default maxBodyBytes cost no allocation, and
+// the two buffers hold at most 2 MiB of a VM's memory. A larger body (a route
+// with a larger maxBodyBytes) is read and rewritten in buffers of its own.
+const maxReusedBody = 1 << 20
+
+// maxBodyBuf bounds the rewrite buffer a VM keeps between requests: a
+// rewrite adds at most a model name and stream_options to the body.
+const maxBodyBuf = maxReusedBody + 4<<10
 
 // keepBodyBuf keeps b's array for the next rewrite unless it grew too large.
 func (p *plugin) keepBodyBuf(b []byte) {

@@ -412,6 +412,10 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.awaitBody = false
 	// The body is read in place: everything that reads it runs before the
 	// next host call, and the rewrite goes to the plugin's reused buffer.
+	// The body arrives in the binding's scratch buffer, grown once to the
+	// largest body read (at most the route's maxBodyBytes), not in a buffer
+	// allocated for each request.
+	proxywasm.ReserveScratch(min(size, maxReusedBody))
 	raw, err := proxywasm.PeekHttpRequestBody(0, size)
 	if err != nil {
 		return types.ActionContinue

@@ -1,6 +1,7 @@
 package body
 
 import (
+	"strconv"
 	"testing"
 )
 
@@ -108,5 +109,57 @@ func BenchmarkJSONScanUsageOnly(b *testing.B) {
 		if !s.SawUsage() {
 			b.Fatal("no usage")
 		}
+	}
+}
+
+// chatBody is a chat request of about size bytes in messages of about msgLen
+// bytes of content each: the shape of a long-context request.
+func chatBody(size, msgLen int) []byte {
+	b := []byte(`{"model":"fast","max_tokens":100,"stream":false,"messages":[`)
+	line := []byte("Tell me about the shepherds of the mesh and their flocks of tokens. ")
+	for i := 0; len(b) < size; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"role":"user","content":"`...)
+		for n := 0; n < msgLen; n += len(line) {
+			b = append(b, line...)
+		}
+		b = append(b, `"}`...)
+	}
+	return append(b, `]}`...)
+}
+
+// BenchmarkInspectRequestSizes is InspectRequest along the body sizes of the
+// curve in e2e BenchmarkCurves, in messages of 1 KiB.
+func BenchmarkInspectRequestSizes(b *testing.B) {
+	for _, size := range []int{8 << 10, 64 << 10, 1 << 20} {
+		body := chatBody(size, 1<<10)
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := InspectRequest(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInspectRequestMessages is InspectRequest on 64 KiB of prompt in 1,
+// 100 and 1000 messages.
+func BenchmarkInspectRequestMessages(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		body := chatBody(64<<10, (64<<10)/n-40)
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := InspectRequest(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -205,10 +205,13 @@ func InspectRequest(body []byte) (Request, error) {
 		var err error
 		switch {
 		case string(name) == "messages" && body[m.ValueStart] == '[':
-			r.PromptTextBytes = 0
-			end, err = r.messages(body, m.ValueStart, false)
+			var n int64
+			end, n, err = promptText(body, m.ValueStart, false)
+			r.PromptTextBytes = n
 		case string(name) == "input" && body[m.ValueStart] == '[':
-			end, err = r.messages(body, m.ValueStart, true)
+			var n int64
+			end, n, err = promptText(body, m.ValueStart, true)
+			r.PromptTextBytes += n
 		case body[m.ValueStart] == '"' && (string(name) == "input" || string(name) == "instructions" || string(name) == "prompt"):
 			end, _, err = jsonlite.ScanString(body, m.ValueStart)
 			r.PromptTextBytes += int64(end - m.ValueStart - 2)
@@ -338,100 +341,4 @@ func (r *Request) streamOptions(body []byte, v Span) error {
 		return invalid(err)
 	}
 	return nil
-}
-
-// messages adds up the message text of the "messages" array (or a Responses or
-// embeddings "input" array) at body[start] and returns the offset just past
-// it, validating it on the way. Elements that are not shaped like chat
-// messages are skipped: the upstream judges them; with countStrings, string
-// elements (embeddings inputs) count too.
-func (r *Request) messages(body []byte, start int, countStrings bool) (int, error) {
-	msgs := jsonlite.ArrayElements(body, start)
-	for msgs.NextStart() {
-		var end int
-		var err error
-		switch c := body[msgs.ValueStart]; {
-		case c == '{':
-			end, err = r.message(body, msgs.ValueStart)
-		case c == '"' && countStrings: // an input string (embeddings, moderations)
-			end, _, err = jsonlite.ScanString(body, msgs.ValueStart)
-			r.PromptTextBytes += int64(end - msgs.ValueStart - 2)
-		default:
-			end, err = jsonlite.SkipValue(body, msgs.ValueStart)
-		}
-		if err != nil {
-			return 0, err
-		}
-		msgs.ValueDone(end)
-	}
-	return msgs.End(), msgs.Err()
-}
-
-// message counts the content of the message object at body[start].
-func (r *Request) message(body []byte, start int) (int, error) {
-	m := jsonlite.ObjectMembers(body, start)
-	for m.NextName() {
-		v := m.ValueStart
-		var end int
-		var err error
-		// Calls are dear in a VM: the name is compared in place (NameIs only
-		// for a name spelled with escapes), and strings are scanned directly.
-		content := string(body[m.NameStart+1:m.NameEnd-1]) == "content" ||
-			(m.NameEscaped() && m.NameIs("content"))
-		switch {
-		case body[v] == '"':
-			end, _, err = jsonlite.ScanString(body, v)
-			if content {
-				r.PromptTextBytes += int64(end - v - 2)
-			}
-		case body[v] == '[' && content:
-			end, err = r.contentParts(body, v)
-		default:
-			end, err = jsonlite.SkipValue(body, v)
-		}
-		if err != nil {
-			return 0, err
-		}
-		m.ValueDone(end)
-	}
-	return m.End(), m.Err()
-}
-
-// contentParts counts the "text" strings of the content parts at body[start].
-func (r *Request) contentParts(body []byte, start int) (int, error) {
-	parts := jsonlite.ArrayElements(body, start)
-	for parts.NextStart() {
-		var end int
-		var err error
-		if body[parts.ValueStart] == '{' {
-			end, err = r.contentPart(body, parts.ValueStart)
-		} else {
-			end, err = jsonlite.SkipValue(body, parts.ValueStart)
-		}
-		if err != nil {
-			return 0, err
-		}
-		parts.ValueDone(end)
-	}
-	return parts.End(), parts.Err()
-}
-
-func (r *Request) contentPart(body []byte, start int) (int, error) {
-	m := jsonlite.ObjectMembers(body, start)
-	for m.NextName() {
-		v := m.ValueStart
-		var end int
-		var err error
-		if body[v] == '"' && m.NameIs("text") {
-			end, _, err = jsonlite.ScanString(body, v)
-			r.PromptTextBytes += int64(end - v - 2)
-		} else {
-			end, err = jsonlite.SkipValue(body, v)
-		}
-		if err != nil {
-			return 0, err
-		}
-		m.ValueDone(end)
-	}
-	return m.End(), m.Err()
 }

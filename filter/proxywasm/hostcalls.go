@@ -426,6 +426,13 @@ func PeekHttpRequestBody(start, maxSize int) ([]byte, error) {
 	return peekBuffer(abi.BufferHTTPRequestBody, start, maxSize)
 }
 
+// ReserveScratch makes the data of one host call up to n bytes (a request
+// body of that size read with PeekHttpRequestBody) arrive in a buffer the
+// binding keeps, instead of one allocated for the call: the buffer grows to
+// n once and stays, so a VM that reads large bodies allocates nothing per
+// request for them. Larger data still gets a buffer of its own.
+func ReserveScratch(n int) { abi.ReserveScratch(n) }
+
 // AppendHttpRequestBody appends data to the request body buffer.
 func AppendHttpRequestBody(data []byte) error {
 	return appendBuffer(abi.BufferHTTPRequestBody, data)

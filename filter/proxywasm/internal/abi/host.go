@@ -80,6 +80,9 @@ func current() Host {
 // caller's. (The wasip1 build returns data in place; see Peek there.)
 func Peek() {}
 
+// ReserveScratch is a no-op natively (see ReserveScratch there).
+func ReserveScratch(int) {}
+
 // Log calls proxy_log.
 func Log(level LogLevel, msg string) Status { return current().Log(level, msg) }
 

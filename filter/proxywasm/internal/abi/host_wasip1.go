@@ -30,6 +30,15 @@ var (
 // valid only until the next host call, for callers that read and forget.
 func Peek() { peek = true }
 
+// ReserveScratch grows the scratch buffer to n bytes, so that data up to n
+// bytes (a request body) arrives there instead of in a buffer allocated for
+// each call. Call it outside host calls; the scratch never shrinks.
+func ReserveScratch(n int) {
+	if n > len(scratch) {
+		scratch = make([]byte, n)
+	}
+}
+
 func init() {
 	// Pre-size the bookkeeping so the allocator export normally makes no
 	// heap allocation at all. init runs in _initialize and calls no host.
@@ -42,7 +51,7 @@ func proxyOnMemoryAllocate(size uint32) uint32 {
 	if size == 0 {
 		size = 1
 	}
-	if !scratchUsed && size <= scratchMax {
+	if !scratchUsed && size <= max(scratchMax, uint32(len(scratch))) {
 		if uint32(len(scratch)) < size {
 			scratch = make([]byte, size)
 		}
