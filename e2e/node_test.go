@@ -244,8 +244,8 @@ func TestNodeOpenAIStreamsAndOperations(t *testing.T) {
 
 // TestNodeOpenAIErrorsAndRetries: the Node SDK's error classes and its own
 // retry loop on shepherd's local answers: a rate limit is waited out and
-// served; a budget, an oversized body, a failed fallback chain and a
-// fail-closed 503 are not retried.
+// served; a budget, an oversized or invalid body, a failed fallback chain
+// and a fail-closed 503 are not retried.
 func TestNodeOpenAIErrorsAndRetries(t *testing.T) {
 	e := newClientsEnv(t)
 	node := startNode(t)
@@ -274,6 +274,18 @@ func TestNodeOpenAIErrorsAndRetries(t *testing.T) {
 		require.Equal(t, http.StatusRequestEntityTooLarge, r.Error.Status)
 		require.Equal(t, "request_too_large", str(r.Error.Code))
 		require.Equal(t, 1, r.Attempts)
+	})
+
+	t.Run("invalid JSON: not retried", func(t *testing.T) {
+		before := e.relay.Bodies()
+		r := node.run(t, "invalidJson", base("/plain/"))
+		require.False(t, r.OK)
+		require.Equal(t, "BadRequestError", r.Error.Class)
+		require.Equal(t, http.StatusBadRequest, r.Error.Status)
+		require.Equal(t, "invalid_json", str(r.Error.Code))
+		require.Equal(t, "false", str(r.Error.ShouldRetry))
+		require.Equal(t, 1, r.Attempts)
+		require.Equal(t, before, e.relay.Bodies(), "no body reached the provider")
 	})
 
 	t.Run("failed fallback chain: not run again", func(t *testing.T) {

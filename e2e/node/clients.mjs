@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 
 let attempts = 0;
 let client;
+let mangle = null; // rewrites the request body a case sends, when set
 const model = 'gpt-4.1';
 const messages = [{ role: 'user', content: 'count the sheep of the mesh' }];
 
@@ -84,6 +85,13 @@ const cases = {
     const r = await client.chat.completions.create({ model, messages });
     return { content: r.choices[0].message.content };
   },
+  // A body that is not JSON (cut short on its way, as a broken proxy or
+  // client library would send it).
+  async invalidJson() {
+    mangle = (body) => body.slice(0, 20);
+    await client.chat.completions.create({ model, messages });
+    return {};
+  },
   // A body over the route's maxBodyBytes.
   async large() {
     await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'baa '.repeat(400) }] });
@@ -95,12 +103,14 @@ async function runCase(name, baseURL) {
   const run = cases[name];
   if (!run) return { fatal: `no case ${name}` };
   attempts = 0;
+  mangle = null;
   client = new OpenAI({
     baseURL,
     apiKey: 'sk-the-applications-own-key',
     // Counts the HTTP attempts the SDK's own retry loop makes.
     fetch: (url, init) => {
       attempts++;
+      if (mangle && typeof init?.body === 'string') init = { ...init, body: mangle(init.body) };
       return fetch(url, init);
     },
   });
