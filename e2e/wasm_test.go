@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/wazero"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/promtext"
@@ -78,7 +80,7 @@ func wasmRunner(t testing.TB, s scenario.Setup) scenario.Mesh {
 		PluginConfig: []byte(s.PluginConfig), Workers: workers,
 		Clusters: s.Clusters, Routes: s.Routes, DefaultCluster: s.DefaultCluster,
 		StatsTags: statsTags(), Env: s.Env, LogWriter: io.Discard,
-		CompilationCache: compileCache,
+		CompilationCache: compileCache, NodeMetadata: nodeMetadata(t, s.NodeMetadata),
 	})
 	require.NoError(t, err)
 	front := httptest.NewServer(h)
@@ -121,4 +123,21 @@ func (m *wasmMesh) Counter(t testing.TB, name string) uint64 {
 	v, ok := promtext.Find(promtext.Parse(&buf), base, labels)
 	require.True(t, ok, "no metric %s%v in:\n%s", base, labels, buf.String())
 	return uint64(v)
+}
+
+// nodeMetadata serializes string metadata as the bootstrap's node.metadata
+// (a google.protobuf.Struct), nil for none.
+func nodeMetadata(t testing.TB, md map[string]string) []byte {
+	if len(md) == 0 {
+		return nil
+	}
+	fields := make(map[string]any, len(md))
+	for k, v := range md {
+		fields[k] = v
+	}
+	st, err := structpb.NewStruct(fields)
+	require.NoError(t, err)
+	b, err := proto.Marshal(st)
+	require.NoError(t, err)
+	return b
 }

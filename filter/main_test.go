@@ -38,9 +38,13 @@ func nativeRunner(t testing.TB, s scenario.Setup) scenario.Mesh {
 	for k, v := range s.Env {
 		t.Setenv(k, v)
 	}
-	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+	opt := proxytest.NewEmulatorOption().
 		WithVMContext(&vm{}).
-		WithPluginConfiguration([]byte(s.PluginConfig)))
+		WithPluginConfiguration([]byte(s.PluginConfig))
+	for k, v := range s.NodeMetadata {
+		opt = opt.WithProperty([]string{"node", "metadata", k}, []byte(v))
+	}
+	host, release := proxytest.NewHostEmulator(opt)
 	t.Cleanup(release)
 	require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
 	require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin(), "logs: %v", host.GetLogs(proxywasm.LogLevelCritical))

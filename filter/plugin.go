@@ -49,6 +49,9 @@ type plugin struct {
 	streams uint64
 	// sc is the conversation with shepherd-sidecar.
 	sc sidecarState
+	// workload is this Envoy's "<namespace>/<service account>" from its node
+	// metadata, read at configure (config.Unauthenticated without one).
+	workload string
 
 	// Reused by every stream on this VM (one callback runs at a time): the
 	// header slices of the phase at hand (reqHeaders holds the request's
@@ -130,6 +133,8 @@ type routeState struct {
 	budget        *fallback.RetryBudget
 	// byModel are the planners of fallback.byModel's chains.
 	byModel map[*config.Model]*fallback.Planner
+	// claimPath is the property path of the route's consumer claim.
+	claimPath []string
 }
 
 // OnPluginStart validates the pluginConfig. A bad config fails the start with a
@@ -152,6 +157,7 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.policy = pol
+	p.readWorkload()
 	if now, err := proxywasm.GetCurrentTimeNanoseconds(); err == nil {
 		p.rng ^= now | 1
 	}
@@ -182,15 +188,17 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 					return nil, err
 				}
 			}
-			if l.ConsumerHeader != "" {
+			if l.PerConsumer {
 				if st.consumers, err = limits.NewConsumers(store, r.Name, l.MaxConsumers); err != nil {
 					return nil, err
 				}
 			}
 		}
-		if g := r.GlobalLimits; g != nil && g.ConsumerHeader != "" {
+		if g := r.GlobalLimits; g != nil && g.PerConsumer {
 			switch l := r.Limits; {
 			case l != nil && l.ConsumerHeader == g.ConsumerHeader && st.consumers != nil:
+				// The same consumer value (the same header, or the mesh's
+				// identity for both) shares one bounded set.
 				st.meshConsumers = st.consumers
 			default:
 				max := config.DefaultMaxConsumers
@@ -203,6 +211,9 @@ func newPolicy(cfg *config.Config) (*policy, error) {
 					return nil, err
 				}
 			}
+		}
+		if r.Consumer.From == config.ConsumerFromClaim {
+			st.claimPath = jwtClaimPath(r.Consumer.Claim)
 		}
 		if f := r.Fallback; f != nil {
 			if st.planner, err = fallback.NewPlanner(f.Policy, len(f.Chain)+1); err != nil {

@@ -414,15 +414,3 @@ func (s *stream) readProviderHints(hdrs [][2]string) {
 		}
 	}
 }
-
-// consumerHeader is the header naming a route's consumer for budgets and
-// global limits.
-func consumerHeader(r *config.Route) string {
-	if g := r.GlobalLimits; g != nil && g.ConsumerHeader != "" {
-		return g.ConsumerHeader
-	}
-	if l := r.Limits; l != nil {
-		return l.ConsumerHeader
-	}
-	return ""
-}

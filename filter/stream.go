@@ -243,11 +243,21 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if h := d.Route.PriorityHeader; h != "" {
 		s.priority = headerClone(s.header(h))
 	}
-	if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
-		s.consumer = headerClone(s.header(l.ConsumerHeader))
-	}
-	if h := consumerHeader(d.Route); h != "" {
-		s.meshConsumer = headerClone(s.header(h))
+	if c := &d.Route.Consumer; c.From.Identity() {
+		// The mesh names the consumer; a client's header neither counts nor
+		// reaches the provider.
+		s.consumer = s.identity(c)
+		s.meshConsumer = s.consumer
+		if _, sent := s.header(c.Header); sent {
+			_ = proxywasm.RemoveHttpRequestHeader(c.Header)
+		}
+	} else {
+		if l := d.Route.Limits; l != nil && l.ConsumerHeader != "" {
+			s.consumer = headerClone(s.header(l.ConsumerHeader))
+		}
+		if c.From == config.ConsumerFromHeader {
+			s.meshConsumer = headerClone(s.header(c.Header))
+		}
 	}
 	if f := d.Route.Fallback; f != nil {
 		s.chain, s.plan = f.Chain, s.state.planner

@@ -25,6 +25,9 @@ type Setup struct {
 	// Workers is the number of VMs (Envoy workers); runners that have one VM
 	// ignore it.
 	Workers int
+	// NodeMetadata is the Envoy node's metadata (string values), as Istio's
+	// injector sets it: NAMESPACE, SERVICE_ACCOUNT, WORKLOAD_NAME.
+	NodeMetadata map[string]string
 }
 
 // Request is a client request to the mesh.
@@ -89,6 +92,7 @@ func All() []Scenario {
 		{Name: "hostile-fallback-answer", Run: HostileFallbackAnswer},
 		{Name: "hostile-paths", Run: HostilePaths},
 		{Name: "retry-hints", Run: RetryHints},
+		{Name: "workload-identity", Run: WorkloadIdentity},
 	}
 }
 

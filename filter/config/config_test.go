@@ -122,12 +122,22 @@ func TestParseInvalid(t *testing.T) {
 		"global-bad-descriptor":       `routes[0].globalLimits.descriptors[1]: unknown descriptor "user" (known: route, provider, model, consumer)`,
 		"global-dup-descriptor":       `routes[0].globalLimits.descriptors[1]: descriptor "route" is listed twice`,
 		"global-empty-descriptors":    `routes[0].globalLimits.descriptors: must not be empty (leave it out for ["route"])`,
-		"global-consumer-no-header":   `routes[0].globalLimits.consumerHeader: is required for the consumer descriptor (or set limits.consumerHeader)`,
+		"global-consumer-no-header":   `routes[0].globalLimits.consumerHeader: is required for the consumer descriptor (or set the route's consumer or limits.consumerHeader)`,
 		"global-failure-mode":         `routes[0].globalLimits.failureMode: must be "open" or "closed", not "deny"`,
 		"global-timeout":              `routes[0].globalLimits.timeoutMs: must be between 1 and 10000, not 0`,
 		"canary-one-provider":         `routes[0].canary: needs a route with two or more providers`,
 		"canary-unknown-provider":     `routes[0].canary.provider: provider "c" is not one of the route's providers`,
 		"canary-bad-header":           `routes[0].canary.stickyHeader: "X-User" is not a lowercase header name`,
+		"consumer-and-limits-header":  `routes[0].limits.consumerHeader: set either the route's consumer or consumerHeader, not both`,
+		"consumer-bad-header":         `routes[0].consumer.header: "X-Tenant" is not a lowercase header name`,
+		"consumer-bad-source":         `routes[0].consumer.from: unknown source "cert" (known: workload, peer, claim, header)`,
+		"consumer-claim-bad":          `routes[0].consumer.claim: "a b" must be 1 to 128 visible ASCII characters`,
+		"consumer-claim-missing":      `routes[0].consumer.claim: is required when the consumer comes from a claim`,
+		"consumer-claim-not-claim":    `routes[0].consumer.claim: applies only to "from": "claim"`,
+		"consumer-header-missing":     `routes[0].consumer.header: is required when the consumer comes from a header`,
+		"consumer-no-from":            `routes[0].consumer.from: must not be empty`,
+		"consumer-not-object":         `routes[0].consumer: must be an object, not string`,
+		"consumer-unknown":            `routes[0].consumer.trustDomain: unknown field (known: from, header, claim)`,
 	}
 	files, err := filepath.Glob("testdata/invalid/*.json")
 	require.NoError(t, err)
@@ -313,7 +323,7 @@ func TestParseSidecarGlobalLimitsCanary(t *testing.T) {
 		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch, TokenSource: "none"}, cfg.Sidecar)
 	chat := cfg.Routes[0]
 	require.Equal(t, &GlobalLimits{Domain: "llm", Keys: []DescriptorKey{KeyRoute, KeyProvider, KeyConsumer},
-		ConsumerHeader: "x-tenant", Tokens: true, FailClosed: true, TimeoutMs: 80}, chat.GlobalLimits)
+		ConsumerHeader: "x-tenant", PerConsumer: true, Tokens: true, FailClosed: true, TimeoutMs: 80}, chat.GlobalLimits)
 	require.Equal(t, &Canary{Provider: cfg.Providers[1], Header: "x-canary", StickyHeader: "x-user"}, chat.Canary,
 		"the canary defaults to the last provider")
 	rest := cfg.Routes[1]
@@ -359,4 +369,43 @@ func TestPriorityProviderAndChainsPerModel(t *testing.T) {
 	require.Empty(t, f.ChainFor(a), "an empty chain: no fallback for a")
 	require.Equal(t, f.Chain, f.ChainFor(c))
 	require.Equal(t, f.Chain, f.ChainFor(nil))
+}
+
+func TestParseConsumer(t *testing.T) {
+	const head = `{"sidecar":{"cluster":"sc"},"providers":[{"name":"a","host":"x"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a",`
+	const tail = `"limits":{"requestsPerMinute":10},"globalLimits":{"descriptors":["route","consumer"]}}]}`
+	for _, tc := range []struct {
+		name, route string
+		want        Consumer
+		header      string // limits' and globalLimits' consumerHeader
+	}{
+		{"workload", `"consumer":{"from":"workload"},`, Consumer{From: ConsumerFromWorkload, Header: "x-tenant"}, ""},
+		{"workload drops a named header", `"consumer":{"from":"workload","header":"x-team"},`, Consumer{From: ConsumerFromWorkload, Header: "x-team"}, ""},
+		{"peer", `"consumer":{"from":"peer"},`, Consumer{From: ConsumerFromPeer, Header: "x-tenant"}, ""},
+		{"claim", `"consumer":{"from":"claim","claim":"sub"},`, Consumer{From: ConsumerFromClaim, Header: "x-tenant", Claim: "sub"}, ""},
+		{"header", `"consumer":{"from":"header","header":"x-tenant"},`, Consumer{From: ConsumerFromHeader, Header: "x-tenant"}, "x-tenant"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(head+tc.route+tail), nil)
+			require.NoError(t, err)
+			r := cfg.Routes[0]
+			require.Equal(t, tc.want, r.Consumer)
+			require.True(t, r.Limits.PerConsumer)
+			require.True(t, r.GlobalLimits.PerConsumer)
+			require.Equal(t, tc.header, r.Limits.ConsumerHeader)
+			require.Equal(t, tc.header, r.GlobalLimits.ConsumerHeader)
+		})
+	}
+	t.Run("consumerHeader is the header form's alias", func(t *testing.T) {
+		cfg, err := Parse([]byte(head+`"limits":{"requestsPerMinute":10,"consumerHeader":"x-tenant"}}]}`), nil)
+		require.NoError(t, err)
+		require.Equal(t, Consumer{From: ConsumerFromHeader, Header: "x-tenant"}, cfg.Routes[0].Consumer)
+		require.True(t, cfg.Routes[0].Limits.PerConsumer)
+	})
+	t.Run("no consumer keeps one bucket per route", func(t *testing.T) {
+		cfg, err := Parse([]byte(head+`"limits":{"requestsPerMinute":10}}]}`), nil)
+		require.NoError(t, err)
+		require.Equal(t, ConsumerNone, cfg.Routes[0].Consumer.From)
+		require.False(t, cfg.Routes[0].Limits.PerConsumer)
+	})
 }

@@ -74,8 +74,12 @@ type GlobalLimits struct {
 	Domain string
 	// Keys are the entries of the request descriptor, in order.
 	Keys []DescriptorKey
-	// ConsumerHeader is the header whose value is the consumer entry.
+	// ConsumerHeader is the header whose value is the consumer entry when the
+	// consumer comes from a header.
 	ConsumerHeader string
+	// PerConsumer reports whether the route has a consumer (from a header or
+	// the mesh's identity) for the consumer descriptor and budgets.
+	PerConsumer bool
 	// Tokens adds a token descriptor (kind=tokens, then Keys): checked without
 	// counting at admission, charged with the real usage after the response.
 	Tokens bool
@@ -203,12 +207,18 @@ func (d *decoder) globalLimits(path string, v *jsonlite.Value, r *Route) error {
 		if err := checkHeaderName(join(path, "consumerHeader"), g.ConsumerHeader); err != nil {
 			return err
 		}
+		if r.Consumer.From != ConsumerNone {
+			return fail(join(path, "consumerHeader"), "set either the route's consumer or consumerHeader, not both")
+		}
+	} else if r.Consumer.From == ConsumerFromHeader {
+		g.ConsumerHeader = r.Consumer.Header
 	} else if r.Limits != nil {
 		g.ConsumerHeader = r.Limits.ConsumerHeader
 	}
+	g.PerConsumer = g.ConsumerHeader != "" || r.Consumer.From.Identity()
 	for _, k := range g.Keys {
-		if k == KeyConsumer && g.ConsumerHeader == "" {
-			return fail(join(path, "consumerHeader"), "is required for the consumer descriptor (or set limits.consumerHeader)")
+		if k == KeyConsumer && !g.PerConsumer {
+			return fail(join(path, "consumerHeader"), "is required for the consumer descriptor (or set the route's consumer or limits.consumerHeader)")
 		}
 	}
 	if g.Tokens, err = boolean(path, v, "tokens", false); err != nil {

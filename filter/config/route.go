@@ -73,6 +73,9 @@ type Route struct {
 	// NeedsBody reports whether the route reads the request body: for models,
 	// token limits, fallback or stream usage.
 	NeedsBody bool
+	// Consumer says where the request's consumer comes from; From is
+	// ConsumerNone when the route has none.
+	Consumer Consumer
 	// UsageMarginTokens is how many tokens a provider's reported usage may
 	// exceed the request's prompt estimate plus its output limit before the
 	// usage is clipped to that and counted as an anomaly.
@@ -96,9 +99,12 @@ type Backend struct {
 type Limits struct {
 	// Requests and Tokens are per-minute buckets; PerMinute 0 means no limit.
 	Requests, Tokens limits.Rule
-	// ConsumerHeader names the header whose value keys the buckets, "" for one
-	// bucket per route.
+	// ConsumerHeader names the header whose value keys the buckets when the
+	// consumer comes from a header, "" otherwise.
 	ConsumerHeader string
+	// PerConsumer keys the buckets by consumer (from a header or the mesh's
+	// identity); false keeps one bucket per route.
+	PerConsumer bool
 	// MaxConsumers bounds the consumers with buckets of their own; the rest share
 	// an overflow bucket.
 	MaxConsumers int
@@ -155,7 +161,7 @@ func (r *Route) matches(path string, header func(string) (string, bool)) bool {
 
 func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 	if err := object(path, v, "name", "match", "provider", "providers", "defaultModel", "priority",
-		"limits", "fallback", "streamUsage", "maxBodyBytes", "globalLimits", "canary", "usageMarginTokens"); err != nil {
+		"limits", "fallback", "streamUsage", "maxBodyBytes", "globalLimits", "canary", "usageMarginTokens", "consumer"); err != nil {
 		return nil, err
 	}
 	r := &Route{}
@@ -182,7 +188,10 @@ func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 	if err := d.priority(join(path, "priority"), v.Get("priority"), r); err != nil {
 		return nil, err
 	}
-	if r.Limits, err = d.limits(join(path, "limits"), v.Get("limits")); err != nil {
+	if err := d.consumer(join(path, "consumer"), v.Get("consumer"), r); err != nil {
+		return nil, err
+	}
+	if r.Limits, err = d.limits(join(path, "limits"), v.Get("limits"), r); err != nil {
 		return nil, err
 	}
 	if r.Fallback, err = d.fallback(join(path, "fallback"), v.Get("fallback")); err != nil {
@@ -193,6 +202,12 @@ func (d *decoder) route(path string, v *jsonlite.Value) (*Route, error) {
 	}
 	if err := d.canary(join(path, "canary"), v.Get("canary"), r); err != nil {
 		return nil, err
+	}
+	if r.Consumer.From == ConsumerNone {
+		// consumerHeader (limits or globalLimits) is the header form's alias.
+		if h := r.consumerHeader(); h != "" {
+			r.Consumer = Consumer{From: ConsumerFromHeader, Header: h}
+		}
 	}
 	if r.StreamUsage, err = boolean(path, v, "streamUsage", true); err != nil {
 		return nil, err
@@ -348,7 +363,7 @@ func (d *decoder) priority(path string, v *jsonlite.Value, r *Route) error {
 	return nil
 }
 
-func (d *decoder) limits(path string, v *jsonlite.Value) (*Limits, error) {
+func (d *decoder) limits(path string, v *jsonlite.Value, r *Route) (*Limits, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -380,7 +395,14 @@ func (d *decoder) limits(path string, v *jsonlite.Value) (*Limits, error) {
 		if err := checkHeaderName(join(path, "consumerHeader"), l.ConsumerHeader); err != nil {
 			return nil, err
 		}
+		if r.Consumer.From != ConsumerNone {
+			return nil, fail(join(path, "consumerHeader"), "set either the route's consumer or consumerHeader, not both")
+		}
 	}
+	if r.Consumer.From == ConsumerFromHeader {
+		l.ConsumerHeader = r.Consumer.Header
+	}
+	l.PerConsumer = l.ConsumerHeader != "" || r.Consumer.From.Identity()
 	n, err := integer(path, v, "maxConsumers", 1, limits.MaxConsumers, DefaultMaxConsumers)
 	if err != nil {
 		return nil, err
@@ -548,4 +570,16 @@ func (d *decoder) fallback(path string, v *jsonlite.Value) (*Fallback, error) {
 		return nil, wrap(path, err)
 	}
 	return f, nil
+}
+
+// consumerHeader is the header naming the consumer in the header form's
+// aliases: globalLimits.consumerHeader, else limits.consumerHeader.
+func (r *Route) consumerHeader() string {
+	if g := r.GlobalLimits; g != nil && g.ConsumerHeader != "" {
+		return g.ConsumerHeader
+	}
+	if l := r.Limits; l != nil {
+		return l.ConsumerHeader
+	}
+	return ""
 }
