@@ -2,7 +2,7 @@
 #
 #   make run     the local mesh on embedded defaults (fake provider + filter in shepherd-local)
 #   make test    the whole suite (what CI runs)
-#   make check   vet, gofmt, go mod tidy with no diff, the wasm builds
+#   make check   vet (its lostcancel check included) of every package and the wasm test guest, gofmt, go mod tidy with no diff, the wasm builds
 #   make bench   benchmarks
 #   make build   everything into bin/
 #   make image   the filter's and the sidecar's images under bin/oci, and their digest pins in istio/
@@ -32,7 +32,7 @@ test: build
 
 check: wasm
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/... ./e2e/envoy/testdata/guest
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@cp go.mod /tmp/shepherd-go.mod.bak; cp go.sum /tmp/shepherd-go.sum.bak; \
 	 $(GO) mod tidy; \
