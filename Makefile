@@ -69,6 +69,14 @@ image: wasm
 bench: build
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./...
 
+# The curves of docs/BENCHMARKS.md ("Curves"): the filter's guest time along
+# each axis of its work (body size, messages, SSE events, routes, consumers,
+# open streams), each case as a ratio to the first of its axis. `make bench`
+# runs them too; this runs only them, with more rounds (about 3 minutes).
+.PHONY: bench-curves
+bench-curves:
+	$(GO) test -run '^$$' -bench BenchmarkCurves -benchtime 20x ./e2e/
+
 # The filter's pure packages' benchmarks compiled to wasip1 and run under
 # wazero, for the wasm/native ratio against `make bench` (docs/BENCHMARKS.md).
 WASM_BENCH_PKGS = ./filter/body/ ./filter/jsonlite/ ./filter/limits/ ./filter/routing/ ./filter/fallback/ ./filter/pricing/

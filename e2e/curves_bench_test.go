@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
@@ -29,6 +30,21 @@ type curveCase struct {
 	host *envoy.Host
 	req  func(i int) *http.Request
 	want int // status
+	per  int // the figure is per this many units of work (events); 0 is 1
+	gate chan struct{}
+}
+
+// holdingUpstream answers only once release is closed: the streams sent to it
+// stay open.
+type holdingUpstream struct{ release chan struct{} }
+
+func (u holdingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-u.release:
+	case <-r.Context().Done():
+	case <-time.After(5 * time.Minute):
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // curveRequests is the number of requests of one case in one round.
@@ -44,13 +60,17 @@ func runCurve(b *testing.B, warm int, cases ...curveCase) {
 		before := c.host.VMStats()[0].GuestTime
 		for range curveRequests {
 			w := httptest.NewRecorder()
-			c.host.ServeHTTP(w, c.req(sent[k]))
+			if c.gate != nil {
+				c.host.ServeHTTP(gatedRecorder{w, c.gate}, c.req(sent[k]))
+			} else {
+				c.host.ServeHTTP(w, c.req(sent[k]))
+			}
 			sent[k]++
 			if w.Code != c.want {
 				b.Fatalf("%s: status %d, want %d: %.300s", c.name, w.Code, c.want, w.Body)
 			}
 		}
-		return float64((c.host.VMStats()[0].GuestTime - before).Nanoseconds()) / 1e3 / curveRequests
+		return float64((c.host.VMStats()[0].GuestTime - before).Nanoseconds()) / 1e3 / curveRequests / float64(max(c.per, 1))
 	}
 	for range warm {
 		for k := range cases {
@@ -70,7 +90,11 @@ func runCurve(b *testing.B, warm int, cases ...curveCase) {
 	for k := range cases {
 		sort.Float64s(per[k])
 		med[k] = per[k][len(per[k])/2]
-		b.ReportMetric(med[k], cases[k].name+"-µs/req")
+		unit := "-µs/req"
+		if cases[k].per > 0 {
+			unit = "-µs/event"
+		}
+		b.ReportMetric(med[k], cases[k].name+unit)
 	}
 	for k := 1; k < len(cases); k++ {
 		b.ReportMetric(med[k]/med[0], cases[k].name+"-x-first")
@@ -129,6 +153,19 @@ func chatOfSize(size, n int) string {
 	return sb.String()
 }
 
+// heldConfig sends requests with x-held to provider h (whose upstream holds
+// them open) and the others to p, both through routes with a request limit.
+const heldConfig = `{
+  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p", "credential": {"inline": "sk-bench"}},
+                {"name": "h", "host": "held.example.com", "cluster": "held", "credential": {"inline": "sk-bench"}}],
+  "routes": [
+    {"name": "held", "match": {"pathPrefix": "/v1/", "headers": {"x-held": "1"}}, "provider": "h", "streamUsage": false,
+     "limits": {"requestsPerMinute": 1000000000}},
+    {"name": "headers", "match": {"pathPrefix": "/v1/"}, "provider": "p", "streamUsage": false,
+     "limits": {"requestsPerMinute": 1000000000}}
+  ]
+}`
+
 func BenchmarkCurves(b *testing.B) {
 	up := scenario.Upstream(b, okUpstream{})
 	bodyread, err := wasmbuild.Build("./e2e/testdata/bodyread")
@@ -138,6 +175,58 @@ func BenchmarkCurves(b *testing.B) {
 	post := func(body string) func(int) *http.Request {
 		return func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", body) }
 	}
+	b.Run("sse-events", func(b *testing.B) {
+		// Streams of 10, 100 and 1000 content events (plus usage and
+		// [DONE]), each event its own body callback: the filter's guest
+		// time per event must stay flat.
+		streamed := `{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Tell me about the shepherds of the mesh."}]}`
+		var cases []curveCase
+		for _, n := range []int{10, 100, 1000} {
+			events := make([][]byte, 0, n+2)
+			for i := range n {
+				events = append(events, sseEvents[i%200])
+			}
+			events = append(events, sseEvents[200:]...)
+			up := &eventsUpstream{events: events, gate: make(chan struct{}, 1)}
+			h := newBenchHost(b, module(b), benchConfig, map[string]string{"p": scenario.Upstream(b, up)})
+			cases = append(cases, curveCase{name: "events=" + strconv.Itoa(n), host: h, want: http.StatusOK, per: len(events),
+				req: func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", streamed) },
+				gate: up.gate})
+		}
+		runCurve(b, 1, cases...)
+	})
+	b.Run("open-streams", func(b *testing.B) {
+		// A headers-only request while 0 or 3000 other streams are open in
+		// the same VM (their upstream holds them): flat in time, and
+		// MiB-memory/vm shows what the open streams hold.
+		release := make(chan struct{})
+		held := scenario.Upstream(b, holdingUpstream{release})
+		var cases []curveCase
+		for _, n := range []int{0, 3000} {
+			h := newBenchHost(b, module(b), heldConfig, map[string]string{"p": up, "held": held},
+				func(c *envoy.Config) { c.Routes = map[string]string{"held.example.com": "held"} })
+			for range n {
+				go func() {
+					r := benchRequest(http.MethodGet, "/v1/models", "")
+					r.Header.Set("x-held", "1")
+					h.ServeHTTP(httptest.NewRecorder(), r)
+				}()
+			}
+			for deadline := time.Now().Add(30 * time.Second); h.VMStats()[0].Streams < n; {
+				if time.Now().After(deadline) {
+					b.Fatalf("%d of %d streams open", h.VMStats()[0].Streams, n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cases = append(cases, curveCase{name: "open=" + strconv.Itoa(n), host: h, want: http.StatusOK,
+				req: func(int) *http.Request { return benchRequest(http.MethodGet, "/v1/models", "") }})
+		}
+		runCurve(b, 3, cases...)
+		for _, c := range cases {
+			b.ReportMetric(float64(c.host.VMStats()[0].MemoryBytes)/(1<<20), c.name+"-MiB-memory/vm")
+		}
+		close(release)
+	})
 	b.Run("body-size", func(b *testing.B) {
 		// The reference plugin that only reads a 1 MiB body, then the filter
 		// on bodies of 200 B to 1 MiB: filter-1MiB-x-first is the goal's

@@ -82,8 +82,13 @@ func promptText(body []byte, start int, countStrings bool) (end int, text int64,
 			}
 			continue
 		case c == '"':
-			e, _, err := jsonlite.ScanString(body, pos)
-			if err != nil {
+			// Plain text to the closing quote is stepped over here, without a
+			// call (calls are dear in a VM); anything else (an escape, a
+			// control character, UTF-8 to validate) goes to ScanString.
+			e := plainRun(body, pos+1)
+			if e < len(body) && body[e] == '"' {
+				e++
+			} else if e, _, err = jsonlite.ScanString(body, pos); err != nil {
 				return 0, 0, err
 			}
 			if counting {
@@ -156,9 +161,15 @@ func promptMember(body []byte, pos int, role uint8) (int, bool, bool, error) {
 	if pos >= len(body) || body[pos] != '"' {
 		return 0, false, false, &jsonlite.SyntaxError{Offset: pos, Msg: "expected a member name"}
 	}
-	end, escaped, err := jsonlite.ScanString(body, pos)
-	if err != nil {
-		return 0, false, false, err
+	end := plainRun(body, pos+1)
+	escaped := false
+	if end < len(body) && body[end] == '"' {
+		end++
+	} else {
+		var err error
+		if end, escaped, err = jsonlite.ScanString(body, pos); err != nil {
+			return 0, false, false, err
+		}
 	}
 	counting, parts := false, false
 	if role == roleMessage || role == rolePart {
@@ -166,7 +177,7 @@ func promptMember(body []byte, pos int, role uint8) (int, bool, bool, error) {
 		if role == rolePart {
 			want = "text"
 		}
-		is := string(body[pos+1:end-1]) == want
+		is := end-pos-2 == len(want) && string(body[pos+1:end-1]) == want
 		if !is && escaped {
 			s, err := jsonlite.Unquote(body[pos:end])
 			is = err == nil && s == want
@@ -194,4 +205,17 @@ func endInside(pos int, inObject bool) error {
 		return &jsonlite.SyntaxError{Offset: pos, Msg: "unexpected end of input in object"}
 	}
 	return &jsonlite.SyntaxError{Offset: pos, Msg: "unexpected end of input in array"}
+}
+
+// plainRun returns the index of the first byte at or after i that does not
+// stand for itself in a JSON string (a quote, a backslash, a control
+// character or a non-ASCII byte), or len(b): eight bytes a step.
+func plainRun(b []byte, i int) int {
+	for i+8 <= len(b) && plainWord(load64(b, i)) {
+		i += 8
+	}
+	for i < len(b) && b[i] >= 0x20 && b[i] < 0x80 && b[i] != '"' && b[i] != '\\' {
+		i++
+	}
+	return i
 }

@@ -1,6 +1,9 @@
 package body
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 // Word-at-a-time searches. Inside a Wasm VM, upstream Go's byte loops and the
 // calls to its IndexByte are slow; these test eight bytes per step from one
@@ -19,6 +22,21 @@ func le64(b []byte) uint64 {
 	_ = b[7]
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// load64 reads the eight bytes at b[i:i+8] (the caller checked they exist) in
+// the machine's byte order with one load: upstream Go's Wasm backend does not
+// merge le64's byte loads. For tests that do not depend on the byte order.
+func load64(b []byte, i int) uint64 {
+	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), i))
+}
+
+// plainWord reports whether none of the eight bytes of x is a quote, a
+// backslash, a control character or has its high bit (as jsonlite's).
+func plainWord(x uint64) bool {
+	q := x ^ ('"' * lo8)
+	e := x ^ ('\\' * lo8)
+	return (x|(x-0x20*lo8)&^x|(q-lo8)&^q|(e-lo8)&^e)&hi8 == 0
 }
 
 func zeroBytes(x uint64) uint64 { return (x - lo8) &^ x & hi8 }
