@@ -190,7 +190,7 @@ func BenchmarkCurves(b *testing.B) {
 			up := &eventsUpstream{events: events, gate: make(chan struct{}, 1)}
 			h := newBenchHost(b, module(b), benchConfig, map[string]string{"p": scenario.Upstream(b, up)})
 			cases = append(cases, curveCase{name: "events=" + strconv.Itoa(n), host: h, want: http.StatusOK, per: len(events),
-				req: func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", streamed) },
+				req:  func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", streamed) },
 				gate: up.gate})
 		}
 		runCurve(b, 1, cases...)
