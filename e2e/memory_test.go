@@ -1,8 +1,10 @@
 package e2e_test
 
 import (
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,5 +205,32 @@ func TestMemoryHeadroomSteersAway(t *testing.T) {
 		return resp.Header.Get("x-shepherd-provider") == "p"
 	})
 	require.Zero(t, arrivalsWithin(e.p, first.Add(time.Nanosecond), first.Add(time.Second)), "nothing before the reset")
+	e.noLeaks(t)
+}
+
+// TestMemoryUnlistedModelIsNotAnsweredByAnother: while p pauses, a request
+// for a model the config does not list cannot go to the fallback entry (another
+// model may not answer it): the filter answers it with p's Retry-After, and p
+// is not asked.
+func TestMemoryUnlistedModelIsNotAnsweredByAnother(t *testing.T) {
+	e := newFaultEnv(t, memoryConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "3"})
+	resp, _, err := e.send(t, false)
+	require.NoError(t, err)
+	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"))
+
+	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+		strings.NewReader(`{"model":"my-own-model","messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	req.Header.Set("content-type", "application/json")
+	resp, err = e.clients.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "provider_cooling_down")
+	require.NotEmpty(t, resp.Header.Get("retry-after"))
+	require.EqualValues(t, 1, e.p.Requests())
+	require.EqualValues(t, 1, e.b.Bodies(), "b got the first request's fallback only")
 	e.noLeaks(t)
 }

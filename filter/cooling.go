@@ -143,7 +143,9 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 		return types.ActionContinue, false
 	}
 	s.noteFree(raw, s.provider, nowMs)
-	if r.Fallback != nil && readBody {
+	// Only text generation may be answered by another model (operation.go);
+	// whether the body's model is listed is checked when the body is read.
+	if r.Fallback != nil && readBody && s.call.Op.Generates() {
 		for k, e := range s.chain {
 			p := e.Provider
 			if p == nil {
@@ -189,10 +191,10 @@ func (s *stream) coolAnswer(nowMs int64) types.Action {
 		hdrs[2] = openai.Retry
 	}
 	if s.coolStatus == 503 {
-		return s.reply(503, hdrs, "provider "+s.provider.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
+		return s.reply(503, hdrs, "provider "+s.chosen.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
 			openai.TypeServer, "provider_cooling_down")
 	}
-	return s.reply(429, hdrs, "provider "+s.provider.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
+	return s.reply(429, hdrs, "provider "+s.chosen.Name+" of route "+s.decision.Route.Name+" asked for a pause and no other provider is free",
 		openai.TypeRateLimit, "provider_cooling_down")
 }
 

@@ -465,6 +465,11 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	}
 	if s.entry == 0 {
 		s.useChainOf(s.model) // a fallback entry the provider memory chose keeps its chain
+	} else if !s.entryAllowed(s.chain[s.entry-1]) {
+		// The provider memory sent the request to a fallback entry, but its
+		// model may not answer this one (an unlisted model): the pausing
+		// primary is the only candidate, so the filter answers.
+		return s.coolAnswer(nowNanos() / 1e6)
 	}
 	s.requested = requested
 	s.modelName = s.provider.ModelName(requested)

@@ -360,6 +360,7 @@ func TestOverlayChooseAllocatesNothing(t *testing.T) {
 	var d Descriptor
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = o.Choose(chat, StickyPick("user-1"), 5)
+		_ = o.ChooseAvoiding(chat, StickyPick("user-1"), 5, 1)
 		d = NewDescriptor(chat.GlobalLimits, Values{Route: "chat", Provider: "b"})
 	})
 	require.Zero(t, allocs)
