@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +13,9 @@ import (
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -261,4 +265,49 @@ func TestFilterTokenDirectory(t *testing.T) {
 	writeFile(t, data, "also-accepted", next+"\n"+filterToken)
 	err := r.srv.Reload()
 	require.EqualError(t, err, "filter token: "+filepath.Join(secret, "also-accepted")+": in a directory each file holds one token")
+}
+
+// BenchmarkShouldRateLimitFilterToken: what requiring the filter token adds to
+// a rate limit call over loopback gRPC. Run off and on in alternation and
+// compare the ratio (the client shares the machine with the server):
+//
+//	go test ./sidecar/server -run '^$' -bench ShouldRateLimitFilterToken -count 6
+func BenchmarkShouldRateLimitFilterToken(b *testing.B) {
+	req := &rlsv3.RateLimitRequest{Domain: "llm", Descriptors: []*commonrl.RateLimitDescriptor{
+		{Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "user", Value: "bench"}}}}}
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			tokens := filepath.Join(dir, "filter-token")
+			require.NoError(b, os.WriteFile(tokens, []byte(filterToken), 0o600))
+			rl := filepath.Join(dir, "rl.yaml")
+			require.NoError(b, os.WriteFile(rl, []byte("domain: llm\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 4000000000}\n"), 0o600))
+			srv, err := server.New(context.Background(), withLoopback(server.Options{RateLimitConfigPath: rl, FilterTokenFile: tokens,
+				RateLimitRequireFilterToken: on, RateLimit: server.DefaultRateLimit, ReloadInterval: -1,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+			require.NoError(b, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			cc, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			require.NoError(b, err)
+			defer cc.Close()
+			client := rlsv3.NewRateLimitServiceClient(cc)
+			call := filterCtx(filterToken)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := client.ShouldRateLimit(call, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
