@@ -103,3 +103,20 @@ func TestPinsAreThisTreesBuild(t *testing.T) {
 	}
 	require.Empty(t, stale, "stale image pins; run `make image` and commit the pin files it writes")
 }
+
+// TestThisTreesImagesConform writes the images `make image` builds from this
+// tree as OCI layouts and checks them against the OCI image spec's schemas.
+func TestThisTreesImagesConform(t *testing.T) {
+	mod, err := wasmbuild.Build("./filter")
+	require.NoError(t, err)
+	filter, err := oci.WasmImage(mod, oci.VariantOCI)
+	require.NoError(t, err)
+	for name, img := range map[string]v1.Image{"shepherd-filter": filter, "shepherd-sidecar": currentSidecarImage(t)} {
+		dir := filepath.Join(t.TempDir(), name)
+		require.NoError(t, oci.WriteLayout(dir, img, "dev"))
+		require.NoError(t, oci.CheckLayout(dir), name)
+		cfg, err := img.ConfigFile()
+		require.NoError(t, err)
+		require.Equal(t, oci.RootFSType, cfg.RootFS.Type, name)
+	}
+}
