@@ -156,8 +156,7 @@ func (f *filterAuth) ok(ctx context.Context) bool {
 	if d == nil || len(*d) == 0 {
 		return false
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(FilterTokenMetadata)
+	vals := metadata.ValueFromIncomingContext(ctx, FilterTokenMetadata)
 	if len(vals) != 1 {
 		return false
 	}
