@@ -66,6 +66,9 @@ const meshConfig = `{
      "globalLimits": {"descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}},
     {"name": "crowd", "match": {"pathPrefix": "/crowd/"}, "provider": "relay", "streamUsage": false,
      "limits": {"requestsPerMinute": 1000, "consumerHeader": "x-tenant", "maxConsumers": 2},
+     "globalLimits": {"descriptors": ["route", "consumer"], "failureMode": "closed"}},
+    {"name": "workloads", "match": {"pathPrefix": "/workloads/"}, "provider": "relay", "streamUsage": false,
+     "consumer": {"from": "workload"},
      "globalLimits": {"descriptors": ["route", "consumer"], "failureMode": "closed"}}
   ]
 }`
@@ -95,6 +98,11 @@ descriptors:
     descriptors:
       - key: consumer
         rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: route
+    value: workloads
+    descriptors:
+      - key: consumer
+        rate_limit: {unit: minute, requests_per_unit: 3}
 `
 
 // chat is held at its first step (paused) for shepherdctl; rollout steps
@@ -110,6 +118,7 @@ budgets:
     - {route: budget, monthly_usd: 1}
   consumers:
     - {consumer: team-broke, monthly_usd: 1}
+    - {consumer: "team-a/*", monthly_usd: 1}
 canary:
   routes:
     - route: chat
@@ -247,10 +256,14 @@ func newMeshEnvWith(t *testing.T, edit func(*server.Options)) *meshEnv {
 }
 
 // newPod starts one more pod whose proxy holds token.
-func (m *meshEnv) newPod(t *testing.T, token string) *pod {
+func (m *meshEnv) newPod(t *testing.T, token string) *pod { return m.newPodAs(t, token, nil) }
+
+// newPodAs starts one more pod whose proxy holds token and whose Envoy node
+// has the metadata node (Istio's NAMESPACE, SERVICE_ACCOUNT ...).
+func (m *meshEnv) newPodAs(t *testing.T, token string, node map[string]string) *pod {
 	h, err := envoy.New(context.Background(), envoy.Config{
 		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-		PluginConfig: []byte(meshConfig), Workers: 2, Env: filterEnv(token),
+		PluginConfig: []byte(meshConfig), Workers: 2, Env: filterEnv(token), NodeMetadata: nodeMetadata(t, node),
 		Clusters: m.clusters, Routes: map[string]string{"relay.example.com": "relay", "backup.example.com": "backup"},
 		StatsTags: statsTags(), LogWriter: io.Discard, LogLevel: "trace", CompilationCache: compileCache,
 	})
@@ -674,6 +687,52 @@ func TestMeshPolicy(t *testing.T) {
 		p.host.WritePrometheus(&buf)
 		require.NotContains(t, buf.String(), meshRelayKey)
 	}
+}
+
+// TestMeshWorkloadIdentity (issue 23): two workloads of different mesh
+// identity share one sidecar; one sends the other's x-tenant value. Each
+// still gets its own per-minute quota and budget: the consumer is the
+// workload from its Envoy's node metadata, not the header.
+func TestMeshWorkloadIdentity(t *testing.T) {
+	m := newMeshEnv(t)
+	m.pods[0] = m.newPodAs(t, meshFilterToken, map[string]string{"NAMESPACE": "team-a", "SERVICE_ACCOUNT": "chat", "WORKLOAD_NAME": "chat"})
+	m.pods[1] = m.newPodAs(t, meshFilterToken, map[string]string{"NAMESPACE": "team-b", "SERVICE_ACCOUNT": "batch", "WORKLOAD_NAME": "batch"})
+	const path = "/workloads/v1/chat/completions"
+	forged := []string{"x-tenant", "team-b/batch"}
+
+	// team-a's quota is 3 a minute in the sidecar, whatever it claims to be.
+	for i := 0; i < 3; i++ {
+		require.Equal(t, http.StatusOK, m.do(t, 0, path, forged...).status)
+		require.Empty(t, m.relay.Last().Header.Get("x-tenant"), "the forged header does not reach the provider")
+	}
+	r := m.do(t, 0, path, forged...)
+	require.Equal(t, http.StatusTooManyRequests, r.status)
+	typ, _ := openAIError(t, r.body)
+	require.Equal(t, "rate_limit_exceeded", typ)
+	// team-b's own quota is untouched by team-a's requests in its name.
+	for i := 0; i < 2; i++ {
+		require.Equal(t, http.StatusOK, m.do(t, 1, path).status)
+	}
+
+	// team-a's namespace budget spent: team-a is refused, team-b goes on.
+	pc := policyv1.NewPolicyServiceClient(m.sidecar.client(t))
+	_, err := pc.ReportOutcomes(meshFilterCtx(meshFilterToken), &policyv1.ReportOutcomesRequest{Outcomes: []*policyv1.Outcome{
+		{Route: "workloads", Provider: "relay", Consumer: "team-a/chat", StatusCode: 200, CostMicroUsd: 1_000_000},
+	}})
+	require.NoError(t, err)
+	until(t, 5*time.Second, "team-a's spent budget refused", func() bool {
+		r := m.do(t, 0, path, "x-tenant", "team-b/batch")
+		if r.status != http.StatusTooManyRequests {
+			return false
+		}
+		typ, _ := openAIError(t, r.body)
+		return typ == "insufficient_quota"
+	})
+	require.Equal(t, http.StatusOK, m.do(t, 1, path, "x-tenant", "team-a/chat").status, "team-b's budget and third request are its own")
+	r = m.do(t, 1, path)
+	require.Equal(t, http.StatusTooManyRequests, r.status)
+	typ, _ = openAIError(t, r.body)
+	require.Equal(t, "rate_limit_exceeded", typ, "team-b's quota, not team-a's budget")
 }
 
 func counterOf(t testing.TB, h *envoy.Host, name string) uint64 {

@@ -152,6 +152,23 @@ func TestOverlayBudgetsAndCredentials(t *testing.T) {
 	require.False(t, ok)
 }
 
+// TestOverlayWorkloadBudgets: a workload's own budget and its namespace's
+// ("team-a/*") both refuse it; other namespaces and workloads go on.
+func TestOverlayWorkloadBudgets(t *testing.T) {
+	cfg := testCfg(t)
+	o := NewOverlay(cfg, &policywire.Policy{Version: 1, Budgets: []policywire.Budget{
+		{Consumer: "team-a/*", Exhausted: true}, {Consumer: "team-b/chat", Exhausted: true},
+		{Consumer: "team-c/*"}, {Consumer: "*", Exhausted: true}, {Consumer: "/*", Exhausted: true},
+	}})
+	for c, want := range map[string]bool{
+		"team-a/chat": true, "team-a/batch": true, "team-b/chat": true,
+		"team-b/batch": false, "team-c/chat": false, "team-ab/chat": false, "team-a": false,
+		"team-a/": false, "unauthenticated": false,
+	} {
+		require.Equal(t, want, o.ConsumerExhausted(c), c)
+	}
+}
+
 func TestStickyPick(t *testing.T) {
 	cfg := testCfg(t)
 	chat := cfg.Routes[0]

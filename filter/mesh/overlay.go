@@ -175,13 +175,17 @@ func (o *Overlay) RouteExhausted(r *config.Route) bool {
 	return o != nil && o.exhausted[r.Index]
 }
 
-// ConsumerExhausted reports whether consumer c's budget is spent.
+// ConsumerExhausted reports whether consumer c's budget is spent, or, for a
+// consumer "<namespace>/<name>" (a workload), its namespace's ("<namespace>/*").
 func (o *Overlay) ConsumerExhausted(c string) bool {
 	if o == nil || c == "" {
 		return false
 	}
 	for _, e := range o.consumers {
 		if e == c {
+			return true
+		}
+		if n := len(e) - 1; n > 1 && e[n] == '*' && e[n-1] == '/' && len(c) > n && c[:n] == e[:n] {
 			return true
 		}
 	}

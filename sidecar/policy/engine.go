@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -269,7 +270,9 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 		}
 		if cost > 0 {
 			left -= cost
-			for _, k := range [2]budgetID{{route: o.Route}, {consumer: o.Consumer}} {
+			// A workload's spend counts against its own budget and its
+			// namespace's ("team-a/chat" and "team-a/*").
+			for _, k := range [3]budgetID{{route: o.Route}, {consumer: o.Consumer}, {consumer: NamespaceOf(o.Consumer)}} {
 				if k == (budgetID{}) {
 					continue
 				}
@@ -758,4 +761,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// NamespaceOf is the namespace budget a consumer of the form
+// "<namespace>/<name>" also spends ("team-a/*" for "team-a/chat"), "" for
+// other consumers and for namespace budgets themselves.
+func NamespaceOf(consumer string) string {
+	i := strings.IndexByte(consumer, '/')
+	if i <= 0 || i == len(consumer)-1 || consumer[i+1:] == "*" {
+		return ""
+	}
+	return consumer[:i+1] + "*"
 }

@@ -294,6 +294,43 @@ func TestBudgets(t *testing.T) {
 	require.False(t, budget("", "team-a").Exhausted)
 }
 
+func TestNamespaceOf(t *testing.T) {
+	for c, want := range map[string]string{
+		"team-a/chat": "team-a/*", "team-a/*": "", "team-a": "", "/chat": "", "team-a/": "", "": "",
+	} {
+		require.Equal(t, want, policy.NamespaceOf(c), c)
+	}
+}
+
+// TestWorkloadAndNamespaceBudgets: a workload's spend counts against its own
+// budget and its namespace's; either one spent is published as exhausted.
+func TestWorkloadAndNamespaceBudgets(t *testing.T) {
+	f := newFixture(t, nil)
+	f.engine.SetConfig(parse(t, strings.ReplaceAll(strings.Replace(baseConfig, "    - {consumer: team-a, monthly_usd: 0.5}\n",
+		"    - {consumer: \"team-x/*\", monthly_usd: 0.5}\n    - {consumer: team-x/chat, monthly_usd: 0.2}\n", 1), "DIR", f.dir)))
+	spend := func(consumer string, micro int64) {
+		f.engine.Report([]*policyv1.Outcome{{Route: "chat", Provider: "openai", Consumer: consumer, StatusCode: 200, CostMicroUsd: micro}})
+	}
+	budget := func(consumer string) *policyv1.Budget {
+		for _, b := range f.engine.Policy().Budgets {
+			if b.Route == "" && b.Consumer == consumer {
+				return b
+			}
+		}
+		t.Fatalf("no budget %s", consumer)
+		return nil
+	}
+	spend("team-x/chat", 200_000)
+	require.True(t, budget("team-x/chat").Exhausted)
+	require.False(t, budget("team-x/*").Exhausted)
+	require.Equal(t, int64(200_000), budget("team-x/chat").SpentMicroUsd)
+	spend("team-x/batch", 300_000)
+	require.True(t, budget("team-x/*").Exhausted, "the namespace's budget holds its workloads' spend")
+	require.Equal(t, int64(500_000), budget("team-x/*").SpentMicroUsd)
+	spend("team-y/chat", 900_000)
+	require.Equal(t, int64(500_000), budget("team-x/*").SpentMicroUsd, "another namespace's spend is its own")
+}
+
 // TestBudgetSpendIsBounded (issue 15.2): an outcome reporting an absurd
 // cost adds at most MaxOutcomeCostMicroUSD, negative costs add nothing, and
 // the spend never wraps.
