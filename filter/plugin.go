@@ -98,8 +98,9 @@ func (p *plugin) keepReplyHeaders(h [][2]string) {
 const maxReusedBody = 1 << 20
 
 // maxBodyBuf bounds the rewrite buffer a VM keeps between requests: a
-// rewrite adds at most a model name and stream_options to the body.
-const maxBodyBuf = maxReusedBody + 4<<10
+// rewrite adds at most a model name and stream_options to the body, and
+// append rounds a large buffer up to whole pages.
+const maxBodyBuf = maxReusedBody + 64<<10
 
 // keepBodyBuf keeps b's array for the next rewrite unless it grew too large.
 func (p *plugin) keepBodyBuf(b []byte) {
