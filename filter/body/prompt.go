@@ -85,7 +85,13 @@ func promptText(body []byte, start int, countStrings bool) (end int, text int64,
 			// Plain text to the closing quote is stepped over here, without a
 			// call (calls are dear in a VM); anything else (an escape, a
 			// control character, UTF-8 to validate) goes to ScanString.
-			e := plainRun(body, pos+1)
+			e := pos + 1
+			for e+8 <= len(body) && plainWord(load64(body, e)) {
+				e += 8
+			}
+			for e < len(body) && plainByte[body[e]] {
+				e++
+			}
 			if e < len(body) && body[e] == '"' {
 				e++
 			} else if e, _, err = jsonlite.ScanString(body, pos); err != nil {
@@ -161,7 +167,10 @@ func promptMember(body []byte, pos int, role uint8) (int, bool, bool, error) {
 	if pos >= len(body) || body[pos] != '"' {
 		return 0, false, false, &jsonlite.SyntaxError{Offset: pos, Msg: "expected a member name"}
 	}
-	end := plainRun(body, pos+1)
+	end := pos + 1 // names are short: a byte at a time, in place
+	for end < len(body) && plainByte[body[end]] {
+		end++
+	}
 	escaped := false
 	if end < len(body) && body[end] == '"' {
 		end++
@@ -207,15 +216,11 @@ func endInside(pos int, inObject bool) error {
 	return &jsonlite.SyntaxError{Offset: pos, Msg: "unexpected end of input in array"}
 }
 
-// plainRun returns the index of the first byte at or after i that does not
-// stand for itself in a JSON string (a quote, a backslash, a control
-// character or a non-ASCII byte), or len(b): eight bytes a step.
-func plainRun(b []byte, i int) int {
-	for i+8 <= len(b) && plainWord(load64(b, i)) {
-		i += 8
+// plainByte marks the bytes that stand for themselves in a JSON string:
+// ASCII from 0x20 but '"' and '\\'.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
 	}
-	for i < len(b) && b[i] >= 0x20 && b[i] < 0x80 && b[i] != '"' && b[i] != '\\' {
-		i++
-	}
-	return i
-}
+	return t
+}()
