@@ -178,10 +178,11 @@ func (p *runningPod) stop(t *testing.T, grace time.Duration) {
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-p.done:
+		p.done <- err // for the cleanup: the process has exited
 		require.NoError(t, err, "%s exited with an error after SIGTERM:\n%s", p.name, p.logs.String())
 	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.done <- <-p.done
 		t.Fatalf("%s did not stop within its grace period %s:\n%s", p.name, grace, p.logs.String())
 	}
 }
