@@ -553,7 +553,9 @@ func TestMeshRollout(t *testing.T) {
 	})
 	st := status()
 	require.Equal(t, policyv1.RolloutState_ROLLOUT_STATE_PROGRESSING, st.State)
-	require.Equal(t, "advance", st.LastVerdict)
+	// The weight moving up is the advance; by the time it is read the next
+	// analysis tick (50 ms) may already have judged the new step "wait".
+	require.Contains(t, []string{"advance", "wait"}, st.LastVerdict)
 
 	// The canary starts failing: every request it gets answers 503.
 	faults := make([]fakeprovider.Fault, 1000)
