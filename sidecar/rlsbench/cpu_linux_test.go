@@ -24,11 +24,16 @@ func TestParseStat(t *testing.T) {
 }
 
 func TestProcessCPU(t *testing.T) {
-	end := time.Now().Add(30 * time.Millisecond)
-	for time.Now().Before(end) { // use some CPU
+	// Use CPU until the kernel has accounted some (in clock ticks, so on a
+	// loaded machine a fixed spin may not be scheduled long enough).
+	var d time.Duration
+	for deadline := time.Now().Add(10 * time.Second); d == 0 && time.Now().Before(deadline); {
+		for end := time.Now().Add(20 * time.Millisecond); time.Now().Before(end); {
+		}
+		var err error
+		d, err = ProcessCPU(os.Getpid())
+		require.NoError(t, err)
 	}
-	d, err := ProcessCPU(os.Getpid())
-	require.NoError(t, err)
 	require.Positive(t, d)
 	_, err = ProcessCPU(math.MaxInt32) // above any pid_max
 	require.ErrorContains(t, err, "rlsbench: server CPU: ")
