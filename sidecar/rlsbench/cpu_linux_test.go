@@ -35,6 +35,6 @@ func TestProcessCPU(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Positive(t, d)
-	_, err = ProcessCPU(math.MaxInt32) // above any pid_max
+	_, err := ProcessCPU(math.MaxInt32) // above any pid_max
 	require.ErrorContains(t, err, "rlsbench: server CPU: ")
 }
