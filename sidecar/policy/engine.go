@@ -70,6 +70,7 @@ type Engine struct {
 	synced      map[string]uint64 // per route, the rollout revision known to be in the shared store
 	health      map[string]*providerHealth
 	budgets     map[budgetID]*budget
+	spend       consumerSpend
 	creds       map[string]*credential
 	lastPoll    time.Time
 	spendDirty  bool
@@ -270,6 +271,9 @@ func (e *Engine) Report(outcomes []*policyv1.Outcome) uint64 {
 		}
 		if cost > 0 {
 			left -= cost
+			if o.Consumer != "" {
+				e.spend.add(o.Consumer, cost, now)
+			}
 			// A workload's spend counts against its own budget and its
 			// namespace's ("team-a/chat" and "team-a/*").
 			for _, k := range [3]budgetID{{route: o.Route}, {consumer: o.Consumer}, {consumer: NamespaceOf(o.Consumer)}} {
@@ -316,6 +320,7 @@ func (e *Engine) Tick() {
 	}
 	e.shareRollouts()
 	e.mu.Lock()
+	e.spend.export(e.m.consumerSpent, now)
 	publish := credsChanged
 	stepped := false
 	for route, r := range e.rollouts {

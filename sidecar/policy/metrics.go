@@ -24,6 +24,9 @@ type metrics struct {
 	credErrors  *prometheus.CounterVec
 	saveErrors  prometheus.Counter
 	clipped     *prometheus.CounterVec
+	// consumerSpent is the month-to-date spend of the biggest consumers and
+	// "other" (consumerSpend bounds its label values).
+	consumerSpent *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,12 +63,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		clipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "report_outcomes_clipped_total",
 			Help: "Reported outcomes whose cost was cut, by the cap that cut it (outcome: reports.max_outcome_usd, report: reports.max_report_usd)."},
 			[]string{"cap"}),
+		consumerSpent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_spent_usd",
+			Help: "Month-to-date spend reported for the biggest consumers (workloads, peers, claims or header values); \"other\" sums the rest."},
+			[]string{"consumer"}),
 	}
 	m.clipped.WithLabelValues("outcome")
 	m.clipped.WithLabelValues("report")
 	if reg != nil {
 		reg.MustRegister(m.version, m.weight, m.step, m.state, m.verdicts, m.spent, m.limit, m.exhausted,
-			m.cooling, m.cooldowns, m.outcomes, m.credReloads, m.credErrors, m.saveErrors, m.clipped)
+			m.cooling, m.cooldowns, m.outcomes, m.credReloads, m.credErrors, m.saveErrors, m.clipped, m.consumerSpent)
 	}
 	return m
 }
