@@ -18,6 +18,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/build/oci"
 	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/filter/config"
 )
 
 // istioDir is the repository's istio/ directory.
@@ -88,6 +89,40 @@ func TestCommittedOverlays(t *testing.T) {
 	for _, name := range overlays {
 		t.Run(name, func(t *testing.T) {
 			require.NoError(t, Overlay(filepath.Join(istioDir, "overlays", name), Options{}))
+		})
+	}
+}
+
+// TestOverlayConsumers (issue 23): in sidecar mode the consumer is the
+// workload itself, at a gateway the mTLS peer; no overlay keys limits or
+// budgets on a header an application sets.
+func TestOverlayConsumers(t *testing.T) {
+	want := map[string]string{"namespace": "workload", "mesh-wide": "workload", "gateway": "peer", "filter-canary": "workload"}
+	for _, name := range overlays {
+		t.Run(name, func(t *testing.T) {
+			out, err := Build(filepath.Join(istioDir, "overlays", name))
+			require.NoError(t, err)
+			objs, err := Decode(name, out)
+			require.NoError(t, err)
+			n := 0
+			for _, o := range objs {
+				wp, ok := o.Value.(*extensions.WasmPlugin)
+				if !ok {
+					continue
+				}
+				js, err := PluginConfig(wp)
+				require.NoError(t, err)
+				cfg, err := config.Parse(js, func(string) (string, bool) { return "set", true })
+				require.NoError(t, err)
+				for _, r := range cfg.Routes {
+					if r.Consumer.From == config.ConsumerNone {
+						continue
+					}
+					n++
+					require.Equal(t, want[name], r.Consumer.From.String(), "%s: route %s", o, r.Name)
+				}
+			}
+			require.NotZero(t, n, "a route with a consumer")
 		})
 	}
 }
