@@ -176,7 +176,10 @@ func TestOpenAIGoChat(t *testing.T) {
 	require.EqualValues(t, 12, got.Usage.CompletionTokens)
 	require.Positive(t, got.Usage.PromptTokens)
 	require.Equal(t, "relay", raw.Header.Get("x-shepherd-provider"))
-	require.False(t, e.relay.Last().Authorization, "the application's key never reaches the provider")
+	// The relay gets the sidecar's credential once the policy has reached
+	// the worker, none before; never the application's.
+	require.NotContains(t, e.relay.Last().Header.Values("Authorization"), "Bearer sk-the-applications-own-key",
+		"the application's key never reaches the provider")
 
 	streamUsage := func(v *bool) openai.ChatCompletionNewParams {
 		p := chatParams("stream the sheep")
