@@ -112,13 +112,9 @@ func runWasm(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *wasmPath, err)
 	}
-	repository := *repo
-	if *push != "" {
-		ref, err := name.ParseReference(*push)
-		if err != nil {
-			return usageError{fmt.Errorf("--push %q: %w", *push, err)}
-		}
-		repository = ref.Context().Name()
+	repository, err := repositoryOf(*repo, *push)
+	if err != nil {
+		return err
 	}
 	digest, err := write(img, *layoutDir, *push, *insecure, *tag, v == oci.VariantOCI)
 	if err != nil {
@@ -167,13 +163,9 @@ func runSidecar(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	repository := *repo
-	if *push != "" {
-		ref, err := name.ParseReference(*push)
-		if err != nil {
-			return usageError{fmt.Errorf("--push %q: %w", *push, err)}
-		}
-		repository = ref.Context().Name()
+	repository, err := repositoryOf(*repo, *push)
+	if err != nil {
+		return err
 	}
 	digest, err := write(img, *layoutDir, *push, *insecure, *tag, true)
 	if err != nil {
@@ -209,4 +201,17 @@ func write(img v1.Image, layoutDir, push string, insecure bool, ref string, chec
 		}
 	}
 	return digest, nil
+}
+
+// repositoryOf is the repository a pin names: that of the --push reference
+// when there is one, else --repo.
+func repositoryOf(repo, push string) (string, error) {
+	if push == "" {
+		return repo, nil
+	}
+	ref, err := name.ParseReference(push)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--push %q: %w", push, err)}
+	}
+	return ref.Context().Name(), nil
 }
