@@ -131,7 +131,19 @@ func (e *clientsEnv) spendBudget(t *testing.T) {
 	})
 }
 
-func (e *clientsEnv) counter(t *testing.T, name string) uint64 { return counterOf(t, e.host, name) }
+// counter waits up to 5 s for counter name to reach want and returns its value
+// then: a stream's metrics are recorded when the proxy finishes the stream,
+// which can come just after the client has read its last byte.
+func (e *clientsEnv) counter(t *testing.T, want uint64, name string) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	got := counterOf(t, e.host, name)
+	for got < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		got = counterOf(t, e.host, name)
+	}
+	return got
+}
 
 func chatParams(content string) openai.ChatCompletionNewParams {
 	return openai.ChatCompletionNewParams{
@@ -221,7 +233,7 @@ func TestOpenAIGoChat(t *testing.T) {
 	})
 	// Three streams and one JSON answer, every one counted with its real
 	// usage: 12 output tokens each.
-	require.EqualValues(t, 4*12, e.counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
+	require.EqualValues(t, 4*12, e.counter(t, 4*12, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
 		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")))
 	require.EqualValues(t, 4, attempts.Load(), "one attempt per call")
 }
@@ -267,9 +279,9 @@ func TestOpenAIGoResponsesAndEmbeddings(t *testing.T) {
 	require.Positive(t, usage.InputTokens)
 	require.NotContains(t, string(e.relay.Last().Body), "stream_options", "a Responses request is not given chat parameters")
 	// Both Responses calls counted with their real usage.
-	require.EqualValues(t, 2*12, e.counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
+	require.EqualValues(t, 2*12, e.counter(t, 2*12, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
 		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "output")))
-	require.EqualValues(t, r.Usage.InputTokens+usage.InputTokens, e.counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
+	require.EqualValues(t, r.Usage.InputTokens+usage.InputTokens, e.counter(t, uint64(r.Usage.InputTokens+usage.InputTokens), telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
 		telemetry.LabelProvider, "relay", telemetry.LabelModel, "gpt-4.1", telemetry.LabelType, "input")))
 
 	emb, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{
@@ -281,7 +293,7 @@ func TestOpenAIGoResponsesAndEmbeddings(t *testing.T) {
 	require.NotEmpty(t, emb.Data[0].Embedding)
 	require.Equal(t, "text-embedding-3-small", e.relay.Last().Model, "embeddings keep their model")
 	require.Positive(t, emb.Usage.PromptTokens)
-	require.EqualValues(t, emb.Usage.PromptTokens, e.counter(t, telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
+	require.EqualValues(t, emb.Usage.PromptTokens, e.counter(t, uint64(emb.Usage.PromptTokens), telemetry.Name(telemetry.Tokens, telemetry.LabelRoute, "app",
 		telemetry.LabelProvider, "relay", telemetry.LabelModel, "text-embedding-3-small", telemetry.LabelType, "input")))
 	require.EqualValues(t, 3, attempts.Load())
 }

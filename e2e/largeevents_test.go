@@ -117,9 +117,24 @@ func TestLargeStreamEventsStayBounded(t *testing.T) {
 		require.Less(t, vm.MemoryBytes, uint64(32<<20), "VM %d: %d MiB", vm.Index, vm.MemoryBytes>>20)
 		t.Logf("VM %d: %d MiB of linear memory", vm.Index, vm.MemoryBytes>>20)
 	}
+	// A stream is counted when the proxy finishes it, which can come just
+	// after its client read the last byte, and the VM memory gauge is set
+	// from the plugin's tick: wait for both (the assertions below say which
+	// failed).
 	var text strings.Builder
-	h.WritePrometheus(&text)
-	samples := promtext.Parse(strings.NewReader(text.String()))
+	var samples []promtext.Sample
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text.Reset()
+		h.WritePrometheus(&text)
+		samples = promtext.Parse(strings.NewReader(text.String()))
+		skipped, _ := promtext.Find(samples, "shepherd_stream_events_skipped_total", map[string]string{"route": "chat"})
+		_, gauge := promtext.Find(samples, "shepherd_vm_memory_bytes", nil)
+		if skipped >= streams && gauge || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	skipped, ok := promtext.Find(samples, "shepherd_stream_events_skipped_total", map[string]string{"route": "chat"})
 	require.True(t, ok, text.String())
 	require.EqualValues(t, streams, skipped)
