@@ -204,23 +204,7 @@ func TestEnvoyConfigServesTheBootstrap(t *testing.T) {
 	}))
 	defer up.Close()
 	bootstrap := "../../envoy/testdata/bootstrap/routes.yaml"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--envoy-config", bootstrap, "--wasm", wasm,
-			"--cluster", "primary=" + strings.TrimPrefix(up.URL, "http://"), "--cluster", "backup=127.0.0.1:9",
-			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"}, io.Discard, io.Discard, ready)
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("run ended early: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("shepherd-local did not start")
-	}
+	a, stop := startBootstrap(t, bootstrap, wasm, up.URL)
 	for _, tc := range []struct {
 		path   string
 		status int
@@ -237,13 +221,7 @@ func TestEnvoyConfigServesTheBootstrap(t *testing.T) {
 		require.Equal(t, tc.body, string(body))
 		require.Equal(t, "envoy", resp.Header.Get("server"))
 	}
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("shepherd-local did not stop")
-	}
+	require.NoError(t, stop())
 }
 
 func TestEnvoyConfigFlagErrors(t *testing.T) {
@@ -349,23 +327,7 @@ func TestEnvoyConfigTLSListenerWithClientCertificates(t *testing.T) {
 	bootstrap := filepath.Join(dir, "envoy.yaml")
 	require.NoError(t, os.WriteFile(bootstrap, []byte(text), 0o600))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--envoy-config", bootstrap, "--wasm", wasm,
-			"--cluster", "primary=" + strings.TrimPrefix(up.URL, "http://"), "--cluster", "backup=127.0.0.1:9",
-			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"}, io.Discard, io.Discard, ready)
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("run ended early: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("shepherd-local did not start")
-	}
+	a, stop := startBootstrap(t, bootstrap, wasm, up.URL)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
 	get := func(certs []tls.Certificate) (*http.Response, error) {
@@ -382,10 +344,40 @@ func TestEnvoyConfigTLSListenerWithClientCertificates(t *testing.T) {
 
 	_, err = get(nil)
 	require.Error(t, err, "a client without a certificate is refused in the handshake")
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("shepherd-local did not stop")
+	require.NoError(t, stop())
+}
+
+// startBootstrap runs shepherd-local on bootstrap with one worker, cluster
+// primary at upstream and backup nowhere. It returns where it listens and
+// stop, which ends it and returns what run returned.
+func startBootstrap(t *testing.T, bootstrap, wasm, upstream string) (addrs, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--envoy-config", bootstrap, "--wasm", wasm,
+			"--cluster", "primary=" + strings.TrimPrefix(upstream, "http://"), "--cluster", "backup=127.0.0.1:9",
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"}, io.Discard, io.Discard, ready)
+	}()
+	stop := func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("shepherd-local did not stop")
+			return nil
+		}
 	}
+	select {
+	case a := <-ready:
+		return a, stop
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("shepherd-local did not start")
+	}
+	return addrs{}, nil
 }
