@@ -124,7 +124,10 @@ var sseEvents = func() [][]byte {
 // previous one (gate): every event then reaches the host, and the plugin, on
 // its own, as events spaced by generation time do, whatever the setup's speed.
 // A gate that does not open within a second is counted as a stall and passed.
+// After the last event, or one carrying usage (which the filter may remove, so
+// the client never gets it), it does not wait.
 type sseUpstream struct {
+	events [][]byte // nil: sseEvents
 	gate   chan struct{}
 	stalls atomic.Int64
 }
@@ -137,15 +140,19 @@ func (u *sseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.Flush()
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
-	for i, ev := range sseEvents {
+	events := u.events
+	if events == nil {
+		events = sseEvents
+	}
+	for i, ev := range events {
 		select { // a late signal of the previous event
 		case <-u.gate:
 		default:
 		}
 		w.Write(ev)
 		rc.Flush()
-		if i == len(sseEvents)-1 {
-			break
+		if i == len(events)-1 || bytes.Contains(ev, []byte(`"usage":{`)) {
+			continue
 		}
 		t.Reset(time.Second)
 		select {
@@ -197,7 +204,9 @@ func BenchmarkAddedLatency(b *testing.B) {
 	sseUp := scenario.Upstream(b, sse)
 	throttled := scenario.Upstream(b, throttledUpstream{})
 	big := body8k()
-	streamed := `{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Tell me about the shepherds of the mesh."}]}`
+	// The client asks for usage, so the stream (usage chunk included) reaches
+	// it as sent and the check below can see the usage.
+	streamed := `{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me about the shepherds of the mesh."}]}`
 
 	cases := []struct {
 		name, method, path, body string

@@ -188,7 +188,7 @@ func BenchmarkCurves(b *testing.B) {
 				events = append(events, sseEvents[i%200])
 			}
 			events = append(events, sseEvents[200:]...)
-			up := &eventsUpstream{events: events, gate: make(chan struct{}, 1)}
+			up := &sseUpstream{events: events, gate: make(chan struct{}, 1)}
 			h := newBenchHost(b, module(b), benchConfig, map[string]string{"p": scenario.Upstream(b, up)})
 			cases = append(cases, curveCase{name: "events=" + strconv.Itoa(n), host: h, want: http.StatusOK, per: len(events),
 				req:  func(int) *http.Request { return benchRequest(http.MethodPost, "/v1/chat/completions", streamed) },

@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,39 +23,6 @@ var openAIEvents = func() [][]byte {
 	}
 	return evs
 }()
-
-// eventsUpstream streams its events as sseUpstream does: one HTTP chunk each,
-// the next only once the client got the previous one.
-type eventsUpstream struct {
-	events [][]byte
-	gate   chan struct{}
-}
-
-func (u *eventsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body)
-	w.Header().Set("content-type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	rc.Flush()
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	for i, ev := range u.events {
-		select {
-		case <-u.gate:
-		default:
-		}
-		w.Write(ev)
-		rc.Flush()
-		if i == len(u.events)-1 || bytes.Contains(ev, []byte(`"usage":{`)) {
-			continue // the last event, or one the filter may remove: no wait
-		}
-		t.Reset(time.Second)
-		select {
-		case <-u.gate:
-		case <-t.C:
-		}
-	}
-}
 
 // BenchmarkStreamGuestTime reports the filter's own work per SSE event: the
 // guest time of a streamed chat completion of 202 events (200 content chunks,
@@ -88,7 +53,7 @@ func BenchmarkStreamGuestTime(b *testing.B) {
 		{"openai-usage-null-stripped", openAIEvents, notAsked, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			up := &eventsUpstream{events: tc.events, gate: make(chan struct{}, 1)}
+			up := &sseUpstream{events: tc.events, gate: make(chan struct{}, 1)}
 			addr := scenario.Upstream(b, up)
 			filter := newBenchHost(b, module(b), benchConfig, map[string]string{"p": addr})
 			base := newBenchHost(b, noop, benchConfig, map[string]string{"p": addr})
