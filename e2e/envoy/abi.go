@@ -5,25 +5,33 @@ import (
 	"errors"
 )
 
+// The host's ABI constants are written here, from the proxy-wasm spec and
+// proxy-wasm-cpp-host, and are deliberately not imported from the guest
+// binding (filter/proxywasm/internal/abi): the host is what the binding is
+// tested against, and a value both took from one place could be wrong on both
+// sides without any test noticing. The names agree with the binding's and the
+// spec's (WasmResult SerializationFailure, not ...Failed); TestABIConstants
+// checks the values against the spec's numbers written out a second time.
+
 // Status is a proxy-wasm WasmResult as the host returns it to the guest
 // (proxy-wasm spec, abi-versions/v0.2.1; proxy-wasm-cpp-host include/proxy-wasm/wasm_api_impl.h).
 type Status uint32
 
 // The WasmResult values of the proxy-wasm ABI.
 const (
-	StatusOK                  Status = 0
-	StatusNotFound            Status = 1
-	StatusBadArgument         Status = 2
-	StatusSerializationFailed Status = 3
-	StatusParseFailure        Status = 4
-	StatusBadExpression       Status = 5
-	StatusInvalidMemoryAccess Status = 6
-	StatusEmpty               Status = 7
-	StatusCasMismatch         Status = 8
-	StatusResultMismatch      Status = 9
-	StatusInternalFailure     Status = 10
-	StatusBrokenConnection    Status = 11
-	StatusUnimplemented       Status = 12
+	StatusOK                   Status = 0
+	StatusNotFound             Status = 1
+	StatusBadArgument          Status = 2
+	StatusSerializationFailure Status = 3
+	StatusParseFailure         Status = 4
+	StatusBadExpression        Status = 5
+	StatusInvalidMemoryAccess  Status = 6
+	StatusEmpty                Status = 7
+	StatusCasMismatch          Status = 8
+	StatusResultMismatch       Status = 9
+	StatusInternalFailure      Status = 10
+	StatusBrokenConnection     Status = 11
+	StatusUnimplemented        Status = 12
 )
 
 // Header map types (WasmHeaderMapType).

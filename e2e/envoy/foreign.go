@@ -56,20 +56,20 @@ func (v *vm) callForeign(name string, args []byte) (result []byte, hasResult boo
 		var buf bytes.Buffer
 		w := zlib.NewWriter(&buf)
 		if _, err := w.Write(args); err != nil {
-			return nil, false, StatusSerializationFailed
+			return nil, false, StatusSerializationFailure
 		}
 		if err := w.Close(); err != nil {
-			return nil, false, StatusSerializationFailed
+			return nil, false, StatusSerializationFailure
 		}
 		return buf.Bytes(), true, StatusOK
 	case "uncompress":
 		r, err := zlib.NewReader(bytes.NewReader(args))
 		if err != nil {
-			return nil, false, StatusSerializationFailed
+			return nil, false, StatusSerializationFailure
 		}
 		out, err := io.ReadAll(io.LimitReader(r, maxUncompressed+1))
 		if err != nil || len(out) > maxUncompressed {
-			return nil, false, StatusSerializationFailed
+			return nil, false, StatusSerializationFailure
 		}
 		return out, true, StatusOK
 	case "clear_route_cache":

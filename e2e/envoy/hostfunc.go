@@ -8,6 +8,81 @@ import (
 	"github.com/tetratelabs/wazero/api"
 )
 
+// hostFunc is one proxy-wasm host function of module "env": the name a module
+// imports, the ABI versions that have it (nil: every version), and its Go
+// definition. Like wazero's imports/wasi_snapshot_preview1, each function is a
+// named definition in the file of its family (env_*.go) and buildEnv only
+// registers them.
+type hostFunc struct {
+	name string
+	abis []string
+	fn   any
+}
+
+// has tells whether the function exists for a module of ABI version abi. As in
+// proxy-wasm-cpp-host src/wasm.cc registerCallbacks, some functions exist only
+// for some versions: get_configuration, continue_request, continue_response and
+// clear_route_cache for 0.1.0; continue_stream and close_stream for 0.2.x;
+// get_log_level for 0.2.1.
+func (f hostFunc) has(abi string) bool {
+	if f.abis == nil {
+		return true
+	}
+	for _, v := range f.abis {
+		if v == abi {
+			return true
+		}
+	}
+	return false
+}
+
+// hostFamily is a named group of host functions defined in one file.
+type hostFamily struct {
+	name  string
+	funcs []hostFunc
+}
+
+// envFamilies are the proxy-wasm host functions (module "env") by family, as
+// proxy-wasm-cpp-host src/exports.cc and Envoy's
+// source/extensions/common/wasm/context.cc implement them.
+func envFamilies() []hostFamily {
+	return []hostFamily{
+		{"logging", loggingFuncs},
+		{"timers", timerFuncs},
+		{"buffers", bufferFuncs},
+		{"headers", headerFuncs},
+		{"properties", propertyFuncs},
+		{"stream", streamFuncs},
+		{"foreign", foreignFuncs},
+		{"shared-data", sharedDataFuncs},
+		{"shared-queues", sharedQueueFuncs},
+		{"metrics", metricFuncs},
+		{"callouts", calloutFuncs},
+		{"compat", compatFuncs},
+	}
+}
+
+// buildEnv registers the host functions of every family that exist for the
+// module's ABI version. A function a module imports that is not here fails the
+// load, as in Envoy.
+func (h *Host) buildEnv(ctx context.Context, abi string) error {
+	b := h.rt.NewHostModuleBuilder("env")
+	for _, fam := range envFamilies() {
+		for _, f := range fam.funcs {
+			if !f.has(abi) {
+				continue
+			}
+			if h.cfg.TimeHostCalls {
+				exportTimed(b, f.name, f.fn)
+			} else {
+				export(b, f.name, f.fn)
+			}
+		}
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
 // goModuleFunc turns a host function written as a plain Go func into a
 // reflection-free wazero function: wazero's WithFunc calls through reflect on
 // every call, which would make the emulated host, not the plugin, dominate

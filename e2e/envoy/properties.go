@@ -306,7 +306,7 @@ func structProperty(st *structpb.Struct, rest []string) ([]byte, Status) {
 		for _, k := range keys {
 			sv, ok := st.GetFields()[k].GetKind().(*structpb.Value_StringValue)
 			if !ok {
-				return nil, StatusSerializationFailed
+				return nil, StatusSerializationFailure
 			}
 			ps = append(ps, pair{k, sv.StringValue})
 		}
@@ -333,7 +333,7 @@ func structProperty(st *structpb.Struct, rest []string) ([]byte, Status) {
 		}
 	default:
 		if len(rest) == 1 {
-			return nil, StatusSerializationFailed
+			return nil, StatusSerializationFailure
 		}
 	}
 	return nil, StatusNotFound

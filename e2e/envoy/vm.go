@@ -404,34 +404,6 @@ func (v *vm) memoryBytes() uint64 {
 	return uint64(v.mem.Size())
 }
 
-// setTick (re)arms the root context's timer (Envoy: one timer per root context,
-// source/extensions/common/wasm/wasm.cc Wasm::setTickPeriod); 0 disables it.
-func (v *vm) setTick(period time.Duration) {
-	if v.tickStop != nil {
-		close(v.tickStop)
-		v.tickStop = nil
-	}
-	v.tickPeriod = period
-	if period <= 0 || v.closed {
-		return
-	}
-	stop := make(chan struct{})
-	v.tickStop = stop
-	go func() {
-		t := time.NewTimer(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			v.callAsync(v.rootID, "proxy_on_tick", uint64(v.rootID))
-			t.Reset(period)
-		}
-	}()
-}
-
 // shutdown releases the instance; outstanding callouts are cancelled.
 func (v *vm) shutdown() {
 	v.mu.Lock()
