@@ -22,7 +22,7 @@ import (
 // validator's (or than the docs) fails to configure here.
 func configAtMaxima() string {
 	var b strings.Builder
-	b.WriteString(`{"sidecar":{"cluster":"sidecar","timeoutMs":10000,"policyPollMs":1000,"reportIntervalMs":60000,"reportBatch":10000},"models":{`)
+	b.WriteString(`{"sidecar":{"cluster":"sidecar","timeoutMs":10000,"policyPollMs":1000,"reportIntervalMs":60000,"reportBatch":10000,"quotaReportMs":60000},"models":{`)
 	model := func(i int) string { return "m" + strconv.Itoa(i) }
 	longModel := strings.Repeat("M", 128)
 	b.WriteString(`"` + longModel + `":{"input":1,"output":2}`)
@@ -89,6 +89,7 @@ func TestConfigOnePastEachMaximumIsRefused(t *testing.T) {
 		{`"reportBatch":10000`, `"reportBatch":10001`, "reportBatch: must be between 1 and 10000"},
 		{`"reportIntervalMs":60000`, `"reportIntervalMs":60001`, "reportIntervalMs: must be between 0 and 60000"},
 		{`"policyPollMs":1000`, `"policyPollMs":1001`, "policyPollMs: must be between 0 and 1000"},
+		{`"quotaReportMs":60000`, `"quotaReportMs":60001`, "quotaReportMs: must be between 50 and 60000"},
 		{`"timeoutMs":10000}`, `"timeoutMs":10001}`, "timeoutMs: must be between 1 and 10000"},
 		{`"` + strings.Repeat("p", 64) + `"`, `"` + strings.Repeat("p", 65) + `"`, "longer than 64 characters"},
 		{`{"name":"r1",`, `{"name":"r1",` + `"x":1,`, "unknown field"},

@@ -115,7 +115,8 @@ func TestParseInvalid(t *testing.T) {
 		"sidecar-no-cluster":          `sidecar.cluster: must not be empty`,
 		"sidecar-poll-too-slow":       `sidecar.policyPollMs: must be between 0 and 1000, not 5000`,
 		"sidecar-poll-too-fast":       `sidecar.policyPollMs: must be 0 (off) or at least 50`,
-		"sidecar-unknown":             `sidecar.address: unknown field (known: cluster, token, timeoutMs, policyPollMs, reportIntervalMs, reportBatch)`,
+		"sidecar-unknown":             `sidecar.address: unknown field (known: cluster, token, timeoutMs, policyPollMs, reportIntervalMs, reportBatch, quotaReportMs)`,
+		"sidecar-quota-report":        `sidecar.quotaReportMs: must be between 50 and 60000, not 10`,
 		"sidecar-token-missing-env":   `sidecar.token.env: environment variable "SHEPHERD_FILTER_TOKEN" is not set or empty`,
 		"sidecar-token-crlf":          `sidecar.token.inline: holds characters not allowed in a header value`,
 		"global-no-sidecar":           `routes[0].globalLimits: needs the top-level sidecar section (the cluster of shepherd-sidecar)`,
@@ -124,6 +125,7 @@ func TestParseInvalid(t *testing.T) {
 		"global-empty-descriptors":    `routes[0].globalLimits.descriptors: must not be empty (leave it out for ["route"])`,
 		"global-consumer-no-header":   `routes[0].globalLimits.consumerHeader: is required for the consumer descriptor (or set the route's consumer or limits.consumerHeader)`,
 		"global-failure-mode":         `routes[0].globalLimits.failureMode: must be "open" or "closed", not "deny"`,
+		"global-mode":                 `routes[0].globalLimits.mode: must be "check" or "quota", not "rlqs"`,
 		"global-timeout":              `routes[0].globalLimits.timeoutMs: must be between 1 and 10000, not 0`,
 		"canary-one-provider":         `routes[0].canary: needs a route with two or more providers`,
 		"canary-unknown-provider":     `routes[0].canary.provider: provider "c" is not one of the route's providers`,
@@ -316,19 +318,22 @@ func TestParseSidecarGlobalLimitsCanary(t *testing.T) {
      "limits": {"requestsPerMinute": 100, "consumerHeader": "x-tenant"},
      "globalLimits": {"domain": "llm", "descriptors": ["route", "provider", "consumer"], "tokens": true, "failureMode": "closed", "timeoutMs": 80},
      "canary": {"stickyHeader": "x-user"}},
-    {"name": "rest", "match": {"pathPrefix": "/"}, "provider": "a", "globalLimits": {}}
+    {"name": "quota", "match": {"pathPrefix": "/q/"}, "provider": "a", "globalLimits": {"mode": "quota", "failureMode": "closed"}},
+    {"name": "rest", "match": {"pathPrefix": "/"}, "provider": "a", "globalLimits": {"mode": "check"}}
   ]}`), nil)
 	require.NoError(t, err)
 	require.Equal(t, &Sidecar{Cluster: "shepherd-sidecar", TimeoutMs: DefaultSidecarTimeoutMs, PolicyPollMs: 250,
-		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch, TokenSource: "none"}, cfg.Sidecar)
+		ReportIntervalMs: DefaultReportIntervalMs, ReportBatch: DefaultReportBatch, QuotaReportMs: DefaultQuotaReportMs, TokenSource: "none"}, cfg.Sidecar)
 	chat := cfg.Routes[0]
 	require.Equal(t, &GlobalLimits{Domain: "llm", Keys: []DescriptorKey{KeyRoute, KeyProvider, KeyConsumer},
 		ConsumerHeader: "x-tenant", PerConsumer: true, Tokens: true, FailClosed: true, TimeoutMs: 80}, chat.GlobalLimits)
 	require.Equal(t, &Canary{Provider: cfg.Providers[1], Header: "x-canary", StickyHeader: "x-user"}, chat.Canary,
 		"the canary defaults to the last provider")
-	rest := cfg.Routes[1]
+	require.Equal(t, &GlobalLimits{Domain: "shepherd", Keys: []DescriptorKey{KeyRoute}, FailClosed: true, TimeoutMs: DefaultSidecarTimeoutMs, Quota: true},
+		cfg.Routes[1].GlobalLimits)
+	rest := cfg.Routes[2]
 	require.Equal(t, &GlobalLimits{Domain: "shepherd", Keys: []DescriptorKey{KeyRoute}, TimeoutMs: DefaultSidecarTimeoutMs}, rest.GlobalLimits,
-		"defaults: domain shepherd, the route descriptor, fail open, the sidecar's timeout")
+		"defaults: check mode, domain shepherd, the route descriptor, fail open, the sidecar's timeout")
 	require.Nil(t, rest.Canary)
 }
 

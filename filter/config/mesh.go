@@ -23,6 +23,8 @@ const (
 	minPolicyPollMs         = 50
 	minReportIntervalMs     = 50
 	maxReportIntervalMs     = 60_000
+	// DefaultQuotaReportMs is how often the quota stream reports usage.
+	DefaultQuotaReportMs = 1000
 )
 
 // Sidecar is where the filter reaches shepherd-sidecar, and how often it talks
@@ -42,6 +44,9 @@ type Sidecar struct {
 	// ReportBatch is the most outcomes one report carries; a full batch is
 	// sent at the next tick without waiting for the interval.
 	ReportBatch int
+	// QuotaReportMs is how often the VM holding the quota stream reports the
+	// usage of quota-mode global limits (GlobalLimits.Quota).
+	QuotaReportMs uint32
 	// Metadata is the initial metadata of every gRPC call to the sidecar:
 	// the filter token (FilterTokenMetadata) when the config names one, else
 	// nil. It holds a secret: never log or format it.
@@ -88,6 +93,10 @@ type GlobalLimits struct {
 	FailClosed bool
 	// TimeoutMs is the deadline of the check.
 	TimeoutMs uint32
+	// Quota enforces the limits locally from quota assignments the sidecar
+	// streams over Envoy's RLQS protocol ("mode": "quota") instead of one
+	// ShouldRateLimit per request ("mode": "check").
+	Quota bool
 }
 
 // Canary is a route's canary split: which backend is the canary, the header
@@ -105,7 +114,7 @@ func (d *decoder) sidecar(doc *jsonlite.Value) error {
 		return nil
 	}
 	const path = "sidecar"
-	if err := object(path, v, "cluster", "token", "timeoutMs", "policyPollMs", "reportIntervalMs", "reportBatch"); err != nil {
+	if err := object(path, v, "cluster", "token", "timeoutMs", "policyPollMs", "reportIntervalMs", "reportBatch", "quotaReportMs"); err != nil {
 		return err
 	}
 	s := &Sidecar{}
@@ -151,24 +160,39 @@ func (d *decoder) sidecar(doc *jsonlite.Value) error {
 		return err
 	}
 	s.ReportBatch = int(n)
+	if n, err = integer(path, v, "quotaReportMs", minReportIntervalMs, maxReportIntervalMs, DefaultQuotaReportMs); err != nil {
+		return err
+	}
+	s.QuotaReportMs = uint32(n)
 	d.cfg.Sidecar = s
 	return nil
 }
 
-// globalLimits reads {"domain", "descriptors": ["route", ...], "consumerHeader",
-// "tokens", "failureMode": "open"|"closed", "timeoutMs"}.
+// globalLimits reads {"mode": "check"|"quota", "domain", "descriptors":
+// ["route", ...], "consumerHeader", "tokens", "failureMode": "open"|"closed",
+// "timeoutMs"}.
 func (d *decoder) globalLimits(path string, v *jsonlite.Value, r *Route) error {
 	if v == nil {
 		return nil
 	}
-	if err := object(path, v, "domain", "descriptors", "consumerHeader", "tokens", "failureMode", "timeoutMs"); err != nil {
+	if err := object(path, v, "mode", "domain", "descriptors", "consumerHeader", "tokens", "failureMode", "timeoutMs"); err != nil {
 		return err
 	}
 	if d.cfg.Sidecar == nil {
 		return fail(path, "needs the top-level sidecar section (the cluster of shepherd-sidecar)")
 	}
 	g := &GlobalLimits{}
-	var err error
+	mode, err := str(path, v, "mode")
+	if err != nil {
+		return err
+	}
+	switch mode {
+	case "", "check":
+	case "quota":
+		g.Quota = true
+	default:
+		return fail(join(path, "mode"), "must be \"check\" or \"quota\", not "+strconv.Quote(mode))
+	}
 	if g.Domain, err = str(path, v, "domain"); err != nil {
 		return err
 	}
@@ -224,8 +248,7 @@ func (d *decoder) globalLimits(path string, v *jsonlite.Value, r *Route) error {
 	if g.Tokens, err = boolean(path, v, "tokens", false); err != nil {
 		return err
 	}
-	mode, err := str(path, v, "failureMode")
-	if err != nil {
+	if mode, err = str(path, v, "failureMode"); err != nil {
 		return err
 	}
 	switch mode {
