@@ -49,6 +49,8 @@ type plugin struct {
 	streams uint64
 	// sc is the conversation with shepherd-sidecar.
 	sc sidecarState
+	// quota is the quota mode's state (quota.go).
+	quota quotaState
 	// workload is this Envoy's "<namespace>/<service account>" from its node
 	// metadata, read at configure (config.Unauthenticated without one).
 	workload string
@@ -120,6 +122,8 @@ type policy struct {
 	// overlay is the sidecar's policy applied to cfg, nil before the first one
 	// arrives. The plugin's tick replaces it; streams read it when they route.
 	overlay *mesh.Overlay
+	// quotaDomains are the domains of the quota-mode global limits.
+	quotaDomains []string
 }
 
 // routeState is a route's limiters and retry state on this VM.
@@ -173,7 +177,7 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 }
 
 func newPolicy(cfg *config.Config) (*policy, error) {
-	pol := &policy{cfg: cfg, metrics: newMetrics(cfg), routes: make([]routeState, len(cfg.Routes))}
+	pol := &policy{cfg: cfg, metrics: newMetrics(cfg), routes: make([]routeState, len(cfg.Routes)), quotaDomains: quotaDomains(cfg)}
 	store := sharedData{}
 	for i, r := range cfg.Routes {
 		st := &pol.routes[i]

@@ -29,9 +29,10 @@ const (
 	callPolicy
 	callReport
 	callSettle
+	callQuota
 )
 
-var sidecarCalls = []string{"check", "policy", "report", "settle"}
+var sidecarCalls = []string{"check", "policy", "report", "settle", "quota"}
 
 // What a full queue dropped, as the kind label of the drop counter.
 const (
@@ -68,12 +69,16 @@ func (p *plugin) baseTick() uint32 {
 		if sc.ReportIntervalMs > 0 && sc.ReportIntervalMs < t {
 			t = sc.ReportIntervalMs
 		}
+		if len(p.policy.quotaDomains) > 0 && sc.QuotaReportMs < t {
+			t = sc.QuotaReportMs
+		}
 	}
 	return t
 }
 
 // sidecarTick runs the plugin's periodic sidecar work.
 func (p *plugin) sidecarTick(now int64) {
+	p.quotaTick(now)
 	sc := p.policy.cfg.Sidecar
 	if sc == nil {
 		return
@@ -258,6 +263,9 @@ func (s *stream) checkGlobal() types.Action {
 		Model: model, Consumer: s.descriptorConsumer()})
 	if s.desc.Empty() {
 		return types.ActionContinue
+	}
+	if g.Quota {
+		return s.admitQuota(g)
 	}
 	sc := &s.plugin.sc
 	sc.buf = mesh.AppendCheck(sc.buf[:0], g, &s.desc, sc.scratch)
