@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -62,6 +61,30 @@ func PluginConfig(wp *extensions.WasmPlugin) ([]byte, error) {
 	return protojson.Marshal(wp.GetPluginConfig())
 }
 
+// ParsePluginConfig parses a WasmPlugin's pluginConfig as the filter does
+// (filter/config.Parse), taking every environment variable it names as set:
+// the variables live in the proxy, not where the manifest is checked. Every
+// check of a pluginConfig works on this result, so the manifest's rules and
+// the filter never disagree on what a config says.
+func ParsePluginConfig(wp *extensions.WasmPlugin) (*filterconfig.Config, error) {
+	js, err := PluginConfig(wp)
+	if err != nil {
+		return nil, err
+	}
+	return filterconfig.Parse(js, func(string) (string, bool) { return "placeholder", true })
+}
+
+// sourceEnv returns the variable a credential or token comes from, given its
+// filter/config source ("env NAME", "inline" or "none").
+func sourceEnv(source string) (string, bool) {
+	return strings.CutPrefix(source, "env ")
+}
+
+// wasmPlugin is the one check of a WasmPlugin on its own, for an overlay
+// (Objects) and a single manifest (`shepherd-validate wasmplugin`) alike: the
+// url is pinned, the plugin fails open, phase and priority are set, the
+// pluginConfig is one the filter accepts, and its secrets (provider
+// credentials, the filter token) come from the proxy's environment.
 func wasmPlugin(o *Object, wp *extensions.WasmPlugin) []error {
 	var errs []error
 	if !pinnedOCI.MatchString(wp.GetUrl()) {
@@ -79,14 +102,11 @@ func wasmPlugin(o *Object, wp *extensions.WasmPlugin) []error {
 	if wp.GetType() != extensions.PluginType_HTTP && wp.GetType() != extensions.PluginType_UNSPECIFIED_PLUGIN_TYPE {
 		errs = append(errs, problem(o, "spec.type", "%s: shepherd is an HTTP filter", wp.GetType()))
 	}
-	js, err := PluginConfig(wp)
+	cfg, err := ParsePluginConfig(wp)
 	if err != nil {
 		return append(errs, problem(o, "spec.pluginConfig", "%v", err))
 	}
-	if err := filterconfig.Validate(js); err != nil {
-		return append(errs, problem(o, "spec.pluginConfig", "%v", err))
-	}
-	// Credentials: never inline, and every environment variable the config
+	// Secrets: never inline, and every environment variable the config
 	// names must reach the VM (vmConfig.env from the proxy's environment).
 	env := map[string]*extensions.EnvVar{}
 	for _, e := range wp.GetVmConfig().GetEnv() {
@@ -95,54 +115,28 @@ func wasmPlugin(o *Object, wp *extensions.WasmPlugin) []error {
 			errs = append(errs, problem(o, "spec.vmConfig.env["+e.GetName()+"]", "has an inline value; take credentials from the proxy's environment (valueFrom: HOST)"))
 		}
 	}
-	var cfg struct {
-		Sidecar *struct {
-			Token *struct {
-				Env    string `json:"env"`
-				Inline string `json:"inline"`
-			} `json:"token"`
-		} `json:"sidecar"`
-		Providers []struct {
-			Name       string `json:"name"`
-			Credential *struct {
-				Env    string `json:"env"`
-				Inline string `json:"inline"`
-			} `json:"credential"`
-		} `json:"providers"`
-	}
-	if err := json.Unmarshal(js, &cfg); err != nil {
-		return append(errs, problem(o, "spec.pluginConfig", "%v", err))
-	}
-	if sc := cfg.Sidecar; sc != nil && sc.Token != nil {
-		// The filter token is a secret like a credential: from the proxy's
-		// environment only.
-		const field = "spec.pluginConfig.sidecar.token"
-		switch {
-		case sc.Token.Inline != "":
-			errs = append(errs, problem(o, field+".inline", "the filter token must not sit in the manifest; use {\"env\": NAME} and vmConfig.env"))
-		case sc.Token.Env != "":
-			if e, ok := env[sc.Token.Env]; !ok {
-				errs = append(errs, problem(o, field+".env", "%s is not in spec.vmConfig.env, so the filter never sees it", sc.Token.Env))
-			} else if e.GetValueFrom() != extensions.EnvValueSource_HOST {
-				errs = append(errs, problem(o, "spec.vmConfig.env["+e.GetName()+"]", "valueFrom must be HOST (the proxy's environment, from a Secret)"))
-			}
+	fromProxy := func(field, source, what string) {
+		if source == "inline" {
+			errs = append(errs, problem(o, field+".inline", "%s must not sit in the manifest; use {\"env\": NAME} and vmConfig.env", what))
+			return
 		}
+		name, ok := sourceEnv(source)
+		if !ok {
+			return
+		}
+		switch e, ok := env[name]; {
+		case !ok:
+			errs = append(errs, problem(o, field+".env", "%s is not in spec.vmConfig.env, so the filter never sees it", name))
+		case e.GetValueFrom() != extensions.EnvValueSource_HOST:
+			errs = append(errs, problem(o, "spec.vmConfig.env["+e.GetName()+"]", "valueFrom must be HOST (the proxy's environment, from a Secret)"))
+		}
+	}
+	if cfg.Sidecar != nil {
+		// The filter token is a secret like a credential.
+		fromProxy("spec.pluginConfig.sidecar.token", cfg.Sidecar.TokenSource, "the filter token")
 	}
 	for i, p := range cfg.Providers {
-		field := fmt.Sprintf("spec.pluginConfig.providers[%d].credential", i)
-		switch {
-		case p.Credential == nil:
-		case p.Credential.Inline != "":
-			errs = append(errs, problem(o, field+".inline", "credentials must not sit in the manifest; use {\"env\": NAME} and vmConfig.env"))
-		case p.Credential.Env != "":
-			e, ok := env[p.Credential.Env]
-			switch {
-			case !ok:
-				errs = append(errs, problem(o, field+".env", "%s is not in spec.vmConfig.env, so the filter never sees it", p.Credential.Env))
-			case e.GetValueFrom() != extensions.EnvValueSource_HOST:
-				errs = append(errs, problem(o, "spec.vmConfig.env["+e.GetName()+"]", "valueFrom must be HOST (the proxy's environment, from a Secret)"))
-			}
-		}
+		fromProxy(fmt.Sprintf("spec.pluginConfig.providers[%d].credential", i), p.CredentialSource, "credentials")
 	}
 	return errs
 }

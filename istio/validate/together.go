@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	filterconfig "github.com/shepherd-mesh/shepherd/filter/config"
 	sidecarconfig "github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 )
@@ -85,19 +83,9 @@ func find(objs []*Object, kind, name string) *Object {
 // ServiceEntry with an HTTP port for the cluster the filter uses, and a
 // DestinationRule originating TLS on that port.
 func providers(p *Object, objs []*Object) []error {
-	js, err := PluginConfig(p.Value.(*extensions.WasmPlugin))
+	cfg, err := ParsePluginConfig(p.Value.(*extensions.WasmPlugin))
 	if err != nil {
 		return nil // reported by the WasmPlugin's own checks
-	}
-	var cfg struct {
-		Providers []struct {
-			Name    string `json:"name"`
-			Host    string `json:"host"`
-			Cluster string `json:"cluster"`
-		} `json:"providers"`
-	}
-	if json.Unmarshal(js, &cfg) != nil {
-		return nil
 	}
 	var errs []error
 	for i, pr := range cfg.Providers {
@@ -106,20 +94,18 @@ func providers(p *Object, objs []*Object) []error {
 		if h, _, ok := strings.Cut(host, ":"); ok {
 			host = h
 		}
-		port := uint32(443)
-		if pr.Cluster != "" {
-			parts := strings.Split(pr.Cluster, "|")
-			if len(parts) != 4 || parts[0] != "outbound" || parts[3] != host {
-				// A cluster of the user's own (an EnvoyFilter): nothing to cross-check.
-				continue
-			}
-			n, err := strconv.ParseUint(parts[1], 10, 32)
-			if err != nil {
-				errs = append(errs, problem(p, field+".cluster", "%q: bad port", pr.Cluster))
-				continue
-			}
-			port = uint32(n)
+		// filter/config defaults the cluster to Istio's outbound|443||HOST.
+		parts := strings.Split(pr.Cluster, "|")
+		if len(parts) != 4 || parts[0] != "outbound" || parts[3] != host {
+			// A cluster of the user's own (an EnvoyFilter): nothing to cross-check.
+			continue
 		}
+		n, err := strconv.ParseUint(parts[1], 10, 32)
+		if err != nil {
+			errs = append(errs, problem(p, field+".cluster", "%q: bad port", pr.Cluster))
+			continue
+		}
+		port := uint32(n)
 		var se *networking.ServiceEntry
 		for _, o := range objs {
 			if v, ok := o.Value.(*networking.ServiceEntry); ok && contains(v.GetHosts(), host) {
@@ -168,11 +154,7 @@ func providers(p *Object, objs []*Object) []error {
 // rate limit domains of its routes' global limits are configured in the
 // sidecar's rate limit files.
 func sidecarUse(p *Object, objs []*Object) []error {
-	js, err := PluginConfig(p.Value.(*extensions.WasmPlugin))
-	if err != nil {
-		return nil
-	}
-	cfg, err := filterconfig.Parse(js, func(string) (string, bool) { return "placeholder", true })
+	cfg, err := ParsePluginConfig(p.Value.(*extensions.WasmPlugin))
 	if err != nil || cfg.Sidecar == nil {
 		return nil // reported by the WasmPlugin's own checks; no sidecar in use
 	}
