@@ -13,7 +13,9 @@
 // carries a value.
 //
 // Overlay runs all of it on a kustomize overlay; it is what
-// `shepherdctl validate istio/overlays/<name>` is meant to run.
+// `shepherd-validate overlay istio/overlays/<name>` runs
+// (istio/cmd/shepherd-validate), and Check on one object what
+// `shepherd-validate wasmplugin FILE` runs on each WasmPlugin.
 package validate
 
 import (

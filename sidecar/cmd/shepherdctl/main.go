@@ -6,7 +6,7 @@
 //	shepherdctl canary promote|rollback|pause|resume ROUTE
 //	shepherdctl policy
 //	shepherdctl limits check --domain D --descriptor k=v,k2=v2 [--hits N]
-//	shepherdctl validate sidecar|ratelimit|filter|wasmplugin|istio PATH
+//	shepherdctl validate sidecar|ratelimit|filter PATH
 //	shepherdctl bench rls --addr A [--concurrency 32] [--duration 5s] [--server-pid PID] [--serve-null]
 //
 // Exit codes: 0 success, 1 failure (the call or the validation failed),
@@ -52,11 +52,11 @@ commands:
   validate sidecar FILE                       check a sidecar config file
   validate ratelimit PATH                     check a rate limit config file or directory
   validate filter FILE                        check a filter pluginConfig (JSON or YAML)
-  validate wasmplugin FILE                    check an Istio WasmPlugin manifest
-  validate istio DIR                          check a kustomize overlay (istio/overlays/<name>) as istiod would
   bench rls --addr A [--concurrency N] [--duration D] [--server-pid PID] [--serve-null]
                                               measure a rate limit service (any envoy.service.ratelimit.v3
                                               server on loopback), its CPU per decision with its pid
+
+Istio manifests (WasmPlugin, overlays) are checked by shepherd-validate.
 
 Commands that talk to a sidecar take --addr (env SHEPHERDCTL_ADDR, default
 127.0.0.1:8081) and --timeout. Admin commands need a token: --token-file
