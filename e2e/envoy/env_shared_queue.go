@@ -61,7 +61,7 @@ func proxyEnqueueSharedQueue(ctx context.Context, tok, dataPtr, dataSize uint32)
 	}
 	if target != nil {
 		// Envoy posts on_queue_ready to the registrant's worker; it never runs inline.
-		go target.callAsync(ctxID, "proxy_on_queue_ready", uint64(ctxID), uint64(tok))
+		v.h.queues.post(target, ctxID, tok)
 	}
 	return uint32(StatusOK)
 }
@@ -84,7 +84,13 @@ type sharedQueues struct {
 	nextToken uint32
 	tokens    map[[2]string]uint32
 	queues    map[uint32]*sharedQueue
+	// posted are the on_queue_ready calls posted to each VM's worker and not
+	// yet run.
+	posted map[*vm][]postedReady
 }
+
+// postedReady is an on_queue_ready call posted to a worker.
+type postedReady struct{ ctxID, token uint32 }
 
 type sharedQueue struct {
 	items    [][]byte
@@ -93,7 +99,7 @@ type sharedQueue struct {
 }
 
 func newSharedQueues() *sharedQueues {
-	return &sharedQueues{tokens: map[[2]string]uint32{}, queues: map[uint32]*sharedQueue{}}
+	return &sharedQueues{tokens: map[[2]string]uint32{}, queues: map[uint32]*sharedQueue{}, posted: map[*vm][]postedReady{}}
 }
 
 func (q *sharedQueues) register(vmID, name string, v *vm, ctxID uint32) uint32 {
@@ -151,4 +157,38 @@ func (q *sharedQueues) dequeue(tok uint32) ([]byte, Status) {
 	d := sq.items[0]
 	sq.items = sq.items[1:]
 	return d, StatusOK
+}
+
+// post delivers on_queue_ready for token to context ctxID of VM v as Envoy does:
+// proxy-wasm-cpp-host src/shared_queue.cc SharedQueue::enqueue hands the call to
+// the registrant's call_on_thread, which Envoy implements as a post to that
+// worker's dispatcher (source/extensions/common/wasm/wasm.cc,
+// Wasm::callOnThreadFunction); DispatcherImpl::post
+// (source/common/event/dispatcher_impl.cc) schedules posted callbacks for the
+// current loop iteration, so they run before the worker reads anything that
+// arrives after the post. Here the call runs before the VM's next stream
+// callback (stream.lock), or on its own when the VM is idle.
+func (q *sharedQueues) post(v *vm, ctxID, token uint32) {
+	q.mu.Lock()
+	q.posted[v] = append(q.posted[v], postedReady{ctxID, token})
+	q.mu.Unlock()
+	go func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		q.runPosted(v)
+	}()
+}
+
+// runPosted runs the calls posted to v. The caller holds v.mu.
+func (q *sharedQueues) runPosted(v *vm) {
+	q.mu.Lock()
+	calls := q.posted[v]
+	delete(q.posted, v)
+	q.mu.Unlock()
+	for _, c := range calls {
+		if v.closed || v.failed.Load() {
+			return
+		}
+		_, _ = v.callLocked(c.ctxID, "proxy_on_queue_ready", uint64(c.ctxID), uint64(c.token))
+	}
 }

@@ -110,7 +110,12 @@ type localReply struct {
 
 var connSeq atomic.Uint64
 
-func (s *stream) lock()   { s.v.mu.Lock() }
+// lock takes the VM for a stream callback, after the calls other workers
+// posted to it (shared queues, shared.go post).
+func (s *stream) lock() {
+	s.v.mu.Lock()
+	s.v.h.queues.runPosted(s.v)
+}
 func (s *stream) unlock() { s.v.mu.Unlock() }
 
 func (s *stream) signal() {
