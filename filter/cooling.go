@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"strconv"
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
@@ -17,9 +18,11 @@ import (
 // somewhere else to go (several providers, a fallback chain, a priority
 // provider) reads it once, in place; an absent or empty table costs that one
 // read and nothing else. A route with a single provider and no fallback reads
-// it only while its VM knows of a pause (its tick looks, and its own writes
-// count), so its plain requests make no extra host call. Only refusals with a pause, headroom near zero, probes and their
-// answers write it.
+// it only while its VM knows of a pause, so its plain requests make no extra
+// host call: its tick looks, its own writes count, and a VM that stores a
+// refusal's pause tells every other VM at once through their wake-up queues
+// (proxy-wasm shared queues, filter/cooldown's wake-up list). Only refusals
+// with a pause, headroom near zero, probes and their answers write it.
 
 // maxCoolWrites bounds the compare-and-swap attempts of one change.
 const maxCoolWrites = 4
@@ -58,6 +61,12 @@ func (pl *plugin) coolChange(p *config.Provider, c cooldown.Change, st cooldown.
 		case nil:
 			if c == cooldown.Cool {
 				pl.coolSeen = true
+				if !st.Soft {
+					// Headroom only steers routes that read the memory
+					// anyway; a refusal must reach every VM before
+					// its next request.
+					pl.notifyWake(nowMs)
+				}
 			}
 			return true
 		case types.ErrorStatusCasMismatch:
@@ -113,10 +122,10 @@ func (s *stream) claim(p *config.Provider, nowMs int64) bool {
 // the request was answered.
 func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 	r := s.decision.Route
-	if len(r.Backends) == 1 && r.Fallback == nil && r.PriorityProvider == nil && !s.plugin.coolSeen {
+	if len(r.Backends) == 1 && r.Fallback == nil && r.PriorityProvider == nil && !s.plugin.coolSeen && s.plugin.wake != 0 {
 		// Nowhere else to go, and no pause known to this VM: the
-		// request goes on without a look (a pause another VM learnt is
-		// seen at the next tick).
+		// request goes on without a look (a pause another VM stores
+		// reaches this one through its wake-up queue first).
 		return types.ActionContinue, false
 	}
 	raw := coolTable()
@@ -309,4 +318,97 @@ func (s *stream) coolHeaders(nowMs int64) {
 		_ = proxywasm.ReplaceHttpResponseHeader(":status", strconv.Itoa(st))
 		s.status = st
 	}
+}
+
+// wakeSeqKey is the shared-data key of the counter that names each VM's
+// wake-up queue.
+const wakeSeqKey = "shepherd.cooldowns.wakeseq"
+
+// maxWakeNotices bounds the notices one VM drains from its queue at a time.
+const maxWakeNotices = 64
+
+// wakeNotice is what a notice carries: nothing but its arrival matters.
+var wakeNotice = []byte{1}
+
+// openWake registers this VM's wake-up queue and lists it. Queue names must
+// differ between VMs: the last VM to register a name is the one notified
+// (proxy-wasm-cpp-host src/shared_queue.cc, SharedQueue::registerQueue), so
+// each takes the next number of a shared counter. Without a queue the VM
+// reads the memory on every routed request instead.
+func (p *plugin) openWake(nowMs int64) {
+	var seq uint64
+	for range maxCoolWrites {
+		raw, cas, err := proxywasm.PeekSharedData(wakeSeqKey)
+		if err != nil && err != types.ErrorStatusNotFound {
+			break
+		}
+		var next uint64
+		if len(raw) == 8 {
+			next = binary.LittleEndian.Uint64(raw)
+		}
+		next++
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], next)
+		if err := proxywasm.SetSharedData(wakeSeqKey, b[:], cas); err == nil {
+			seq = next
+			break
+		}
+	}
+	if seq == 0 {
+		seq = p.random() // no counter: a random name is unique enough
+	}
+	q, err := proxywasm.RegisterSharedQueue("shepherd.cooldowns.wake." + strconv.FormatUint(seq, 10))
+	if err != nil {
+		proxywasm.LogWarn("shepherd: no wake-up queue for the provider memory (every request reads it): " + err.Error())
+		return
+	}
+	p.wake = q
+	p.enlistWake(nowMs)
+	// A pause stored before the queue was listed sent this VM no notice.
+	p.coolSeen = cooldown.Any(coolTable(), nowMs)
+}
+
+// enlistWake lists this VM's queue in the wake-up list at nowMs.
+func (p *plugin) enlistWake(nowMs int64) {
+	for range maxCoolWrites {
+		raw, cas, err := proxywasm.PeekSharedData(cooldown.WakeKey)
+		if err != nil && err != types.ErrorStatusNotFound {
+			return
+		}
+		p.wakeBuf = cooldown.Enlist(p.wakeBuf[:0], raw, p.wake, nowMs)
+		if err := proxywasm.SetSharedData(cooldown.WakeKey, p.wakeBuf, cas); err != types.ErrorStatusCasMismatch {
+			p.wakeAt = nowMs
+			return
+		}
+	}
+}
+
+// notifyWake tells every listed VM but this one that a pause was stored.
+// Envoy runs each VM's on_queue_ready on its own worker before that worker
+// reads anything arriving after the notice (shared.go of e2e/envoy cites
+// where), so no request that comes after the refusal misses the pause.
+func (p *plugin) notifyWake(nowMs int64) {
+	// Read in place: enqueueing returns no data, so the bytes stay valid.
+	raw, _, err := proxywasm.PeekSharedData(cooldown.WakeKey)
+	if err != nil {
+		return
+	}
+	cooldown.Wakers(raw, nowMs, func(token uint32) {
+		if token != p.wake {
+			// A queue gone with its vm_id answers NotFound: nothing to do.
+			_ = proxywasm.EnqueueSharedQueue(token, wakeNotice)
+		}
+	})
+}
+
+// OnQueueReady takes another VM's notice of a stored pause: this VM reads the
+// memory from its next request on. Any queue it is called for is drained, so
+// a queue left by an earlier plugin context of this VM does not grow.
+func (p *plugin) OnQueueReady(queueID uint32) {
+	for range maxWakeNotices {
+		if _, err := proxywasm.DequeueSharedQueue(queueID); err != nil {
+			break
+		}
+	}
+	p.coolSeen = true
 }

@@ -82,8 +82,16 @@ type plugin struct {
 	// coolBuf receives the provider memory's new value before it is stored.
 	coolBuf []byte
 	// coolSeen is set while this VM knows of a provider's pause: since its
-	// last tick's look at the memory, or since it stored one itself.
+	// last tick's look at the memory, since it stored one itself, or since
+	// another VM's notice reached its wake-up queue.
 	coolSeen bool
+	// wake is this VM's wake-up queue (0 when the host gave none: the VM
+	// then reads the memory on every routed request), wakeAt when it was
+	// last listed (Unix ms), wakeBuf the list's new value before it is
+	// stored (cooling.go).
+	wake    uint32
+	wakeAt  int64
+	wakeBuf []byte
 }
 
 // keepReplyHeaders keeps h's array for the next refusal, its strings cleared.
@@ -170,6 +178,9 @@ func (p *plugin) OnPluginStart(int) types.OnPluginStartStatus {
 	if sc := cfg.Sidecar; sc != nil {
 		p.sc.outcomes = mesh.NewOutcomes(4 * sc.ReportBatch)
 		p.applySharedPolicy() // a reconfigured VM keeps the sidecar's policy
+	}
+	if p.wake == 0 {
+		p.openWake(nowNanos() / 1e6)
 	}
 	p.setTick(p.baseTick())
 	proxywasm.LogInfo("shepherd: configured " + strconv.Itoa(len(cfg.Routes)) + " routes, " + strconv.Itoa(len(cfg.Providers)) + " providers, " + strconv.Itoa(len(cfg.Models)) + " models")
@@ -258,7 +269,11 @@ func (p *plugin) setTick(ms uint32) {
 func (p *plugin) OnTick() {
 	// Routes with nowhere else to go read the provider memory only while
 	// this VM knows of a pause (cooling.go).
-	p.coolSeen = cooldown.Any(coolTable(), nowNanos()/1e6)
+	nowMs := nowNanos() / 1e6
+	p.coolSeen = cooldown.Any(coolTable(), nowMs)
+	if p.wake != 0 && nowMs-p.wakeAt >= cooldown.WakeRefresh {
+		p.enlistWake(nowMs)
+	}
 	if len(p.waiting) > 0 {
 		now := nowNanos()
 		kept := p.waiting[:0]

@@ -148,3 +148,66 @@ func TestLookupAllocatesNothing(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+func wakers(raw []byte, now int64) []uint32 {
+	var got []uint32
+	Wakers(raw, now, func(t uint32) { got = append(got, t) })
+	return got
+}
+
+type listing struct {
+	token uint32
+	at    int64
+}
+
+func TestWakeList(t *testing.T) {
+	const now = int64(7_000_000)
+	tests := []struct {
+		name  string
+		steps []listing
+		at    int64
+		want  []uint32
+	}{
+		{"empty", nil, now, nil},
+		{"one", []listing{{1, now}}, now, []uint32{1}},
+		{"listed again: one entry, refreshed", []listing{{1, now}, {2, now}, {1, now + WakeStale - 1}}, now + WakeStale, []uint32{1}},
+		{"stale entries receive nothing", []listing{{1, now}, {2, now + 10}}, now + WakeStale, []uint32{2}},
+		{"a stale entry is dropped by the next listing", []listing{{1, now}, {2, now + WakeStale}}, now, []uint32{2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var raw []byte
+			for _, s := range tc.steps {
+				raw = Enlist(nil, raw, s.token, s.at)
+			}
+			require.Equal(t, tc.want, wakers(raw, tc.at))
+		})
+	}
+}
+
+func TestWakeListIsBounded(t *testing.T) {
+	const now = int64(9_000_000)
+	var raw []byte
+	for i := range MaxWake + 10 {
+		raw = Enlist(nil, raw, uint32(i+1), now+int64(i))
+	}
+	got := wakers(raw, now+MaxWake+10)
+	require.Len(t, got, MaxWake, "full: the oldest gave way")
+	require.Equal(t, uint32(11), got[0], "the ten listed longest ago are gone")
+	require.Equal(t, uint32(MaxWake+10), got[len(got)-1])
+	require.Len(t, raw, wakeHeader+MaxWake*wakeEntry)
+
+	// A time from the future counts as now, so it ages like any other.
+	raw = Enlist(nil, nil, 1, now+1_000_000)
+	raw = Enlist(nil, raw, 2, now)
+	require.Equal(t, []uint32{1, 2}, wakers(raw, now))
+	require.Equal(t, []uint32{3}, wakers(Enlist(nil, raw, 3, now+WakeStale-1), now+WakeStale), "1 aged from now, not from its future time")
+}
+
+func TestWakeListMalformed(t *testing.T) {
+	for _, raw := range [][]byte{nil, {}, {2, 1, 0}, {wakeVersion}, {wakeVersion, 5, 0, 1, 2, 3}} {
+		require.Empty(t, wakers(raw, 0), "%v", raw)
+		out := Enlist(nil, raw, 9, 100)
+		require.Equal(t, []uint32{9}, wakers(out, 100), "%v", raw)
+	}
+}
