@@ -1,0 +1,290 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	rlqsv3 "github.com/envoyproxy/go-control-plane/envoy/service/rate_limit_quota/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+)
+
+// The quota mode end to end: one Envoy-faithful host with two worker VMs
+// against an RLQS server in this process (go-control-plane's generated
+// types), which assigns each bucket a token bucket and counts what it is
+// told. The server also serves ShouldRateLimit, to count that the filter
+// never calls it in quota mode.
+
+const quotaE2EConfig = `{
+  "sidecar": {"cluster": "sidecar", "timeoutMs": 100, "policyPollMs": 0, "reportIntervalMs": 0, "quotaReportMs": 50},
+  "providers": [{"name": "relay", "host": "relay.example.com", "cluster": "relay"}],
+  "routes": [
+    {"name": "limited", "match": {"pathPrefix": "/limited/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "failureMode": "closed"}},
+    {"name": "open", "match": {"pathPrefix": "/open/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "failureMode": "open"}},
+    {"name": "closed", "match": {"pathPrefix": "/closed/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "failureMode": "closed"}}
+  ]}`
+
+// quotaServer is a small RLQS server: every reported bucket gets a token
+// bucket of limits[route] requests per hour (1000 when unlisted), valid for
+// ttl; it sums the usage it is told per route.
+type quotaServer struct {
+	rlqsv3.UnimplementedRateLimitQuotaServiceServer
+	rlsv3.UnimplementedRateLimitServiceServer
+	limits map[string]uint32
+	ttl    time.Duration
+
+	mu       sync.Mutex
+	allowed  map[string]uint64
+	denied   map[string]uint64
+	reports  int
+	assigned map[string]int // reports answered per route
+	checks   atomic.Int64   // ShouldRateLimit calls
+
+	addr string
+	srv  *grpc.Server
+	done chan struct{}
+}
+
+func startQuotaServer(t *testing.T, limits map[string]uint32, ttl time.Duration) *quotaServer {
+	q := &quotaServer{limits: limits, ttl: ttl, allowed: map[string]uint64{}, denied: map[string]uint64{}, assigned: map[string]int{}}
+	q.start(t, "127.0.0.1:0")
+	t.Cleanup(q.stop)
+	return q
+}
+
+func (q *quotaServer) start(t *testing.T, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	q.addr = ln.Addr().String()
+	q.srv = grpc.NewServer()
+	rlqsv3.RegisterRateLimitQuotaServiceServer(q.srv, q)
+	rlsv3.RegisterRateLimitServiceServer(q.srv, q)
+	q.done = make(chan struct{})
+	go func() {
+		defer close(q.done)
+		_ = q.srv.Serve(ln)
+	}()
+}
+
+// stop ends the server and every stream; idempotent.
+func (q *quotaServer) stop() {
+	if q.srv == nil {
+		return
+	}
+	q.srv.Stop()
+	<-q.done
+	q.srv = nil
+}
+
+func (q *quotaServer) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	q.checks.Add(1)
+	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
+}
+
+func (q *quotaServer) StreamRateLimitQuotas(s rlqsv3.RateLimitQuotaService_StreamRateLimitQuotasServer) error {
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp := &rlqsv3.RateLimitQuotaResponse{}
+		q.mu.Lock()
+		q.reports++
+		for _, u := range r.BucketQuotaUsages {
+			route := u.BucketId.Bucket["route"]
+			q.allowed[route] += u.NumRequestsAllowed
+			q.denied[route] += u.NumRequestsDenied
+			q.assigned[route]++
+			n, ok := q.limits[route]
+			if !ok {
+				n = 1000
+			}
+			resp.BucketAction = append(resp.BucketAction, &rlqsv3.RateLimitQuotaResponse_BucketAction{
+				BucketId: u.BucketId,
+				BucketAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_QuotaAssignmentAction_{
+					QuotaAssignmentAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_QuotaAssignmentAction{
+						AssignmentTimeToLive: durationpb.New(q.ttl),
+						RateLimitStrategy: &typev3.RateLimitStrategy{Strategy: &typev3.RateLimitStrategy_TokenBucket{TokenBucket: &typev3.TokenBucket{
+							MaxTokens: n, TokensPerFill: nil, FillInterval: durationpb.New(time.Hour / time.Duration(n))}}},
+					}}})
+		}
+		q.mu.Unlock()
+		if err := s.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// usage is the usage reported for route so far and how many reports
+// answered it.
+func (q *quotaServer) usage(route string) (allowed, denied uint64, answered int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.allowed[route], q.denied[route], q.assigned[route]
+}
+
+type quotaEnv struct {
+	server *quotaServer
+	relay  *fakeprovider.Provider
+	host   *envoy.Host
+	url    string
+}
+
+func newQuotaEnv(t *testing.T, limits map[string]uint32, ttl time.Duration) *quotaEnv {
+	e := &quotaEnv{server: startQuotaServer(t, limits, ttl), relay: fakeprovider.New(fakeprovider.Options{Name: "relay"})}
+	h, err := envoy.New(context.Background(), envoy.Config{
+		Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+		PluginConfig: []byte(quotaE2EConfig), Workers: 2,
+		Clusters:  map[string]string{"relay": scenario.Upstream(t, e.relay), "sidecar": e.server.addr},
+		Routes:    map[string]string{"relay.example.com": "relay"},
+		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+	})
+	require.NoError(t, err)
+	front := httptest.NewServer(h)
+	t.Cleanup(func() {
+		front.Close()
+		_ = h.Close(context.Background())
+	})
+	e.host, e.url = h, front.URL
+	return e
+}
+
+func (e *quotaEnv) do(t testing.TB, path string) int {
+	req, err := http.NewRequest(http.MethodPost, e.url+path,
+		strings.NewReader(`{"model":"gpt-4.1","messages":[{"role":"user","content":"hello"}]}`))
+	require.NoError(t, err)
+	req.Host = "api.openai.com"
+	req.Header.Set("content-type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// assigned waits until the server has answered two reports of route after
+// now: the first carried the assignment, the second came a report period
+// after it was delivered.
+func (e *quotaEnv) assigned(t *testing.T, route string) {
+	_, _, before := e.server.usage(route)
+	until(t, 5*time.Second, "assignment of "+route, func() bool {
+		_, _, n := e.server.usage(route)
+		return n >= before+2
+	})
+}
+
+// TestQuotaGlobalRequestLimit: with an assignment of 20 requests, 60
+// concurrent requests spread over two worker VMs admit exactly 20 (the VMs
+// draw from one record in shared data with compare-and-swap), the rest get
+// 429, no request calls ShouldRateLimit, and the server hears of every
+// decision in the usage reports. The bucket's first request, made before
+// any assignment, is admitted: that is the documented bound.
+func TestQuotaGlobalRequestLimit(t *testing.T) {
+	e := newQuotaEnv(t, map[string]uint32{"limited": 20}, time.Minute)
+	require.Equal(t, http.StatusOK, e.do(t, "/limited/v1/chat/completions"), "a new bucket is admitted")
+	e.assigned(t, "limited")
+
+	var ok, limited atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				switch st := e.do(t, "/limited/v1/chat/completions"); st {
+				case http.StatusOK:
+					ok.Add(1)
+				case http.StatusTooManyRequests:
+					limited.Add(1)
+				default:
+					t.Errorf("status %d", st)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.EqualValues(t, 20, ok.Load())
+	require.EqualValues(t, 40, limited.Load())
+	require.EqualValues(t, 21, e.relay.Requests())
+	require.Zero(t, e.server.checks.Load(), "quota mode never calls ShouldRateLimit")
+	until(t, 5*time.Second, "the usage reported", func() bool {
+		a, d, _ := e.server.usage("limited")
+		return a == 21 && d == 40
+	})
+	require.EqualValues(t, 40, counterOf(t, e.host, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "limited", telemetry.LabelKind, "global_requests")))
+}
+
+// TestQuotaSidecarDown: a sidecar restart shorter than the assignments'
+// time to live changes nothing for clients; a longer outage honours the
+// assignments until they expire, and then each route's failure mode
+// applies (closed: 503; open: admitted under local limits, counted).
+func TestQuotaSidecarDown(t *testing.T) {
+	const ttl = 3 * time.Second
+	e := newQuotaEnv(t, nil, ttl)
+	for _, p := range []string{"/open/v1/chat/completions", "/closed/v1/chat/completions"} {
+		require.Equal(t, http.StatusOK, e.do(t, p))
+	}
+	e.assigned(t, "closed")
+
+	// A short restart.
+	addr := e.server.addr
+	e.server.stop()
+	for range 5 {
+		require.Equal(t, http.StatusOK, e.do(t, "/closed/v1/chat/completions"))
+		require.Equal(t, http.StatusOK, e.do(t, "/open/v1/chat/completions"))
+	}
+	e.server.start(t, addr)
+	e.assigned(t, "closed") // the stream is back, with fresh assignments
+	for range 5 {
+		require.Equal(t, http.StatusOK, e.do(t, "/closed/v1/chat/completions"))
+	}
+	failures := func(mode string) uint64 { // 0 while never counted (not yet defined)
+		m := &wasmMesh{host: e.host}
+		name := telemetry.Name(telemetry.GlobalLimitFailures, telemetry.LabelRoute, mode, telemetry.LabelKind, mode)
+		if !m.Defined(t, name) {
+			return 0
+		}
+		return m.Counter(t, name)
+	}
+	require.Zero(t, failures("closed"))
+	require.Zero(t, failures("open"))
+
+	// A long outage: honoured until the expiry, then the failure mode.
+	e.server.stop()
+	require.Equal(t, http.StatusOK, e.do(t, "/closed/v1/chat/completions"), "the assignment is honoured")
+	until(t, ttl+2*time.Second, "the assignment expires", func() bool {
+		st := e.do(t, "/closed/v1/chat/completions")
+		if st == http.StatusOK {
+			return false
+		}
+		require.Equal(t, http.StatusServiceUnavailable, st)
+		return true
+	})
+	require.Equal(t, http.StatusOK, e.do(t, "/open/v1/chat/completions"))
+	require.EqualValues(t, 1, failures("closed"))
+	require.EqualValues(t, 1, failures("open"))
+	require.Zero(t, e.server.checks.Load())
+}
