@@ -243,11 +243,12 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if h := d.Route.PriorityHeader; h != "" {
 		s.priority = headerClone(s.header(h))
 	}
+	meshIdentity := false
 	if c := &d.Route.Consumer; c.From.Identity() {
-		// The mesh names the consumer; a client's header neither counts nor
-		// reaches the provider.
-		s.consumer = s.identity(c)
-		s.meshConsumer = s.consumer
+		// The mesh names the consumer (read below, after the last header
+		// read: its property reads return data); a client's header neither
+		// counts nor reaches the provider.
+		meshIdentity = true
 		if _, sent := s.header(c.Header); sent {
 			_ = proxywasm.RemoveHttpRequestHeader(c.Header)
 		}
@@ -300,8 +301,13 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 			_ = proxywasm.RemoveHttpRequestHeader(kv[0])
 		}
 	}
-	// The request headers are not read after this point: the provider
-	// memory's read replaces the bytes they were read from.
+	// The request headers are not read after this point: the identity's
+	// property reads and the provider memory's read replace the bytes they
+	// were read from.
+	if meshIdentity {
+		s.consumer = s.identity(&d.Route.Consumer)
+		s.meshConsumer = s.consumer
+	}
 	if action, answered := s.steer(s.start/1e6, readBody); answered {
 		return action
 	}
