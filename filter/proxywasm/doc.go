@@ -31,7 +31,10 @@
 // reuses the buffer. Calls that return no data (replacing or removing a
 // header, sending a reply, the time, metrics, ...) leave it intact. Copy
 // what must live longer (strings.Clone, append) before such a call. Natively
-// every function returns data the caller owns.
+// the Get functions return data the caller owns, and what a Peek function
+// returned is overwritten with abi.PoisonByte (0xDB) by the next call that
+// returns data, so native tests catch a read of stale host data every time
+// (in a VM it shows only when the new data lands where the old was).
 //
 // # Native tests
 //

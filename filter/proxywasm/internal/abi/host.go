@@ -76,9 +76,52 @@ func current() Host {
 	return host
 }
 
-// Peek is a no-op natively: a Host's returned slices are always the
-// caller's. (The wasip1 build returns data in place; see Peek there.)
-func Peek() {}
+// Natively, Peek keeps the wasip1 build's contract strictly so that native
+// tests catch what would read stale host data in a VM: the next call that
+// returns data hands back a copy the package owns, and the call that returns
+// data after it overwrites that copy with PoisonByte before asking the host.
+// In a VM the scratch buffer is reused the same way, but only when the new
+// data is small enough to land in it, so a stale read there shows only
+// sometimes; here it shows every time.
+var (
+	peek   bool
+	peeked []byte // what the last peeking call handed out, until invalidated
+)
+
+// PoisonByte is what native builds overwrite peeked data with once it is no
+// longer valid (see Peek).
+const PoisonByte = 0xDB
+
+// Peek makes the next host call that returns data hand back bytes that are
+// valid only until the host call after it that returns data (see the wasip1
+// build's Peek).
+func Peek() { peek = true }
+
+// invalidate poisons what the last peeking call handed out: every call that
+// returns data runs it first, as the wasip1 build reuses its scratch buffer.
+func invalidate() {
+	for i := range peeked {
+		peeked[i] = PoisonByte
+	}
+	peeked = nil
+}
+
+// returned is the result of a call that returns data: a copy of b the
+// package owns when Peek asked for data in place (so invalidate can poison
+// it), else b, which the caller owns.
+func returned(b []byte) []byte {
+	if !peek {
+		return b
+	}
+	peek = false
+	if b == nil {
+		return nil
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	peeked = out
+	return out
+}
 
 // ReserveScratch is a no-op natively (see ReserveScratch there).
 func ReserveScratch(int) {}
@@ -103,7 +146,9 @@ func GetCurrentTimeNanoseconds() (uint64, Status) { return current().GetCurrentT
 
 // GetBufferBytes calls proxy_get_buffer_bytes.
 func GetBufferBytes(bt BufferType, start, maxSize uint32) ([]byte, Status) {
-	return current().GetBufferBytes(bt, start, maxSize)
+	invalidate()
+	b, st := current().GetBufferBytes(bt, start, maxSize)
+	return returned(b), st
 }
 
 // GetBufferStatus calls proxy_get_buffer_status.
@@ -118,7 +163,11 @@ func SetBufferBytes(bt BufferType, start, size uint32, value []byte) Status {
 func GetHeaderMapSize(mt MapType) (uint32, Status) { return current().GetHeaderMapSize(mt) }
 
 // GetHeaderMapPairs calls proxy_get_header_map_pairs.
-func GetHeaderMapPairs(mt MapType) ([]byte, Status) { return current().GetHeaderMapPairs(mt) }
+func GetHeaderMapPairs(mt MapType) ([]byte, Status) {
+	invalidate()
+	b, st := current().GetHeaderMapPairs(mt)
+	return returned(b), st
+}
 
 // SetHeaderMapPairs calls proxy_set_header_map_pairs.
 func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
@@ -127,7 +176,9 @@ func SetHeaderMapPairs(mt MapType, serialized []byte) Status {
 
 // GetHeaderMapValue calls proxy_get_header_map_value.
 func GetHeaderMapValue(mt MapType, key string) ([]byte, Status) {
-	return current().GetHeaderMapValue(mt, key)
+	invalidate()
+	b, st := current().GetHeaderMapValue(mt, key)
+	return returned(b), st
 }
 
 // AddHeaderMapValue calls proxy_add_header_map_value.
@@ -146,7 +197,11 @@ func RemoveHeaderMapValue(mt MapType, key string) Status {
 }
 
 // GetProperty calls proxy_get_property.
-func GetProperty(path []byte) ([]byte, Status) { return current().GetProperty(path) }
+func GetProperty(path []byte) ([]byte, Status) {
+	invalidate()
+	b, st := current().GetProperty(path)
+	return returned(b), st
+}
 
 // SetProperty calls proxy_set_property.
 func SetProperty(path, value []byte) Status { return current().SetProperty(path, value) }
@@ -163,7 +218,11 @@ func ContinueStream(st StreamType) Status { return current().ContinueStream(st) 
 func CloseStream(st StreamType) Status { return current().CloseStream(st) }
 
 // GetStatus calls proxy_get_status.
-func GetStatus() (uint32, []byte, Status) { return current().GetStatus() }
+func GetStatus() (uint32, []byte, Status) {
+	invalidate()
+	code, msg, st := current().GetStatus()
+	return code, returned(msg), st
+}
 
 // HTTPCall calls proxy_http_call.
 func HTTPCall(upstream string, headers, body, trailers []byte, timeoutMillis uint32) (uint32, Status) {
@@ -192,7 +251,11 @@ func GrpcCancel(id uint32) Status { return current().GrpcCancel(id) }
 func GrpcClose(id uint32) Status { return current().GrpcClose(id) }
 
 // GetSharedData calls proxy_get_shared_data.
-func GetSharedData(key string) ([]byte, uint32, Status) { return current().GetSharedData(key) }
+func GetSharedData(key string) ([]byte, uint32, Status) {
+	invalidate()
+	b, cas, st := current().GetSharedData(key)
+	return returned(b), cas, st
+}
 
 // SetSharedData calls proxy_set_shared_data.
 func SetSharedData(key string, value []byte, cas uint32) Status {
@@ -214,7 +277,9 @@ func EnqueueSharedQueue(queueID uint32, value []byte) Status {
 
 // DequeueSharedQueue calls proxy_dequeue_shared_queue.
 func DequeueSharedQueue(queueID uint32) ([]byte, Status) {
-	return current().DequeueSharedQueue(queueID)
+	invalidate()
+	b, st := current().DequeueSharedQueue(queueID)
+	return returned(b), st
 }
 
 // DefineMetric calls proxy_define_metric.
@@ -237,5 +302,7 @@ func GetMetric(metricID uint32) (uint64, Status) { return current().GetMetric(me
 
 // CallForeignFunction calls proxy_call_foreign_function.
 func CallForeignFunction(name string, args []byte) ([]byte, Status) {
-	return current().CallForeignFunction(name, args)
+	invalidate()
+	b, st := current().CallForeignFunction(name, args)
+	return returned(b), st
 }
