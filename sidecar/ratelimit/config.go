@@ -1,10 +1,9 @@
 package ratelimit
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"sigs.k8s.io/yaml"
 )
 
 // Config is a validated, immutable set of rate limit domains, in the YAML
@@ -37,8 +36,12 @@ type Limit struct {
 	RequestsPerUnit uint32
 	Unlimited       bool
 	ShadowMode      bool
-	DetailedMetric  bool
-	Replaces        []string
+	// QuotaMode marks a quota rather than a limit: a quota over its count
+	// makes the request OVER_LIMIT only when every quota descriptor of the
+	// request is over too (envoyproxy/ratelimit's quota_mode).
+	QuotaMode      bool
+	DetailedMetric bool
+	Replaces       []string
 
 	id          int   // index in Config.limits; -1 for request overrides
 	period      int64 // window length in seconds
@@ -90,6 +93,10 @@ func (w *wildcard) match(v string) bool {
 type descNode struct {
 	limit    *Limit
 	children levelMap
+	// share is the wildcard value of a descriptor with share_threshold:
+	// every request value it matches counts in one counter, keyed by the
+	// pattern instead of the value (envoyproxy/ratelimit's share_threshold).
+	share string
 }
 
 // emptyConfig has no domains: every request is answered OK.
@@ -123,25 +130,61 @@ func (c *Config) Lookup(domainName string, keys, values []string) *Limit {
 	if d == nil || len(keys) != len(values) {
 		return nil
 	}
-	level := d.children
+	entries := make([]*commonrl.RateLimitDescriptor_Entry, len(keys))
 	for i := range keys {
-		n := level.find(keys[i], values[i])
+		entries[i] = &commonrl.RateLimitDescriptor_Entry{Key: keys[i], Value: values[i]}
+	}
+	l, _ := d.lookup(entries)
+	return l
+}
+
+// lookup finds the limit of a request's entries (see Config.Lookup). shared
+// has bit i set when entry i matched a wildcard with share_threshold and
+// the limit was found: that entry counts under the wildcard, not its value
+// (bits from 64 on are not kept; requests carry at most MaxEntries).
+func (d *domain) lookup(entries []*commonrl.RateLimitDescriptor_Entry) (l *Limit, shared uint64) {
+	level := d.children
+	for i, e := range entries {
+		n := level.find(e.GetKey(), e.GetValue())
 		if n == nil {
-			return nil
+			return nil, 0
 		}
-		if i == len(keys)-1 {
-			return n.limit
+		if n.share != "" && i < 64 {
+			shared |= 1 << i
+		}
+		if i == len(entries)-1 {
+			if n.limit == nil {
+				return nil, 0
+			}
+			return n.limit, shared
 		}
 		if len(n.children) == 0 {
-			return nil
+			return nil, 0
 		}
 		level = n.children
 	}
-	return nil
+	return nil, 0
+}
+
+// sharedValue returns the value entry i counts under: the wildcard of the
+// share_threshold descriptor it matched when its bit is set in shared, else
+// its own value.
+func (d *domain) sharedValue(entries []*commonrl.RateLimitDescriptor_Entry, shared uint64, i int) string {
+	if i >= 64 || shared&(1<<i) == 0 {
+		return entries[i].GetValue()
+	}
+	level := d.children
+	for j := 0; j < i; j++ {
+		level = level.find(entries[j].GetKey(), entries[j].GetValue()).children
+	}
+	return level.find(entries[i].GetKey(), entries[i].GetValue()).share
 }
 
 type levelMap map[string]*keyNode
 
+// find selects the descriptor for one entry: its exact value, else the
+// first matching wildcard, else the key-only default. Only a wildcard match
+// can be shared, so a node with share set is returned only through one.
 func (m levelMap) find(key, value string) *descNode {
 	kn := m[key]
 	if kn == nil {
@@ -184,11 +227,14 @@ func unitPeriod(u rlsv3.RateLimitResponse_RateLimit_Unit) int64 {
 	return 0
 }
 
-// LoadConfig reads a config file, or every .yaml/.yml file of a directory
-// (not recursing; in name order; symlinked files are followed, so a mounted
-// Kubernetes ConfigMap works), each holding one domain. A domain may appear
-// in only one file. An empty path gives the empty config. Errors start with
-// the file's path.
+// LoadConfig reads a config file, or every file of a directory and of its
+// sub-directories, as envoyproxy/ratelimit's runtime loader does: any name
+// (YAML, and so JSON too), walked in name order. Names starting with '.'
+// are skipped, as there with RUNTIME_IGNOREDOTFILES=true, so a mounted
+// Kubernetes ConfigMap (whose "..data" and dated directories are hidden)
+// loads each file once; symlinked files are followed, symlinked
+// directories are not. A domain may appear in only one file. An empty path
+// gives the empty config. Errors start with the file's path.
 func LoadConfig(path string) (*Config, error) {
 	if path == "" {
 		return EmptyConfig(), nil
@@ -204,22 +250,42 @@ func LoadConfig(path string) (*Config, error) {
 		}
 		return ParseConfig(path, data)
 	}
-	ents, err := os.ReadDir(path)
-	if err != nil {
-		return nil, fmt.Errorf("rate limit config: %w", err)
-	}
 	var files []File
-	for _, e := range ents {
-		ext := strings.ToLower(filepath.Ext(e.Name()))
-		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
-			continue
+	err = filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
-		p := filepath.Join(path, e.Name())
+		if p == path {
+			return nil
+		}
+		hidden := strings.HasPrefix(e.Name(), ".")
+		if e.IsDir() {
+			if hidden {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if hidden {
+			return nil
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			target, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			if target.IsDir() {
+				return nil
+			}
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("rate limit config: %w", err)
+			return err
 		}
 		files = append(files, File{Name: p, Data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rate limit config: %w", err)
 	}
 	return ParseFiles(files...)
 }
@@ -279,14 +345,8 @@ func join(path, field string) string {
 }
 
 func (c *Config) parseFile(f File) (*domain, error) {
-	js, err := yaml.YAMLToJSON(f.Data)
+	root, err := decodeYAML(f.Data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: invalid yaml: %w", f.Name, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	var root any
-	if err := dec.Decode(&root); err != nil {
 		return nil, fmt.Errorf("%s: invalid yaml: %w", f.Name, err)
 	}
 	d, err := c.parseRoot(root)
@@ -301,9 +361,6 @@ var (
 	descFields      = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric", "metadata", "quota_mode", "share_threshold"}
 	rateLimitFields = []string{"unit", "requests_per_unit", "unlimited", "name", "replaces"}
 	replacesFields  = []string{"name"}
-	// unsupported are envoyproxy/ratelimit fields that would change decisions
-	// and that shepherd does not implement: they are rejected, not ignored.
-	unsupported = map[string]bool{"quota_mode": true, "share_threshold": true}
 )
 
 func asMap(path string, v any) (map[string]any, error) {
@@ -338,43 +395,36 @@ func checkFields(path string, m map[string]any, allowed []string) error {
 		sort.Strings(unknown)
 		return errAt(join(path, unknown[0]), "unknown field")
 	}
-	for _, k := range allowed {
-		if _, ok := m[k]; ok && unsupported[k] {
-			return errAt(join(path, k), "not supported by shepherd")
-		}
-	}
 	return nil
 }
 
+// getString reads a string field: a scalar's text as written (so
+// `value: yes` is "yes" and `value: 0x1F` is "0x1F", as envoyproxy/ratelimit
+// reads them), or "" when unset or null.
 func getString(path string, m map[string]any, field string) (string, error) {
 	v, ok := m[field]
 	if !ok || v == nil {
 		return "", nil
 	}
-	switch x := v.(type) {
-	case string:
-		return x, nil
-	case json.Number:
-		return x.String(), nil
-	case bool:
-		if x {
-			return "true", nil
-		}
-		return "false", nil
+	if sc, ok := v.(scalar); ok {
+		return sc.text, nil
 	}
 	return "", errAt(join(path, field), "must be a string")
 }
 
+// getBool reads a bool field as YAML 1.1 does (true, yes, on, y and their
+// negations, in the case forms YAML allows); unset or null is false.
 func getBool(path string, m map[string]any, field string) (bool, error) {
 	v, ok := m[field]
 	if !ok || v == nil {
 		return false, nil
 	}
-	b, ok := v.(bool)
-	if !ok {
-		return false, errAt(join(path, field), "must be true or false")
+	if sc, ok := v.(scalar); ok && sc.plain {
+		if b, ok := yamlBool(sc.text); ok {
+			return b, nil
+		}
 	}
-	return b, nil
+	return false, errAt(join(path, field), "must be true or false")
 }
 
 func getList(path string, m map[string]any, field string) ([]any, error) {
@@ -462,6 +512,16 @@ func (c *Config) parseDescriptors(path, fullKey string, m map[string]any) (level
 			return nil, errAt(p, "duplicate descriptor key %q", key)
 		}
 		n := &descNode{}
+		share, err := getBool(p, dm, "share_threshold")
+		if err != nil {
+			return nil, err
+		}
+		if share {
+			if !strings.Contains(value, "*") {
+				return nil, errAt(join(p, "share_threshold"), "needs a wildcard value (one with '*')")
+			}
+			n.share = value
+		}
 		if n.limit, err = c.parseRateLimit(p, myKey, dm); err != nil {
 			return nil, err
 		}
@@ -491,6 +551,10 @@ func (c *Config) parseRateLimit(path, fullKey string, dm map[string]any) (*Limit
 	if err != nil {
 		return nil, err
 	}
+	quota, err := getBool(path, dm, "quota_mode")
+	if err != nil {
+		return nil, err
+	}
 	if _, err := getBool(path, dm, "value_to_metric"); err != nil {
 		return nil, err
 	}
@@ -506,7 +570,7 @@ func (c *Config) parseRateLimit(path, fullKey string, dm map[string]any) (*Limit
 	if err := checkFields(p, rm, rateLimitFields); err != nil {
 		return nil, err
 	}
-	l := &Limit{FullKey: fullKey, ShadowMode: shadow, DetailedMetric: detailed, id: len(c.limits)}
+	l := &Limit{FullKey: fullKey, ShadowMode: shadow, QuotaMode: quota, DetailedMetric: detailed, id: len(c.limits)}
 	if l.Unlimited, err = getBool(p, rm, "unlimited"); err != nil {
 		return nil, err
 	}
@@ -532,12 +596,12 @@ func (c *Config) parseRateLimit(path, fullKey string, dm map[string]any) (*Limit
 		l.Unit, l.period = u.unit, u.period
 	}
 	if v, ok := rm["requests_per_unit"]; ok && v != nil {
-		num, isNum := v.(json.Number)
-		n, perr := num.Int64()
-		if !isNum || perr != nil || n < 0 || n > math.MaxUint32 {
+		sc, isScalar := v.(scalar)
+		n, isInt := yamlUint32(sc.text)
+		if !isScalar || !sc.plain || !isInt {
 			return nil, errAt(join(p, "requests_per_unit"), "must be an integer from 0 to %d", uint32(math.MaxUint32))
 		}
-		l.RequestsPerUnit = uint32(n)
+		l.RequestsPerUnit = n
 	} else if !l.Unlimited {
 		return nil, errAt(join(p, "requests_per_unit"), "must be set")
 	}

@@ -27,6 +27,23 @@ func appendKey(b []byte, domainName string, entries []*commonrl.RateLimitDescrip
 	return strconv.AppendInt(b, period, 10)
 }
 
+// appendSharedKey is appendKey for a descriptor whose entries in shared
+// matched a share_threshold wildcard: those entries are written with the
+// wildcard (say "files/*") instead of their value, so every value the
+// wildcard matches counts in one counter, as in envoyproxy/ratelimit
+// (limiter/cache_key.go GenerateCacheKey).
+func appendSharedKey(b []byte, dom *domain, domainName string, entries []*commonrl.RateLimitDescriptor_Entry, shared uint64, period int64) []byte {
+	b = appendEscaped(b, domainName)
+	for i, e := range entries {
+		b = append(b, '|')
+		b = appendEscaped(b, e.GetKey())
+		b = append(b, '=')
+		b = appendEscaped(b, dom.sharedValue(entries, shared, i))
+	}
+	b = append(b, '|')
+	return strconv.AppendInt(b, period, 10)
+}
+
 func appendEscaped(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
@@ -44,16 +61,21 @@ func appendEscaped(b []byte, s string) []byte {
 }
 
 // detailedKey is the metric label of a descriptor with detailed_metric:
-// "domain.key1_value1.key2_value2", as envoyproxy/ratelimit names it.
-func detailedKey(domainName string, entries []*commonrl.RateLimitDescriptor_Entry) string {
+// "domain.key1_value1.key2_value2", as envoyproxy/ratelimit names it; an
+// entry counted under a share_threshold wildcard is named by the wildcard.
+func detailedKey(dom *domain, domainName string, entries []*commonrl.RateLimitDescriptor_Entry, shared uint64) string {
 	var sb strings.Builder
 	sb.WriteString(domainName)
-	for _, e := range entries {
+	for i, e := range entries {
 		sb.WriteByte('.')
 		sb.WriteString(e.GetKey())
-		if e.GetValue() != "" {
+		v := e.GetValue()
+		if shared != 0 {
+			v = dom.sharedValue(entries, shared, i)
+		}
+		if v != "" {
 			sb.WriteByte('_')
-			sb.WriteString(e.GetValue())
+			sb.WriteString(v)
 		}
 	}
 	return sb.String()

@@ -196,6 +196,7 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 // scratch is per-request working memory, reused through a pool.
 type scratch struct {
 	limits []*Limit
+	shared []uint64 // per descriptor: entries counted under a shared wildcard
 	hits   []store.Hit
 	hitIdx []int
 	ends   []int
@@ -279,15 +280,22 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 
 	// Find each descriptor's limit.
 	sc.limits = grow(sc.limits, len(descs))
+	sc.shared = grow(sc.shared, len(descs))
 	var replacing map[string]bool
 	for i, d := range descs {
+		// A domain that is not configured has no limits, not even a
+		// descriptor's own override, as in envoyproxy/ratelimit
+		// (config_impl.go GetLimit looks the domain up first).
 		var l *Limit
-		if o := d.GetLimit(); o != nil {
-			l = overrideLimit(o)
-		} else if dom != nil {
-			l = dom.lookup(d.GetEntries())
+		var shared uint64
+		if dom != nil {
+			if o := d.GetLimit(); o != nil {
+				l = overrideLimit(o)
+			} else {
+				l, shared = dom.lookup(d.GetEntries())
+			}
 		}
-		sc.limits[i] = l
+		sc.limits[i], sc.shared[i] = l, shared
 		if cfg.hasReplaces && l != nil {
 			for _, r := range l.Replaces {
 				if replacing == nil {
@@ -311,7 +319,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		if l == nil || l.Unlimited {
 			continue
 		}
-		sc.key = appendKey(sc.key, req.Domain, descs[i].GetEntries(), l.period)
+		if sc.shared[i] != 0 {
+			sc.key = appendSharedKey(sc.key, dom, req.Domain, descs[i].GetEntries(), sc.shared[i], l.period)
+		} else {
+			sc.key = appendKey(sc.key, req.Domain, descs[i].GetEntries(), l.period)
+		}
 		sc.ends = append(sc.ends, len(sc.key))
 		sc.hitIdx = append(sc.hitIdx, i)
 		start := now - floorMod(now, l.period)
@@ -347,6 +359,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	shadowed := false
 	headerIdx := -1
 	minRemaining := uint32(math.MaxUint32)
+	// Quotas (quota_mode) make the request OVER_LIMIT only when every
+	// quota of the request is over, as in envoyproxy/ratelimit
+	// (service/ratelimit.go shouldRateLimitWorker); each over quota's own
+	// status is still OVER_LIMIT.
+	quotas, quotasOver := 0, 0
 	for j, r := range results {
 		i := sc.hitIdx[j]
 		l := sc.limits[i]
@@ -364,18 +381,28 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		if st.LimitRemaining < minRemaining {
 			minRemaining, headerIdx = st.LimitRemaining, i
 		}
+		if l.QuotaMode {
+			quotas++
+		}
 		code := codeOK
 		switch {
 		case over && l.ShadowMode:
 			code = codeShadow
 			shadowed = true
+		case over && l.QuotaMode:
+			code = codeOverLimit
+			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			quotasOver++
 		case over:
 			code = codeOverLimit
 			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 			minRemaining, headerIdx = 0, i
 		}
-		s.countLimit(sn, l, req.Domain, descs[i].GetEntries(), code)
+		s.countLimit(sn, l, dom, req.Domain, descs[i].GetEntries(), sc.shared[i], code)
+	}
+	if quotas > 0 && quotas == quotasOver {
+		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
 	switch {
 	case resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT:
@@ -400,6 +427,7 @@ func (s *Service) putScratch(sc *scratch) {
 		return
 	}
 	clear(sc.limits)
+	clear(sc.shared)
 	clear(sc.hits)
 	s.pool.Put(sc)
 }
@@ -462,7 +490,7 @@ func (s *Service) failed(descs []*commonrl.RateLimitDescriptor, limits []*Limit,
 	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
 }
 
-func (s *Service) countLimit(sn *snapshot, l *Limit, domainName string, entries []*commonrl.RateLimitDescriptor_Entry, code string) {
+func (s *Service) countLimit(sn *snapshot, l *Limit, dom *domain, domainName string, entries []*commonrl.RateLimitDescriptor_Entry, shared uint64, code string) {
 	if l.id >= 0 && l.id < len(sn.limits) && sn.cfg.limits[l.id] == l {
 		c := sn.limits[l.id]
 		switch code {
@@ -475,7 +503,7 @@ func (s *Service) countLimit(sn *snapshot, l *Limit, domainName string, entries 
 		}
 	}
 	if l.DetailedMetric {
-		label := s.metrics.detailedLabel(detailedKey(domainName, entries))
+		label := s.metrics.detailedLabel(detailedKey(dom, domainName, entries, shared))
 		s.metrics.detailed.WithLabelValues(label, code).Inc()
 	}
 }
@@ -526,25 +554,6 @@ func newResponse(n, d int) *responseBlock {
 		blk.resp.Statuses[i] = &blk.statuses[i]
 	}
 	return blk
-}
-
-// lookup is Config.Lookup on a request's entries.
-func (d *domain) lookup(entries []*commonrl.RateLimitDescriptor_Entry) *Limit {
-	level := d.children
-	for i, e := range entries {
-		n := level.find(e.GetKey(), e.GetValue())
-		if n == nil {
-			return nil
-		}
-		if i == len(entries)-1 {
-			return n.limit
-		}
-		if len(n.children) == 0 {
-			return nil
-		}
-		level = n.children
-	}
-	return nil
 }
 
 // overrideLimit turns a descriptor's own limit (set in Envoy's route

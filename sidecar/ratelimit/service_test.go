@@ -248,6 +248,29 @@ func TestShouldRateLimitDecisions(t *testing.T) {
 			},
 		},
 		{
+			name: "quota_mode: over only when every quota of the request is over",
+			steps: []step{
+				{descs: descs(desc("service=s1"), desc("service=s2")), overall: ok, want: []want{{ok, 1, min, 0, 50}, {ok, 2, min, 1, 50}}},
+				{descs: descs(desc("service=s1"), desc("service=s2")), overall: ok, want: []want{{over, 1, min, 0, 50}, {ok, 2, min, 0, 50}}},
+				{descs: descs(desc("service=s1"), desc("service=s2")), overall: over, want: []want{{over, 1, min, 0, 50}, {over, 2, min, 0, 50}}},
+				{descs: descs(desc("service=s1")), overall: over, want: []want{{over, 1, min, 0, 50}}},
+				{descs: descs(desc("service=s1"), desc("user=erin")), overall: over, want: []want{{over, 1, min, 0, 50}, {ok, 3, min, 2, 50}}},
+				{descs: descs(desc("service=s1"), desc("user=banned")), overall: over, want: []want{{over, 1, min, 0, 50}, {over, 0, sec, 0, 1}}},
+			},
+		},
+		{
+			name: "share_threshold: the values a wildcard matches share one counter",
+			steps: []step{
+				{descs: descs(desc("files=files/a")), overall: ok, want: []want{{ok, 2, hour, 1, 3590}}},
+				{descs: descs(desc("files=files/b")), overall: ok, want: []want{{ok, 2, hour, 0, 3590}}},
+				{descs: descs(desc("files=files/c")), overall: over, want: []want{{over, 2, hour, 0, 3590}}},
+				{descs: descs(desc("files_no_share=files_no_share/a"), desc("files_no_share=files_no_share/b")), overall: ok, want: []want{{ok, 1, hour, 0, 3590}, {ok, 1, hour, 0, 3590}}},
+				{descs: descs(desc("tenant=t-1", "model=m")), overall: ok, want: []want{{ok, 1, hour, 0, 3590}}},
+				{descs: descs(desc("tenant=t-2", "model=m")), overall: over, want: []want{{over, 1, hour, 0, 3590}}},
+				{descs: descs(desc("tenant=t-2", "model=other")), overall: ok, want: []want{{ok, 1, hour, 0, 3590}}},
+			},
+		},
+		{
 			name: "unknown domain is OK without limits",
 			steps: []step{
 				{descs: descs(desc("user=alice")), overall: ok, want: []want{noLimit}},
@@ -293,6 +316,14 @@ func TestShouldRateLimitDescriptorOverride(t *testing.T) {
 		resp, err := client.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "llm", Descriptors: descs(d)})
 		require.NoError(t, err)
 		require.Equal(t, []want{w}, statusesOf(resp), "step %d", i)
+	}
+	// On a domain with no config the override is ignored too, as in
+	// envoyproxy/ratelimit: nothing is counted, the answer is OK.
+	for i := range 3 {
+		resp, err := client.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "other", Descriptors: descs(d)})
+		require.NoError(t, err)
+		require.Equal(t, ok, resp.GetOverallCode(), "step %d", i)
+		require.Equal(t, []want{noLimit}, statusesOf(resp), "step %d", i)
 	}
 }
 
