@@ -4,6 +4,7 @@ package proxytest_test
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -410,4 +411,24 @@ func TestChainedCalloutsStayOnStream(t *testing.T) {
 	require.NoError(t, secondErr)
 	require.Contains(t, host.GetCurrentRequestHeaders(id), [2]string{"x-second", "done"})
 	require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id))
+}
+
+// TestSharedDataKeysAreCopied: a VM's host copies a key out of the VM's
+// memory, so a filter may name a key with a string that views a buffer it
+// reuses (as the quota buckets do); the emulator must not keep that view.
+func TestSharedDataKeysAreCopied(t *testing.T) {
+	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(&types.DefaultVMContext{}))
+	defer release()
+	buf := []byte("bucket/team-a")
+	key := unsafe.String(unsafe.SliceData(buf), len(buf))
+	for _, value := range []string{"first", "second"} { // a new key, then an existing one
+		require.NoError(t, proxywasm.SetSharedData(key, []byte(value), 0))
+		copy(buf, "bucket/team-b")
+		v, _, err := host.GetSharedData("bucket/team-a")
+		require.NoError(t, err)
+		require.Equal(t, value, string(v))
+		_, _, err = host.GetSharedData("bucket/team-b")
+		require.ErrorIs(t, err, types.ErrorStatusNotFound)
+		copy(buf, "bucket/team-a")
+	}
 }

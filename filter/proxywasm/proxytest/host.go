@@ -563,7 +563,13 @@ func (h hostImpl) SetSharedData(key string, value []byte, cas uint32) abi.Status
 	if e.nextCas == 0 {
 		e.nextCas++
 	}
-	e.shared[key] = &sharedValue{value: append([]byte(nil), value...), cas: e.nextCas}
+	if ok {
+		v.value, v.cas = append(v.value[:0:0], value...), e.nextCas
+		return abi.StatusOK
+	}
+	// The key is copied, as a VM's host copies it out of the VM's memory:
+	// a filter may pass a string that views a buffer it reuses.
+	e.shared[strings.Clone(key)] = &sharedValue{value: append([]byte(nil), value...), cas: e.nextCas}
 	return abi.StatusOK
 }
 
