@@ -46,7 +46,8 @@ func (l labelSet) add(metric string, labels ...string) {
 
 // filterLabels runs the shipped pluginConfig in the Envoy-faithful host
 // (e2e/envoy) with the shipped stats tags, against fake providers, sends
-// traffic that produces a success, a fallback and a limited request, and
+// traffic that produces a success, a fallback, a limited request and a
+// fallback denied (a provider pausing with nowhere else to go), and
 // returns the label names of every series the filter exported.
 func filterLabels(t *testing.T) labelSet {
 	t.Helper()
@@ -106,6 +107,24 @@ func filterLabels(t *testing.T) labelSet {
 	}
 	require.Equal(t, map[int]int{200: 1, 429: 1}, statuses, "one answer after a fallback, one limited")
 
+	// The embeddings route's only provider asks for a pause; the next
+	// request is answered by shepherd, a fallback denied for cooling.
+	for i, fake := range []string{"429", ""} {
+		req, err := http.NewRequest("POST", front.URL+"/v1/embeddings", strings.NewReader(`{"model":"text-embedding-3-small","input":"hello"}`))
+		require.NoError(t, err)
+		req.Host = "api.openai.com"
+		req.Header.Set("content-type", "application/json")
+		if fake != "" {
+			req.Header.Set("x-fake-status", fake)
+			req.Header.Set("x-fake-retry-after", "30")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "embeddings request %d", i)
+	}
+
 	var buf bytes.Buffer
 	h.WritePrometheus(&buf)
 	labels := labelSet{}
@@ -116,7 +135,7 @@ func filterLabels(t *testing.T) labelSet {
 		}
 		labels.add(s.Name, names...)
 	}
-	for _, m := range []string{telemetry.Requests, telemetry.Fallbacks, telemetry.RateLimited, telemetry.Tokens, telemetry.Cost, telemetry.Duration + "_bucket"} {
+	for _, m := range []string{telemetry.Requests, telemetry.Fallbacks, telemetry.FallbacksDenied, telemetry.RateLimited, telemetry.Tokens, telemetry.Cost, telemetry.Duration + "_bucket"} {
 		require.Contains(t, labels, m, "the traffic produced %s:\n%s", m, buf.String())
 	}
 	return labels
