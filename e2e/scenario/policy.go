@@ -407,3 +407,63 @@ func PriorityAndChainsPerModel(t *testing.T, run Runner) {
 	require.Equal(t, "deepseek-v3.2", resp.Header.Get("x-shepherd-model"))
 	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
 }
+
+// EmbeddingsChainPerModel: an embeddings request is answered only by its own
+// model, so the route's chain (chat models) never serves it; a
+// fallback.byModel chain for the embedding model sends it to the same model
+// on another provider when the first fails. A listed embedding model without
+// a chain of its own is retried on its own provider only.
+func EmbeddingsChainPerModel(t *testing.T, run Runner) {
+	cfg := strings.Replace(policyConfig("", `{"models": ["deepseek-v3.2"],
+	  "byModel": {"text-embedding-3-small": [{"model": "text-embedding-3-small", "provider": "backup"}]},
+	  "baseBackoffMs": 1, "maxBackoffMs": 2}`),
+		`"claude-sonnet-4.5": {"input": 3.00, "output": 15.00}`,
+		`"claude-sonnet-4.5": {"input": 3.00, "output": 15.00},
+    "text-embedding-3-small": {"input": 0.02, "output": 0},
+    "text-embedding-3-large": {"input": 0.13, "output": 0}`, 1)
+	mesh, relay, backup := twoProviders(t, run, cfg)
+	embed := func(model string) Request {
+		return Request{Method: http.MethodPost, Path: "/v1/embeddings", Authority: "api.openai.com",
+			Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"model":"` + model + `","input":"hello"}`}
+	}
+
+	// Served by the relay while it works.
+	resp := mesh.Do(t, embed("text-embedding-3-small"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "/openai/v1/embeddings", relay.Last().Path)
+
+	// The relay fails: the model's own chain, the same model on backup.
+	relay.Script(fakeprovider.Fault{Status: http.StatusServiceUnavailable})
+	resp = mesh.Do(t, embed("text-embedding-3-small"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "backup", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "text-embedding-3-small", resp.Header.Get("x-shepherd-model"))
+	require.Equal(t, "2", resp.Header.Get("x-shepherd-attempts"))
+	require.Contains(t, string(resp.Body), `"embedding"`, "backup's embeddings answer")
+	last := backup.Last()
+	require.Equal(t, "/v1/embeddings", last.Path)
+	require.Equal(t, "text-embedding-3-small", last.Model)
+	require.JSONEq(t, `{"model":"text-embedding-3-small","input":"hello"}`, string(last.Body), "the kept body, unchanged")
+	require.EqualValues(t, 1, mesh.Counter(t, attemptsMetric("chat", "relay", "text-embedding-3-small", "5xx")))
+	require.EqualValues(t, 1, mesh.Counter(t, attemptsMetric("chat", "backup", "text-embedding-3-small", "2xx")))
+
+	// A listed embedding model without a chain of its own: the route's chain
+	// names a chat model, which cannot answer it, so the retry goes to the
+	// same model on the relay again, and backup is not asked.
+	relay.Script(fakeprovider.Fault{Status: http.StatusServiceUnavailable})
+	resp = mesh.Do(t, embed("text-embedding-3-large"))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "text-embedding-3-large", resp.Header.Get("x-shepherd-model"))
+	require.Equal(t, "2", resp.Header.Get("x-shepherd-attempts"))
+	require.Equal(t, "text-embedding-3-large", relay.Last().Model)
+	require.EqualValues(t, 1, backup.Requests(), "backup was asked once, by the chain of the small model")
+
+	// Chat keeps the route's chain.
+	relay.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests})
+	resp = mesh.Do(t, chat(`{"model":"gpt-4.1","messages":[]}`))
+	require.Equal(t, http.StatusOK, resp.Status, "%s", resp.Body)
+	require.Equal(t, "relay", resp.Header.Get("x-shepherd-provider"))
+	require.Equal(t, "deepseek-v3.2", resp.Header.Get("x-shepherd-model"))
+}

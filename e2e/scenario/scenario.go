@@ -81,6 +81,7 @@ func All() []Scenario {
 		{Name: "failover-needs-no-budget", Run: FailoverNeedsNoBudget},
 		{Name: "local-answers", Run: LocalAnswers},
 		{Name: "priority-and-chains-per-model", Run: PriorityAndChainsPerModel},
+		{Name: "embeddings-chain-per-model", Run: EmbeddingsChainPerModel},
 		{Name: "streaming", Run: Streaming},
 		{Name: "operations", Run: Operations},
 		{Name: "provider-operations", Run: ProviderOperations},
