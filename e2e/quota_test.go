@@ -65,14 +65,14 @@ type quotaServer struct {
 	done chan struct{}
 }
 
-func startQuotaServer(t *testing.T, limits map[string]uint32, ttl time.Duration) *quotaServer {
+func startQuotaServer(t testing.TB, limits map[string]uint32, ttl time.Duration) *quotaServer {
 	q := &quotaServer{limits: limits, ttl: ttl, allowed: map[string]uint64{}, denied: map[string]uint64{}, assigned: map[string]int{}}
 	q.start(t, "127.0.0.1:0")
 	t.Cleanup(q.stop)
 	return q
 }
 
-func (q *quotaServer) start(t *testing.T, addr string) {
+func (q *quotaServer) start(t testing.TB, addr string) {
 	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	q.addr = ln.Addr().String()

@@ -10,6 +10,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
+	"github.com/shepherd-mesh/shepherd/filter/rls"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -148,6 +149,13 @@ type routeState struct {
 	byModel map[*config.Model]*fallback.Planner
 	// claimPath is the property path of the route's consumer claim.
 	claimPath []string
+	// quotaKey is the shared data key of the quota bucket this VM admitted
+	// the route's last request against, for descriptors whose values all
+	// come from the config (no consumer); quotaEntries are its entries and
+	// quotaAt where its bucket id starts.
+	quotaKey     string
+	quotaEntries []rls.Entry
+	quotaAt      int
 }
 
 // OnPluginStart validates the pluginConfig. A bad config fails the start with a

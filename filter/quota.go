@@ -122,16 +122,55 @@ func (q *quotaState) bucketKey(domain string, d *mesh.Descriptor) (int, bool) {
 	return at, err == nil
 }
 
+// quotaKey returns the shared data key of the request's bucket and where
+// its bucket id starts. A route whose descriptor values all come from the
+// config reuses the key of its last request when the values are the same
+// (a string it owns); otherwise the key is a view of the plugin's key
+// buffer, valid until the next bucket key is built.
+func (s *stream) quotaKey(g *config.GlobalLimits) (string, int, bool) {
+	st := s.state
+	es := s.desc.Requests()
+	cacheable := true
+	for _, k := range g.Keys {
+		cacheable = cacheable && k != config.KeyConsumer
+	}
+	if cacheable && st.quotaKey != "" && sameEntries(st.quotaEntries, es) {
+		return st.quotaKey, st.quotaAt, true
+	}
+	q := &s.plugin.quota
+	at, ok := q.bucketKey(g.Domain, &s.desc)
+	if !ok {
+		return "", 0, false
+	}
+	if !cacheable {
+		return viewString(q.key), at, true
+	}
+	st.quotaKey, st.quotaAt = string(q.key), at
+	st.quotaEntries = append(st.quotaEntries[:0], es...)
+	return st.quotaKey, at, true
+}
+
+func sameEntries(a, b []rls.Entry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // admitQuota admits the request against its bucket's assignment with one
 // read and one compare-and-swap of the bucket's record.
 func (s *stream) admitQuota(g *config.GlobalLimits) types.Action {
 	p := s.plugin
 	q := &p.quota
-	at, ok := q.bucketKey(g.Domain, &s.desc)
+	key, at, ok := s.quotaKey(g)
 	if !ok {
 		return s.quotaFailed() // a bucket id too long to report
 	}
-	key := viewString(q.key)
 	now := s.start
 	for range limits.DefaultMaxRetries {
 		v, cas, err := proxywasm.PeekSharedData(key)
@@ -144,7 +183,7 @@ func (s *stream) admitQuota(g *config.GlobalLimits) types.Action {
 			if proxywasm.SetSharedData(key, rec.Encode(&q.rec), 0) != nil {
 				return s.quotaFailed()
 			}
-			p.registerBucket(g.Domain, q.key[at:])
+			p.registerBucket(g.Domain, []byte(key[at:]))
 			s.checked = true
 			return types.ActionContinue
 		case err != nil:
