@@ -96,10 +96,15 @@ func quotaDomains(cfg *config.Config) []string {
 
 // quotaWait is how long a new bucket is admitted without an assignment (and
 // an abandoned one again): until the lease holder's next report, or its
-// successor's after a lapsed lease, plus the answer's round trip.
+// successor's after a lapsed lease, plus the answer's round trip; at least
+// minQuotaWait, so a proxy whose ticks run late under load does not fail
+// a new bucket before its first answer.
 func quotaWait(sc *config.Sidecar) int64 {
-	return (mesh.LeaseTicks+1)*int64(sc.QuotaReportMs)*1e6 + int64(sc.TimeoutMs)*1e6
+	return max((mesh.LeaseTicks+1)*int64(sc.QuotaReportMs)*1e6+int64(sc.TimeoutMs)*1e6, minQuotaWait)
 }
+
+// minQuotaWait is the least time a new bucket waits for its assignment.
+const minQuotaWait = 2e9
 
 // appendRecordPrefix appends the prefix of domain's record keys: the domain
 // length-prefixed, so no domain forges another's keys.
