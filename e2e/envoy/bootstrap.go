@@ -36,7 +36,8 @@ type Bootstrap struct {
 	Config Config
 	Listen string // the listener's socket_address
 	Admin  string // admin.address ("" without an admin listener)
-	// WasmFile is the plugin's vm_config.code.local.filename ("" when inline).
+	// WasmFile is the first wasm filter's vm_config.code.local.filename ("" when
+	// inline); the code of further wasm filters is read into Config.Filters.
 	WasmFile string
 	// ListenTLS is the listener's DownstreamTlsContext (nil: plain HTTP): its
 	// certificate and, with a validation context, the client certificates it
@@ -451,8 +452,10 @@ const (
 	routerFilterType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 )
 
-// loadFilters takes the HTTP filter chain: the wasm filter, then the router last,
-// as Envoy requires of a terminal filter.
+// loadFilters takes the HTTP filter chain: one or more wasm filters, then the
+// router last, as Envoy requires of a terminal filter. The first wasm filter is
+// the Config's plugin (its code file is left to the caller, see WasmFile); the
+// others are Config.Filters, their code read here.
 func loadFilters(out *Bootstrap, filters []*hcmv3.HttpFilter, where string, file func(string) string) error {
 	cfg := &out.Config
 	if len(filters) == 0 || filters[len(filters)-1].GetTypedConfig().GetTypeUrl() != routerFilterType {
@@ -465,57 +468,73 @@ func loadFilters(out *Bootstrap, filters []*hcmv3.HttpFilter, where string, file
 			return fmt.Errorf("%s.typed_config: %s is not supported (envoy.filters.http.wasm and the router)", fw, f.GetTypedConfig().GetTypeUrl())
 		}
 		wasm++
-		if wasm > 1 {
-			return fmt.Errorf("%s: a second envoy.filters.http.wasm filter is not supported", fw)
+		p, codeFile, err := loadWasmFilter(f, fw, file)
+		if err != nil {
+			return err
 		}
-		var w wasmfilterv3.Wasm
-		if err := f.GetTypedConfig().UnmarshalTo(&w); err != nil {
-			return fmt.Errorf("%s.typed_config: %w", fw, err)
+		if wasm == 1 {
+			cfg.Module, cfg.PluginName, cfg.RootID, cfg.VMID = p.Module, p.PluginName, p.RootID, p.VMID
+			cfg.PluginConfig, cfg.VMConfig, cfg.Env, cfg.FailOpen = p.PluginConfig, p.VMConfig, p.Env, p.FailOpen
+			out.WasmFile = codeFile
+			continue
 		}
-		pc := w.GetConfig()
-		cw := fw + ".typed_config.config"
-		cfg.PluginName, cfg.RootID, cfg.FailOpen = pc.GetName(), pc.GetRootId(), pc.GetFailOpen()
-		var err error
-		if cfg.PluginConfig, err = anyBytes(pc.GetConfiguration()); err != nil {
-			return fmt.Errorf("%s.configuration: %w", cw, err)
-		}
-		vm := pc.GetVmConfig()
-		if vm == nil {
-			return fmt.Errorf("%s.vm_config: must be set (vm sharing through vm_id in vm_config)", cw)
-		}
-		cfg.VMID = vm.GetVmId()
-		if cfg.VMConfig, err = anyBytes(vm.GetConfiguration()); err != nil {
-			return fmt.Errorf("%s.vm_config.configuration: %w", cw, err)
-		}
-		local := vm.GetCode().GetLocal()
-		if local == nil {
-			return fmt.Errorf("%s.vm_config.code.local: must be set (remote code is not supported)", cw)
-		}
-		if fn, ok := local.GetSpecifier().(*corev3.DataSource_Filename); ok {
-			out.WasmFile = file(fn.Filename)
-		} else {
-			if cfg.Module, err = dataSource(local, file); err != nil {
-				return fmt.Errorf("%s.vm_config.code.local: %w", cw, err)
+		if codeFile != "" {
+			if p.Module, err = os.ReadFile(codeFile); err != nil {
+				return fmt.Errorf("%s.typed_config.config.vm_config.code.local.filename: %w", fw, err)
 			}
 		}
-		// proxy-wasm's environment: host_env_keys from the proxy's own environment,
-		// key_values as given (source/extensions/common/wasm/wasm.cc, EnvironmentVariables).
-		if ev := vm.GetEnvironmentVariables(); ev != nil {
-			cfg.Env = map[string]string{}
-			for _, k := range ev.GetHostEnvKeys() {
-				if v, ok := os.LookupEnv(k); ok {
-					cfg.Env[k] = v
-				}
-			}
-			for k, v := range ev.GetKeyValues() {
-				cfg.Env[k] = v
-			}
-		}
+		cfg.Filters = append(cfg.Filters, p)
 	}
 	if wasm == 0 {
 		cfg.NoPlugin = true
 	}
 	return nil
+}
+
+// loadWasmFilter reads one envoy.filters.http.wasm filter: its plugin, and its
+// code inline (Module) or as a file name (codeFile).
+func loadWasmFilter(f *hcmv3.HttpFilter, fw string, file func(string) string) (p Filter, codeFile string, err error) {
+	var w wasmfilterv3.Wasm
+	if err := f.GetTypedConfig().UnmarshalTo(&w); err != nil {
+		return p, "", fmt.Errorf("%s.typed_config: %w", fw, err)
+	}
+	pc := w.GetConfig()
+	cw := fw + ".typed_config.config"
+	p.PluginName, p.RootID, p.FailOpen = pc.GetName(), pc.GetRootId(), pc.GetFailOpen()
+	if p.PluginConfig, err = anyBytes(pc.GetConfiguration()); err != nil {
+		return p, "", fmt.Errorf("%s.configuration: %w", cw, err)
+	}
+	vm := pc.GetVmConfig()
+	if vm == nil {
+		return p, "", fmt.Errorf("%s.vm_config: must be set (vm sharing through vm_id in vm_config)", cw)
+	}
+	p.VMID = vm.GetVmId()
+	if p.VMConfig, err = anyBytes(vm.GetConfiguration()); err != nil {
+		return p, "", fmt.Errorf("%s.vm_config.configuration: %w", cw, err)
+	}
+	local := vm.GetCode().GetLocal()
+	if local == nil {
+		return p, "", fmt.Errorf("%s.vm_config.code.local: must be set (remote code is not supported)", cw)
+	}
+	if fn, ok := local.GetSpecifier().(*corev3.DataSource_Filename); ok {
+		codeFile = file(fn.Filename)
+	} else if p.Module, err = dataSource(local, file); err != nil {
+		return p, "", fmt.Errorf("%s.vm_config.code.local: %w", cw, err)
+	}
+	// proxy-wasm's environment: host_env_keys from the proxy's own environment,
+	// key_values as given (source/extensions/common/wasm/wasm.cc, EnvironmentVariables).
+	if ev := vm.GetEnvironmentVariables(); ev != nil {
+		p.Env = map[string]string{}
+		for _, k := range ev.GetHostEnvKeys() {
+			if v, ok := os.LookupEnv(k); ok {
+				p.Env[k] = v
+			}
+		}
+		for k, v := range ev.GetKeyValues() {
+			p.Env[k] = v
+		}
+	}
+	return p, codeFile, nil
 }
 
 // anyBytes is a wasm configuration as Envoy hands it to the VM: a StringValue's

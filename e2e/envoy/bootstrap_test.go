@@ -71,12 +71,12 @@ func TestBootstrapRefusesWhatItDoesNotServe(t *testing.T) {
 			"static_resources.listeners[0].per_connection_buffer_limit_bytes: not supported"},
 		{"cluster type", "  - name: backup\n    type: STATIC\n", "  - name: backup\n    type: ORIGINAL_DST\n",
 			"static_resources.clusters[1]"},
-		{"second wasm filter", "          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.wasm
+		{"second wasm filter's code", "          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config: {vm_config: {vm_id: x, runtime: envoy.wasm.runtime.v8, code: {local: {filename: guest.wasm}}}}
+              config: {vm_config: {vm_id: x, runtime: envoy.wasm.runtime.v8, code: {local: {filename: no-such.wasm}}}}
           - name: envoy.filters.http.router
-`, hcm + ".http_filters[1]: a second envoy.filters.http.wasm filter is not supported"},
+`, hcm + ".http_filters[1].typed_config.config.vm_config.code.local.filename: open testdata/bootstrap/no-such.wasm"},
 		{"remote code", "code: {local: {filename: guest.wasm}}", "code: {remote: {http_uri: {uri: http://x/y, cluster: primary, timeout: 1s}, sha256: ab}}",
 			hcm + ".http_filters[0].typed_config.config.vm_config.code.remote: not supported"},
 		{"admin access log", "admin:\n", "admin:\n  profile_path: /tmp/x\n", "admin.profile_path: not supported"},
@@ -182,4 +182,68 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestBootstrapServesSeveralWasmFilters: two envoy.filters.http.wasm filters of
+// one vm_id in one chain, as a plugin author's envoy.yaml has them: both see
+// the request in order, on one VM, the second with its own tick.
+func TestBootstrapServesSeveralWasmFilters(t *testing.T) {
+	up := echoUpstream(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "multi.wasm"), buildMulti(t), 0o644))
+	filter := func(name, conf string) string {
+		return `          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: ` + name + `
+                root_id: root_` + name + `
+                vm_config: {vm_id: shared, runtime: envoy.wasm.runtime.v8, code: {local: {filename: multi.wasm}}}
+                configuration: {"@type": type.googleapis.com/google.protobuf.StringValue, value: "` + conf + `"}
+`
+	}
+	yaml := `static_resources:
+  listeners:
+  - name: main
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: /}, route: {cluster: up}}]
+          http_filters:
+` + filter("one", "first") + filter("two", "second tick") + `          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: up
+    type: STATIC
+    load_assignment:
+      cluster_name: up
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ` + up.URL[strings.LastIndex(up.URL, ":")+1:] + `}}}}]}]
+`
+	b, err := LoadBootstrap([]byte(yaml), dir)
+	require.NoError(t, err)
+	require.Len(t, b.Config.Filters, 1)
+	require.Equal(t, Filter{Module: buildMulti(t), PluginName: "two", RootID: "root_two", VMID: "shared", PluginConfig: []byte("second tick")}, b.Config.Filters[0])
+	cfg := b.Config
+	cfg.Module, err = os.ReadFile(b.WasmFile)
+	require.NoError(t, err)
+	cfg.LogWriter, cfg.CompilationCache = io.Discard, compCache
+	h, err := New(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close(t.Context()) })
+	require.Len(t, h.VMStats(), 1)
+
+	resp, body := do(t, h, http.MethodGet, "/x", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "x-order=first,second")
+	require.Contains(t, waitLog(t, h, "tick second"), " wasm log two root_two shared: tick second")
+	_, ok := findLog(h, "configure second root=root_two roots=2")
+	require.True(t, ok, "the second plugin's root context is on the first's VM")
 }

@@ -32,6 +32,8 @@ type calloutResponse struct {
 // The answer arrives on the root context (proxy_on_http_call_response with the root
 // context id), whatever context made the call.
 func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair, timeoutMs int32) (uint32, Status) {
+	// The answer goes to the root context of the calling context's plugin.
+	root := v.currentRoot().id
 	if timeoutMs < 0 {
 		return 0, StatusBadArgument
 	}
@@ -78,7 +80,7 @@ func (v *vm) httpCall(cluster string, hdrs []pair, body []byte, trailers []pair,
 		}
 		delete(v.callouts, tok)
 		v.httpResp = resp
-		_, _ = v.callLocked(v.rootID, "proxy_on_http_call_response", uint64(v.rootID), uint64(tok),
+		_, _ = v.callLocked(root, "proxy_on_http_call_response", uint64(root), uint64(tok),
 			uint64(len(resp.headers)), uint64(len(resp.body)), uint64(len(resp.trailers)))
 		v.httpResp = nil
 	}()
@@ -180,6 +182,9 @@ func (v *vm) grpcTarget(service []byte) (string, Status) {
 }
 
 func (h *Host) grpcConn(cluster string) (*grpc.ClientConn, error) {
+	if h.first != nil {
+		return h.first.grpcConn(cluster) // one connection per cluster for the chain
+	}
 	h.grpcMu.Lock()
 	defer h.grpcMu.Unlock()
 	if c, ok := h.grpcConns[cluster]; ok {
@@ -229,6 +234,8 @@ func mdPairs(md metadata.MD) []pair {
 // and failure as proxy_on_grpc_close with the gRPC status (message via proxy_get_status);
 // a unary call gets no metadata callbacks.
 func (v *vm) grpcCall(service []byte, svcName, method string, md []pair, msg []byte, timeout time.Duration) (uint32, Status) {
+	// The answer goes to the root context of the calling context's plugin.
+	root := v.currentRoot().id
 	cluster, st := v.grpcTarget(service)
 	if st != StatusOK {
 		return 0, st
@@ -256,13 +263,13 @@ func (v *vm) grpcCall(service []byte, svcName, method string, md []pair, msg []b
 		delete(v.callouts, tok)
 		if err == nil {
 			v.grpcRecv = out
-			_, _ = v.callLocked(v.rootID, "proxy_on_grpc_receive", uint64(v.rootID), uint64(tok), uint64(len(out)))
+			_, _ = v.callLocked(root, "proxy_on_grpc_receive", uint64(root), uint64(tok), uint64(len(out)))
 			v.grpcRecv = nil
 			return
 		}
 		s := status.Convert(err)
 		v.statusCode, v.statusMsg = uint32(s.Code()), s.Message()
-		_, _ = v.callLocked(v.rootID, "proxy_on_grpc_close", uint64(v.rootID), uint64(tok), uint64(s.Code()))
+		_, _ = v.callLocked(root, "proxy_on_grpc_close", uint64(root), uint64(tok), uint64(s.Code()))
 		v.statusCode, v.statusMsg = 0, ""
 	}()
 	return tok, StatusOK
@@ -280,6 +287,8 @@ type grpcStream struct {
 // in Envoy's order: initial metadata, each message, trailing metadata, close
 // (GrpcStreamClientHandler in source/extensions/common/wasm/context.h).
 func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (uint32, Status) {
+	// The answer goes to the root context of the calling context's plugin.
+	root := v.currentRoot().id
 	cluster, st := v.grpcTarget(service)
 	if st != StatusOK {
 		return 0, st
@@ -311,7 +320,7 @@ func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (
 			deliver(func() {
 				delete(v.grpcStreams, tok)
 				v.statusCode, v.statusMsg = uint32(s.Code()), s.Message()
-				_, _ = v.callLocked(v.rootID, "proxy_on_grpc_close", uint64(v.rootID), uint64(tok), uint64(s.Code()))
+				_, _ = v.callLocked(root, "proxy_on_grpc_close", uint64(root), uint64(tok), uint64(s.Code()))
 				v.statusCode, v.statusMsg = 0, ""
 			})
 		}
@@ -322,7 +331,7 @@ func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (
 		if hdr, err := gs.cs.Header(); err == nil && len(hdr) > 0 {
 			if !deliver(func() {
 				v.grpcInitMD, v.grpcMDOpen = mdPairs(hdr), mapGrpcInitialMetadata
-				_, _ = v.callLocked(v.rootID, "proxy_on_grpc_receive_initial_metadata", uint64(v.rootID), uint64(tok), uint64(len(v.grpcInitMD)))
+				_, _ = v.callLocked(root, "proxy_on_grpc_receive_initial_metadata", uint64(root), uint64(tok), uint64(len(v.grpcInitMD)))
 				v.grpcInitMD, v.grpcMDOpen = nil, -1
 			}) {
 				return
@@ -335,7 +344,7 @@ func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (
 				if tr := gs.cs.Trailer(); len(tr) > 0 {
 					deliver(func() {
 						v.grpcTrailMD, v.grpcMDOpen = mdPairs(tr), mapGrpcTrailingMetadata
-						_, _ = v.callLocked(v.rootID, "proxy_on_grpc_receive_trailing_metadata", uint64(v.rootID), uint64(tok), uint64(len(v.grpcTrailMD)))
+						_, _ = v.callLocked(root, "proxy_on_grpc_receive_trailing_metadata", uint64(root), uint64(tok), uint64(len(v.grpcTrailMD)))
 						v.grpcTrailMD, v.grpcMDOpen = nil, -1
 					})
 				}
@@ -347,7 +356,7 @@ func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (
 			}
 			if !deliver(func() {
 				v.grpcRecv = m
-				_, _ = v.callLocked(v.rootID, "proxy_on_grpc_receive", uint64(v.rootID), uint64(tok), uint64(len(m)))
+				_, _ = v.callLocked(root, "proxy_on_grpc_receive", uint64(root), uint64(tok), uint64(len(m)))
 				v.grpcRecv = nil
 			}) {
 				return

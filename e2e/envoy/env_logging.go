@@ -20,7 +20,7 @@ func proxyLog(ctx context.Context, level, ptr, size uint32) uint32 {
 	if !ok {
 		return uint32(StatusInvalidMemoryAccess)
 	}
-	v.h.pluginLog(v, LogLevel(level), msg)
+	v.plugin().pluginLog(v, LogLevel(level), msg)
 	return uint32(StatusOK)
 }
 

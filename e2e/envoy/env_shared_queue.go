@@ -23,7 +23,7 @@ func proxyRegisterSharedQueue(ctx context.Context, namePtr, nameSize, tokenPtr u
 		return uint32(StatusInvalidMemoryAccess)
 	}
 	// Envoy registers the queue for the calling context's root context.
-	tok := v.h.queues.register(v.h.cfg.VMID, name, v, v.rootID)
+	tok := v.h.queues.register(v.h.cfg.VMID, name, v, v.currentRoot().id)
 	if !v.putU32(tokenPtr, tok) {
 		return uint32(StatusInvalidMemoryAccess)
 	}

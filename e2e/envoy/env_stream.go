@@ -68,7 +68,7 @@ func proxyClearRouteCache(ctx context.Context) uint32 {
 // another live context; an unknown id is BadArgument.
 func proxySetEffectiveContext(ctx context.Context, id uint32) uint32 {
 	v := vmFrom(ctx)
-	if id != v.rootID && v.streams[id] == nil {
+	if v.roots[id] == nil && v.streams[id] == nil {
 		return uint32(StatusBadArgument)
 	}
 	v.effective = id

@@ -193,10 +193,11 @@ func TestEnvTimers(t *testing.T) {
 		require.Equal(t, uint32(StatusInvalidMemoryAccess), proxyGetCurrentTimeNanoseconds(e.v.ctx, e.badPtr()))
 
 		require.Equal(t, uint32(StatusOK), proxySetTickPeriodMilliseconds(e.v.ctx, 60_000))
-		require.Equal(t, time.Minute, e.v.tickPeriod)
-		require.NotNil(t, e.v.tickStop)
+		root := e.v.roots[e.v.rootID]
+		require.Equal(t, time.Minute, root.tickPeriod)
+		require.NotNil(t, root.tickStop)
 		require.Equal(t, uint32(StatusOK), proxySetTickPeriodMilliseconds(e.v.ctx, 0))
-		require.Nil(t, e.v.tickStop, "0 stops the tick")
+		require.Nil(t, root.tickStop, "0 stops the tick")
 	})
 }
 

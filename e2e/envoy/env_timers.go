@@ -26,23 +26,24 @@ func proxyGetCurrentTimeNanoseconds(ctx context.Context, retPtr uint32) uint32 {
 // timer per root context; a stream context sets its root's.
 func proxySetTickPeriodMilliseconds(ctx context.Context, period uint32) uint32 {
 	v := vmFrom(ctx)
-	v.setTick(time.Duration(period) * time.Millisecond)
+	v.setTick(v.currentRoot(), time.Duration(period)*time.Millisecond)
 	return uint32(StatusOK)
 }
 
-// setTick (re)arms the root context's timer (Envoy: one timer per root context,
+// setTick (re)arms a root context's timer (Envoy: one timer per root context,
 // source/extensions/common/wasm/wasm.cc Wasm::setTickPeriod); 0 disables it.
-func (v *vm) setTick(period time.Duration) {
-	if v.tickStop != nil {
-		close(v.tickStop)
-		v.tickStop = nil
+func (v *vm) setTick(r *rootContext, period time.Duration) {
+	if r.tickStop != nil {
+		close(r.tickStop)
+		r.tickStop = nil
 	}
-	v.tickPeriod = period
+	r.tickPeriod = period
 	if period <= 0 || v.closed {
 		return
 	}
 	stop := make(chan struct{})
-	v.tickStop = stop
+	r.tickStop = stop
+	id := r.id
 	go func() {
 		t := time.NewTimer(period)
 		defer t.Stop()
@@ -52,7 +53,7 @@ func (v *vm) setTick(period time.Duration) {
 				return
 			case <-t.C:
 			}
-			v.callAsync(v.rootID, "proxy_on_tick", uint64(v.rootID))
+			v.callAsync(id, "proxy_on_tick", uint64(id))
 			t.Reset(period)
 		}
 	}()

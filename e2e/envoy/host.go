@@ -9,6 +9,7 @@ package envoy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Config describes one plugin as an Envoy wasm HTTP filter would be configured
+// Config describes a plugin as an Envoy wasm HTTP filter would be configured
 // (the fields of Istio's WasmPlugin that matter) plus the clusters and routes around it.
 type Config struct {
 	Module       []byte // the .wasm
@@ -102,9 +103,32 @@ type Config struct {
 	// streams go through the same router and no guest code runs. It is the
 	// passthrough baseline of benchmarks; Module must be empty.
 	NoPlugin bool
+	// Filters are further wasm filters after the plugin above, in chain order
+	// (several envoy.filters.http.wasm filters in one http_connection_manager).
+	// A request passes through every filter's request callbacks in order, the
+	// response through their response callbacks in reverse order, and the last
+	// filter hands the request to the router. A filter whose vm_id, VM
+	// configuration and code equal an earlier one's runs on the same VMs with
+	// its own root context (Envoy's VM key, proxy-wasm-cpp-host src/wasm.cc
+	// makeVmKey); shared data and queues are shared by vm_id across all of them.
+	Filters []Filter
 }
 
-// Host runs one plugin on Workers VMs. It is safe for concurrent use.
+// Filter is one further envoy.filters.http.wasm filter of Config.Filters: its
+// plugin (PluginConfig) and the VM it runs on (Module, VMID, VMConfig, Env).
+type Filter struct {
+	Module       []byte
+	PluginName   string
+	RootID       string
+	VMID         string
+	PluginConfig []byte
+	VMConfig     []byte
+	Env          map[string]string
+	FailOpen     bool
+}
+
+// Host runs one plugin (and the further filters of Config.Filters) on Workers VMs.
+// It is safe for concurrent use.
 type Host struct {
 	cfg           Config
 	ctx           context.Context
@@ -149,12 +173,62 @@ type Host struct {
 
 	// trace, when set before requests run, sees every guest export call (tests).
 	trace atomic.Pointer[func(ctxID uint32, export string)]
+
+	// The filter chain (Config.Filters). Each filter is a Host: first is the
+	// chain's first (nil on the first itself), next the filter after this one
+	// (nil on the last, which routes), chain every filter (on the first).
+	// owner is the earlier filter whose VMs this one's plugin shares.
+	first, next, owner *Host
+	chain              []*Host
+	logPrefix          string
 }
 
 // New compiles the module once and starts Workers VMs, each through Envoy's start
 // sequence. A start failure (a trap, proxy_on_vm_start or proxy_on_configure returning
 // false, a missing import) is returned with the plugin's log lines of that start.
 func New(ctx context.Context, cfg Config) (*Host, error) {
+	filters := cfg.Filters
+	cfg.Filters = nil
+	if len(filters) > 0 {
+		switch {
+		case cfg.NoPlugin:
+			return nil, errors.New("config.filters: a chain needs a plugin in the first filter")
+		case cfg.FailReload:
+			return nil, errors.New("config.fail_reload: not supported with several filters")
+		}
+	}
+	h, err := build(ctx, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	h.chain = []*Host{h}
+	prev := h
+	for i, f := range filters {
+		c := cfg
+		c.Module, c.PluginName, c.RootID, c.VMID = f.Module, f.PluginName, f.RootID, f.VMID
+		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = f.PluginConfig, f.VMConfig, f.Env, f.FailOpen
+		sub, err := build(ctx, c, h)
+		if err != nil {
+			_ = h.Close(context.Background())
+			return nil, fmt.Errorf("config.filters[%d]: %w", i, err)
+		}
+		prev.next = sub
+		prev = sub
+		h.chain = append(h.chain, sub)
+	}
+	return h, nil
+}
+
+// vmShareKey is what decides whether two filters share VMs, as Envoy's
+// proxy_wasm::makeVmKey(vm_id, vm_configuration, code) does.
+func vmShareKey(c *Config) string {
+	sum := sha256.Sum256(c.Module)
+	return c.VMID + "\x00" + string(c.VMConfig) + "\x00" + string(sum[:])
+}
+
+// build makes one filter's host; first, when set, is the chain's first filter,
+// whose stores (stats, logs, shared data and queues, transports) it shares.
+func build(ctx context.Context, cfg Config, first *Host) (*Host, error) {
 	switch {
 	case cfg.NoPlugin && len(cfg.Module) > 0:
 		return nil, errors.New("config.module: must be empty without a plugin")
@@ -229,6 +303,12 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		nodeCluster:  "shepherd-local.default",
 	}
 	h.routes = routes
+	h.logPrefix = logPrefix(cfg.PluginName, cfg.RootID, cfg.VMID)
+	if first != nil {
+		h.first = first
+		h.logs, h.stats, h.shared, h.queues = first.logs, first.stats, first.shared, first.queues
+		h.transport = first.transport
+	}
 	if cfg.NodeID != "" {
 		h.nodeID = cfg.NodeID
 	}
@@ -243,6 +323,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		}
 	}
 	for name, tc := range cfg.ClusterTLS {
+		if first != nil {
+			h.tlsTransports = first.tlsTransports
+			break
+		}
 		t := h.transport.Clone()
 		t.TLSClientConfig = tc.Clone()
 		t.ForceAttemptHTTP2 = true
@@ -277,9 +361,29 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	sort.Strings(h.environ)
 	// Envoy's runtime stats (source/extensions/common/wasm/stats_handler.cc): VMs created
 	// and active, under the runtime's name (Istio runs V8).
-	h.createdVMs = stats.get(metricCounter, "wasm.envoy.wasm.runtime.v8.created")
-	h.activeVMs = stats.get(metricGauge, "wasm.envoy.wasm.runtime.v8.active")
+	h.createdVMs = h.stats.get(metricCounter, "wasm.envoy.wasm.runtime.v8.created")
+	h.activeVMs = h.stats.get(metricGauge, "wasm.envoy.wasm.runtime.v8.active")
 
+	if first != nil {
+		key := vmShareKey(&cfg)
+		for _, o := range first.chain {
+			if o.owner != nil || vmShareKey(&o.cfg) != key {
+				continue
+			}
+			// The same VM key: this plugin gets a root context on each of o's VMs.
+			h.owner, h.rt, h.compiled, h.vms, h.gen = o, o.rt, o.compiled, o.vms, o.gen
+			for _, v := range h.vms {
+				v.mu.Lock()
+				err := v.startRootLocked(h, cfg.PluginConfig, nil)
+				v.mu.Unlock()
+				if err != nil {
+					cancel()
+					return nil, &StartError{Err: fmt.Errorf("vm %d: %w", v.idx, err)}
+				}
+			}
+			return h, nil
+		}
+	}
 	rc := wazero.NewRuntimeConfig()
 	if cfg.CompilationCache != nil {
 		rc = rc.WithCompilationCache(cfg.CompilationCache)
@@ -363,11 +467,11 @@ func (h *Host) startVMs(ctx context.Context, n int, gen uint64, pluginConfig []b
 
 // pickVM spreads requests over the workers round-robin. A failed VM stays in place
 // (Envoy keeps serving the stream through fail_open/closed) unless FailReload is set.
-func (h *Host) pickVM() *vm {
+func (h *Host) pickVM(worker int) *vm {
 	h.mu.RLock()
 	vms := h.vms
 	h.mu.RUnlock()
-	i := int(h.rr.Add(1)-1) % len(vms)
+	i := worker % len(vms)
 	v := vms[i]
 	if v.failed.Load() && h.cfg.FailReload {
 		h.mu.Lock()
@@ -397,7 +501,7 @@ func (h *Host) pluginLog(v *vm, level LogLevel, msg string) {
 	if level < h.logLevel {
 		return
 	}
-	h.logs.plugin(v.idx, level, msg)
+	h.logs.plugin(h.logPrefix, v.idx, level, msg)
 }
 
 // upstream is how requests reach a cluster: the URL scheme and the transport.
@@ -439,6 +543,10 @@ func (h *Host) Reconfigure(pluginConfig []byte) error {
 	if h.closed {
 		h.mu.Unlock()
 		return errors.New("host is closed")
+	}
+	if len(h.chain) > 1 {
+		h.mu.Unlock()
+		return errors.New("reconfigure: a host with several filters is configured only at its start")
 	}
 	gen := h.gen + 1
 	h.mu.Unlock()
@@ -503,6 +611,19 @@ func (h *Host) Close(ctx context.Context) error {
 			h.activeVMs.value.Add(-1)
 		}
 	}
+	for _, sub := range h.chain[min(1, len(h.chain)):] {
+		sub.cancel()
+		if sub.owner != nil {
+			continue // its root contexts were drained with the owner's VMs
+		}
+		for _, v := range sub.vms {
+			v.drain()
+			if v.mod != nil {
+				h.activeVMs.value.Add(-1)
+			}
+		}
+		_ = sub.rt.Close(context.Background())
+	}
 	h.grpcMu.Lock()
 	for _, c := range h.grpcConns {
 		_ = c.Close()
@@ -542,6 +663,11 @@ func (h *Host) VMStats() []VMStat {
 	h.mu.RLock()
 	vms := h.vms
 	h.mu.RUnlock()
+	for _, sub := range h.chain[min(1, len(h.chain)):] {
+		if sub.owner == nil {
+			vms = append(vms[:len(vms):len(vms)], sub.vms...)
+		}
+	}
 	out := make([]VMStat, len(vms))
 	for i, v := range vms {
 		v.mu.Lock()

@@ -75,8 +75,13 @@ func newLogRing(w io.Writer, pluginName, rootID, vmID string) *logRing {
 	if w == nil {
 		w = os.Stderr
 	}
-	// proxy-wasm-cpp-host src/context.cc PluginBase::makeLogPrefix: each non-empty part
-	// of name, root id and vm id is preceded by one space.
+	return &logRing{w: w, prefix: logPrefix(pluginName, rootID, vmID), lines: make([]LogLine, 0, 64)}
+}
+
+// logPrefix is a plugin's log prefix as proxy-wasm-cpp-host src/context.cc
+// PluginBase::makeLogPrefix makes it: each non-empty part of name, root id and
+// vm id is preceded by one space.
+func logPrefix(pluginName, rootID, vmID string) string {
 	var p strings.Builder
 	for _, s := range []string{pluginName, rootID, vmID} {
 		if s != "" {
@@ -84,17 +89,17 @@ func newLogRing(w io.Writer, pluginName, rootID, vmID string) *logRing {
 			p.WriteString(s)
 		}
 	}
-	return &logRing{w: w, prefix: p.String(), lines: make([]LogLine, 0, 64)}
+	return p.String()
 }
 
 // plugin records a plugin log line in Envoy's format:
 // source/extensions/common/wasm/context.cc Context::log prints "wasm log{prefix}: {message}"
 // under the "wasm" logger, so a line reads
 // "[time][thread][level][wasm] [source/extensions/common/wasm/context.cc] wasm log my-plugin root vm: msg".
-func (r *logRing) plugin(vm int, level LogLevel, msg string) {
+func (r *logRing) plugin(prefix string, vm int, level LogLevel, msg string) {
 	now := time.Now().UTC()
 	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/context.cc] wasm log%s: %s",
-		now.Format("2006-01-02 15:04:05.000"), vm, level, r.prefix, msg)
+		now.Format("2006-01-02 15:04:05.000"), vm, level, prefix, msg)
 	r.add(LogLine{Time: now, Level: level, VM: vm, Message: msg, Text: text})
 }
 

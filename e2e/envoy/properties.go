@@ -65,17 +65,17 @@ func (v *vm) getProperty(path string) ([]byte, Status) {
 	switch top {
 	case "plugin_name":
 		if len(rest) == 0 {
-			return []byte(v.h.cfg.PluginName), StatusOK
+			return []byte(v.plugin().cfg.PluginName), StatusOK
 		}
 		return nil, StatusNotFound
 	case "plugin_root_id":
 		if len(rest) == 0 {
-			return []byte(v.h.cfg.RootID), StatusOK
+			return []byte(v.plugin().cfg.RootID), StatusOK
 		}
 		return nil, StatusNotFound
 	case "plugin_vm_id":
 		if len(rest) == 0 {
-			return []byte(v.h.cfg.VMID), StatusOK
+			return []byte(v.plugin().cfg.VMID), StatusOK
 		}
 		return nil, StatusNotFound
 	case "node":

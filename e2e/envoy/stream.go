@@ -20,14 +20,16 @@ import (
 // (source/extensions/common/wasm/context.cc decodeHeaders ... onDestroy) followed by
 // the router. Fields below wake are guarded by the VM's mutex.
 type stream struct {
-	h     *Host
-	v     *vm
-	id    uint32
-	w     http.ResponseWriter
-	r     *http.Request
-	wake  chan struct{}
-	start time.Time
-	conn  uint64
+	h  *Host
+	v  *vm
+	id uint32
+	// rootID is the root context of the stream's plugin on its VM.
+	rootID uint32
+	w      http.ResponseWriter
+	r      *http.Request
+	wake   chan struct{}
+	start  time.Time
+	conn   uint64
 
 	created  bool
 	ended    bool        // finish ran; guarded by the VM mutex
@@ -223,10 +225,31 @@ func newRequestID() string {
 // ServeHTTP runs a request through the plugin and routes it like Envoy's filter chain
 // followed by the router filter.
 func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	v := h.pickVM()
+	var cr *chainRequest
+	var worker int
+	if h.first != nil {
+		// A later filter of a chain: the request's worker and header map are the
+		// previous filter's.
+		if cr = chainFrom(r.Context()); cr != nil {
+			worker = cr.worker
+		}
+	} else {
+		worker = int(h.rr.Add(1) - 1)
+		if h.next != nil {
+			cr = &chainRequest{worker: worker}
+			r = r.WithContext(context.WithValue(r.Context(), chainKey{}, cr))
+		}
+	}
+	v := h.pickVM(worker)
 	s := &stream{h: h, v: v, w: w, r: r, wake: make(chan struct{}, 1), start: time.Now(),
 		conn: connSeq.Add(1), filterState: map[string][]byte{}}
-	s.reqH = requestPairs(r, newRequestID())
+	if h.first != nil && cr != nil && cr.reqH != nil {
+		cr.mu.Lock()
+		s.reqH = cr.reqH
+		cr.mu.Unlock()
+	} else {
+		s.reqH = requestPairs(r, newRequestID())
+	}
 	h.inflight.Add(1)
 	defer h.inflight.Done()
 	s.create()
@@ -240,12 +263,13 @@ func (s *stream) create() {
 	s.lock()
 	defer s.unlock()
 	s.id = s.v.newContextID()
+	s.rootID = s.v.rootOf[s.h]
 	s.v.streams[s.id] = s
 	if s.v.failed.Load() || s.v.closed {
 		return
 	}
 	s.created = true
-	_, _ = s.v.callLocked(s.id, "proxy_on_context_create", uint64(s.id), uint64(s.v.rootID))
+	_, _ = s.v.callLocked(s.id, "proxy_on_context_create", uint64(s.id), uint64(s.rootID))
 }
 
 // finish runs the access-log and destroy callbacks, once. Envoy logs the stream before
@@ -365,7 +389,11 @@ func (s *stream) serve() {
 	s.unlock()
 	timeout := s.h.routeTimeout
 	var cluster string
-	if s.h.routes != nil {
+	chain := chainFrom(s.r.Context())
+	chained := s.h.next != nil && chain != nil
+	if chained {
+		timeout = 0 // the router, after the last filter, times the upstream
+	} else if s.h.routes != nil {
 		_, rt, _ := s.h.routes.find(authority, path)
 		if rt == nil {
 			// Envoy: no route matched → 404 with details route_not_found.
@@ -396,25 +424,41 @@ func (s *stream) serve() {
 		}
 		cluster = c
 	}
-	s.cluster = cluster
-	addr, ok := s.h.cfg.Clusters[cluster]
-	if !ok {
-		// Envoy: the route's cluster is unknown → 503 with details cluster_not_found.
-		s.respondLocal(&localReply{code: http.StatusServiceUnavailable, details: "cluster_not_found"})
-		return
+	var addr, scheme string
+	var transport http.RoundTripper
+	if chained {
+		// The next filter takes the request in-process (chain.go).
+		addr, scheme, transport = "chain", "http://", chainTransport{s.h.next}
+	} else {
+		s.cluster = cluster
+		var ok bool
+		addr, ok = s.h.cfg.Clusters[cluster]
+		if !ok {
+			// Envoy: the route's cluster is unknown → 503 with details cluster_not_found.
+			s.respondLocal(&localReply{code: http.StatusServiceUnavailable, details: "cluster_not_found"})
+			return
+		}
+		s.upstream = addr
+		scheme, transport = s.h.upstream(cluster)
 	}
-	s.upstream = addr
 
 	if !eos && !pumping {
 		go s.pumpRequestBody(pw, cancel)
 	}
-	scheme, transport := s.h.upstream(cluster)
 	req, err := http.NewRequestWithContext(ctx, method, scheme+addr+path, body)
 	if err != nil {
 		s.respondLocal(&localReply{code: http.StatusBadRequest, details: "invalid_path"})
 		return
 	}
 	req.Host = authority
+	if chained {
+		req.TLS, req.RemoteAddr = s.r.TLS, s.r.RemoteAddr
+		s.lock()
+		chain.mu.Lock()
+		chain.reqH = append([]pair(nil), s.reqH...)
+		chain.mu.Unlock()
+		s.unlock()
+	}
 	s.lock()
 	for _, p := range s.reqH {
 		if strings.HasPrefix(p.k, ":") || hopByHop[p.k] || p.k == "host" {
@@ -457,6 +501,9 @@ func (s *stream) serve() {
 		return
 	}
 	if err != nil {
+		if errors.Is(err, errChainReset) {
+			panic(http.ErrAbortHandler)
+		}
 		if s.timedOut.Load() {
 			// The route's timeout ended the request before the upstream answered:
 			// Envoy's router answers 504 (router.cc onResponseTimeout →
@@ -477,12 +524,21 @@ func (s *stream) serve() {
 	}
 	defer resp.Body.Close()
 	s.lock()
-	s.respH = responsePairs(resp)
-	// The router adds the upstream's time to headers in milliseconds before the
-	// encoder filters run (router.cc onUpstreamHeaders, setEnvoyUpstreamServiceTime).
-	s.respH = append(s.respH, pair{"x-envoy-upstream-service-time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10)})
+	if chained {
+		// The later filters' response, with what the router decided.
+		chain.mu.Lock()
+		s.respH = append([]pair(nil), chain.respH...)
+		s.routeName, s.route, s.cluster, s.upstream = chain.routeName, chain.route, chain.cluster, chain.upstream
+		s.codeDetails = chain.codeDetails
+		chain.mu.Unlock()
+	} else {
+		s.respH = responsePairs(resp)
+		// The router adds the upstream's time to headers in milliseconds before the
+		// encoder filters run (router.cc onUpstreamHeaders, setEnvoyUpstreamServiceTime).
+		s.respH = append(s.respH, pair{"x-envoy-upstream-service-time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10)})
+		s.codeDetails = "via_upstream"
+	}
 	s.respCode = resp.StatusCode
-	s.codeDetails = "via_upstream"
 	s.unlock()
 	respEOS := resp.ContentLength == 0 || method == http.MethodHead
 	var respBody io.Reader = resp.Body
@@ -771,10 +827,21 @@ func (s *stream) writeHeaders(ps []pair, final bool) {
 	if !hasCT {
 		hdr["Content-Type"] = nil // no sniffing: Envoy adds no content type
 	}
-	// The connection manager's default server_header_transformation (OVERWRITE)
-	// sets its server name on every response after the encoder filters
-	// (source/common/http/conn_manager_impl.cc ActiveStream::encodeHeaders).
-	hdr["Server"] = serverEnvoy
+	if s.h.first != nil {
+		// A later filter of a chain: the earlier filters get the map as it is.
+		if cr := chainFrom(s.r.Context()); cr != nil {
+			cr.mu.Lock()
+			cr.respH = append([]pair(nil), ps...)
+			cr.routeName, cr.route, cr.cluster, cr.upstream = s.routeName, s.route, s.cluster, s.upstream
+			cr.codeDetails = s.codeDetails
+			cr.mu.Unlock()
+		}
+	} else {
+		// The connection manager's default server_header_transformation (OVERWRITE)
+		// sets its server name on every response after the encoder filters
+		// (source/common/http/conn_manager_impl.cc ActiveStream::encodeHeaders).
+		hdr["Server"] = serverEnvoy
+	}
 	s.respCode = code
 	s.headersSent = true
 	if final {

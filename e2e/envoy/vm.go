@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +37,13 @@ type vm struct {
 	failed atomic.Bool
 	closed bool
 
+	// rootID is the root context of the plugin that started the VM; roots are
+	// every plugin's root context on this VM (several when plugins share a
+	// vm_id: proxy-wasm-cpp-host src/wasm.cc WasmBase::start, one root context
+	// per plugin key), rootOf a plugin's root context id.
 	rootID    uint32
+	roots     map[uint32]*rootContext
+	rootOf    map[*Host]uint32
 	nextCtxID uint32
 	streams   map[uint32]*stream
 
@@ -69,9 +76,6 @@ type vm struct {
 	nextGrpcStream uint32
 	callouts       map[uint32]context.CancelFunc
 	grpcStreams    map[uint32]*grpcStream
-
-	tickPeriod time.Duration
-	tickStop   chan struct{}
 
 	callbacks  atomic.Uint64
 	guestNanos atomic.Int64 // see VMStat.GuestTime
@@ -125,6 +129,7 @@ func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []by
 		h: h, idx: idx, gen: gen, mod: mod, mem: mod.Memory(),
 		fns:     map[string]api.Function{},
 		streams: map[uint32]*stream{}, metrics: map[uint32]*metric{},
+		roots: map[uint32]*rootContext{}, rootOf: map[*Host]uint32{},
 		nextCounterID: metricCounter, nextGaugeID: metricGauge, nextHistID: metricHistogram,
 		nextHTTPCall: calloutHTTP, nextGrpcCall: calloutGrpcCall, nextGrpcStream: calloutGrpcStream,
 		callouts: map[uint32]context.CancelFunc{}, grpcStreams: map[uint32]*grpcStream{},
@@ -157,8 +162,11 @@ func (h *Host) newVM(ctx context.Context, idx int, gen uint64, pluginConfig []by
 func (h *Host) pluginlessVMs(n int, gen uint64) []*vm {
 	vms := make([]*vm, n)
 	for i := range vms {
-		vms[i] = &vm{h: h, idx: i, gen: gen, fns: map[string]api.Function{}, streams: map[uint32]*stream{}, nextCtxID: 1}
+		vms[i] = &vm{h: h, idx: i, gen: gen, fns: map[string]api.Function{}, streams: map[uint32]*stream{}, nextCtxID: 1,
+			roots: map[uint32]*rootContext{}, rootOf: map[*Host]uint32{}}
 		vms[i].rootID = vms[i].newContextID()
+		vms[i].roots[vms[i].rootID] = &rootContext{id: vms[i].rootID, h: h}
+		vms[i].rootOf[h] = vms[i].rootID
 	}
 	return vms
 }
@@ -178,30 +186,58 @@ func (v *vm) start(pluginConfig []byte) error {
 		}
 	}
 	v.started.Initialize = time.Since(began)
-	began = time.Now()
 	v.nextCtxID = 1
-	v.rootID = v.newContextID()
-	if _, err := v.callLocked(v.rootID, "proxy_on_context_create", uint64(v.rootID), 0); err != nil {
+	return v.startRootLocked(v.h, pluginConfig, &v.started)
+}
+
+// rootContext is one plugin's root context on a VM, with its own tick
+// (Envoy keeps one timer per root context: source/extensions/common/wasm/wasm.cc
+// Wasm::setTickPeriod, keyed by root context id).
+type rootContext struct {
+	id         uint32
+	h          *Host // the plugin (wasm filter) it belongs to
+	tickPeriod time.Duration
+	tickStop   chan struct{}
+}
+
+// startRootLocked creates the plugin's root context and starts it as
+// proxy-wasm-cpp-host src/wasm.cc WasmBase::start and ContextBase::onStart do:
+// proxy_on_context_create(root, 0), proxy_on_vm_start (once per root context,
+// with the VM configuration), then proxy_on_configure with the plugin's
+// configuration. mu must be held; timings may be nil.
+func (v *vm) startRootLocked(p *Host, pluginConfig []byte, timings *VMStartTimings) error {
+	began := time.Now()
+	id := v.newContextID()
+	v.roots[id] = &rootContext{id: id, h: p}
+	v.rootOf[p] = id
+	if v.rootID == 0 {
+		v.rootID = id
+	}
+	if _, err := v.callLocked(id, "proxy_on_context_create", uint64(id), 0); err != nil {
 		return fmt.Errorf("failed to start thread-local wasm: %w", err)
 	}
-	ok, err := v.callLocked(v.rootID, "proxy_on_vm_start", uint64(v.rootID), uint64(len(v.h.cfg.VMConfig)))
+	ok, err := v.callLocked(id, "proxy_on_vm_start", uint64(id), uint64(len(v.h.cfg.VMConfig)))
 	if err != nil && !errors.Is(err, errMissingExport) {
 		return fmt.Errorf("failed to start thread-local wasm: %w", err)
 	}
 	if err == nil && uint32(ok) == 0 {
 		return errors.New("failed to start thread-local wasm: proxy_on_vm_start returned false")
 	}
-	v.started.Start = time.Since(began)
+	if timings != nil {
+		timings.Start = time.Since(began)
+	}
 	began = time.Now()
-	err = v.configureLocked(pluginConfig)
-	v.started.Configure = time.Since(began)
+	err = v.configureLocked(id, pluginConfig)
+	if timings != nil {
+		timings.Configure = time.Since(began)
+	}
 	return err
 }
 
 // configureLocked calls proxy_on_configure with the plugin configuration visible.
-func (v *vm) configureLocked(pluginConfig []byte) error {
+func (v *vm) configureLocked(root uint32, pluginConfig []byte) error {
 	v.pluginConfig, v.configuring = pluginConfig, true
-	ok, err := v.callLocked(v.rootID, "proxy_on_configure", uint64(v.rootID), uint64(len(pluginConfig)))
+	ok, err := v.callLocked(root, "proxy_on_configure", uint64(root), uint64(len(pluginConfig)))
 	v.pluginConfig, v.configuring = nil, false
 	if err != nil && !errors.Is(err, errMissingExport) {
 		return fmt.Errorf("failed to configure thread-local wasm plugin: %w", err)
@@ -210,6 +246,29 @@ func (v *vm) configureLocked(pluginConfig []byte) error {
 		return errors.New("failed to configure thread-local wasm plugin: proxy_on_configure returned false")
 	}
 	return nil
+}
+
+// currentRoot is the root context of the context host calls act on: itself
+// for a root context, its plugin's for a stream, else the VM's first.
+func (v *vm) currentRoot() *rootContext {
+	id := v.current()
+	if r := v.roots[id]; r != nil {
+		return r
+	}
+	if s := v.streams[id]; s != nil {
+		if r := v.roots[s.rootID]; r != nil {
+			return r
+		}
+	}
+	return v.roots[v.rootID]
+}
+
+// plugin is the plugin (wasm filter) of the context host calls act on.
+func (v *vm) plugin() *Host {
+	if r := v.currentRoot(); r != nil {
+		return r.h
+	}
+	return v.h
 }
 
 func (v *vm) newContextID() uint32 {
@@ -320,7 +379,7 @@ func (v *vm) callAsync(ctxID uint32, name string, args ...uint64) {
 // (proxy-wasm-cpp-host src/exports.cc contextOrEffectiveContext).
 func (v *vm) current() uint32 {
 	if v.effective != 0 {
-		if v.effective == v.rootID || v.streams[v.effective] != nil {
+		if v.roots[v.effective] != nil || v.streams[v.effective] != nil {
 			return v.effective
 		}
 	}
@@ -408,9 +467,11 @@ func (v *vm) memoryBytes() uint64 {
 func (v *vm) shutdown() {
 	v.mu.Lock()
 	v.closed = true
-	if v.tickStop != nil {
-		close(v.tickStop)
-		v.tickStop = nil
+	for _, r := range v.roots {
+		if r.tickStop != nil {
+			close(r.tickStop)
+			r.tickStop = nil
+		}
 	}
 	for _, c := range v.callouts {
 		c()
@@ -430,11 +491,23 @@ func (v *vm) shutdown() {
 func (v *vm) drain() {
 	v.mu.Lock()
 	if !v.closed && !v.failed.Load() {
-		_, _ = v.callLocked(v.rootID, "proxy_on_done", uint64(v.rootID))
-		_, _ = v.callLocked(v.rootID, "proxy_on_delete", uint64(v.rootID))
+		for _, id := range v.rootIDs() {
+			_, _ = v.callLocked(id, "proxy_on_done", uint64(id))
+			_, _ = v.callLocked(id, "proxy_on_delete", uint64(id))
+		}
 	}
 	v.mu.Unlock()
 	v.shutdown()
+}
+
+// rootIDs are the VM's root contexts in the order they were created.
+func (v *vm) rootIDs() []uint32 {
+	ids := make([]uint32, 0, len(v.roots))
+	for id := range v.roots {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func le64(x uint64) []byte {

@@ -291,7 +291,7 @@ func (v *vm) writev(fd, iovs, iovsLen uint32) (uint32, uint32) {
 		if out[len(out)-1] == '\n' {
 			out = out[:len(out)-1]
 		}
-		v.h.pluginLog(v, level, string(out))
+		v.plugin().pluginLog(v, level, string(out))
 	}
 	return written, errnoSuccess
 }

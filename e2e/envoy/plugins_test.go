@@ -1,0 +1,176 @@
+package envoy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	multiOnce sync.Once
+	multiWasm []byte
+	multiErr  error
+)
+
+// buildMulti compiles testdata/multi once per test binary.
+func buildMulti(t testing.TB) []byte {
+	t.Helper()
+	multiOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "envoy-multi")
+		if err != nil {
+			multiErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "multi.wasm")
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./testdata/multi")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			multiErr = fmt.Errorf("build multi: %v\n%s", err, b)
+			return
+		}
+		multiWasm, multiErr = os.ReadFile(out)
+	})
+	require.NoError(t, multiErr)
+	return multiWasm
+}
+
+// newChain starts a host whose chain is the given plugins of testdata/multi,
+// each {vm_id, vm configuration, plugin configuration}, with root ids r0, r1 ...
+func newChain(t *testing.T, workers int, plugins ...[3]string) *Host {
+	t.Helper()
+	up := echoUpstream(t)
+	mod := buildMulti(t)
+	cfg := Config{Module: mod, PluginName: "p0", RootID: "r0", VMID: plugins[0][0], VMConfig: []byte(plugins[0][1]),
+		PluginConfig: []byte(plugins[0][2]), Workers: workers, Clusters: map[string]string{"up": hostPort(up.URL)},
+		DefaultCluster: "up", LogWriter: io.Discard, CompilationCache: compCache}
+	for i, p := range plugins[1:] {
+		cfg.Filters = append(cfg.Filters, Filter{Module: mod, PluginName: fmt.Sprintf("p%d", i+1), RootID: fmt.Sprintf("r%d", i+1),
+			VMID: p[0], VMConfig: []byte(p[1]), PluginConfig: []byte(p[2])})
+	}
+	h, err := New(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	return h
+}
+
+// waitLog waits (up to 10 s) for a log line with the prefix and returns its text.
+func waitLog(t *testing.T, h *Host, prefix string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, l := range h.Logs() {
+			if strings.HasPrefix(l.Message, prefix) {
+				return l.Text
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "no log line %q in %v", prefix, logMessages(h))
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Plugins with the same vm_id (and code and VM configuration) share each
+// worker's VM, one root context each, as Envoy does (proxy-wasm-cpp-host
+// src/wasm.cc WasmBase::start): the second plugin's configuration and tick are
+// its own, and its log lines carry its own prefix.
+func TestPluginsShareAVMByVMID(t *testing.T) {
+	h := newChain(t, 2, [3]string{"vm1", "", "first"}, [3]string{"vm1", "", "second tick"})
+	require.Len(t, h.VMStats(), 2, "one VM per worker for both plugins")
+
+	configured := map[string]int{}
+	for _, m := range logMessages(h) {
+		if strings.HasPrefix(m, "configure ") {
+			configured[m]++
+		}
+	}
+	require.Equal(t, map[string]int{"configure first root=r0 roots=1": 2, "configure second root=r1 roots=2": 2}, configured)
+
+	text := waitLog(t, h, "tick second")
+	require.Contains(t, text, " wasm log p1 r1 vm1: tick second")
+	for _, m := range logMessages(h) {
+		require.NotEqual(t, "tick first", m, "the first plugin set no tick")
+	}
+}
+
+// Two wasm filters in one chain both see the request, in chain order, and
+// the response in reverse order; the second sees the first's header changes.
+func TestPluginsSeeTheRequestInChainOrder(t *testing.T) {
+	tests := []struct {
+		name    string
+		plugins [][3]string
+		vms     int
+	}{
+		{"one vm", [][3]string{{"vm1", "", "first"}, {"vm1", "", "second"}}, 1},
+		{"two vms", [][3]string{{"vm1", "", "first"}, {"vm2", "", "second"}}, 2},
+		{"three filters", [][3]string{{"vm1", "", "first"}, {"vm2", "", "second"}, {"vm1", "", "third"}}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newChain(t, 1, tc.plugins...)
+			require.Len(t, h.VMStats(), tc.vms)
+			var names []string
+			for _, p := range tc.plugins {
+				names = append(names, p[2])
+			}
+			resp, body := do(t, h, "GET", "/chain", nil)
+			require.Equal(t, 200, resp.StatusCode)
+			require.Contains(t, body, "x-order="+strings.Join(names, ","))
+			var reversed []string
+			for i := len(names) - 1; i >= 0; i-- {
+				reversed = append(reversed, names[i])
+			}
+			require.Equal(t, reversed, resp.Header.Values("x-resp-order"))
+			require.Equal(t, []string{"envoy"}, resp.Header.Values("server"))
+			require.Len(t, resp.Header.Values("x-envoy-upstream-service-time"), 1)
+		})
+	}
+}
+
+// VMs of one vm_id share data and queues even when they are different VMs
+// (here: different VM configurations, so different VM keys); another vm_id
+// sees neither (proxy-wasm-cpp-host src/shared_data.cc, src/shared_queue.cc).
+func TestPluginsShareDataAndQueuesByVMID(t *testing.T) {
+	t.Run("same vm_id", func(t *testing.T) {
+		h := newChain(t, 1, [3]string{"vm1", "a", "first share register"}, [3]string{"vm1", "b", "second read send"})
+		require.Len(t, h.VMStats(), 2, "different VM configurations: different VMs")
+		resp, body := do(t, h, "GET", "/q", nil)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, "x-sent=ok")
+		require.Contains(t, body, "x-shared=from first")
+		text := waitLog(t, h, "queue first got from second")
+		require.Contains(t, text, " wasm log p0 r0 vm1: ", "the registrant's root context runs on_queue_ready")
+	})
+	t.Run("other vm_id", func(t *testing.T) {
+		h := newChain(t, 1, [3]string{"vm1", "", "first share register"}, [3]string{"vm2", "", "second read send"})
+		resp, body := do(t, h, "GET", "/q", nil)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, "x-sent=error status returned by host: not found")
+		require.Contains(t, body, "x-shared=error status returned by host: not found")
+	})
+}
+
+func TestChainRefusesWhatItCannotServe(t *testing.T) {
+	mod := buildMulti(t)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"fail reload", Config{Module: mod, FailReload: true, Filters: []Filter{{Module: mod}}}, "config.fail_reload: not supported with several filters"},
+		{"no plugin", Config{NoPlugin: true, Filters: []Filter{{Module: mod}}}, "config.filters: a chain needs a plugin in the first filter"},
+	} {
+		_, err := New(context.Background(), tc.cfg)
+		require.EqualError(t, err, tc.want, tc.name)
+	}
+	h := newChain(t, 1, [3]string{"vm1", "", "first"}, [3]string{"vm1", "", "second"})
+	require.EqualError(t, h.Reconfigure([]byte("first")), "reconfigure: a host with several filters is configured only at its start")
+}
