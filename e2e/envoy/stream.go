@@ -389,8 +389,11 @@ func (s *stream) serve() {
 	s.unlock()
 	timeout := s.h.routeTimeout
 	var cluster string
-	chain := chainFrom(s.r.Context())
-	chained := s.h.next != nil && chain != nil
+	var chain *chainRequest
+	if s.h.next != nil {
+		chain = chainFrom(s.r.Context())
+	}
+	chained := chain != nil
 	if chained {
 		timeout = 0 // the router, after the last filter, times the upstream
 	} else if s.h.routes != nil {
