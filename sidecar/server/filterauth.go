@@ -47,7 +47,7 @@ type filterAuth struct {
 }
 
 // filterAuthMethods are the method labels of the refusal counter.
-var filterAuthMethods = []string{"GetPolicy", "WatchPolicy", "ReportOutcomes", "ShouldRateLimit"}
+var filterAuthMethods = []string{"GetPolicy", "WatchPolicy", "ReportOutcomes", "ShouldRateLimit", "StreamRateLimitQuotas"}
 
 func newFilterAuth(reg prometheus.Registerer, log *slog.Logger, clock func() time.Time) *filterAuth {
 	f := &filterAuth{log: log, clock: clock,
@@ -195,6 +195,20 @@ func (f *filterAuth) unaryFor(service, label string) grpc.UnaryServerInterceptor
 			return nil, f.refuse(ctx, label)
 		}
 		return handler(ctx, req)
+	}
+}
+
+// streamFor returns an interceptor that, while filter tokens are
+// configured, requires one on every stream of service (its full name); other
+// streams pass. Without a token configured the service is open, as the
+// policy API is.
+func (f *filterAuth) streamFor(service, label string) grpc.StreamServerInterceptor {
+	prefix := "/" + service + "/"
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if strings.HasPrefix(info.FullMethod, prefix) && f.configured() && !f.ok(ss.Context()) {
+			return f.refuse(ss.Context(), label)
+		}
+		return handler(srv, ss)
 	}
 }
 

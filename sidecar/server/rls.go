@@ -55,6 +55,9 @@ func (r *rls) Register(g grpc.ServiceRegistrar) { r.svc.Register(g) }
 
 func (r *rls) ServiceName() string { return rlsv3.RateLimitService_ServiceDesc.ServiceName }
 
+// Config is the rate limit config in force; the RLQS service shares it.
+func (r *rls) Config() *ratelimit.Config { return r.svc.Config() }
+
 func (r *rls) Reload(path string) error {
 	cfg, err := ratelimit.LoadConfig(path)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package server runs shepherd-sidecar: one gRPC listener serving Envoy's
-// RateLimitService, shepherd.policy.v1.PolicyService and the gRPC health
-// service, and one HTTP listener serving /metrics, /healthz and /readyz.
+// RateLimitService and RateLimitQuotaService (RLQS, sharing the rate limit
+// config), shepherd.policy.v1.PolicyService and the gRPC health service, and one HTTP listener serving /metrics, /healthz and /readyz.
 // It reloads its files on Reload (SIGHUP) and when they change, keeping the
 // last good configuration when a new one is invalid, and drains in-flight
 // calls when its context ends.
@@ -32,6 +32,8 @@ import (
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/policy"
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
+	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 )
 
 // RateLimit is the rate limit service the server hosts next to the policy
@@ -42,6 +44,12 @@ type RateLimit interface {
 	Reload(path string) error
 	// ServiceName is the gRPC service name reported by the health service.
 	ServiceName() string
+}
+
+// configSource is a RateLimit whose config the sidecar's RLQS
+// (rate_limit_quota) service shares: a bucket id maps to its descriptors.
+type configSource interface {
+	Config() *ratelimit.Config
 }
 
 // RateLimitFactory builds the RateLimit for a server. rdb is nil unless a
@@ -96,6 +104,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	engine *policy.Engine
 	rl     RateLimit
+	quota  *rlqs.Service // nil unless rl shares its config (configSource)
 	rdb    redis.UniversalClient
 
 	grpcLis, httpLis net.Listener
@@ -199,6 +208,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		if err := s.rl.Reload(opts.RateLimitConfigPath); err != nil {
 			return nil, err
 		}
+		if src, ok := s.rl.(configSource); ok {
+			s.quota = rlqs.New(rlqs.Options{Clock: opts.Clock, Logger: s.log, Registerer: s.reg})
+			s.quota.SetConfig(src.Config())
+		}
 	}
 	for _, f := range s.files() {
 		s.prints[f] = fingerprint(f)
@@ -220,6 +233,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.RateLimitRequireFilterToken && s.rl != nil {
 		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(s.filter.unaryFor(s.rl.ServiceName(), "ShouldRateLimit")))
 	}
+	if s.quota != nil {
+		grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(s.filter.streamFor(rlqs.ServiceName, "StreamRateLimitQuotas")))
+	}
 	s.grpcSrv = grpc.NewServer(grpcOpts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
@@ -229,6 +245,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if s.rl != nil {
 		s.rl.Register(s.grpcSrv)
 		s.health.SetServingStatus(s.rl.ServiceName(), healthpb.HealthCheckResponse_SERVING)
+	}
+	if s.quota != nil {
+		s.quota.Register(s.grpcSrv)
+		s.health.SetServingStatus(rlqs.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 
 	mux := http.NewServeMux()
@@ -300,6 +320,9 @@ loop:
 			break loop
 		case <-tick.C:
 			s.engine.Tick()
+			if s.quota != nil {
+				s.quota.Sweep()
+			}
 		case <-poll:
 			s.reloadChanged()
 		}
@@ -313,6 +336,9 @@ func (s *Server) shutdown() {
 	s.ready.Store(false)
 	s.health.Shutdown()
 	close(s.stopping)
+	if s.quota != nil {
+		s.quota.Shutdown()
+	}
 	drained := make(chan struct{})
 	go func() { s.grpcSrv.GracefulStop(); close(drained) }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
@@ -405,6 +431,9 @@ func (s *Server) reloadFile(f string) error {
 		kind = "ratelimit"
 		if s.rl != nil {
 			err = s.rl.Reload(f)
+		}
+		if src, ok := s.rl.(configSource); ok && err == nil && s.quota != nil {
+			s.quota.SetConfig(src.Config())
 		}
 	case s.opts.AdminTokenFile:
 		kind = "admin_token"

@@ -1,0 +1,295 @@
+package rlqs
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	rlqsv3 "github.com/envoyproxy/go-control-plane/envoy/service/rate_limit_quota/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
+)
+
+// kind is what an assignment tells the client to do.
+type kind uint8
+
+const (
+	allowAll kind = iota // no limit applies (or shadow mode)
+	denyAll              // the limit is zero, or the client's share is
+	tokens               // a token bucket of the client's share
+)
+
+// assignment is one client's quota for one bucket: for tokens, perPeriod
+// tokens every period of the limit, sent as a token bucket of tokensPerFill
+// every fill (see fillOf).
+type assignment struct {
+	kind      kind
+	perPeriod uint64
+	period    int64 // seconds
+}
+
+// bucket is one bucket id of one domain, shared by every client that
+// reports it.
+type bucket struct {
+	key     string
+	domain  string
+	id      *rlqsv3.BucketId // as first reported; sent back in every action
+	cfg     *ratelimit.Config
+	limit   *ratelimit.Limit
+	clients map[*stream]*share
+}
+
+// share is one client's (stream's) part of a bucket.
+type share struct {
+	// Demand: requests reported (allowed+denied) since accSince; rate is
+	// the demand in requests per second over the last closed window, or
+	// negative while unknown.
+	acc      uint64
+	accSince time.Time
+	rate     float64
+	lastUsed time.Time // last report with a request in it
+
+	cur     assignment
+	sent    bool      // cur has been queued to the client at least once
+	expires time.Time // when the client's copy of cur expires
+	gone    bool      // the stream ended; the share is held until expires
+}
+
+// weight is a client's claim on the limit for division.
+func (sh *share) weight(mean, floor float64) float64 {
+	d := sh.rate
+	if d < 0 {
+		d = mean
+	}
+	return max(d, floor)
+}
+
+// satAdd adds without wrapping.
+func satAdd(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
+}
+
+// record adds one usage report to the share's demand.
+func (s *Service) record(sh *share, n uint64, now time.Time) {
+	sh.acc = satAdd(sh.acc, n)
+	if n > 0 {
+		sh.lastUsed = now
+	}
+	if el := now.Sub(sh.accSince); el >= s.opts.MinDemandWindow {
+		sh.rate = float64(sh.acc) / el.Seconds()
+		sh.acc, sh.accSince = 0, now
+	}
+}
+
+// divide sets every client's assignment for the bucket's limit and returns
+// the clients whose assignment changed. It drops the clients whose
+// assignment has expired (a gone stream's, or a silent client's).
+//
+// The limit (requests_per_unit per unit) is divided among the live clients
+// in proportion to their demand, each at least floor (IdleShare of an equal
+// share), after the shares still held by clients that went away and whose
+// assignment has not expired yet. Shares are whole requests per unit
+// (largest remainder), so they sum to the limit exactly. When the
+// membership is unchanged and no share would move by more than Hysteresis
+// of the limit, the current assignments stay: every change makes Envoy
+// start a fresh, full token bucket.
+func (s *Service) divide(b *bucket, now time.Time, force bool) []*stream {
+	changed := force
+	for st, sh := range b.clients {
+		if sh.sent && !now.Before(sh.expires) {
+			delete(b.clients, st)
+			delete(st.buckets, b.key)
+			if st.gone && len(st.buckets) == 0 {
+				delete(s.lingering, st)
+			}
+			changed = true
+		}
+	}
+	var live []*stream
+	var held uint64
+	for st, sh := range b.clients {
+		if sh.gone {
+			held = satAdd(held, sh.cur.perPeriod)
+			continue
+		}
+		live = append(live, st)
+		if !sh.sent {
+			changed = true
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool { return live[i].seq < live[j].seq })
+
+	l := b.limit
+	next := make([]assignment, len(live))
+	switch {
+	case l == nil || l.Unlimited || l.ShadowMode:
+		for i := range next {
+			next[i] = assignment{kind: allowAll}
+		}
+	case l.RequestsPerUnit == 0:
+		for i := range next {
+			next[i] = assignment{kind: denyAll}
+		}
+	default:
+		total := uint64(l.RequestsPerUnit)
+		if held >= total {
+			total = 0
+		} else {
+			total -= held
+		}
+		shares := s.apportion(b, live, total, float64(l.RequestsPerUnit)/float64(l.Period()))
+		for i, n := range shares {
+			next[i] = assignment{kind: tokens, perPeriod: n, period: l.Period()}
+			if n == 0 {
+				next[i] = assignment{kind: denyAll}
+			}
+		}
+		if !changed && s.within(b, live, next, uint64(l.RequestsPerUnit)) {
+			return nil
+		}
+	}
+	var out []*stream
+	for i, st := range live {
+		sh := b.clients[st]
+		if !sh.sent || sh.cur != next[i] {
+			sh.cur = next[i]
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// apportion divides total requests per period among the live clients by
+// weight, in whole requests, by largest remainder.
+func (s *Service) apportion(b *bucket, live []*stream, total uint64, perSecond float64) []uint64 {
+	var known, sum float64
+	nKnown := 0
+	for _, st := range live {
+		if r := b.clients[st].rate; r >= 0 {
+			known += r
+			nKnown++
+		}
+	}
+	mean := perSecond / float64(len(live))
+	if nKnown > 0 && known > 0 {
+		mean = known / float64(nKnown)
+	}
+	floor := s.opts.IdleShare * perSecond / float64(len(live))
+	w := make([]float64, len(live))
+	for i, st := range live {
+		w[i] = b.clients[st].weight(mean, floor)
+		sum += w[i]
+	}
+	out := make([]uint64, len(live))
+	type rem struct {
+		i int
+		r float64
+	}
+	rems := make([]rem, len(live))
+	var given uint64
+	for i := range live {
+		exact := float64(total) * w[i] / sum
+		out[i] = uint64(exact)
+		given += out[i]
+		rems[i] = rem{i, exact - float64(out[i])}
+	}
+	sort.SliceStable(rems, func(a, c int) bool { return rems[a].r > rems[c].r })
+	for k := 0; given < total && k < len(rems); k++ {
+		out[rems[k].i]++
+		given++
+	}
+	return out
+}
+
+// within reports whether every live client already holds a token
+// assignment within Hysteresis of the limit of its next one.
+func (s *Service) within(b *bucket, live []*stream, next []assignment, limit uint64) bool {
+	tol := uint64(s.opts.Hysteresis * float64(limit))
+	for i, st := range live {
+		cur := b.clients[st].cur
+		if cur.kind != next[i].kind || cur.period != next[i].period {
+			return false
+		}
+		d := max(cur.perPeriod, next[i].perPeriod) - min(cur.perPeriod, next[i].perPeriod)
+		if d > tol {
+			return false
+		}
+	}
+	return true
+}
+
+// perSecondAbove is the share, in requests per unit, from which a token
+// assignment is given as a whole number of tokens every second: the
+// rounding then costs at most 2% of the share, and the bucket holds one
+// second of it.
+const perSecondAbove = 50
+
+// fillOf turns a share of perPeriod requests every period seconds into a
+// token bucket: tokensPerFill every fill seconds, holding at most
+// tokensPerFill. Envoy reads fill_interval in whole seconds
+// (source/extensions/filters/http/rate_limit_quota/global_client_impl.cc,
+// createTokenBucketFromAction), so fill is at least one second. A share of
+// at least perSecondAbove per second is rounded down to whole tokens a
+// second; a smaller one is kept exact with the shortest whole-second fill
+// that holds an integer number of tokens (period/gcd).
+func fillOf(perPeriod uint64, period int64) (tokensPerFill uint32, fill int64) {
+	p := uint64(period)
+	if perPeriod >= perSecondAbove*p {
+		return uint32(min(perPeriod/p, math.MaxUint32)), 1
+	}
+	g := gcd(perPeriod, p)
+	return uint32(perPeriod / g), int64(p / g)
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// action is the bucket action that sends a to the client, valid for ttl.
+func action(id *rlqsv3.BucketId, a assignment, ttl time.Duration) *rlqsv3.RateLimitQuotaResponse_BucketAction {
+	strategy := &typev3.RateLimitStrategy{}
+	switch a.kind {
+	case allowAll:
+		strategy.Strategy = &typev3.RateLimitStrategy_BlanketRule_{BlanketRule: typev3.RateLimitStrategy_ALLOW_ALL}
+	case denyAll:
+		strategy.Strategy = &typev3.RateLimitStrategy_BlanketRule_{BlanketRule: typev3.RateLimitStrategy_DENY_ALL}
+	case tokens:
+		n, fill := fillOf(a.perPeriod, a.period)
+		strategy.Strategy = &typev3.RateLimitStrategy_TokenBucket{TokenBucket: &typev3.TokenBucket{
+			MaxTokens:     n,
+			TokensPerFill: wrapperspb.UInt32(n),
+			FillInterval:  durationpb.New(time.Duration(fill) * time.Second),
+		}}
+	}
+	return &rlqsv3.RateLimitQuotaResponse_BucketAction{
+		BucketId: id,
+		BucketAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_QuotaAssignmentAction_{
+			QuotaAssignmentAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_QuotaAssignmentAction{
+				AssignmentTimeToLive: durationpb.New(ttl),
+				RateLimitStrategy:    strategy,
+			},
+		},
+	}
+}
+
+// abandon is the action that makes the client forget the bucket.
+func abandon(id *rlqsv3.BucketId) *rlqsv3.RateLimitQuotaResponse_BucketAction {
+	return &rlqsv3.RateLimitQuotaResponse_BucketAction{
+		BucketId: id,
+		BucketAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_AbandonAction_{
+			AbandonAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_AbandonAction{},
+		},
+	}
+}
