@@ -116,12 +116,12 @@ func appendRecordPrefix(dst []byte, domain string) []byte {
 	return append(dst, '/')
 }
 
-// bucketKey builds the shared data key of the request's bucket in the
-// plugin's key buffer and returns it and where the bucket id starts in it.
-func (q *quotaState) bucketKey(domain string, d *mesh.Descriptor) (int, bool) {
+// bucketKey builds the shared data key of the bucket of entries in the
+// plugin's key buffer and returns where the bucket id starts in it.
+func (q *quotaState) bucketKey(domain string, entries []rls.Entry) (int, bool) {
 	q.key = appendRecordPrefix(q.key[:0], domain)
 	at := len(q.key)
-	es := append(q.entries[:0], d.Requests()...)
+	es := append(q.entries[:0], entries...)
 	var err error
 	q.key, err = rlqs.AppendBucketID(q.key, es)
 	return at, err == nil
@@ -143,7 +143,7 @@ func (s *stream) quotaKey(g *config.GlobalLimits) (string, int, bool) {
 		return st.quotaKey, st.quotaAt, true
 	}
 	q := &s.plugin.quota
-	at, ok := q.bucketKey(g.Domain, &s.desc)
+	at, ok := q.bucketKey(g.Domain, es)
 	if !ok {
 		return "", 0, false
 	}
@@ -172,6 +172,11 @@ func sameEntries(a, b []rls.Entry) bool {
 func (s *stream) admitQuota(g *config.GlobalLimits) types.Action {
 	p := s.plugin
 	q := &p.quota
+	if g.Tokens {
+		if action, done := s.admitQuotaTokens(g); done {
+			return action
+		}
+	}
 	key, at, ok := s.quotaKey(g)
 	if !ok {
 		return s.quotaFailed() // a bucket id too long to report
@@ -218,6 +223,77 @@ func (s *stream) admitQuota(g *config.GlobalLimits) types.Action {
 	// limits do when contended.
 	s.checked = true
 	return types.ActionContinue
+}
+
+// admitQuotaTokens checks the token bucket (the token descriptor's
+// entries, kind=tokens first) without taking from it: a request starts
+// while the assignment's tokens are not spent, and its usage is charged
+// when it ends (chargeQuotaTokens). done is set when the request is
+// answered (refused, or the failure mode refused it).
+func (s *stream) admitQuotaTokens(g *config.GlobalLimits) (types.Action, bool) {
+	p := s.plugin
+	q := &p.quota
+	at, ok := q.bucketKey(g.Domain, s.desc.Tokens())
+	if !ok {
+		return s.quotaFailed(), true
+	}
+	key := viewString(q.key)
+	now := s.start
+	for range limits.DefaultMaxRetries {
+		v, cas, err := proxywasm.PeekSharedData(key)
+		var rec rlqs.Record
+		switch {
+		case err == types.ErrorStatusNotFound:
+			rec = rlqs.NewRecord(now, quotaWait(s.policy.cfg.Sidecar))
+			rec.Allowed = 0 // tokens are counted when charged
+			if proxywasm.SetSharedData(key, rec.Encode(&q.rec), 0) != nil {
+				return s.quotaFailed(), true
+			}
+			p.registerBucket(g.Domain, []byte(key[at:]))
+			return types.ActionContinue, false
+		case err != nil:
+			return s.quotaFailed(), true
+		case !rec.Decode(v):
+			return types.ActionContinue, false // the request's own check still applies
+		}
+		switch verdict, retry := rec.Peek(now); verdict {
+		case rlqs.Admitted:
+			return types.ActionContinue, false
+		case rlqs.Expired:
+			if a := s.quotaFailed(); s.replied {
+				return a, true
+			}
+			return types.ActionContinue, false // fail open: the request's own check applies
+		default:
+			err = proxywasm.SetSharedData(key, rec.Encode(&q.rec), cas)
+			if err == types.ErrorStatusCasMismatch {
+				continue
+			}
+			return s.rateLimitedAs(limits.Tokens, limits.Decision{Limit: rec.Limit(), RetryAfter: retry, ResetAfter: retry}, 3, "global "), true
+		}
+	}
+	return types.ActionContinue, false
+}
+
+// chargeQuotaTokens charges a finished request's token usage to its token
+// bucket (into debt if need be), which reports it as the bucket's usage.
+func (s *stream) chargeQuotaTokens(g *config.GlobalLimits, n uint64, now int64) {
+	q := &s.plugin.quota
+	if _, ok := q.bucketKey(g.Domain, s.desc.Tokens()); !ok {
+		return
+	}
+	key := viewString(q.key)
+	for range limits.DefaultMaxRetries {
+		v, cas, err := proxywasm.PeekSharedData(key)
+		var rec rlqs.Record
+		if err != nil || !rec.Decode(v) {
+			return
+		}
+		rec.Charge(now, n)
+		if proxywasm.SetSharedData(key, rec.Encode(&q.rec), cas) != types.ErrorStatusCasMismatch {
+			return
+		}
+	}
 }
 
 // quotaFailed applies the route's failure mode when its bucket has no

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -31,7 +32,9 @@ const quotaConfig = `{
     {"name": "closed", "match": {"pathPrefix": "/closed/"}, "provider": "a", "streamUsage": false,
      "globalLimits": {"mode": "quota", "descriptors": ["route", "consumer"], "consumerHeader": "x-tenant", "failureMode": "closed"}},
     {"name": "open", "match": {"pathPrefix": "/open/"}, "provider": "a", "streamUsage": false,
-     "globalLimits": {"mode": "quota"}}
+     "globalLimits": {"mode": "quota"}},
+    {"name": "tokens", "match": {"pathPrefix": "/tokens/"}, "provider": "a", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "tokens": true, "failureMode": "closed"}}
   ]}`
 
 type quotaHost struct {
@@ -211,4 +214,54 @@ func mustBucketID(t *testing.T, entries ...rls.Entry) []byte {
 	b, err := rlqs.AppendBucketID(nil, entries)
 	require.NoError(t, err)
 	return b
+}
+
+// chat sends a chat completion whose answer reports usage tokens and
+// returns the local answer's status, 0 when it went on.
+func (q *quotaHost) chat(t *testing.T, path string, usage int) int {
+	id := q.InitializeHttpContext()
+	defer q.CompleteHttpContext(id)
+	hdrs := [][2]string{{":method", "POST"}, {":path", path}, {":authority", "api.openai.com"}, {":scheme", "http"}, {"content-type", "application/json"}}
+	q.CallOnRequestHeaders(id, hdrs, false)
+	q.CallOnRequestBody(id, []byte(`{"model":"gpt","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`), true)
+	require.Empty(t, q.GetGrpcCalloutAttributesFromContext(id), "no call to the sidecar per request")
+	if lr := q.GetSentLocalResponse(id); lr != nil {
+		return int(lr.StatusCode)
+	}
+	q.CallOnResponseHeaders(id, [][2]string{{":status", "200"}, {"content-type", "application/json"}}, false)
+	q.CallOnResponseBody(id, []byte(`{"usage":{"prompt_tokens":`+strconv.Itoa(usage-5)+`,"completion_tokens":5,"total_tokens":`+strconv.Itoa(usage)+`}}`), true)
+	return 0
+}
+
+// TestQuotaModeTokens: the token descriptor is a bucket of its own whose
+// requests are tokens: a request starts while the assignment's tokens are
+// not spent, its real usage is charged when it ends (into debt) and
+// reported as the bucket's usage; no ShouldRateLimit is sent, not even to
+// settle.
+func TestQuotaModeTokens(t *testing.T) {
+	q := newQuotaHost(t)
+	require.Zero(t, q.chat(t, "/tokens/v1/chat/completions", 50))
+	q.tick(100 * time.Millisecond)
+	id, reports := q.stream(t)
+	got := map[string]uint64{}
+	for _, u := range reports[0].BucketQuotaUsages {
+		got[u.BucketId.Bucket["kind"]+"/"+u.BucketId.Bucket["route"]] = u.NumRequestsAllowed
+	}
+	require.Equal(t, map[string]uint64{"/tokens": 1, "tokens/tokens": 50}, got)
+
+	q.CallOnGrpcReceive(id, quotaAssign(t, time.Minute, tokenBucketOf(60), map[string]string{"kind": "tokens", "route": "tokens"}))
+	require.Zero(t, q.chat(t, "/tokens/v1/chat/completions", 50), "60 tokens left")
+	require.Zero(t, q.chat(t, "/tokens/v1/chat/completions", 50), "10 left: the request starts, its usage takes the bucket into debt")
+	require.Equal(t, 429, q.chat(t, "/tokens/v1/chat/completions", 50))
+	q.tick(100 * time.Millisecond)
+	_, reports = q.stream(t)
+	for _, u := range reports[1].BucketQuotaUsages {
+		if u.BucketId.Bucket["kind"] == "tokens" {
+			require.EqualValues(t, 100, u.NumRequestsAllowed)
+			require.EqualValues(t, 1, u.NumRequestsDenied)
+		}
+	}
+	n, err := q.GetCounterMetric("shepherd_ratelimited_total;route=tokens;kind=global_tokens")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
 }

@@ -374,7 +374,9 @@ func (s *stream) report(u int64, real bool, input, output uint64, cost int64, no
 	p := s.plugin
 	r := s.decision.Route
 	if g := r.GlobalLimits; g != nil && g.Tokens && s.checked && u > 0 {
-		if !p.sc.tokens.Add(g.Domain, &s.desc, uint64(u)) {
+		if g.Quota {
+			s.chargeQuotaTokens(g, uint64(u), now)
+		} else if !p.sc.tokens.Add(g.Domain, &s.desc, uint64(u)) {
 			s.policy.metrics.count(metricKey{kind: mDropped, extra: dropTokens}, 1)
 		}
 	}

@@ -111,6 +111,44 @@ func (r *Record) Admit(now int64) (Verdict, int64) {
 	return Admitted, 0
 }
 
+// Peek decides whether a request may start at now without taking anything
+// (the token descriptor's admission: its usage is charged when the response
+// ends). A refusal is counted in r; an admission leaves r unchanged.
+func (r *Record) Peek(now int64) (Verdict, int64) {
+	if now >= r.Expiry {
+		return Expired, 0
+	}
+	switch r.Rule {
+	case DenyAll:
+		r.Denied = satInc(r.Denied)
+		return Denied, r.Expiry - now
+	case TokenBucket:
+		r.refill(now)
+		if r.Tokens < unit {
+			r.Denied = satInc(r.Denied)
+			return Denied, r.wait(unit - r.Tokens)
+		}
+	}
+	return Admitted, 0
+}
+
+// maxCharge bounds one charge, in units (a request's usage is bounded far
+// below it).
+const maxCharge = 1 << 32
+
+// Charge takes n units at now whatever is left (the bucket may go into
+// debt, which later refills pay back) and counts them as allowed: the
+// usage of a request already admitted.
+func (r *Record) Charge(now int64, n uint64) {
+	n = min(n, maxCharge)
+	r.Allowed = satAddU(r.Allowed, n)
+	if r.Rule != TokenBucket {
+		return
+	}
+	r.refill(now)
+	r.Tokens = max(r.Tokens-int64(n)*unit, -r.Max)
+}
+
 // refill adds the tokens of the time since Last, up to Max.
 func (r *Record) refill(now int64) {
 	if now <= r.Last || r.Interval <= 0 {
@@ -217,6 +255,13 @@ func satInc(v uint64) uint64 {
 		return v
 	}
 	return v + 1
+}
+
+func satAddU(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
 }
 
 func satAdd(a, b int64) int64 {

@@ -117,3 +117,29 @@ func TestRecordSaturates(t *testing.T) {
 	bad[0] = 9
 	require.False(t, (&rlqs.Record{}).Decode(bad))
 }
+
+// TestRecordChargesTokens: Peek admits while a token is left without taking
+// it; Charge takes the real usage into debt (at most one bucket's worth),
+// which the refill pays back before the next request starts.
+func TestRecordChargesTokens(t *testing.T) {
+	const s = int64(1e9)
+	r := rlqs.NewRecord(0, s)
+	r.Allowed = 0
+	r.Apply(tokenBucket(10, 10, 10*s, 60*s), 0, s)
+	v, _ := r.Peek(0)
+	require.Equal(t, rlqs.Admitted, v)
+	require.EqualValues(t, 10_000_000, r.Tokens, "peek takes nothing")
+	r.Charge(0, 25)
+	require.EqualValues(t, -10_000_000, r.Tokens, "debt is capped at one bucket")
+	v, retry := r.Peek(s)
+	require.Equal(t, rlqs.Denied, v)
+	require.Equal(t, 10*s, retry, "9 tokens of debt and 1 to start: 10 s at 1 a second")
+	v, _ = r.Peek(11 * s)
+	require.Equal(t, rlqs.Admitted, v)
+	a, d := r.TakeUsage()
+	require.Equal(t, [2]uint64{25, 1}, [2]uint64{a, d})
+	r.Charge(11*s, 1<<40)
+	require.EqualValues(t, -10_000_000, r.Tokens)
+	a, _ = r.TakeUsage()
+	require.EqualValues(t, 1<<32, a, "one charge is bounded")
+}
