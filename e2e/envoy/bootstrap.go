@@ -18,6 +18,7 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -50,7 +51,9 @@ type Bootstrap struct {
 // "accepted" change nothing a plugin can observe here (names, the runtime, the
 // codec, DNS and protocol options of clusters the host dials itself).
 var bootstrapFields = map[protoreflect.FullName][]string{
-	"envoy.config.bootstrap.v3.Bootstrap":                 {"node", "admin", "static_resources", "stats_config"},
+	"envoy.config.bootstrap.v3.Bootstrap":                 {"node", "admin", "static_resources", "stats_config", "bootstrap_extensions"},
+	"envoy.config.core.v3.TypedExtensionConfig":           {"name", "typed_config"},
+	"envoy.extensions.wasm.v3.WasmService":                {"config", "singleton"},
 	"envoy.config.core.v3.Node":                           {"id", "cluster", "metadata"},
 	"envoy.config.bootstrap.v3.Admin":                     {"address"},
 	"envoy.config.core.v3.Address":                        {"socket_address"},
@@ -279,6 +282,31 @@ func LoadBootstrap(data []byte, dir string) (*Bootstrap, error) {
 	if err := loadFilters(out, hcm.GetHttpFilters(), fw+".typed_config.http_filters", file); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
+	// Wasm services (source/extensions/bootstrap/wasm/config.cc): a singleton
+	// on the main thread's VM, else one per worker.
+	for i, ext := range b.GetBootstrapExtensions() {
+		ew := fmt.Sprintf("bootstrap_extensions[%d].typed_config", i)
+		var ws wasmv3.WasmService
+		if ext.GetTypedConfig().GetTypeUrl() != wasmServiceType {
+			return nil, fmt.Errorf("bootstrap: %s: %s is not supported (envoy.extensions.wasm.v3.WasmService)", ew, ext.GetTypedConfig().GetTypeUrl())
+		}
+		if err := ext.GetTypedConfig().UnmarshalTo(&ws); err != nil {
+			return nil, fmt.Errorf("bootstrap: %s: %w", ew, err)
+		}
+		p, codeFile, err := loadPluginConfig(ws.GetConfig(), ew+".config", file)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		if codeFile != "" {
+			if p.Module, err = os.ReadFile(codeFile); err != nil {
+				return nil, fmt.Errorf("bootstrap: %s.config.vm_config.code.local.filename: %w", ew, err)
+			}
+		}
+		if cfg.NoPlugin {
+			return nil, fmt.Errorf("bootstrap: %s: a wasm service needs a wasm filter in the listener (this host serves plugins of HTTP filters)", ew)
+		}
+		cfg.Services = append(cfg.Services, Service{Filter: p, Singleton: ws.GetSingleton()})
+	}
 	return out, nil
 }
 
@@ -450,6 +478,7 @@ func loadRoutes(cfg *Config, rc *routev3.RouteConfiguration, where string, file 
 const (
 	wasmFilterType   = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 	routerFilterType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+	wasmServiceType  = "type.googleapis.com/envoy.extensions.wasm.v3.WasmService"
 )
 
 // loadFilters takes the HTTP filter chain: one or more wasm filters, then the
@@ -498,8 +527,11 @@ func loadWasmFilter(f *hcmv3.HttpFilter, fw string, file func(string) string) (p
 	if err := f.GetTypedConfig().UnmarshalTo(&w); err != nil {
 		return p, "", fmt.Errorf("%s.typed_config: %w", fw, err)
 	}
-	pc := w.GetConfig()
-	cw := fw + ".typed_config.config"
+	return loadPluginConfig(w.GetConfig(), fw+".typed_config.config", file)
+}
+
+// loadPluginConfig reads a wasm PluginConfig (cw is its path).
+func loadPluginConfig(pc *wasmv3.PluginConfig, cw string, file func(string) string) (p Filter, codeFile string, err error) {
 	p.PluginName, p.RootID, p.FailOpen = pc.GetName(), pc.GetRootId(), pc.GetFailOpen()
 	if p.PluginConfig, err = anyBytes(pc.GetConfiguration()); err != nil {
 		return p, "", fmt.Errorf("%s.configuration: %w", cw, err)

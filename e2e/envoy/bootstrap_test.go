@@ -79,6 +79,8 @@ func TestBootstrapRefusesWhatItDoesNotServe(t *testing.T) {
 `, hcm + ".http_filters[1].typed_config.config.vm_config.code.local.filename: open testdata/bootstrap/no-such.wasm"},
 		{"remote code", "code: {local: {filename: guest.wasm}}", "code: {remote: {http_uri: {uri: http://x/y, cluster: primary, timeout: 1s}, sha256: ab}}",
 			hcm + ".http_filters[0].typed_config.config.vm_config.code.remote: not supported"},
+		{"bootstrap extension", "admin:\n", "bootstrap_extensions:\n- name: x\n  typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\nadmin:\n",
+			"bootstrap_extensions[0].typed_config: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router is not supported (envoy.extensions.wasm.v3.WasmService)"},
 		{"admin access log", "admin:\n", "admin:\n  profile_path: /tmp/x\n", "admin.profile_path: not supported"},
 		{"two endpoints", "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}\n",
 			"        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 3}}}\n",
@@ -186,7 +188,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // TestBootstrapServesSeveralWasmFilters: two envoy.filters.http.wasm filters of
 // one vm_id in one chain, as a plugin author's envoy.yaml has them: both see
-// the request in order, on one VM, the second with its own tick.
+// the request in order, on one VM, the second with its own tick; and a
+// singleton wasm service from bootstrap_extensions on a VM of its own.
 func TestBootstrapServesSeveralWasmFilters(t *testing.T) {
 	up := echoUpstream(t)
 	dir := t.TempDir()
@@ -202,7 +205,17 @@ func TestBootstrapServesSeveralWasmFilters(t *testing.T) {
                 configuration: {"@type": type.googleapis.com/google.protobuf.StringValue, value: "` + conf + `"}
 `
 	}
-	yaml := `static_resources:
+	yaml := `bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      name: svc
+      root_id: root_svc
+      vm_config: {vm_id: shared, runtime: envoy.wasm.runtime.v8, code: {local: {filename: multi.wasm}}}
+      configuration: {"@type": type.googleapis.com/google.protobuf.StringValue, value: "svc tick"}
+static_resources:
   listeners:
   - name: main
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
@@ -238,7 +251,10 @@ func TestBootstrapServesSeveralWasmFilters(t *testing.T) {
 	h, err := New(t.Context(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = h.Close(t.Context()) })
-	require.Len(t, h.VMStats(), 1)
+	require.Len(t, h.VMStats(), 2, "the filters' VM and the singleton's")
+	require.Len(t, b.Config.Services, 1)
+	require.True(t, b.Config.Services[0].Singleton)
+	require.Contains(t, waitLog(t, h, "tick svc"), " wasm log svc root_svc shared: tick svc")
 
 	resp, body := do(t, h, http.MethodGet, "/x", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)

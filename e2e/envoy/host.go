@@ -112,6 +112,18 @@ type Config struct {
 	// its own root context (Envoy's VM key, proxy-wasm-cpp-host src/wasm.cc
 	// makeVmKey); shared data and queues are shared by vm_id across all of them.
 	Filters []Filter
+	// Services are wasm services (bootstrap_extensions envoy.bootstrap.wasm,
+	// Envoy's WasmService): plugins outside any filter chain. A singleton runs
+	// on a VM of its own (Envoy's main thread); otherwise it runs on each
+	// worker, sharing the worker VMs of filters with its VM key. Their root
+	// contexts share data and queues with the filters by vm_id.
+	Services []Service
+}
+
+// Service is a wasm service of Config.Services.
+type Service struct {
+	Filter
+	Singleton bool
 }
 
 // Filter is one further envoy.filters.http.wasm filter of Config.Filters: its
@@ -187,17 +199,17 @@ type Host struct {
 // sequence. A start failure (a trap, proxy_on_vm_start or proxy_on_configure returning
 // false, a missing import) is returned with the plugin's log lines of that start.
 func New(ctx context.Context, cfg Config) (*Host, error) {
-	filters := cfg.Filters
-	cfg.Filters = nil
-	if len(filters) > 0 {
+	filters, services := cfg.Filters, cfg.Services
+	cfg.Filters, cfg.Services = nil, nil
+	if len(filters)+len(services) > 0 {
 		switch {
 		case cfg.NoPlugin:
-			return nil, errors.New("config.filters: a chain needs a plugin in the first filter")
+			return nil, errors.New("config.no_plugin: further filters and services need a plugin in the first filter")
 		case cfg.FailReload:
-			return nil, errors.New("config.fail_reload: not supported with several filters")
+			return nil, errors.New("config.fail_reload: not supported with several filters or services")
 		}
 	}
-	h, err := build(ctx, cfg, nil)
+	h, err := build(ctx, cfg, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -207,13 +219,28 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		c := cfg
 		c.Module, c.PluginName, c.RootID, c.VMID = f.Module, f.PluginName, f.RootID, f.VMID
 		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = f.PluginConfig, f.VMConfig, f.Env, f.FailOpen
-		sub, err := build(ctx, c, h)
+		sub, err := build(ctx, c, h, true)
 		if err != nil {
 			_ = h.Close(context.Background())
 			return nil, fmt.Errorf("config.filters[%d]: %w", i, err)
 		}
 		prev.next = sub
 		prev = sub
+		h.chain = append(h.chain, sub)
+	}
+	for i, s := range services {
+		c := cfg
+		c.Module, c.PluginName, c.RootID, c.VMID = s.Module, s.PluginName, s.RootID, s.VMID
+		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = s.PluginConfig, s.VMConfig, s.Env, s.FailOpen
+		if s.Singleton {
+			c.Workers = 1
+		}
+		sub, err := build(ctx, c, h, !s.Singleton)
+		if err != nil {
+			_ = h.Close(context.Background())
+			return nil, fmt.Errorf("config.services[%d]: %w", i, err)
+		}
+		// Not in the request path; closed and counted with the chain.
 		h.chain = append(h.chain, sub)
 	}
 	return h, nil
@@ -226,9 +253,11 @@ func vmShareKey(c *Config) string {
 	return c.VMID + "\x00" + string(c.VMConfig) + "\x00" + string(sum[:])
 }
 
-// build makes one filter's host; first, when set, is the chain's first filter,
-// whose stores (stats, logs, shared data and queues, transports) it shares.
-func build(ctx context.Context, cfg Config, first *Host) (*Host, error) {
+// build makes one filter's (or service's) host; first, when set, is the chain's
+// first filter, whose stores (stats, logs, shared data and queues, transports)
+// it shares, and with share its plugin runs on the VMs of an earlier one with
+// the same VM key.
+func build(ctx context.Context, cfg Config, first *Host, share bool) (*Host, error) {
 	switch {
 	case cfg.NoPlugin && len(cfg.Module) > 0:
 		return nil, errors.New("config.module: must be empty without a plugin")
@@ -364,10 +393,10 @@ func build(ctx context.Context, cfg Config, first *Host) (*Host, error) {
 	h.createdVMs = h.stats.get(metricCounter, "wasm.envoy.wasm.runtime.v8.created")
 	h.activeVMs = h.stats.get(metricGauge, "wasm.envoy.wasm.runtime.v8.active")
 
-	if first != nil {
+	if first != nil && share {
 		key := vmShareKey(&cfg)
 		for _, o := range first.chain {
-			if o.owner != nil || vmShareKey(&o.cfg) != key {
+			if o.owner != nil || o.cfg.Workers != cfg.Workers || vmShareKey(&o.cfg) != key {
 				continue
 			}
 			// The same VM key: this plugin gets a root context on each of o's VMs.

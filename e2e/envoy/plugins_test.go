@@ -165,12 +165,53 @@ func TestChainRefusesWhatItCannotServe(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"fail reload", Config{Module: mod, FailReload: true, Filters: []Filter{{Module: mod}}}, "config.fail_reload: not supported with several filters"},
-		{"no plugin", Config{NoPlugin: true, Filters: []Filter{{Module: mod}}}, "config.filters: a chain needs a plugin in the first filter"},
+		{"fail reload", Config{Module: mod, FailReload: true, Filters: []Filter{{Module: mod}}}, "config.fail_reload: not supported with several filters or services"},
+		{"no plugin", Config{NoPlugin: true, Filters: []Filter{{Module: mod}}}, "config.no_plugin: further filters and services need a plugin in the first filter"},
+		{"no plugin, a service", Config{NoPlugin: true, Services: []Service{{Filter: Filter{Module: mod}}}}, "config.no_plugin: further filters and services need a plugin in the first filter"},
+		{"failing service", Config{Module: mod, PluginConfig: []byte("first"), LogWriter: io.Discard, Services: []Service{{Filter: Filter{Module: mod}, Singleton: true}}},
+			"config.services[0]: vm 0: failed to configure thread-local wasm plugin: proxy_on_configure returned false"},
 	} {
 		_, err := New(context.Background(), tc.cfg)
 		require.EqualError(t, err, tc.want, tc.name)
 	}
 	h := newChain(t, 1, [3]string{"vm1", "", "first"}, [3]string{"vm1", "", "second"})
 	require.EqualError(t, h.Reconfigure([]byte("first")), "reconfigure: a host with several filters is configured only at its start")
+}
+
+// A singleton wasm service (bootstrap_extensions envoy.bootstrap.wasm) runs on a
+// VM of its own, with its own root context and tick, and shares queues and data
+// with the filters of its vm_id: a queue it registers is filled by a filter's
+// VM and drained by the service (proxy-wasm-cpp-host src/shared_queue.cc).
+// A service that is not a singleton runs on each worker's VM.
+func TestServicesShareQueuesWithFilters(t *testing.T) {
+	up := echoUpstream(t)
+	mod := buildMulti(t)
+	for _, tc := range []struct {
+		name      string
+		singleton bool
+		vms       int
+		roots     string
+	}{
+		{"singleton", true, 3, "roots=1"},
+		{"per worker", false, 2, "roots=2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := New(context.Background(), Config{Module: mod, PluginName: "f", RootID: "rf", VMID: "vm1",
+				PluginConfig: []byte("filter send"), Workers: 2, Clusters: map[string]string{"up": hostPort(up.URL)},
+				DefaultCluster: "up", LogWriter: io.Discard, CompilationCache: compCache,
+				Services: []Service{{Filter: Filter{Module: mod, PluginName: "s", RootID: "rs", VMID: "vm1",
+					PluginConfig: []byte("svc register tick share")}, Singleton: tc.singleton}}})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = h.Close(context.Background()) })
+			require.Len(t, h.VMStats(), tc.vms)
+			_, ok := findLog(h, "configure svc root=rs "+tc.roots)
+			require.True(t, ok, logMessages(h))
+
+			resp, body := do(t, h, "GET", "/s", nil)
+			require.Equal(t, 200, resp.StatusCode)
+			require.Contains(t, body, "x-sent=ok")
+			require.Contains(t, waitLog(t, h, "queue svc got from filter"), " wasm log s rs vm1: ")
+			require.Contains(t, waitLog(t, h, "tick svc"), " wasm log s rs vm1: ")
+		})
+	}
 }
