@@ -31,7 +31,7 @@ type scalar struct {
 
 // maxAliasExpansion bounds the values an alias-heavy document may expand
 // to ("billion laughs"): far beyond any real rate limit config.
-const maxAliasExpansion = 1_000_000
+const maxAliasExpansion = 100_000
 
 // decodeYAML parses the first document of data into the generic shape.
 func decodeYAML(data []byte) (any, error) {

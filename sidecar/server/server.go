@@ -77,8 +77,12 @@ type Options struct {
 	RateLimitRequireFilterToken bool
 	// StateFile persists rollout state when RedisAddr is "".
 	StateFile string
-	// RedisAddr, when set, holds rate limit counters and rollout state.
+	// RedisAddr, when set, holds rate limit counters and rollout state: one
+	// address, or a comma-separated list for a cluster's seeds or the
+	// Sentinels (see Redis).
 	RedisAddr string
+	// Redis is the kind of Redis at RedisAddr, its credentials and TLS.
+	Redis Redis
 	// RedisKey is the state hash; default policy.DefaultRedisKey.
 	RedisKey string
 	// GRPCTLS turns on TLS, or mTLS, for the gRPC listener.
@@ -189,7 +193,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.reports.setRate(cfg.Reports.PerCallerPerSecond)
 	var store policy.Store
 	if opts.RedisAddr != "" {
-		s.rdb = redis.NewClient(&redis.Options{Addr: opts.RedisAddr})
+		var err error
+		if s.rdb, err = opts.Redis.NewClient(opts.RedisAddr); err != nil {
+			return nil, err
+		}
 		store = policy.RedisStore{Client: s.rdb, Key: opts.RedisKey}
 	} else if opts.StateFile != "" {
 		store = policy.FileStore{Path: opts.StateFile}
@@ -299,7 +306,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	s.ready.Store(true)
 	s.log.Info("sidecar serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(),
-		"config", s.opts.ConfigPath, "ratelimit_config", s.opts.RateLimitConfigPath, "redis", s.opts.RedisAddr != "")
+		"config", s.opts.ConfigPath, "ratelimit_config", s.opts.RateLimitConfigPath, "redis", s.opts.RedisAddr != "", "redis_type", s.opts.Redis.typeName())
 
 	tick := time.NewTicker(s.opts.TickInterval)
 	defer tick.Stop()

@@ -29,6 +29,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// redisPasswordEnv holds the Redis password when no file is given (for a
+// Secret mapped with secretKeyRef).
+const redisPasswordEnv = "SHEPHERD_SIDECAR_REDIS_PASSWORD"
+
 // envName is the environment variable for a flag.
 func envName(flagName string) string {
 	return "SHEPHERD_SIDECAR_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -44,7 +48,19 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.HTTPListen, "http-listen", "127.0.0.1:8082", "HTTP listen address (/metrics, /healthz, /readyz)")
 	fs.StringVar(&o.ConfigPath, "config", "", "sidecar config file (YAML); empty runs with no providers, plans or budgets")
 	fs.StringVar(&o.RateLimitConfigPath, "ratelimit-config", "", "rate limit config file or directory (envoyproxy/ratelimit format)")
-	fs.StringVar(&o.RedisAddr, "redis", "", "Redis address for rate limit counters and rollout state; empty keeps them in memory")
+	fs.StringVar(&o.RedisAddr, "redis", "", "Redis address for rate limit counters and rollout state; empty keeps them in memory. With --redis-type cluster or sentinel: a comma-separated list of seed nodes or Sentinels")
+	fs.StringVar(&o.Redis.Type, "redis-type", "single", "single, cluster (Redis Cluster) or sentinel (addresses are Sentinels; set --redis-sentinel-master)")
+	fs.StringVar(&o.Redis.MasterName, "redis-sentinel-master", "", "Sentinel master set name (with --redis-type sentinel)")
+	fs.StringVar(&o.Redis.Username, "redis-username", "", "Redis ACL user (empty: the default user)")
+	fs.StringVar(&o.Redis.PasswordFile, "redis-password-file", "",
+		"file holding the Redis password (a mounted Secret); or set SHEPHERD_SIDECAR_REDIS_PASSWORD, which is not a flag so that it never shows on a command line")
+	fs.StringVar(&o.Redis.SentinelUsername, "redis-sentinel-username", "", "ACL user of the Sentinels themselves, if they have one")
+	fs.StringVar(&o.Redis.SentinelPasswordFile, "redis-sentinel-password-file", "", "file holding the Sentinels' own password, if they have one")
+	fs.BoolVar(&o.Redis.TLS, "redis-tls", false, "connect to Redis over TLS (implied by the other --redis-tls-* flags)")
+	fs.StringVar(&o.Redis.TLSCAFile, "redis-tls-ca-file", "", "PEM CA bundle that signed Redis's certificate (default: the system roots)")
+	fs.StringVar(&o.Redis.TLSCertFile, "redis-tls-cert-file", "", "PEM client certificate, for servers with tls-auth-clients (with --redis-tls-key-file)")
+	fs.StringVar(&o.Redis.TLSKeyFile, "redis-tls-key-file", "", "PEM private key of --redis-tls-cert-file")
+	fs.StringVar(&o.Redis.TLSServerName, "redis-tls-server-name", "", "name Redis's certificate must carry (default: the address's host)")
 	fs.StringVar(&o.AdminTokenFile, "admin-token-file", "", "file holding the admin token; empty disables admin calls")
 	fs.StringVar(&o.FilterTokenFile, "filter-token-file", "",
 		"filter tokens the policy API accepts: a file (one per line) or a directory such as a mounted Secret (one per file); at most two, for rotation; required when the config has providers, budgets or canary plans")
@@ -113,6 +129,8 @@ func run(args []string, stderr io.Writer) int {
 	}
 	o.ShutdownTimeout = shutdown
 	o.Logger = log
+	// The password is read from the environment directly, never as a flag.
+	o.Redis.Password = os.Getenv(redisPasswordEnv)
 	mode, err := server.ParseFailureMode(failMode)
 	if err != nil {
 		fmt.Fprintf(stderr, "shepherd-sidecar: --ratelimit-failure-mode: %v\n", err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 )
 
 type syncBuffer struct {
@@ -114,6 +116,7 @@ func TestSIGHUPReloads(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
+	redisAddr := redistest.StartWith(t, "--requirepass", "the-pw-1234")
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("providers: [{name: a}, {name: a}]\n"), 0o600))
 	budgets := filepath.Join(t.TempDir(), "budgets.yaml")
@@ -134,6 +137,10 @@ func TestStartErrors(t *testing.T) {
 			`providers[1].name: duplicate provider \"a\"`},
 		{"config from env", []string{"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
 			map[string]string{"SHEPHERD_SIDECAR_CONFIG": bad}, 1, `duplicate provider`},
+		{"unknown redis type", []string{"--redis", "127.0.0.1:1", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+			map[string]string{"SHEPHERD_SIDECAR_REDIS_TYPE": "ring"}, 1, `--redis-type: unknown type \"ring\" (single, cluster or sentinel)`},
+		{"wrong redis password from env", []string{"--redis", redisAddr, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+			map[string]string{"SHEPHERD_SIDECAR_REDIS_PASSWORD": "not-the-pw-9876"}, 1, `WRONGPASS`},
 		{"config without a filter token", []string{"--config", budgets, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, nil, 1,
 			`budgets.routes needs a filter token: set --filter-token-file (SHEPHERD_SIDECAR_FILTER_TOKEN_FILE)`},
 	}
@@ -146,6 +153,7 @@ func TestStartErrors(t *testing.T) {
 			code := run(tt.args, &out)
 			require.Equal(t, tt.code, code, out.String())
 			require.Contains(t, out.String(), tt.want)
+			require.NotContains(t, out.String(), "not-the-pw-9876")
 		})
 	}
 }
@@ -153,7 +161,41 @@ func TestStartErrors(t *testing.T) {
 func TestUsageNamesEnvironment(t *testing.T) {
 	var out bytes.Buffer
 	require.Equal(t, 0, run([]string{"--help"}, &out))
-	for _, name := range []string{"GRPC_LISTEN", "HTTP_LISTEN", "CONFIG", "RATELIMIT_CONFIG", "REDIS", "ADMIN_TOKEN_FILE", "FILTER_TOKEN_FILE", "RATELIMIT_REQUIRE_FILTER_TOKEN", "STATE_FILE"} {
+	for _, name := range []string{"GRPC_LISTEN", "HTTP_LISTEN", "CONFIG", "RATELIMIT_CONFIG", "REDIS", "ADMIN_TOKEN_FILE", "FILTER_TOKEN_FILE", "RATELIMIT_REQUIRE_FILTER_TOKEN", "STATE_FILE",
+		"REDIS_TYPE", "REDIS_SENTINEL_MASTER", "REDIS_USERNAME", "REDIS_PASSWORD_FILE", "REDIS_TLS", "REDIS_TLS_CA_FILE",
+		"REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "REDIS_PASSWORD"} {
 		require.True(t, strings.Contains(out.String(), "SHEPHERD_SIDECAR_"+name), name)
 	}
+}
+
+// TestRedisPasswordFromEnvironment starts the command on a Redis with a
+// password given as SHEPHERD_SIDECAR_REDIS_PASSWORD (a Secret's
+// secretKeyRef): it becomes ready and never logs the password.
+func TestRedisPasswordFromEnvironment(t *testing.T) {
+	addr := redistest.StartWith(t, "--requirepass", "env-pw-2468")
+	t.Setenv("SHEPHERD_SIDECAR_REDIS", addr)
+	t.Setenv("SHEPHERD_SIDECAR_REDIS_PASSWORD", "env-pw-2468")
+	httpAddr := freePort(t)
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--grpc-listen", "127.0.0.1:0", "--http-listen", httpAddr, "--log-format", "text", "--log-level", "debug"}, logs)
+	}()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond, logs.String())
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop on SIGTERM")
+	}
+	require.Contains(t, logs.String(), "redis_type=single")
+	require.NotContains(t, logs.String(), "env-pw-2468")
 }
