@@ -248,3 +248,63 @@ func TestMemoryUnlistedModelIsNotAnsweredByAnother(t *testing.T) {
 	require.EqualValues(t, 1, e.b.Bodies(), "b got the first request's fallback only")
 	e.noLeaks(t)
 }
+
+// perModelConfig is route chat on provider p for models m and m2, each with
+// a chain of its own: the same model on b.
+const perModelConfig = `{"providers":[
+   {"name":"p","host":"p.example.com","cluster":"p"},
+   {"name":"b","host":"b.example.com","cluster":"b"}],
+ "models":{"m":{},"m2":{}},
+ "routes":[{"name":"chat","match":{"pathPrefix":"/v1/"},"provider":"p",
+   "fallback":{"models":[],"byModel":{"m":[{"model":"m","provider":"b"}],"m2":[{"model":"m2","provider":"b"}]},
+     "maxAttempts":2,"baseBackoffMs":1,"maxBackoffMs":2,"retryAfterCapMs":5000,"timeoutMs":2000}}]}`
+
+// TestMemoryPausesTheModelItsLimitIsFor: p refuses a request for m with 429,
+// Retry-After: 2 and OpenAI's x-ratelimit-* headers saying m's request limit
+// is exhausted. For the next seconds, on both VMs, requests for m2 still go
+// to p, and requests for m go to m on b: p never gets a request for m (the
+// model is read from the body, so the headers of such a request have gone to
+// p already; its body never follows, and the request is reset), and once the
+// pause is over p serves m again. A bare Retry-After pauses the whole
+// provider (TestMemoryRetryAfterHoldsForEveryRequest).
+func TestMemoryPausesTheModelItsLimitIsFor(t *testing.T) {
+	e := newFaultEnv(t, perModelConfig)
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2", Header: map[string]string{
+		"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}})
+	send := func(model string) *http.Response {
+		req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+			strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
+		require.NoError(t, err)
+		req.Header.Set("content-type", "application/json")
+		resp, err := e.clients.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", model, body)
+		return resp
+	}
+	resp := send("m")
+	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "the refused request's chain")
+	refused := e.p.Arrivals()[0]
+
+	n := 0
+	for ; n < 8 && time.Since(refused) < 1500*time.Millisecond; n++ {
+		resp := send("m2")
+		require.Equal(t, "p", resp.Header.Get("x-shepherd-provider"), "round %d: m2 is not paused", n)
+		require.Equal(t, "m2", resp.Header.Get("x-shepherd-model"))
+		resp = send("m")
+		require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "round %d: m pauses on p", n)
+		require.Equal(t, "m", resp.Header.Get("x-shepherd-model"))
+		require.Equal(t, "1", resp.Header.Get("x-shepherd-attempts"), "round %d: p was not tried for m", n)
+		require.Equal(t, "m", e.b.Last().Model)
+	}
+	require.GreaterOrEqual(t, n, 2, "both VMs served both models inside the pause")
+	require.EqualValues(t, 1+n, e.p.Bodies(), "p got the refused request and the m2 ones, no other for m")
+	require.Equal(t, "m2", e.p.Last().Model)
+
+	until(t, 5*time.Second, "p serves m again after its Retry-After", func() bool {
+		return send("m").Header.Get("x-shepherd-provider") == "p"
+	})
+	require.GreaterOrEqual(t, time.Since(refused), 2*time.Second)
+	e.noLeaks(t)
+}

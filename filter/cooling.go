@@ -41,22 +41,23 @@ func coolTable() []byte {
 	return v
 }
 
-// coolChange applies change c for provider p with compare-and-swap. It
+// coolChange applies change c to the table's entry key (a provider's name,
+// or cooldown.ModelKey of one of its models) with compare-and-swap. It
 // reports whether the change was stored. ClaimProbe is stored only while the
-// provider is still half open.
-func (pl *plugin) coolChange(p *config.Provider, c cooldown.Change, st cooldown.State, nowMs int64) bool {
+// entry is still half open.
+func (pl *plugin) coolChange(key string, c cooldown.Change, st cooldown.State, nowMs int64) bool {
 	for range maxCoolWrites {
 		raw, cas, err := proxywasm.PeekSharedData(cooldown.Key)
 		if err != nil && err != types.ErrorStatusNotFound {
 			return false
 		}
 		if c == cooldown.ClaimProbe {
-			cur, _ := cooldown.Lookup(raw, p.Name)
+			cur, _ := cooldown.Lookup(raw, key)
 			if cur.At(nowMs) != cooldown.Probe {
 				return false
 			}
 		}
-		pl.coolBuf = cooldown.Apply(pl.coolBuf[:0], raw, p.Name, c, st, nowMs)
+		pl.coolBuf = cooldown.Apply(pl.coolBuf[:0], raw, key, c, st, nowMs)
 		switch err := proxywasm.SetSharedData(cooldown.Key, pl.coolBuf, cas); err {
 		case nil:
 			if c == cooldown.Cool {
@@ -78,23 +79,38 @@ func (pl *plugin) coolChange(p *config.Provider, c cooldown.Change, st cooldown.
 	return false
 }
 
-// verdict is what the table says of an attempt on p at nowMs: Free, Cooling,
-// or, when p is half open, Free for the request that claims its probe.
-func (s *stream) verdict(raw []byte, p *config.Provider, nowMs int64) cooldown.Verdict {
-	st, ok := cooldown.Lookup(raw, p.Name)
-	if !ok {
-		return cooldown.Free
+// verdict is what the table says of an attempt on p for its model named
+// model ("" when not known yet) at nowMs: the worse of the provider's and the
+// model's entries (Free, Cooling, or Probe when one is half open, Free for
+// the request that claims the probe).
+func (s *stream) verdict(raw []byte, p *config.Provider, model string, nowMs int64) cooldown.Verdict {
+	v := cooldown.Free
+	if st, ok := cooldown.Lookup(raw, p.Name); ok {
+		v = st.At(nowMs)
 	}
-	return st.At(nowMs)
+	if model != "" {
+		if st, ok := cooldown.LookupModel(raw, p.Name, model); ok {
+			v = cooldown.Worst(v, st.At(nowMs))
+		}
+	}
+	return v
 }
 
-// noteFree remembers when a cooling candidate of this request is free again,
-// for the Retry-After of a request that ends without success.
-func (s *stream) noteFree(raw []byte, p *config.Provider, nowMs int64) {
-	st, ok := cooldown.Lookup(raw, p.Name)
-	if !ok {
-		return
+// noteFree remembers when a cooling candidate of this request (p, for its
+// model named model) is free again, for the Retry-After of a request that
+// ends without success.
+func (s *stream) noteFree(raw []byte, p *config.Provider, model string, nowMs int64) {
+	if st, ok := cooldown.Lookup(raw, p.Name); ok {
+		s.noteState(st, nowMs)
 	}
+	if model != "" {
+		if st, ok := cooldown.LookupModel(raw, p.Name, model); ok {
+			s.noteState(st, nowMs)
+		}
+	}
+}
+
+func (s *stream) noteState(st cooldown.State, nowMs int64) {
 	if at := st.FreeAt(nowMs); at > 0 && (s.coolFree == 0 || at < s.coolFree) {
 		s.coolFree = at
 		if st.Status != 0 {
@@ -103,13 +119,19 @@ func (s *stream) noteFree(raw []byte, p *config.Provider, nowMs int64) {
 	}
 }
 
-// claim takes p's probe for this request; the others keep away until its
-// answer. Call it only when the table said Probe.
-func (s *stream) claim(p *config.Provider, nowMs int64) bool {
-	if !s.plugin.coolChange(p, cooldown.ClaimProbe, cooldown.State{ProbeUntil: nowMs + probeWindow}, nowMs) {
+// claim takes the probe of p (for its model named model) for this request:
+// the provider's entry when it is the half-open one, else the model's. The
+// others keep away until its answer. Call it only when verdict said Probe;
+// raw is the table it read.
+func (s *stream) claim(raw []byte, p *config.Provider, model string, nowMs int64) bool {
+	key := p.Name
+	if st, ok := cooldown.Lookup(raw, p.Name); (!ok || st.At(nowMs) != cooldown.Probe) && model != "" {
+		key = cooldown.ModelKey(p.Name, model)
+	}
+	if !s.plugin.coolChange(key, cooldown.ClaimProbe, cooldown.State{ProbeUntil: nowMs + probeWindow}, nowMs) {
 		return false
 	}
-	s.probe = p
+	s.probe, s.probeKey = p, key
 	return true
 }
 
@@ -132,26 +154,30 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 	if !cooldown.Any(raw, nowMs) {
 		return types.ActionContinue, false
 	}
-	switch s.verdict(raw, s.provider, nowMs) {
+	// Something pauses: the body, once read, looks again for its model.
+	s.coolAny = true
+	// The model is not known before the body: only the providers' own
+	// pauses apply here (a model's, in steerModel).
+	switch s.verdict(raw, s.provider, "", nowMs) {
 	case cooldown.Free:
 		return types.ActionContinue, false
 	case cooldown.Probe:
-		if s.claim(s.provider, nowMs) {
+		if s.claim(raw, s.provider, "", nowMs) {
 			return types.ActionContinue, false
 		}
 		raw = coolTable() // the claim's calls replaced the bytes
 	}
 	var avoid uint64
 	for i, b := range r.Backends {
-		if i < 64 && (s.verdict(raw, b.Provider, nowMs) != cooldown.Free || !b.Provider.Serves(s.call.Op)) {
+		if i < 64 && (s.verdict(raw, b.Provider, "", nowMs) != cooldown.Free || !b.Provider.Serves(s.call.Op)) {
 			avoid |= 1 << i
 		}
 	}
-	if p := s.policy.overlay.ChooseAvoiding(r, s.pick, nowMs, avoid); p.Serves(s.call.Op) && s.verdict(raw, p, nowMs) == cooldown.Free {
+	if p := s.policy.overlay.ChooseAvoiding(r, s.pick, nowMs, avoid); p.Serves(s.call.Op) && s.verdict(raw, p, "", nowMs) == cooldown.Free {
 		s.moveTo(p, 0)
 		return types.ActionContinue, false
 	}
-	s.noteFree(raw, s.provider, nowMs)
+	s.noteFree(raw, s.provider, "", nowMs)
 	// Only text generation may be answered by another model (operation.go);
 	// whether the body's model is listed is checked when the body is read.
 	if r.Fallback != nil && readBody && s.call.Op.Generates() {
@@ -160,14 +186,81 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 			if p == nil {
 				p = s.chosen
 			}
-			if p.Serves(s.call.Op) && s.verdict(raw, p, nowMs) == cooldown.Free {
+			model := p.ModelName(e.Model.Name)
+			if p.Serves(s.call.Op) && s.verdict(raw, p, model, nowMs) == cooldown.Free {
 				s.moveTo(p, k+1)
 				return types.ActionContinue, false
 			}
-			s.noteFree(raw, p, nowMs)
+			s.noteFree(raw, p, model, nowMs)
 		}
 	}
 	if st, _ := cooldown.Lookup(raw, s.provider.Name); st.Soft && nowMs < st.Until {
+		return types.ActionContinue, false // nothing better: it has not refused yet
+	}
+	return s.coolAnswer(nowMs), true
+}
+
+// steerModel applies the pauses of the request's model once the body named
+// it (the headers went on before: steer saw only the providers' pauses). A
+// request whose model pauses on its provider goes to the first fallback entry
+// that may answer it and is free, as a callout, while its main request is
+// held at the body and never completed (Envoy resets it when the callout's
+// answer replaces the response); with no such entry shepherd answers 429 or
+// 503 with Retry-After itself. Headroom near zero only moves it when an entry
+// is free. Only requests routed while the memory held a pause look again. It
+// reports whether the request was taken over.
+func (s *stream) steerModel(nowMs int64) (types.Action, bool) {
+	if !s.coolAny || s.entry != 0 || s.modelName == "" {
+		return types.ActionContinue, false
+	}
+	raw := coolTable()
+	st, ok := cooldown.LookupModel(raw, s.provider.Name, s.modelName)
+	if !ok {
+		return types.ActionContinue, false
+	}
+	switch st.At(nowMs) {
+	case cooldown.Free:
+		return types.ActionContinue, false
+	case cooldown.Probe:
+		if s.claim(raw, s.provider, s.modelName, nowMs) {
+			return types.ActionContinue, false
+		}
+		raw = coolTable()
+		st, _ = cooldown.LookupModel(raw, s.provider.Name, s.modelName)
+	}
+	soft := st.Soft && nowMs < st.Until
+	s.noteFree(raw, s.provider, s.modelName, nowMs)
+	if s.plan != nil && s.body != nil {
+		for k, e := range s.chain {
+			if !s.entryAllowed(e) {
+				continue
+			}
+			p := e.Provider
+			if p == nil {
+				p = s.chosen
+			}
+			name := p.ModelName(e.Model.Name)
+			switch s.verdict(raw, p, name, nowMs) {
+			case cooldown.Free:
+			case cooldown.Probe:
+				if !s.claim(raw, p, name, nowMs) {
+					raw = coolTable()
+					s.noteFree(raw, p, name, nowMs)
+					continue
+				}
+			default:
+				s.noteFree(raw, p, name, nowMs)
+				continue
+			}
+			// Entry k+1 is this request's first attempt; the chain goes
+			// on from it (fallback.Planner.NextSkipping).
+			s.attempts, s.skipped, s.retryTo, s.diverted = 0, k+1, k+1, true
+			s.ntried = 0
+			s.startAttempt()
+			return types.ActionPause, true
+		}
+	}
+	if soft {
 		return types.ActionContinue, false // nothing better: it has not refused yet
 	}
 	return s.coolAnswer(nowMs), true
@@ -213,15 +306,19 @@ func (s *stream) retryAfterSeconds(nowMs int64) int64 {
 	return max((s.coolFree-nowMs+999)/1000, 1)
 }
 
-// learn keeps what an answer of provider p says about its limits: a 429 or
-// 503 with Retry-After (or, on a 429, the reset of the exhausted limit) cools
-// it until then; a success with x-ratelimit-remaining-* near zero cools it
-// softly until the reset; the success of its probe forgets it. hdrs are the
-// answer's headers.
-func (s *stream) learn(p *config.Provider, status int, hdrs [][2]string, now int64) {
+// learn keeps what an answer of provider p for its model named model ("" when
+// not known) says about its limits: a 429 or 503 with Retry-After (or, on a
+// 429, the reset of the exhausted limit) cools it until then; a success with
+// x-ratelimit-remaining-* near zero cools it softly until the reset; the
+// success of its probe forgets it. What cools is the model when the answer
+// is a 429 naming an exhausted limit of the model (cooldown.ScopeOf), else
+// the provider. hdrs are the answer's headers.
+func (s *stream) learn(p *config.Provider, model string, status int, hdrs [][2]string, now int64) {
 	nowMs := now / 1e6
 	var d int64
 	ok := false
+	// Read hdrs before any write: they may be the host's bytes in place.
+	scope := cooldown.ScopeOf(status, resetHint(hdrs) != "", model)
 	if status == 429 || status == 503 {
 		d, ok = fallback.ParseRetryAfter(headerValue(hdrs, "retry-after"), now)
 		if !ok && status == 429 {
@@ -229,11 +326,16 @@ func (s *stream) learn(p *config.Provider, status int, hdrs [][2]string, now int
 		}
 		ok = ok && d > 0
 	}
+	var soft int64
+	var low bool
+	if status >= 200 && status < 300 {
+		soft, low = fallback.ParseResetHint(lowHeadroom(hdrs))
+	}
 	if s.probe == p && !ok && (status < 200 || status >= 300) {
 		// The probe was answered without a new pause: the pause is over;
 		// what the answer means for this request is the chain's business.
 		s.probe = nil
-		s.plugin.coolChange(p, cooldown.Clear, cooldown.State{}, nowMs)
+		s.plugin.coolChange(s.probeKey, cooldown.Clear, cooldown.State{}, nowMs)
 	}
 	switch {
 	case status == 429 || status == 503:
@@ -242,23 +344,30 @@ func (s *stream) learn(p *config.Provider, status int, hdrs [][2]string, now int
 			// worth, for the memory as for a retry's wait.
 			d = min(d, s.retryAfterCap())
 			until := nowMs + (d+999_999)/1e6
-			s.plugin.coolChange(p, cooldown.Cool, cooldown.State{Until: until, Status: uint16(status)}, nowMs)
+			s.plugin.coolChange(coolKey(p, model, scope), cooldown.Cool, cooldown.State{Until: until, Status: uint16(status)}, nowMs)
 			if s.coolFree == 0 || until < s.coolFree {
 				s.coolFree, s.coolStatus = until, uint16(status)
 			}
 		}
 	case status >= 200 && status < 300:
-		// Read hdrs before any write: they may be the host's bytes in place.
-		d, low := fallback.ParseResetHint(lowHeadroom(hdrs))
 		if s.probe == p {
 			s.probe = nil
-			s.plugin.coolChange(p, cooldown.Clear, cooldown.State{}, nowMs)
+			s.plugin.coolChange(s.probeKey, cooldown.Clear, cooldown.State{}, nowMs)
 		}
-		if low && d > 0 {
-			d = min(d, s.retryAfterCap())
-			s.plugin.coolChange(p, cooldown.Cool, cooldown.State{Until: nowMs + (d+999_999)/1e6, Soft: true}, nowMs)
+		if low && soft > 0 {
+			soft = min(soft, s.retryAfterCap())
+			s.plugin.coolChange(coolKey(p, model, scope), cooldown.Cool, cooldown.State{Until: nowMs + (soft+999_999)/1e6, Soft: true}, nowMs)
 		}
 	}
+}
+
+// coolKey is the table entry a pause of scope for p's model named model goes
+// to.
+func coolKey(p *config.Provider, model string, scope cooldown.Scope) string {
+	if scope == cooldown.ScopeModel {
+		return cooldown.ModelKey(p.Name, model)
+	}
+	return p.Name
 }
 
 // retryAfterCap is the longest pause (ns) a provider's answer on this route

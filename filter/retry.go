@@ -62,20 +62,20 @@ func (s *stream) planRetry(status int, code uint8, retryAfter, reset string) boo
 			return false
 		}
 		step.Entry = s.allowedEntry(step.Entry)
-		to, _, toModel := s.target(step.Entry)
+		to, toName, toModel := s.target(step.Entry)
 		if cooling {
 			startMs := (now + step.Delay) / 1e6
-			v := s.verdict(raw, to, startMs)
+			v := s.verdict(raw, to, toName, startMs)
 			switch {
 			case v != cooldown.Probe:
 			case step.Delay > 0:
 				s.probeLater, v = true, cooldown.Free // claimed when it starts
-			case !s.claim(to, now/1e6):
+			case !s.claim(raw, to, toName, now/1e6):
 				v = cooldown.Cooling
 				raw = coolTable()
 			}
 			if v == cooldown.Cooling {
-				s.noteFree(raw, to, startMs)
+				s.noteFree(raw, to, toName, startMs)
 				s.skipped++
 				continue
 			}
@@ -156,8 +156,8 @@ func (s *stream) startAttempt() bool {
 		// The attempt waited for its provider's pause to end: it goes only
 		// as the provider's probe, and no other request may have that.
 		s.probeLater = false
-		if nowMs := nowNanos() / 1e6; !s.claim(provider, nowMs) {
-			s.noteFree(coolTable(), provider, nowMs)
+		if nowMs := nowNanos() / 1e6; !s.claim(coolTable(), provider, modelName, nowMs) {
+			s.noteFree(coolTable(), provider, modelName, nowMs)
 			s.release()
 			return false
 		}
@@ -248,8 +248,8 @@ func (s *stream) onAttempt(numHeaders, bodySize, _ int) {
 	s.countAttempt(s.entry, code)
 	failed := code == codeReset || code == codeTimeout
 	if !failed {
-		p, _, _ := s.target(s.entry)
-		s.learn(p, status, hdrs, nowNanos()) // hdrs are the VM's own copy
+		p, name, _ := s.target(s.entry)
+		s.learn(p, name, status, hdrs, nowNanos()) // hdrs are the VM's own copy
 	}
 	if s.shouldRetry(status, failed) {
 		if !failed {
@@ -310,6 +310,12 @@ type answer struct {
 func (s *stream) release() {
 	if s.last != nil {
 		s.respond(s.last)
+		return
+	}
+	if s.diverted {
+		// No upstream response is held: the main request was stopped at
+		// its body because its model pauses (steerModel).
+		s.coolAnswer(nowNanos() / 1e6)
 		return
 	}
 	// The held original is the last real answer. Its headers are still the

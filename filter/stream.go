@@ -130,6 +130,9 @@ type stream struct {
 	skippedAtStart int              // the entry the main request went to
 	probeLater     bool             // the planned attempt must claim its provider's probe
 	probe          *config.Provider // the half-open provider this request probes
+	probeKey       string           // the table entry of that probe: the provider's, or its model's
+	coolAny        bool             // the memory held a pause when the request was routed
+	diverted       bool             // the main request was held at its body: a fallback callout answers it
 	coolFree       int64            // when the earliest cooling candidate is free (Unix ms), 0 if none
 	coolStatus     uint16           // the refusal status of that pause (429, 503)
 }
@@ -537,6 +540,12 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 			s.reserved = n
 		}
 	}
+	// The model is known now: its own pause may keep it from its provider
+	// (a fallback attempt then re-reads the kept body, which moved).
+	s.reqStale = s.body != nil && changed
+	if action, taken := s.steerModel(nowNanos() / 1e6); taken {
+		return action
+	}
 
 	if changed {
 		if err := proxywasm.ReplaceHttpRequestBody(out); err != nil {
@@ -576,7 +585,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 			retryAfter, reset = strings.Clone(headerValue(hdrs, "retry-after")), strings.Clone(resetHint(hdrs))
 		}
 		scan = scanOf(headerValue(hdrs, "content-type"))
-		s.learn(s.provider, s.status, hdrs, nowNanos())
+		s.learn(s.provider, s.modelName, s.status, hdrs, nowNanos())
 		clear(hdrs)
 		s.plugin.respHeaders = hdrs[:0]
 	}
@@ -783,7 +792,7 @@ func (s *stream) finish() {
 	if p := s.probe; p != nil && (s.replied && s.status == 0 || !s.mainCounted) {
 		// The probe never reached its provider: the next request may probe.
 		s.probe = nil
-		s.plugin.coolChange(p, cooldown.ReleaseProbe, cooldown.State{}, now/1e6)
+		s.plugin.coolChange(s.probeKey, cooldown.ReleaseProbe, cooldown.State{}, now/1e6)
 	}
 	if status == 0 && !s.replied && !s.mainCounted && s.sentUpstream() {
 		// The main request got no answer (reset, or the client left first).

@@ -2,6 +2,7 @@ package cooldown
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -209,5 +210,63 @@ func TestWakeListMalformed(t *testing.T) {
 		require.Empty(t, wakers(raw, 0), "%v", raw)
 		out := Enlist(nil, raw, 9, 100)
 		require.Equal(t, []uint32{9}, wakers(out, 100), "%v", raw)
+	}
+}
+
+func TestScopeOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  int
+		headers bool
+		model   string
+		want    Scope
+	}{
+		{"429 naming an exhausted limit of the model: the model", 429, true, "gpt-4.1", ScopeModel},
+		{"429 with a bare Retry-After: the provider", 429, false, "gpt-4.1", ScopeProvider},
+		{"503: the provider", 503, true, "gpt-4.1", ScopeProvider},
+		{"model unknown (body not read): the provider", 429, true, "", ScopeProvider},
+		{"headroom on a success: the provider", 200, true, "gpt-4.1", ScopeProvider},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, ScopeOf(tc.status, tc.headers, tc.model))
+		})
+	}
+}
+
+func TestModelEntries(t *testing.T) {
+	const now = int64(3_000_000)
+	var table []byte
+	table = Apply(nil, table, ModelKey("relay", "gpt-4.1"), Cool, State{Until: now + 2000, Status: 429}, now)
+	table = Apply(nil, table, "backup", Cool, State{Until: now + 1000, Status: 503}, now)
+
+	s, ok := LookupModel(table, "relay", "gpt-4.1")
+	require.True(t, ok)
+	require.Equal(t, Cooling, s.At(now))
+	for _, miss := range [][2]string{{"relay", "gpt-4.1-mini"}, {"relay", "gpt-4"}, {"rela", "y\x00gpt-4.1"}, {"backup", ""}} {
+		_, ok := LookupModel(table, miss[0], miss[1])
+		require.False(t, ok, "%q", miss)
+	}
+	_, ok = Lookup(table, "relay")
+	require.False(t, ok, "a model's pause is not the provider's")
+	s, ok = Lookup(table, "backup")
+	require.True(t, ok)
+	require.Equal(t, Cooling, s.At(now))
+
+	// Names longer than MaxName are cut, and found cut.
+	long := strings.Repeat("x", 300)
+	table = Apply(nil, table, ModelKey("relay", long), Cool, State{Until: now + 10, Status: 429}, now)
+	_, ok = LookupModel(table, "relay", long)
+	require.True(t, ok)
+	require.Len(t, ModelKey("relay", long), MaxName)
+
+	tests := []struct {
+		a, b, want Verdict
+	}{
+		{Free, Free, Free}, {Free, Probe, Probe}, {Probe, Free, Probe},
+		{Probe, Cooling, Cooling}, {Cooling, Free, Cooling}, {Free, Cooling, Cooling},
+	}
+	for _, tc := range tests {
+		require.Equal(t, tc.want, Worst(tc.a, tc.b), "%v %v", tc.a, tc.b)
 	}
 }
