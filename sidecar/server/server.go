@@ -230,6 +230,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
+	// The gRPC metrics come first, so that refused calls are counted too.
+	gm := newGRPCMetrics(s.reg)
+	grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(gm.unary()), grpc.ChainStreamInterceptor(gm.stream()))
 	creds, err := opts.GRPCTLS.serverOption()
 	if err != nil {
 		return nil, err
@@ -257,6 +260,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		s.quota.Register(s.grpcSrv)
 		s.health.SetServingStatus(rlqs.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
+	gm.initialize(s.grpcSrv)
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
