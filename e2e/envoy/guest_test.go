@@ -198,7 +198,8 @@ func TestLifecycleHeadersMetricsAndLogs(t *testing.T) {
 	mu.Lock()
 	out := buf.String()
 	mu.Unlock()
-	require.Contains(t, out, "[info][wasm] [source/extensions/common/wasm/context.cc] wasm log guest guest_root guestvm: started in mode basic\n")
+	// Envoy's default format: [time][thread][level][logger] [file:line] message.
+	require.Regexp(t, `(?m)^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\]\[0\]\[info\]\[wasm\] \[source/extensions/common/wasm/context\.cc:1137\] wasm log guest guest_root guestvm: started in mode basic$`, out)
 }
 
 type writerFunc func([]byte) (int, error)

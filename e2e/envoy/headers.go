@@ -104,7 +104,8 @@ func sortedHeaderPairs(h http.Header) []pair {
 }
 
 // requestPairs builds the request header map Envoy's HTTP/1 codec and connection
-// manager hand to filters: :authority, :path, :method, :scheme, then the headers;
+// manager hand to filters: :authority, :path, :method, :scheme, then the headers
+// (in wire order when the connection recorded it, else sorted);
 // x-forwarded-proto is set and x-request-id generated when missing
 // (source/common/http/conn_manager_utility.cc mutateRequestHeaders).
 func requestPairs(r *http.Request, requestID string) []pair {
@@ -113,8 +114,13 @@ func requestPairs(r *http.Request, requestID string) []pair {
 		scheme = "https"
 	}
 	ps := []pair{{":authority", r.Host}, {":path", r.URL.RequestURI()}, {":method", r.Method}, {":scheme", scheme}}
-	ps = append(ps, sortedHeaderPairs(r.Header)...)
-	if r.ContentLength > 0 {
+	if wire := wireOrderPairs(r); wire != nil {
+		ps = append(ps, wire...) // wire order (wireorder.go)
+	} else {
+		ps = append(ps, sortedHeaderPairs(r.Header)...)
+	}
+	if _, ok := r.Header["Content-Length"]; !ok && r.ContentLength > 0 {
+		// HTTP/2 requests may carry their length without the header.
 		ps = append(ps, pair{"content-length", strconv.FormatInt(r.ContentLength, 10)})
 	}
 	m := headerMap{&ps}

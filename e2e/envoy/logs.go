@@ -92,22 +92,37 @@ func logPrefix(pluginName, rootID, vmID string) string {
 	return p.String()
 }
 
-// plugin records a plugin log line in Envoy's format:
-// source/extensions/common/wasm/context.cc Context::log prints "wasm log{prefix}: {message}"
-// under the "wasm" logger, so a line reads
-// "[time][thread][level][wasm] [source/extensions/common/wasm/context.cc] wasm log my-plugin root vm: msg".
+// Log lines follow Envoy's default log format, "[%Y-%m-%d %T.%e][%t][%l][%n]
+// [%g:%#] %v" (Envoy's --log-format default, source/server/options_impl.cc):
+// time (UTC here), thread id (the worker's index here), level, logger name
+// ("wasm"), source file and line, message.
+
+// contextLogLines are the lines of the ENVOY_LOG call, one per level, in
+// source/extensions/common/wasm/context.cc Context::log (trace ... critical), as
+// a published Envoy 1.34 log shows them (info at 1137); other Envoy versions
+// have other numbers, so readers should not depend on them.
+var contextLogLines = [...]int{1131, 1134, 1137, 1140, 1143, 1146}
+
+// plugin records a plugin log line: Context::log prints "wasm log{prefix}:
+// {message}" under the "wasm" logger, so a line reads
+// "[time][thread][level][wasm] [source/extensions/common/wasm/context.cc:1137] wasm log my-plugin root vm: msg".
 func (r *logRing) plugin(prefix string, vm int, level LogLevel, msg string) {
 	now := time.Now().UTC()
-	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/context.cc] wasm log%s: %s",
-		now.Format("2006-01-02 15:04:05.000"), vm, level, prefix, msg)
+	line := 0
+	if int(level) < len(contextLogLines) {
+		line = contextLogLines[level]
+	}
+	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/context.cc:%d] wasm log%s: %s",
+		now.Format("2006-01-02 15:04:05.000"), vm, level, line, prefix, msg)
 	r.add(LogLine{Time: now, Level: level, VM: vm, Message: msg, Text: text})
 }
 
-// host records a line from the host itself (VM failures, load errors), logged by Envoy
-// under the same "wasm" logger without the "wasm log" marker.
+// host records a line from the host itself (VM failures, load errors) under the
+// same "wasm" logger, without the "wasm log" marker. These are the emulator's
+// own messages: their source line is 0.
 func (r *logRing) host(vm int, level LogLevel, msg string) {
 	now := time.Now().UTC()
-	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/wasm.cc]%s: %s",
+	text := fmt.Sprintf("[%s][%d][%s][wasm] [source/extensions/common/wasm/wasm.cc:0]%s: %s",
 		now.Format("2006-01-02 15:04:05.000"), vm, level, r.prefix, msg)
 	r.add(LogLine{Time: now, Level: level, VM: vm, Message: msg, Text: text})
 }

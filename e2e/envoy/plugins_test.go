@@ -1,9 +1,12 @@
 package envoy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -213,5 +216,45 @@ func TestServicesShareQueuesWithFilters(t *testing.T) {
 			require.Contains(t, waitLog(t, h, "queue svc got from filter"), " wasm log s rs vm1: ")
 			require.Contains(t, waitLog(t, h, "tick svc"), " wasm log s rs vm1: ")
 		})
+	}
+}
+
+// Request headers reach the plugin in wire order on a plain HTTP/1.1
+// connection (Envoy's HTTP/1 codec keeps the order it parses), request after
+// request on one kept-alive connection, bodies of either framing skipped.
+func TestRequestHeadersInWireOrder(t *testing.T) {
+	h := newChain(t, 1, [3]string{"vm1", "", "first names"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h, ConnContext: WireOrderConnContext, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(WireOrderListener(ln)) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
+	br := bufio.NewReader(conn)
+	for _, tc := range []struct {
+		name, request, want string
+	}{
+		{"get", "GET /a HTTP/1.1\r\nHost: x\r\nZ-Last: 1\r\nA-First: 2\r\nM-Mid: 3\r\nA-First: 4\r\n\r\n",
+			"z-last a-first m-mid a-first x-forwarded-proto x-request-id"},
+		{"content-length body that looks like a head", "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\nY-Two: 1\r\n\r\nQ-Fake: 1\r\nP-Fake: 2\r\n\r\n",
+			"content-length y-two x-forwarded-proto x-request-id"},
+		{"chunked body", "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nB-After: 1\r\nA-Before: 2\r\n\r\n5\r\nK-X: \r\n0\r\nT-Trailer: 1\r\n\r\n",
+			"b-after a-before x-forwarded-proto x-request-id"},
+		{"after the bodies", "GET /d HTTP/1.1\r\nHost: x\r\nC-1: 1\r\nB-2: 2\r\nA-3: 3\r\n\r\n",
+			"c-1 b-2 a-3 x-forwarded-proto x-request-id"},
+	} {
+		_, err := io.WriteString(conn, tc.request)
+		require.NoError(t, err, tc.name)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, tc.name)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err, tc.name)
+		require.Equal(t, 200, resp.StatusCode, tc.name)
+		require.Contains(t, string(body), "x-names=:authority :path :method :scheme "+tc.want+" ", tc.name)
 	}
 }

@@ -357,6 +357,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		scheme = "https"
 	}
 	srv := &http.Server{Handler: h, Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
+	if o.listenTLS == nil {
+		// Plain HTTP/1.1 requests reach the plugin with their headers in wire order.
+		ln = envoy.WireOrderListener(ln)
+		srv.ConnContext = envoy.WireOrderConnContext
+	}
 	asrv := &http.Server{Handler: adminMux(h), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)

@@ -1,6 +1,6 @@
 // Command multi is the test plugin of several plugins in one host: every root
 // context (one per plugin) takes its name and what it does from its plugin
-// configuration ("<name> [tick] [share] [read] [register] [send]") and reports
+// configuration ("<name> [tick] [share] [read] [register] [send] [names]") and reports
 // what it sees through headers and log lines.
 package main
 
@@ -92,6 +92,18 @@ type httpContext struct {
 }
 
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
+	if h.p.does["names"] {
+		// The request's header names in the order the plugin gets them.
+		hs, err := proxywasm.GetHttpRequestHeaders()
+		var names []string
+		for _, kv := range hs {
+			names = append(names, kv[0])
+		}
+		if err != nil {
+			names = append(names, err.Error())
+		}
+		_ = proxywasm.AddHttpRequestHeader("x-names", strings.Join(names, " "))
+	}
 	_ = proxywasm.AddHttpRequestHeader("x-order", h.p.name)
 	if h.p.does["read"] {
 		v, _, err := proxywasm.GetSharedData("multi-key")
