@@ -212,6 +212,7 @@ func TestRedisIsAChoice(t *testing.T) {
 		{filepath.Join(istioDir, "overlays", "filter-canary"), 1, "", false, false},
 		{filepath.Join("testdata", "with-redis"), 2, "shepherd-redis:6379", true, true},
 		{filepath.Join("testdata", "with-redis-external"), 2, "redis.example.internal:6379", true, false},
+		{filepath.Join("testdata", "with-redis-secure"), 2, "redis.example.internal:6379", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dir, func(t *testing.T) {
@@ -236,6 +237,43 @@ func TestRedisIsAChoice(t *testing.T) {
 			require.Equal(t, tt.ownRedis, find(objs, "Service", "shepherd-redis") != nil)
 		})
 	}
+}
+
+// TestRedisAuthAndTLSComponents: the redis-auth and redis-tls components
+// mount the Secrets the user creates (no credential in the tree) and point
+// the sidecar at the files in them.
+func TestRedisAuthAndTLSComponents(t *testing.T) {
+	dir := filepath.Join("testdata", "with-redis-secure")
+	require.NoError(t, Overlay(dir, Options{}))
+	out, err := Build(dir)
+	require.NoError(t, err)
+	objs, err := Decode(dir, out)
+	require.NoError(t, err)
+	for _, o := range objs {
+		_, isSecret := o.Value.(*corev1.Secret)
+		require.False(t, isSecret && strings.HasPrefix(o.Meta.Name, "shepherd-redis"), "the Redis Secrets are the user's: %s", o.Meta.Name)
+	}
+	pod := find(objs, "Deployment", SidecarService).Value.(*appsv1.Deployment).Spec.Template.Spec
+	secrets := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secrets[v.Name] = v.Secret.SecretName
+		}
+	}
+	require.Equal(t, "shepherd-redis-auth", secrets["redis-auth"])
+	require.Equal(t, "shepherd-redis-tls", secrets["redis-tls"])
+	c := pod.Containers[0]
+	require.Equal(t, "sidecar", c.Name)
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	require.Equal(t, mounts["redis-auth"]+"/password", env["SHEPHERD_SIDECAR_REDIS_PASSWORD_FILE"])
+	require.Equal(t, mounts["redis-tls"]+"/ca.crt", env["SHEPHERD_SIDECAR_REDIS_TLS_CA_FILE"])
 }
 
 // TestNamespaceIsSetOnce: changing an overlay's `namespace:` alone moves the
