@@ -196,9 +196,9 @@ func (r *Record) TakeUsage() (allowed, denied uint64) {
 // moves the expiry, as Envoy's rate_limit_quota filter keeps a bucket's
 // token bucket when a new assignment carries the same strategy
 // (source/extensions/filters/http/rate_limit_quota/global_client_impl.cc).
-// A different token bucket replacing a live one starts with the new size
-// less what was spent of the old one; after any other rule, or an expired
-// one, it starts full. An abandoned bucket starts over as a
+// A different token bucket replacing a live one keeps the tokens left,
+// at most its size; after any other rule, or an expired one, it starts
+// full. An abandoned bucket starts over as a
 // new one, waiting wait ns for its next assignment. Usage counts are kept.
 func (r *Record) Apply(a *Action, now, wait int64) {
 	if a.Kind == Abandon {
@@ -221,23 +221,16 @@ func (r *Record) Apply(a *Action, now, wait int64) {
 	}
 	tokens := max
 	if live {
-		// A changed share keeps what was spent of the previous one (refilled
-		// up to now): a server that moves shares between Envoys as their
-		// demand changes does not hand out a fresh bucket with each move.
+		// A changed share keeps the tokens left of the previous one
+		// (refilled up to now), at most the new size: a server that moves
+		// shares between Envoys as their demand changes hands out no tokens
+		// by the move itself, only a faster or slower refill from then on.
 		r.refill(now)
-		tokens = satSub(max, r.Max-r.Tokens)
+		tokens = min(r.Tokens, max)
 	}
 	r.Rule, r.Expiry = TokenBucket, expiry
 	r.Max, r.PerFill, r.Interval = max, perFill, s.Interval
 	r.Tokens, r.Last = tokens, now
-}
-
-// satSub is a-b, not below 0.
-func satSub(a, b int64) int64 {
-	if b >= a {
-		return 0
-	}
-	return a - b
 }
 
 // mulDiv is a*b/c rounded down, saturating at MaxUint64.

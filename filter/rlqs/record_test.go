@@ -60,8 +60,8 @@ func TestRecordAdmits(t *testing.T) {
 }
 
 // TestRecordKeepsItsBucket: a repeated assignment of the same token bucket
-// only moves the expiry (the tokens spent stay spent), another one keeps
-// what was spent, and abandon starts the bucket over.
+// only moves the expiry (the tokens spent stay spent), another one keeps the
+// tokens left (at most its size), and abandon starts the bucket over.
 func TestRecordKeepsItsBucket(t *testing.T) {
 	const s = int64(1e9)
 	r := rlqs.NewRecord(0, s)
@@ -74,15 +74,14 @@ func TestRecordKeepsItsBucket(t *testing.T) {
 	v, _ := r.Admit(s)
 	require.Equal(t, rlqs.Denied, v, "the same assignment does not refill the bucket")
 	require.Equal(t, 3*s, r.Expiry)
-	r.Apply(tokenBucket(5, 5, 60*s, 2*s), s, s)
-	for _, want := range []rlqs.Verdict{rlqs.Admitted, rlqs.Admitted, rlqs.Denied} {
-		v, _ = r.Admit(s)
-		require.Equal(t, want, v, "a larger share keeps the 3 requests spent of the old one")
-	}
-	require.EqualValues(t, 5, r.Limit())
-	r.Apply(tokenBucket(2, 2, 60*s, 2*s), s, s)
+	r.Apply(tokenBucket(5, 5, 60*s, 60*s), s, s)
 	v, _ = r.Admit(s)
-	require.Equal(t, rlqs.Denied, v, "a smaller share than what was spent admits nothing")
+	require.Equal(t, rlqs.Denied, v, "a larger share adds no tokens by itself")
+	require.EqualValues(t, 5, r.Limit())
+	v, _ = r.Admit(13 * s)
+	require.Equal(t, rlqs.Admitted, v, "it refills at its own rate: 5 a minute")
+	r.Apply(tokenBucket(2, 2, 60*s, 60*s), 13*s, s)
+	require.LessOrEqual(t, r.Tokens, int64(2_000_000), "a smaller share caps what is left")
 	r.Apply(&rlqs.Action{Kind: rlqs.Assign, TTL: 2 * s, Strategy: rlqs.Strategy{Rule: rlqs.AllowAll}}, s, s)
 	r.Apply(tokenBucket(2, 2, 60*s, 2*s), s, s)
 	v, _ = r.Admit(s)
