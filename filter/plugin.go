@@ -104,7 +104,9 @@ func (p *plugin) keepReplyHeaders(h [][2]string) {
 // maxReusedBody bounds the request bodies a VM reads and rewrites in buffers
 // it keeps between requests (the binding's scratch for reading, bodyBuf for
 // the rewrite): bodies up to the default maxBodyBytes cost no allocation, and
-// the two buffers hold at most 2 MiB of a VM's memory. A larger body (a route
+// the two buffers hold at most 2 MiB of a VM's memory. bodyBuf holds only the
+// edited start of a body (up to its last edit, usually the model near the
+// start), so it stays small unless a body's edits lie far into it. A larger body (a route
 // with a larger maxBodyBytes) is read and rewritten in buffers of its own.
 const maxReusedBody = 1 << 20
 

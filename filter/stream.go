@@ -495,8 +495,10 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	}
 	// A fallback resends the body, so the stream keeps its own copy;
 	// otherwise the rewrite lives only until the host has taken it.
+	// Without fallback only the edited start of the body (up to the end of
+	// the last edit) is built and handed over: the host keeps the rest.
 	var out []byte
-	changed := false
+	changed, cut := false, -1
 	if r.Fallback != nil {
 		out, changed = body.Apply(raw, req, edit)
 		if !changed {
@@ -504,7 +506,7 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 		}
 		s.body = out
 	} else {
-		out, changed = body.AppendApplied(s.plugin.bodyBuf[:0], raw, req, edit)
+		out, cut, changed = body.AppendAppliedPrefix(s.plugin.bodyBuf[:0], raw, req, edit)
 		if changed {
 			s.plugin.keepBodyBuf(out)
 		}
@@ -548,7 +550,13 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	}
 
 	if changed {
-		if err := proxywasm.ReplaceHttpRequestBody(out); err != nil {
+		var err error
+		if cut >= 0 {
+			err = proxywasm.ReplaceHttpRequestBodyPrefix(cut, out)
+		} else {
+			err = proxywasm.ReplaceHttpRequestBody(out)
+		}
+		if err != nil {
 			proxywasm.LogError("shepherd: route " + r.Name + ": rewriting the body: " + err.Error())
 		}
 	}

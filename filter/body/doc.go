@@ -5,7 +5,9 @@
 // # Requests
 //
 // The filter buffers a request body only when the route needs it. InspectRequest
-// then validates the whole body as JSON and reads the top-level members that
+// then checks the whole body's JSON structure (validating whole only the strings
+// it reads: top-level names and the members below; other strings are found by
+// their quotes and not looked inside) and reads the top-level members that
 // matter to routing and limits: model (with the byte offsets of its value token),
 // stream, max_tokens, max_completion_tokens, stream_options.include_usage, and the
 // size of the message text for EstimatePromptTokens. Nothing nested is
@@ -19,7 +21,8 @@
 //
 // RewriteModel, SetModel and EnsureIncludeUsage edit the body by splicing: every
 // byte outside the edited token is copied unchanged, and the output is built with a
-// single allocation.
+// single allocation. AppendAppliedPrefix builds only the edited start of the body,
+// for a host that replaces a buffer's prefix.
 //
 // # Responses
 //

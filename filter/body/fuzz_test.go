@@ -19,13 +19,15 @@ func FuzzInspectRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := InspectRequest(data)
 		valid := json.Valid(data)
+		// What is accepted has a valid structure: valid JSON once the
+		// strings InspectRequest does not read inside are made valid.
 		if err == nil || errors.Is(err, ErrNotObject) || errors.Is(err, ErrModelType) || errors.Is(err, ErrFieldType) {
-			require.True(t, valid, "accepted invalid json")
+			require.True(t, json.Valid(neutralized(data)), "accepted invalid json")
 		}
 		if errors.Is(err, ErrInvalidJSON) && valid && utf8.Valid(data) {
 			require.ErrorContains(t, err, "nested too deeply", "rejected valid json")
 		}
-		if err != nil {
+		if err != nil || !valid {
 			return
 		}
 		var doc map[string]any
@@ -52,7 +54,7 @@ func FuzzRewriteModel(f *testing.F) {
 	f.Add([]byte(`{"stream":true,"stream_options":null}`), "a\"b")
 	f.Fuzz(func(t *testing.T, data []byte, model string) {
 		r, err := InspectRequest(data)
-		if err != nil {
+		if err != nil || !json.Valid(data) {
 			return
 		}
 		wantModel, err := jsonlite.Unquote(jsonlite.AppendString(nil, model))
@@ -64,6 +66,13 @@ func FuzzRewriteModel(f *testing.F) {
 			{SetModel: true, Model: model, IncludeUsage: true},
 		} {
 			out, changed := Apply(data, r, e)
+			// The edited prefix in place of the body's first cut bytes is the
+			// edited body.
+			prefix, cut, prefixChanged := AppendAppliedPrefix(nil, data, r, e)
+			require.Equal(t, changed, prefixChanged)
+			if changed {
+				require.Equal(t, string(out), string(prefix)+string(data[cut:]))
+			}
 			require.True(t, json.Valid(out), "invalid output %q", out)
 			r2, err := InspectRequest(out)
 			require.NoError(t, err, "%q", out)

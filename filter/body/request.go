@@ -154,13 +154,17 @@ func (r *Request) MaxOutputTokens() int64 {
 	return r.MaxTokens
 }
 
-// InspectRequest validates body as one JSON object and reads its top-level members
-// model, stream, max_tokens, max_completion_tokens, stream_options and messages,
-// in one pass over the body. Unknown members are validated and skipped.
+// InspectRequest checks that body is one JSON object and reads its top-level
+// members model, stream, max_tokens, max_completion_tokens, stream_options and
+// messages, in one pass over the body. Unknown members are checked and skipped.
 //
-// Validation follows RFC 8259 as jsonlite does, which is stricter than
-// encoding/json in two ways: strings must be valid UTF-8, and values nest at most
-// jsonlite.MaxDepth deep. An error wraps ErrInvalidJSON, ErrNotObject,
+// The structure of the whole body is checked as RFC 8259 has it (brackets,
+// commas, colons, numbers, literals, every string closed, values nested at most
+// jsonlite.MaxDepth deep). The top-level member names and the values of the
+// members read are validated whole as jsonlite does (escapes, no control
+// characters, valid UTF-8); the inside of every other string (message text,
+// tools, unknown members) is not looked at but for its quotes: the provider
+// judges it. An error wraps ErrInvalidJSON, ErrNotObject,
 // ErrModelType or ErrFieldType; a syntax error anywhere takes precedence over a
 // member of the wrong type, and of several mistyped members the first is named.
 // null reads as absent for stream, max_tokens, max_completion_tokens and
@@ -213,10 +217,13 @@ func InspectRequest(body []byte) (Request, error) {
 			end, n, err = promptText(body, m.ValueStart, true)
 			r.PromptTextBytes += n
 		case body[m.ValueStart] == '"' && (string(name) == "input" || string(name) == "instructions" || string(name) == "prompt"):
-			end, _, err = jsonlite.ScanString(body, m.ValueStart)
-			r.PromptTextBytes += int64(end - m.ValueStart - 2)
-		default:
+			if end, err = skipValue(body, m.ValueStart); err == nil {
+				r.PromptTextBytes += int64(end - m.ValueStart - 2)
+			}
+		case readMember(name):
 			end, err = jsonlite.SkipValue(body, m.ValueStart)
+		default:
+			end, err = skipValue(body, m.ValueStart)
 		}
 		if err != nil {
 			return r, invalid(err)
@@ -261,6 +268,17 @@ func InspectRequest(body []byte) (Request, error) {
 		return r, invalid(&jsonlite.SyntaxError{Offset: m.End(), Msg: "unexpected data after the document"})
 	}
 	return r, typeErr
+}
+
+// readMember reports whether InspectRequest reads the value of the top-level
+// member name: such values are validated whole (jsonlite.SkipValue), the
+// others only for their structure.
+func readMember(name []byte) bool {
+	switch string(name) {
+	case "model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "stream_options":
+		return true
+	}
+	return false
 }
 
 // boolValue reads a boolean member; null reads as false.

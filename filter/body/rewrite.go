@@ -34,6 +34,32 @@ func Apply(body []byte, r Request, e Edit) ([]byte, bool) {
 // allocating; dst grows at most once when it is too small. When nothing changes
 // it returns dst as it was and false: body can be used as is.
 func AppendApplied(dst, body []byte, r Request, e Edit) ([]byte, bool) {
+	s, ok := r.splices(body, e)
+	if !ok {
+		return dst, false
+	}
+	return s.apply(dst, body, e.Model), true
+}
+
+// AppendAppliedPrefix is AppendApplied for a body edited in place: it writes
+// after dst only the edited bytes up to the end of the last edit, body[:cut]
+// as edited, and returns cut. Replacing the first cut bytes of body with the
+// result gives the edited body, so a host that can replace a body's prefix
+// (Envoy's proxy_set_buffer_bytes with start 0) takes a long body's edit
+// without a copy of the rest. The edits are near the start of most bodies:
+// the model's value, or members added after the opening '{'.
+func AppendAppliedPrefix(dst, body []byte, r Request, e Edit) (prefix []byte, cut int, changed bool) {
+	s, ok := r.splices(body, e)
+	if !ok {
+		return dst, 0, false
+	}
+	cut = s.s[s.n-1].end
+	return s.apply(dst, body[:cut], e.Model), cut, true
+}
+
+// splices returns the splices of the edits e to body, in body order, and
+// false when they change nothing.
+func (r *Request) splices(body []byte, e Edit) (splices, bool) {
 	var s splices
 	var top splice // insertions after the top-level '{'
 	top.start, top.end = r.Open+1, r.Open+1
@@ -82,10 +108,7 @@ func AppendApplied(dst, body []byte, r Request, e Edit) ([]byte, bool) {
 		}
 		s.add(top)
 	}
-	if s.n == 0 {
-		return dst, false
-	}
-	return s.apply(dst, body, e.Model), true
+	return s, s.n > 0
 }
 
 // RewriteModel returns body with the value of its model member replaced by

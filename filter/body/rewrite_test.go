@@ -2,6 +2,7 @@ package body
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -175,4 +176,43 @@ func TestAppendAppliedReusesTheBuffer(t *testing.T) {
 	same, changed := AppendApplied(buf[:0], body, r, Edit{})
 	require.False(t, changed)
 	require.Empty(t, same)
+}
+
+// TestAppendAppliedPrefixBuildsOnlyTheStart: the edits of a long body are
+// built up to the end of the last one; that prefix in place of the body's
+// first cut bytes is the edited body.
+func TestAppendAppliedPrefixBuildsOnlyTheStart(t *testing.T) {
+	text := strings.Repeat("a long prompt ", 4096)
+	for _, tc := range []struct {
+		name    string
+		body    string
+		edit    Edit
+		maxCut  int // the prefix ends within this many bytes
+		changed bool
+	}{
+		{"model first", `{"model":"fast","messages":[{"role":"user","content":"` + text + `"}]}`,
+			Edit{SetModel: true, Model: "fast-model"}, 16, true},
+		{"model added", `{"messages":[{"role":"user","content":"` + text + `"}]}`,
+			Edit{SetModel: true, Model: "m"}, 1, true},
+		{"usage asked", `{"model":"m","stream":true,"messages":[{"role":"user","content":"` + text + `"}]}`,
+			Edit{IncludeUsage: true}, 1, true},
+		{"stream_options after the messages", `{"model":"m","stream":true,"messages":[{"role":"user","content":"` + text + `"}],"stream_options":{"include_usage":false}}`,
+			Edit{IncludeUsage: true}, len(text) + 200, true},
+		{"nothing to do: usage asked of a request that does not stream", `{"model":"m","messages":[]}`, Edit{IncludeUsage: true}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			r, err := InspectRequest(body)
+			require.NoError(t, err)
+			want, changed := Apply(body, r, tc.edit)
+			prefix, cut, pchanged := AppendAppliedPrefix(nil, body, r, tc.edit)
+			require.Equal(t, tc.changed, pchanged)
+			require.Equal(t, changed, pchanged)
+			if !changed {
+				return
+			}
+			require.LessOrEqual(t, cut, tc.maxCut)
+			require.Equal(t, string(want), string(prefix)+string(body[cut:]))
+		})
+	}
 }

@@ -31,6 +31,11 @@ func load64(b []byte, i int) uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), i))
 }
 
+// load32 is load64 for four bytes.
+func load32(b []byte, i int) uint32 {
+	return *(*uint32)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), i))
+}
+
 // plainWord reports whether none of the eight bytes of x is a quote, a
 // backslash, a control character or has its high bit (as jsonlite's).
 func plainWord(x uint64) bool {

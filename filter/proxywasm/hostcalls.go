@@ -443,6 +443,15 @@ func PrependHttpRequestBody(data []byte) error {
 	return prependBuffer(abi.BufferHTTPRequestBody, data)
 }
 
+// ReplaceHttpRequestBodyPrefix replaces the first n bytes of the request body
+// buffer with data and keeps the rest, so an edit near the start of a long body
+// does not copy the whole body out of the VM. Envoy drains n bytes and
+// prepends data (source/extensions/common/wasm/context.cc, Buffer::copyFrom,
+// start 0); n beyond the buffer's size drains it all.
+func ReplaceHttpRequestBodyPrefix(n int, data []byte) error {
+	return toErr(abi.SetBufferBytes(abi.BufferHTTPRequestBody, 0, uint32(n), data))
+}
+
 // ReplaceHttpRequestBody replaces the request body buffer with data.
 func ReplaceHttpRequestBody(data []byte) error {
 	return replaceBuffer(abi.BufferHTTPRequestBody, data)
