@@ -84,7 +84,7 @@ func scanValue(body []byte, start int, top uint8, countStrings bool) (end int, t
 			if c == '{' && depth > 0 && parent == roleList {
 				// Most messages are flat objects of strings: read in
 				// one go, or from their '{' again by the loop below.
-				if e, t := flatMessage(body, pos); e > 0 {
+				if e, t := flatMessages(body, pos); e > 0 {
 					text += t
 					pos = e
 					break
@@ -273,6 +273,32 @@ func flatMessage(body []byte, pos int) (end int, text int64) {
 		}
 	}
 	return -1, 0
+}
+
+// flatMessages reads the messages from the one at body[pos] on while they
+// are flat (flatMessage) and separated by ',' (maybe followed by one space):
+// it returns the offset just past the last one it read, and the bytes of
+// their "content" strings; -1 when the first is not flat. One call reads a
+// whole conversation of plain messages.
+func flatMessages(body []byte, pos int) (end int, text int64) {
+	end = -1
+	for {
+		e, t := flatMessage(body, pos)
+		if e < 0 {
+			return end, text
+		}
+		end, text = e, text+t
+		if e+1 >= len(body) || body[e] != ',' {
+			return end, text
+		}
+		pos = e + 1
+		if body[pos] == ' ' {
+			pos++
+		}
+		if pos >= len(body) || body[pos] != '{' {
+			return end, text
+		}
+	}
 }
 
 // shortStringEnd is stringEnd for a string whose closing quote is among the
