@@ -32,7 +32,7 @@ test: build
 
 check: wasm
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/... ./e2e/envoy/testdata/guest
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/... ./e2e/envoy/testdata/guest ./e2e/envoy/testdata/multi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@cp go.mod /tmp/shepherd-go.mod.bak; cp go.sum /tmp/shepherd-go.sum.bak; \
 	 $(GO) mod tidy; \
