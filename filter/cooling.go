@@ -209,10 +209,11 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 // 503 with Retry-After itself. Headroom near zero only moves it when an entry
 // is free. Only requests routed while the memory held a pause look again. It
 // reports whether the request was taken over.
-func (s *stream) steerModel(nowMs int64) (types.Action, bool) {
+func (s *stream) steerModel() (types.Action, bool) {
 	if !s.coolAny || s.entry != 0 || s.modelName == "" {
 		return types.ActionContinue, false
 	}
+	nowMs := nowNanos() / 1e6
 	raw := coolTable()
 	st, ok := cooldown.LookupModel(raw, s.provider.Name, s.modelName)
 	if !ok {

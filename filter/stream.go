@@ -545,7 +545,7 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	// The model is known now: its own pause may keep it from its provider
 	// (a fallback attempt then re-reads the kept body, which moved).
 	s.reqStale = s.body != nil && changed
-	if action, taken := s.steerModel(nowNanos() / 1e6); taken {
+	if action, taken := s.steerModel(); taken {
 		return action
 	}
 
