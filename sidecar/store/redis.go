@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -17,20 +18,60 @@ type RedisOptions struct {
 	// GraceSeconds is added to a window's length for its key's expiry, so a
 	// counter outlives small clock differences between replicas (default 1).
 	GraceSeconds int64
+	// Pipelines is how many pipelines may be on the wire at once (default
+	// 4). Decisions that arrive while they are all busy wait and go out
+	// together in the next one, so under load one round trip carries many
+	// decisions (see Redis). 1 sends one pipeline at a time.
+	Pipelines int
 }
 
 // Redis is a Store in Redis, shared by every sidecar replica that uses the
 // same server or cluster. Each hit runs one small Lua script on one key
 // (INCRBY, then PEXPIRE when the key has no expiry yet), so each counter is
-// updated atomically; the scripts of one decision are sent in one pipeline,
-// one round trip. Every script touches a single key, so the pipeline is safe
-// on Redis Cluster without hash tags: the client sends each script to the
-// node that owns its key.
+// updated atomically. Every script touches a single key, so a pipeline is
+// safe on Redis Cluster without hash tags: the client sends each script to
+// the node that owns its key.
+//
+// Decisions are batched: a few sender goroutines (RedisOptions.Pipelines)
+// each take every decision waiting, send all their scripts in one
+// pipeline, and hand each decision its results. An idle store sends a
+// decision at once, alone (one round trip, as before); under load the
+// decisions that arrive during a round trip share the next one, so Redis
+// and the sidecar pay one read and one write per batch instead of per
+// decision. A caller waits only as long as its own context allows; a
+// decision whose caller has gone before it is sent is dropped, uncounted.
 type Redis struct {
 	client redis.UniversalClient
 	prefix string
 	grace  int64
 	closed atomic.Bool
+
+	pipelines atomic.Int64 // pipelines sent, for tests and benchmarks
+
+	mu      sync.Mutex
+	pending []*batchJob
+	wake    chan struct{}
+	stop    chan struct{}
+	once    sync.Once
+}
+
+// batchJob is one Apply waiting for a sender. It holds copies of what the
+// sender needs, never the caller's hits, which the caller may reuse as soon
+// as it stops waiting.
+type batchJob struct {
+	ctx  context.Context
+	keys []string
+	args []hitArgs
+	out  []Result
+	err  error
+	done chan struct{}
+}
+
+// hitArgs are the script arguments of one hit and its window's end.
+type hitArgs struct {
+	hits  uint64
+	ttlMs int64
+	reset int64
 }
 
 // incrScript adds ARGV[1] to KEYS[1], saturating at ARGV[3] (MaxCount), and
@@ -76,7 +117,71 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.GraceSeconds <= 0 {
 		opts.GraceSeconds = 1
 	}
-	return &Redis{client: client, prefix: opts.Prefix, grace: opts.GraceSeconds}
+	if opts.Pipelines <= 0 {
+		opts.Pipelines = 4
+	}
+	s := &Redis{client: client, prefix: opts.Prefix, grace: opts.GraceSeconds,
+		wake: make(chan struct{}, opts.Pipelines), stop: make(chan struct{})}
+	for range opts.Pipelines {
+		go s.sender()
+	}
+	return s
+}
+
+// sender sends the waiting decisions, all of them in one pipeline, until
+// the store is closed.
+func (s *Redis) sender() {
+	var batch []*batchJob
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.wake:
+		}
+		for {
+			s.mu.Lock()
+			batch, s.pending = s.pending, batch[:0]
+			s.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			s.send(batch)
+			clear(batch)
+		}
+	}
+}
+
+// send runs one batch: the hits of every decision whose caller still waits,
+// in one pipeline (and the NOSCRIPT retries in a second one).
+func (s *Redis) send(batch []*batchJob) {
+	var args []hitArgs
+	var keys []string
+	live := batch[:0:0]
+	for _, j := range batch {
+		if j.ctx.Err() != nil {
+			j.err = j.ctx.Err()
+			close(j.done)
+			continue
+		}
+		live = append(live, j)
+		args = append(args, j.args...)
+		keys = append(keys, j.keys...)
+	}
+	if len(live) == 0 {
+		return
+	}
+	s.pipelines.Add(1)
+	cmds, err := s.runAll(context.Background(), args, keys)
+	at := 0
+	for _, j := range live {
+		if err != nil {
+			j.err = err
+		} else {
+			j.out, j.err = results(j.args, cmds[at:at+len(j.args)])
+		}
+		at += len(j.args)
+		close(j.done)
+	}
 }
 
 // Key returns the Redis key that holds the counter of key in window w:
@@ -90,7 +195,8 @@ func (s *Redis) Key(key []byte, w Window) string {
 	return string(b)
 }
 
-// Apply implements Store.
+// Apply implements Store. It waits for a sender to run the decision's
+// hits (see Redis), or for ctx to end.
 func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
@@ -98,17 +204,40 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 	if len(reqs) == 0 {
 		return []Result{}, nil
 	}
-	keys := make([]string, len(reqs))
+	j := &batchJob{ctx: ctx, keys: make([]string, len(reqs)), args: make([]hitArgs, len(reqs)), done: make(chan struct{})}
 	for i := range reqs {
-		keys[i] = s.Key(reqs[i].Key, reqs[i].Window)
+		h := &reqs[i]
+		j.keys[i] = s.Key(h.Key, h.Window)
+		j.args[i] = hitArgs{hits: min(h.Hits, MaxHits), ttlMs: (h.Window.Seconds + s.grace) * 1000, reset: h.Window.End()}
 	}
-	cmds, err := s.run(ctx, reqs, keys, nil, true)
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.pending = append(s.pending, j)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // every sender is already awake and will find it
+	}
+	select {
+	case <-j.done:
+		return j.out, j.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("redis store: %w", ctx.Err())
+	}
+}
+
+// runAll runs the script for every hit in one pipeline; a server that lost
+// its script cache (restart, SCRIPT FLUSH, a new cluster node) answers
+// NOSCRIPT without running anything, and those hits are sent again with
+// the script's source.
+func (s *Redis) runAll(ctx context.Context, args []hitArgs, keys []string) ([]*redis.Cmd, error) {
+	cmds, err := s.run(ctx, args, keys, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	// A server that lost its script cache (restart, SCRIPT FLUSH, a new
-	// cluster node) answers NOSCRIPT without running anything; send those
-	// hits again with the script's source.
 	var again []int
 	for i, c := range cmds {
 		if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
@@ -116,7 +245,7 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 		}
 	}
 	if len(again) > 0 {
-		retried, err := s.run(ctx, reqs, keys, again, false)
+		retried, err := s.run(ctx, args, keys, again, false)
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +253,12 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 			cmds[i] = retried[j]
 		}
 	}
-	out := make([]Result, len(reqs))
+	return cmds, nil
+}
+
+// results reads one decision's counts from its commands.
+func results(args []hitArgs, cmds []*redis.Cmd) ([]Result, error) {
+	out := make([]Result, len(args))
 	for i, c := range cmds {
 		n, err := c.Int64()
 		if err != nil {
@@ -133,15 +267,15 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 		if n < 0 || n > MaxCount {
 			return nil, fmt.Errorf("redis store: hit %d: count %d out of range", i, n)
 		}
-		out[i] = Result{Count: uint64(n), Reset: reqs[i].Window.End()}
+		out[i] = Result{Count: uint64(n), Reset: args[i].reset}
 	}
 	return out, nil
 }
 
 // run pipelines the script for the hits at idx (all hits when idx is nil),
 // by digest when sha is true and by source otherwise.
-func (s *Redis) run(ctx context.Context, reqs []Hit, keys []string, idx []int, sha bool) ([]*redis.Cmd, error) {
-	n := len(reqs)
+func (s *Redis) run(ctx context.Context, args []hitArgs, keys []string, idx []int, sha bool) ([]*redis.Cmd, error) {
+	n := len(args)
 	if idx != nil {
 		n = len(idx)
 	}
@@ -152,14 +286,12 @@ func (s *Redis) run(ctx context.Context, reqs []Hit, keys []string, idx []int, s
 			if idx != nil {
 				i = idx[j]
 			}
-			h := &reqs[i]
-			ttl := (h.Window.Seconds + s.grace) * 1000
-			hits := min(h.Hits, MaxHits)
+			a := &args[i]
 			k := keys[i : i+1]
 			if sha {
-				cmds[j] = p.EvalSha(ctx, incrScript.Hash(), k, hits, ttl, MaxCount)
+				cmds[j] = p.EvalSha(ctx, incrScript.Hash(), k, a.hits, a.ttlMs, MaxCount)
 			} else {
-				cmds[j] = p.Eval(ctx, incrScriptSource, k, hits, ttl, MaxCount)
+				cmds[j] = p.Eval(ctx, incrScriptSource, k, a.hits, a.ttlMs, MaxCount)
 			}
 		}
 		return nil
@@ -173,8 +305,29 @@ func (s *Redis) run(ctx context.Context, reqs []Hit, keys []string, idx []int, s
 	return cmds, nil
 }
 
-// Close implements Store. It does not close the client.
+// Pipelines returns how many batches the store has sent (each one
+// pipeline, plus a second one only after NOSCRIPT).
+func (s *Redis) Pipelines() int64 { return s.pipelines.Load() }
+
+// Waiting returns how many decisions wait for a sender.
+func (s *Redis) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// Close implements Store: it stops the senders. It does not close the
+// client.
 func (s *Redis) Close() error {
+	s.mu.Lock()
 	s.closed.Store(true)
+	left := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	s.once.Do(func() { close(s.stop) })
+	for _, j := range left {
+		j.err = ErrClosed
+		close(j.done)
+	}
 	return nil
 }
