@@ -64,6 +64,9 @@ type envoyClient struct {
 	recvd   chan struct{} // signalled on every message received
 	recvErr error
 	since   []*rlqsv3.RateLimitQuotaResponse // messages since the last report sent
+	// fresh sums max_tokens over every token bucket started full: what the
+	// client may admit beyond its assigned rates.
+	fresh float64
 	// settle waits until every message the server has sent has been
 	// received and applied, by every client.
 	settle   func()
@@ -157,6 +160,7 @@ func (c *envoyClient) apply(m *rlqsv3.RateLimitQuotaResponse) {
 				b.maxTokens, b.tokens, b.tpf = float64(tb.GetMaxTokens()), float64(tb.GetMaxTokens()), tb.GetTokensPerFill().GetValue()
 				b.perSecond = float64(b.tpf) / float64(secs)
 				b.filled = now
+				c.fresh += b.maxTokens
 			}
 		}
 		b.action = qa

@@ -234,8 +234,7 @@ func (s *Service) within(b *bucket, live []*stream, next []assignment, limit uin
 const perSecondAbove = 50
 
 // fillOf turns a share of perPeriod requests every period seconds into a
-// token bucket: tokensPerFill every fill seconds, holding at most
-// tokensPerFill. Envoy reads fill_interval in whole seconds
+// token bucket's refill: tokensPerFill every fill seconds. Envoy reads fill_interval in whole seconds
 // (source/extensions/filters/http/rate_limit_quota/global_client_impl.cc,
 // createTokenBucketFromAction), so fill is at least one second. A share of
 // at least perSecondAbove per second is rounded down to whole tokens a
@@ -257,8 +256,22 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
+// maxTokens is the size of the token bucket of tokensPerFill every fill
+// seconds: burst worth of its rate, at least one token and at most one fill.
+// Envoy starts every new or changed token bucket full
+// (source/common/common/token_bucket_impl.cc, AtomicTokenBucketImpl), so
+// each assignment that changes can admit up to this much beyond the rate;
+// a bucket of one fill would make that a whole second of the share or more.
+// Envoy and shepherd's filter refill continuously (rate = tokens_per_fill /
+// fill_interval), so a bucket smaller than one fill loses nothing of the
+// rate.
+func maxTokens(tokensPerFill uint32, fill int64, burst time.Duration) uint32 {
+	m := math.Ceil(float64(tokensPerFill) * burst.Seconds() / float64(fill))
+	return uint32(max(1, min(m, float64(tokensPerFill))))
+}
+
 // action is the bucket action that sends a to the client, valid for ttl.
-func action(id *rlqsv3.BucketId, a assignment, ttl time.Duration) *rlqsv3.RateLimitQuotaResponse_BucketAction {
+func action(id *rlqsv3.BucketId, a assignment, ttl, burst time.Duration) *rlqsv3.RateLimitQuotaResponse_BucketAction {
 	strategy := &typev3.RateLimitStrategy{}
 	switch a.kind {
 	case allowAll:
@@ -268,7 +281,7 @@ func action(id *rlqsv3.BucketId, a assignment, ttl time.Duration) *rlqsv3.RateLi
 	case tokens:
 		n, fill := fillOf(a.perPeriod, a.period)
 		strategy.Strategy = &typev3.RateLimitStrategy_TokenBucket{TokenBucket: &typev3.TokenBucket{
-			MaxTokens:     n,
+			MaxTokens:     maxTokens(n, fill, burst),
 			TokensPerFill: wrapperspb.UInt32(n),
 			FillInterval:  durationpb.New(time.Duration(fill) * time.Second),
 		}}

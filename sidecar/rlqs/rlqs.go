@@ -22,8 +22,8 @@
 // second, measured between reports), each live client getting at least
 // IdleShare of an equal share, after the shares of clients that went away
 // and whose assignment has not expired yet (they may still use it). Each
-// client's share is sent as a token bucket that holds one fill (see fillOf)
-// with assignment_time_to_live TTLIntervals times the client's observed
+// client's share is sent as a token bucket that holds Burst of its rate (see
+// fillOf and maxTokens) with assignment_time_to_live TTLIntervals times the client's observed
 // reporting interval. Every report is answered with the reported buckets'
 // assignments (renewing them); a change in another client's share is pushed
 // to it at once. A client whose stream ends keeps its share reserved until
@@ -85,6 +85,9 @@ type Options struct {
 	// Hysteresis: shares are not revised while none would move by more
 	// than this fraction of the limit; default 0.02.
 	Hysteresis float64
+	// Burst is how much of its rate a client's token bucket holds (at least
+	// one token, at most one fill); default 250ms.
+	Burst time.Duration
 	// AbandonAfter: a client that reports no request in a bucket for this
 	// long is told to abandon it; default 5m.
 	AbandonAfter time.Duration
@@ -111,6 +114,7 @@ func (o *Options) defaults() {
 	setDef(&o.IdleShare, 0.02)
 	setDef(&o.Hysteresis, 0.02)
 	setDef(&o.AbandonAfter, 5*time.Minute)
+	setDef(&o.Burst, 250*time.Millisecond)
 }
 
 func setDef[T int | float64 | time.Duration](v *T, def T) {
@@ -478,7 +482,7 @@ func (s *Service) report(st *stream, m *rlqsv3.RateLimitQuotaUsageReports) error
 		if sh := b.clients[st]; sh != nil {
 			// Every reported bucket gets its assignment back, renewed.
 			sh.sent, sh.expires = true, now.Add(ttl)
-			s.enqueue(st, b.key, action(b.id, sh.cur, ttl))
+			s.enqueue(st, b.key, action(b.id, sh.cur, ttl, s.opts.Burst))
 		}
 	}
 	s.flush()
@@ -502,7 +506,7 @@ func (s *Service) rebalance(b *bucket, now time.Time, reporter *stream) {
 		sh := b.clients[st]
 		ttl := s.ttl(st)
 		sh.sent, sh.expires = true, now.Add(ttl)
-		s.enqueue(st, b.key, action(b.id, sh.cur, ttl))
+		s.enqueue(st, b.key, action(b.id, sh.cur, ttl, s.opts.Burst))
 	}
 	s.dropIfEmpty(b)
 }

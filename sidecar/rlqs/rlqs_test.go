@@ -255,7 +255,7 @@ func TestAssignmentShape(t *testing.T) {
 		max, perFill uint32
 		fill, ttl    time.Duration
 	}{
-		{100, 100, time.Second, 10 * time.Second}, // whole tokens every second
+		{25, 100, time.Second, 10 * time.Second},  // whole tokens every second, a quarter second's worth held
 		{1, 1, 6 * time.Second, 10 * time.Second}, // 10/min exactly: 1 token every 6s
 	} {
 		a := resp.GetBucketAction()[i]
@@ -374,4 +374,34 @@ func usage(domain string, ids ...map[string]string) *rlqsv3.RateLimitQuotaUsageR
 			BucketId: &rlqsv3.BucketId{Bucket: id}, NumRequestsAllowed: 1})
 	}
 	return m
+}
+
+// TestChangingDemandNeverExceedsTheLimit: with demand that swings every few
+// intervals (so shares keep moving and Envoy keeps starting fresh token
+// buckets), the admitted total stays under the limit plus the documented
+// bound, and most of the limit is used while the total demand exceeds it.
+func TestChangingDemandNeverExceedsTheLimit(t *testing.T) {
+	h := newHarness(t, rlqs.Options{})
+	a := &load{c: h.dialEnvoy(t, "llm"), id: gpt, perSecond: 200}
+	b := &load{c: h.dialEnvoy(t, "llm"), id: gpt, perSecond: 60, offset: 400 * time.Millisecond}
+	h.drive(5*time.Second, a, b)
+	fresh := a.c.fresh + b.c.fresh
+	total := 0
+	for i := 0; i < 12; i++ {
+		if i%2 == 0 {
+			a.perSecond = 200
+		} else {
+			a.perSecond = 70
+		}
+		got := h.drive(5*time.Second, a, b)
+		total += got[0] + got[1]
+	}
+	fresh = a.c.fresh + b.c.fresh - fresh
+	t.Logf("admitted %d over 60s against a limit of 6000; token buckets started full: %.0f tokens", total, fresh)
+	// The documented bound: the rates add up to the limit, and each
+	// assignment that changed started a full bucket (a quarter second of
+	// the client's rate).
+	require.LessOrEqual(t, float64(total), 6000+fresh)
+	require.LessOrEqual(t, total, 6000*105/100)
+	require.GreaterOrEqual(t, total, 6000*90/100)
 }
