@@ -381,6 +381,7 @@ func (p *plugin) quotaTick(now int64) {
 	if err := proxywasm.SetSharedData(quotaLeaseKey, mesh.AppendLease(nil, p.sc.owner, now+mesh.LeaseTicks*period), cas); err != nil {
 		return // another VM took it first
 	}
+	p.closeStaleQuotaStreams(domains)
 	for _, d := range domains {
 		qs := p.quotaStream(d)
 		if !qs.open {
@@ -427,6 +428,28 @@ func (p *plugin) closeQuotaStreams() {
 			qs.open = false
 		}
 	}
+}
+
+// closeStaleQuotaStreams ends and forgets the streams of domains a new
+// config no longer has.
+func (p *plugin) closeStaleQuotaStreams(domains []string) {
+	kept := p.quota.streams[:0]
+	for _, qs := range p.quota.streams {
+		live := false
+		for _, d := range domains {
+			live = live || d == qs.domain
+		}
+		if live {
+			kept = append(kept, qs)
+			continue
+		}
+		if qs.open {
+			_ = proxywasm.CancelGrpcCall(qs.id)
+			qs.open = false
+		}
+	}
+	clear(p.quota.streams[len(kept):])
+	p.quota.streams = kept
 }
 
 // sendQuotaReport takes every bucket's usage of qs's domain and sends it.

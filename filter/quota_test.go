@@ -4,6 +4,7 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,4 +265,32 @@ func TestQuotaModeTokens(t *testing.T) {
 	n, err := q.GetCounterMetric("shepherd_ratelimited_total;route=tokens;kind=global_tokens")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
+}
+
+// TestQuotaStreamFollowsTheConfig: a reconfigure that moves the quota
+// routes to another domain ends the old domain's stream.
+func TestQuotaStreamFollowsTheConfig(t *testing.T) {
+	q := &quotaHost{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	cv := &capturingVM{}
+	host, release := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().
+		WithVMContext(cv).
+		WithClock(func() time.Time { return q.now }).
+		WithPluginConfiguration([]byte(quotaConfig)))
+	t.Cleanup(release)
+	q.HostEmulator = host
+	require.Equal(t, types.OnVMStartStatusOK, host.StartVM())
+	require.Equal(t, types.OnPluginStartStatusOK, host.StartPlugin())
+	require.Zero(t, q.request(t, "/open/x", ""))
+	q.tick(100 * time.Millisecond)
+	old, _ := q.stream(t)
+
+	cfg, err := config.Parse([]byte(strings.ReplaceAll(quotaConfig, `"mode": "quota"`, `"mode": "quota", "domain": "other"`)), nil)
+	require.NoError(t, err)
+	pol, err := newPolicy(cfg)
+	require.NoError(t, err)
+	cv.plugin.policy = pol
+	q.tick(100 * time.Millisecond)
+	id, reports := q.stream(t)
+	require.NotEqual(t, old, id, "the shepherd domain's stream ended")
+	require.Empty(t, reports, "the other domain has no bucket yet")
 }
