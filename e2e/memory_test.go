@@ -308,3 +308,30 @@ func TestMemoryPausesTheModelItsLimitIsFor(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(refused), 2*time.Second)
 	e.noLeaks(t)
 }
+
+// TestMemoryProviderThatPausesWhole: the same refusal from a provider that
+// says "pauses": "provider" (its x-ratelimit-* describe the account) pauses
+// every model: requests for m2 go to b as well (to their own chain, m2 on b,
+// which is known only at the body).
+func TestMemoryProviderThatPausesWhole(t *testing.T) {
+	e := newFaultEnv(t, strings.Replace(perModelConfig, `"cluster":"p"}`, `"cluster":"p","pauses":"provider"}`, 1))
+	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2", Header: map[string]string{
+		"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}})
+	for i, model := range []string{"m", "m2", "m2", "m", "m2"} {
+		req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+			strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
+		require.NoError(t, err)
+		req.Header.Set("content-type", "application/json")
+		resp, err := e.clients.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "request %d (%s)", i, model)
+		require.Equal(t, model, resp.Header.Get("x-shepherd-model"))
+	}
+	// Each model has its own chain, known at the body: the headers of the
+	// later requests went to p, their bodies never did.
+	require.EqualValues(t, 1, e.p.Bodies(), "p got no request after its refusal")
+	e.noLeaks(t)
+}

@@ -197,29 +197,33 @@ func (s *stream) steer(nowMs int64, readBody bool) (types.Action, bool) {
 	if st, _ := cooldown.Lookup(raw, s.provider.Name); st.Soft && nowMs < st.Until {
 		return types.ActionContinue, false // nothing better: it has not refused yet
 	}
+	if f := r.Fallback; f != nil && len(f.ByModel) > 0 && readBody {
+		// The model may have a chain of its own, known at the body: decide
+		// there (steerModel). The headers go on; the body never does.
+		return types.ActionContinue, false
+	}
 	return s.coolAnswer(nowMs), true
 }
 
-// steerModel applies the pauses of the request's model once the body named
-// it (the headers went on before: steer saw only the providers' pauses). A
-// request whose model pauses on its provider goes to the first fallback entry
-// that may answer it and is free, as a callout, while its main request is
-// held at the body and never completed (Envoy resets it when the callout's
-// answer replaces the response); with no such entry shepherd answers 429 or
-// 503 with Retry-After itself. Headroom near zero only moves it when an entry
-// is free. Only requests routed while the memory held a pause look again. It
+// steerModel applies the memory again once the body named the model (the
+// headers went on before: steer saw only the providers' pauses and the
+// route's chain): the model's own pause, and a provider's pause that steer
+// left to the body because the model's own chain (fallback.byModel) was not
+// known yet. Such a request goes to the first entry of its chain that may
+// answer it and is free, as a callout, while its main request is held at the
+// body and never completed (Envoy resets it when the callout's answer
+// replaces the response); with no such entry shepherd answers 429 or 503
+// with Retry-After itself. Headroom near zero only moves it when an entry is
+// free. Only requests routed while the memory held a pause look again. It
 // reports whether the request was taken over.
 func (s *stream) steerModel() (types.Action, bool) {
-	if !s.coolAny || s.entry != 0 || s.modelName == "" {
+	if !s.coolAny || s.entry != 0 {
 		return types.ActionContinue, false
 	}
 	nowMs := nowNanos() / 1e6
 	raw := coolTable()
-	st, ok := cooldown.LookupModel(raw, s.provider.Name, s.modelName)
-	if !ok {
-		return types.ActionContinue, false
-	}
-	switch st.At(nowMs) {
+	pv, mv := s.mainVerdicts(raw, nowMs)
+	switch cooldown.Worst(pv, mv) {
 	case cooldown.Free:
 		return types.ActionContinue, false
 	case cooldown.Probe:
@@ -227,9 +231,10 @@ func (s *stream) steerModel() (types.Action, bool) {
 			return types.ActionContinue, false
 		}
 		raw = coolTable()
-		st, _ = cooldown.LookupModel(raw, s.provider.Name, s.modelName)
+		pv, mv = s.mainVerdicts(raw, nowMs)
 	}
-	soft := st.Soft && nowMs < st.Until
+	st, _ := cooldown.Lookup(raw, s.provider.Name)
+	soft := mv == cooldown.Free && pv == cooldown.Cooling && st.Soft && nowMs < st.Until
 	s.noteFree(raw, s.provider, s.modelName, nowMs)
 	if s.plan != nil && s.body != nil {
 		for k, e := range s.chain {
@@ -265,6 +270,21 @@ func (s *stream) steerModel() (types.Action, bool) {
 		return types.ActionContinue, false // nothing better: it has not refused yet
 	}
 	return s.coolAnswer(nowMs), true
+}
+
+// mainVerdicts are the verdicts of the main request's provider and of its
+// model on it, leaving out the provider's probe when this request holds it.
+func (s *stream) mainVerdicts(raw []byte, nowMs int64) (provider, model cooldown.Verdict) {
+	provider, model = cooldown.Free, cooldown.Free
+	if st, ok := cooldown.Lookup(raw, s.provider.Name); ok && !(s.probe == s.provider && s.probeKey == s.provider.Name) {
+		provider = st.At(nowMs)
+	}
+	if s.modelName != "" {
+		if st, ok := cooldown.LookupModel(raw, s.provider.Name, s.modelName); ok && !(s.probe == s.provider && s.probeKey != s.provider.Name) {
+			model = st.At(nowMs)
+		}
+	}
+	return provider, model
 }
 
 // moveTo sends the main request to provider p as chain entry e instead of
@@ -312,14 +332,15 @@ func (s *stream) retryAfterSeconds(nowMs int64) int64 {
 // 429, the reset of the exhausted limit) cools it until then; a success with
 // x-ratelimit-remaining-* near zero cools it softly until the reset; the
 // success of its probe forgets it. What cools is the model when the answer
-// is a 429 naming an exhausted limit of the model (cooldown.ScopeOf), else
-// the provider. hdrs are the answer's headers.
+// is a 429 naming an exhausted limit of the model (cooldown.ScopeOf) and the
+// provider does not say "pauses": "provider", else the provider. hdrs are the
+// answer's headers.
 func (s *stream) learn(p *config.Provider, model string, status int, hdrs [][2]string, now int64) {
 	nowMs := now / 1e6
 	var d int64
 	ok := false
 	// Read hdrs before any write: they may be the host's bytes in place.
-	scope := cooldown.ScopeOf(status, resetHint(hdrs) != "", model)
+	scope := cooldown.ScopeOf(status, resetHint(hdrs) != "" && !p.PausesWhole, model)
 	if status == 429 || status == 503 {
 		d, ok = fallback.ParseRetryAfter(headerValue(hdrs, "retry-after"), now)
 		if !ok && status == 429 {

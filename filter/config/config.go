@@ -119,6 +119,11 @@ type Provider struct {
 	// Operations are the OpenAI operations the provider serves, one bit per
 	// openai.Operation; 0 (the config names none) serves every operation.
 	Operations uint32
+	// PausesWhole is set when every pause the provider asks for pauses all
+	// its models ("pauses": "provider"), even a 429 that names one model's
+	// exhausted limit: for providers whose x-ratelimit-* headers describe an
+	// account-wide limit.
+	PausesWhole bool
 }
 
 // Serves reports whether the provider serves operation op.
@@ -414,7 +419,7 @@ func (d *decoder) model(path, name string) (*Model, error) {
 
 func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 	if err := object(path, v, "name", "host", "pathPrefix", "cluster", "credential", "models", "operations",
-		"organization", "project"); err != nil {
+		"organization", "project", "pauses"); err != nil {
 		return nil, err
 	}
 	p := &Provider{}
@@ -481,6 +486,17 @@ func (d *decoder) provider(path string, v *jsonlite.Value) (*Provider, error) {
 		if err := checkHeaderValue(join(path, f.name), *f.dst); err != nil {
 			return nil, err
 		}
+	}
+	pauses, err := str(path, v, "pauses")
+	if err != nil {
+		return nil, err
+	}
+	switch pauses {
+	case "", "model":
+	case "provider":
+		p.PausesWhole = true
+	default:
+		return nil, fail(join(path, "pauses"), "unknown scope "+strconv.Quote(pauses)+" (known: model, provider)")
 	}
 	cred, source, err := d.credential(join(path, "credential"), v.Get("credential"))
 	if err != nil {

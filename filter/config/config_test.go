@@ -52,6 +52,15 @@ func TestProviderOperations(t *testing.T) {
 	}
 }
 
+func TestProviderPauses(t *testing.T) {
+	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"h","pauses":"provider"},{"name":"b","host":"h","pauses":"model"},{"name":"c","host":"h"}],`+
+		`"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`), nil)
+	require.NoError(t, err)
+	require.True(t, cfg.Providers[0].PausesWhole)
+	require.False(t, cfg.Providers[1].PausesWhole)
+	require.False(t, cfg.Providers[2].PausesWhole, "by default a model's exhausted limit pauses the model")
+}
+
 func TestDefaultClusterDropsPort(t *testing.T) {
 	cfg, err := Parse([]byte(`{"providers":[{"name":"a","host":"api.example.com:8443"}],"routes":[{"name":"r","match":{"pathPrefix":"/"},"provider":"a"}]}`), nil)
 	require.NoError(t, err)
@@ -140,6 +149,8 @@ func TestParseInvalid(t *testing.T) {
 		"consumer-no-from":            `routes[0].consumer.from: must not be empty`,
 		"consumer-not-object":         `routes[0].consumer: must be an object, not string`,
 		"consumer-unknown":            `routes[0].consumer.trustDomain: unknown field (known: from, header, claim)`,
+		"provider-pauses-unknown":     `providers[0].pauses: unknown scope "account" (known: model, provider)`,
+		"provider-pauses-type":        `providers[0].pauses: must be a string, not number`,
 	}
 	files, err := filepath.Glob("testdata/invalid/*.json")
 	require.NoError(t, err)
