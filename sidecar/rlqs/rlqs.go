@@ -86,7 +86,7 @@ type Options struct {
 	// than this fraction of the limit; default 0.02.
 	Hysteresis float64
 	// Burst is how much of its rate a client's token bucket holds (at least
-	// one token, at most one fill); default 250ms.
+	// one token, at most one fill); default 500ms.
 	Burst time.Duration
 	// AbandonAfter: a client that reports no request in a bucket for this
 	// long is told to abandon it; default 5m.
@@ -114,7 +114,7 @@ func (o *Options) defaults() {
 	setDef(&o.IdleShare, 0.02)
 	setDef(&o.Hysteresis, 0.02)
 	setDef(&o.AbandonAfter, 5*time.Minute)
-	setDef(&o.Burst, 250*time.Millisecond)
+	setDef(&o.Burst, 500*time.Millisecond)
 }
 
 func setDef[T int | float64 | time.Duration](v *T, def T) {
