@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -281,6 +282,65 @@ type grpcStream struct {
 	cancel context.CancelFunc
 	ready  chan struct{} // closed once cs is set (or failed)
 	err    error
+	// What the plugin sent, in order, for the stream's sender goroutine:
+	// Envoy's async stream buffers messages sent before it is connected
+	// (source/common/grpc/async_client_impl.cc, AsyncStreamImpl::sendMessageRaw),
+	// so proxy_grpc_send never waits for the connection.
+	mu   sync.Mutex
+	out  []grpcOut
+	wake chan struct{} // one pending wake-up
+}
+
+// grpcOut is one send (a message, then the half-close when end is set) or,
+// with closeOnly, a half-close alone.
+type grpcOut struct {
+	msg            []byte
+	end, closeOnly bool
+}
+
+// push queues o for the sender.
+func (gs *grpcStream) push(o grpcOut) {
+	gs.mu.Lock()
+	gs.out = append(gs.out, o)
+	gs.mu.Unlock()
+	select {
+	case gs.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send writes what the plugin queued, in order, once the stream is open,
+// until the stream ends (its context is cancelled). A stream that failed to
+// open drops it, as Envoy's does after a reset.
+func (gs *grpcStream) send(ctx context.Context) {
+	select {
+	case <-gs.ready:
+	case <-ctx.Done():
+		return
+	}
+	for {
+		gs.mu.Lock()
+		batch := gs.out
+		gs.out = nil
+		gs.mu.Unlock()
+		for _, o := range batch {
+			if gs.cs == nil {
+				continue
+			}
+			if !o.closeOnly {
+				m := o.msg
+				_ = gs.cs.SendMsg(&m)
+			}
+			if o.end {
+				_ = gs.cs.CloseSend()
+			}
+		}
+		select {
+		case <-gs.wake:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // grpcStreamOpen starts a bidirectional stream; callbacks arrive on the root context
@@ -296,9 +356,11 @@ func (v *vm) grpcStreamOpen(service []byte, svcName, method string, md []pair) (
 	v.nextGrpcStream += calloutStep
 	tok := v.nextGrpcStream
 	ctx, cancel := context.WithCancel(v.h.ctx)
-	gs := &grpcStream{cancel: cancel, ready: make(chan struct{})}
+	gs := &grpcStream{cancel: cancel, ready: make(chan struct{}), wake: make(chan struct{}, 1)}
 	v.grpcStreams[tok] = gs
+	go gs.send(ctx)
 	go func() {
+		defer cancel() // the stream has ended: its sender and context go too
 		conn, err := v.h.grpcConn(cluster)
 		if err == nil {
 			gs.cs, err = conn.NewStream(outgoingMD(ctx, md), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
@@ -376,15 +438,7 @@ func (v *vm) grpcSend(tok uint32, msg []byte, end bool) Status {
 	if gs == nil {
 		return StatusNotFound
 	}
-	<-gs.ready
-	if gs.cs == nil {
-		return StatusOK
-	}
-	m := msg
-	_ = gs.cs.SendMsg(&m)
-	if end {
-		_ = gs.cs.CloseSend()
-	}
+	gs.push(grpcOut{msg: append([]byte(nil), msg...), end: end})
 	return StatusOK
 }
 
@@ -421,12 +475,7 @@ func (v *vm) grpcClose(tok uint32) Status {
 		if gs == nil {
 			return StatusNotFound
 		}
-		go func() {
-			<-gs.ready
-			if gs.cs != nil {
-				_ = gs.cs.CloseSend()
-			}
-		}()
+		gs.push(grpcOut{end: true, closeOnly: true})
 		return StatusOK
 	}
 	return StatusBadArgument

@@ -141,3 +141,65 @@ func TestCalloutsLeaveNoContextBehind(t *testing.T) {
 		})
 	}
 }
+
+// TestGrpcSendDoesNotWaitForTheConnection: proxy_grpc_send on a stream
+// whose connection is not up yet returns at once, as Envoy's async stream
+// buffers the message (source/common/grpc/async_client_impl.cc,
+// AsyncStreamImpl::sendMessageRaw): the plugin's callback ends and the VM
+// serves others while the stream connects. The upstream here accepts the
+// connection and never speaks HTTP/2, so the stream stays unconnected.
+func TestGrpcSendDoesNotWaitForTheConnection(t *testing.T) {
+	up := echoUpstream(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		for {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	h := newHost(t, "grpcstream", up.URL, func(c *Config) { c.Clusters["grpc"] = lis.Addr().String() })
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		// The guest sends on the stream from its request callback and waits
+		// for the stream's close before it answers.
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/s", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case c := <-accepted:
+		accepted <- c // closed at cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream never connected")
+	}
+	// The connection was opened from inside the request callback; the VM is
+	// free again only once that callback returned.
+	stats := make(chan []VMStat, 1)
+	go func() { stats <- h.VMStats() }()
+	select {
+	case s := <-stats:
+		require.Len(t, s, 1)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the plugin's callback is still waiting in proxy_grpc_send")
+	}
+}
