@@ -28,11 +28,31 @@ import (
 // fragments (for example "proxy_on_,env.") to listen to those only, which
 // gives accurate times for them. The allocation table names the callers of
 // runtime.mallocgc.
+//
+// The stream cases profile one streamed chat completion per iteration (the
+// stream of BenchmarkStreamGuestTime, 202 events, each its own body
+// callback), with usage asked by the client and stripped by the filter.
 func BenchmarkGuestProfile(b *testing.B) {
 	mod := filterWithNames(b)
-	up := scenario.Upstream(b, okUpstream{})
+	ok := scenario.Upstream(b, okUpstream{})
+	sse := &sseUpstream{gate: make(chan struct{}, 1)}
+	streamUp := scenario.Upstream(b, sse)
+	type profCase struct {
+		name, method, path, body, up string
+		gate                         chan struct{}
+	}
+	var cases []profCase
 	for _, tc := range guestCases() {
+		cases = append(cases, profCase{tc.name, tc.method, tc.path, tc.body, ok, nil})
+	}
+	cases = append(cases,
+		profCase{"stream-usage-asked", http.MethodPost, "/v1/chat/completions",
+			`{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate},
+		profCase{"stream-usage-stripped", http.MethodPost, "/v1/chat/completions",
+			`{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate})
+	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
+			up := tc.up
 			p := &guestProfile{stats: map[string]*fnStat{}, allocs: map[string]int{}}
 			if f := os.Getenv("SHEPHERD_PROFILE_FUNCS"); f != "" {
 				p.only = strings.Split(f, ",")
@@ -49,12 +69,20 @@ func BenchmarkGuestProfile(b *testing.B) {
 			do := func() {
 				r := benchRequest(tc.method, tc.path, tc.body)
 				w := httptest.NewRecorder()
-				h.ServeHTTP(w, r)
+				if tc.gate != nil {
+					h.ServeHTTP(gatedRecorder{w, tc.gate}, r)
+				} else {
+					h.ServeHTTP(w, r)
+				}
 				if w.Code != http.StatusOK {
 					b.Fatalf("status %d: %s", w.Code, w.Body)
 				}
 			}
-			for range 500 { // metrics defined, buffers and heap grown
+			warm := 500 // metrics defined, buffers and heap grown
+			if tc.gate != nil {
+				warm = 20 // a stream is 202 callbacks
+			}
+			for range warm {
 				do()
 			}
 			p.on = true

@@ -2,11 +2,17 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
@@ -34,7 +40,9 @@ var openAIEvents = func() [][]byte {
 // shape, whose every chunk carries "usage":null (cut from each). It also
 // reports the filter's own work per event, its guest time without the host
 // functions it calls (filter-own-µs/event, from a third host that times
-// them), as BenchmarkGuestTime does per request.
+// them), as BenchmarkGuestTime does per request. added-p50-µs/event and
+// filter/noop-p50 are the same comparison between the median streams of
+// the two modules, which the machine's load moves less than the means.
 func BenchmarkStreamGuestTime(b *testing.B) {
 	noop, err := wasmbuild.Build("./e2e/testdata/noop")
 	if err != nil {
@@ -80,10 +88,12 @@ func BenchmarkStreamGuestTime(b *testing.B) {
 				do(timed)
 			}
 			var f, n, own time.Duration
+			fs, ns := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				f += do(filter)
-				n += do(base)
+				fs = append(fs, do(filter))
+				ns = append(ns, do(base))
+				f, n = f+fs[i], n+ns[i]
 				own += do(timed)
 			}
 			b.StopTimer()
@@ -94,6 +104,106 @@ func BenchmarkStreamGuestTime(b *testing.B) {
 			b.ReportMetric(perEvent(f-n), "added-guest-µs/event")
 			b.ReportMetric(perEvent(own), "filter-own-µs/event")
 			b.ReportMetric(float64(f)/float64(n), "filter/noop")
+			// The same from the median stream of each module: a stream that
+			// the machine's load or a collection stretched moves the means
+			// above, not these.
+			p50 := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / events }
+			b.ReportMetric(p50(median(fs)-median(ns)), "added-p50-µs/event")
+			b.ReportMetric(float64(median(fs))/float64(median(ns)), "filter/noop-p50")
 		})
 	}
 }
+
+// BenchmarkStreamEventCallback times each response body callback
+// (proxy_on_response_body, one per event) of the stream of
+// BenchmarkStreamGuestTime, through the filter and through the do-nothing
+// module, with a function listener on that export alone, and reports the
+// median callback of each and their difference (added-p50-µs/callback): the
+// filter's work per event without the request's share, and steady under
+// load, as the machine's load stretches few callbacks of a stream. Both
+// medians include the listener's cost, so only the difference and the ratio
+// are figures.
+func BenchmarkStreamEventCallback(b *testing.B) {
+	noop, err := wasmbuild.Build("./e2e/testdata/noop")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		events [][]byte
+		body   string
+	}{
+		{"usage-asked", sseEvents, `{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`},
+		{"usage-stripped", sseEvents, `{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`},
+		{"openai-usage-null-stripped", openAIEvents, `{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			up := &sseUpstream{events: tc.events, gate: make(chan struct{}, 1)}
+			addr := scenario.Upstream(b, up)
+			timer := func(mod []byte) (*envoy.Host, *callbackTimer) {
+				t := &callbackTimer{export: "proxy_on_response_body"}
+				h, err := envoy.New(experimental.WithFunctionListenerFactory(context.Background(), t), envoy.Config{
+					Module: mod, PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+					PluginConfig: []byte(benchConfig), Workers: 1,
+					Clusters: map[string]string{"p": addr}, DefaultCluster: "p",
+					StatsTags: statsTags(), LogWriter: io.Discard,
+				})
+				require.NoError(b, err)
+				b.Cleanup(func() { h.Close(context.Background()) })
+				return h, t
+			}
+			filter, ft := timer(module(b))
+			base, nt := timer(noop)
+			do := func(h *envoy.Host) {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(gatedRecorder{rec, up.gate}, benchRequest(http.MethodPost, "/v1/chat/completions", tc.body))
+				if rec.Code != http.StatusOK || !strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n") {
+					b.Fatalf("status %d: %.200q", rec.Code, rec.Body.Bytes())
+				}
+			}
+			for i := 0; i < 20; i++ { // warm up: metrics defined, buffers grown
+				do(filter)
+				do(base)
+			}
+			ft.took, nt.took = ft.took[:0], nt.took[:0]
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				do(filter)
+				do(base)
+			}
+			b.StopTimer()
+			f, n := median(ft.took), median(nt.took)
+			b.ReportMetric(float64(f.Nanoseconds())/1e3, "filter-p50-µs/callback")
+			b.ReportMetric(float64(n.Nanoseconds())/1e3, "noop-p50-µs/callback")
+			b.ReportMetric(float64((f-n).Nanoseconds())/1e3, "added-p50-µs/callback")
+			b.ReportMetric(float64(f)/float64(n), "filter/noop")
+		})
+	}
+}
+
+// callbackTimer is a wazero FunctionListenerFactory that records how long
+// each call of one export takes. A VM runs one call at a time.
+type callbackTimer struct {
+	export string
+	began  time.Time
+	took   []time.Duration
+}
+
+func (t *callbackTimer) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	for _, n := range def.ExportNames() {
+		if n == t.export {
+			return t
+		}
+	}
+	return nil
+}
+
+func (t *callbackTimer) Before(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
+	t.began = time.Now()
+}
+
+func (t *callbackTimer) After(context.Context, api.Module, api.FunctionDefinition, []uint64) {
+	t.took = append(t.took, time.Since(t.began))
+}
+
+func (t *callbackTimer) Abort(context.Context, api.Module, api.FunctionDefinition, error) {}

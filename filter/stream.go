@@ -681,7 +681,7 @@ func (s *stream) OnHttpResponseBody(size int, endOfStream bool) types.Action {
 			// The chunk leaves without the usage the filter asked for; a
 			// partial event waits for the chunk that completes it.
 			if out, replaced := s.sse.Edit(chunk, endOfStream); replaced {
-				_ = proxywasm.ReplaceHttpResponseBody(out)
+				_ = proxywasm.ReplaceHttpResponseBodyChunk(size, out)
 			}
 		} else {
 			s.sse.Feed(chunk)

@@ -1,6 +1,7 @@
 package body
 
 import (
+	"bytes"
 	"strconv"
 	"testing"
 )
@@ -162,4 +163,59 @@ func BenchmarkInspectRequestMessages(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSSEEventPerChunk scans a 202-event chat stream one event per
+// chunk, as a provider sends while it generates and as the filter's body
+// callback sees it, with one scanner reused across streams as the filter
+// reuses it: feed (the client asked for usage), strip (the filter asked and
+// removes the usage chunk) and strip-null (every chunk also carries
+// "usage":null, cut from each). It reports the time per event.
+func BenchmarkSSEEventPerChunk(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		null  bool
+		strip bool
+	}{
+		{"feed", false, false},
+		{"strip", false, true},
+		{"strip-null", true, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			events := splitEvents(sse200())
+			if !tc.null {
+				for i, ev := range events {
+					events[i] = bytes.Replace(ev, []byte(`,"usage":null`), nil, 1)
+				}
+			}
+			var s SSEScanner
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				s.Reset()
+				s.Strip = tc.strip
+				for i, ev := range events {
+					s.Edit(ev, i == len(events)-1)
+				}
+				if !s.SawUsage() {
+					b.Fatal("no usage")
+				}
+				n++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*len(events)), "ns/event")
+		})
+	}
+}
+
+// splitEvents cuts an event stream after each blank line.
+func splitEvents(data []byte) [][]byte {
+	var evs [][]byte
+	for len(data) > 0 {
+		n := bytes.Index(data, []byte("\n\n"))
+		if n < 0 {
+			return append(evs, data)
+		}
+		evs, data = append(evs, data[:n+2]), data[n+2:]
+	}
+	return evs
 }

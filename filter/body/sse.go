@@ -262,6 +262,12 @@ func (s *SSEScanner) feed(chunk []byte, edit bool) {
 			s.afterCR = c == '\r'
 			continue
 		}
+		if !s.lineBytes && !s.hasData && c == 'd' {
+			if end := s.wholeEvent(chunk, i, edit); end > 0 {
+				i = end - 1
+				continue
+			}
+		}
 		if !s.lineBytes && c == 'd' && len(chunk)-i >= 5 && string(chunk[i:i+5]) == "data:" {
 			// The usual line start, in one step: the "data" field and its
 			// colon; the optional space and the value follow as usual.
@@ -311,6 +317,37 @@ func (s *SSEScanner) feed(chunk []byte, edit bool) {
 		i += j - 1
 	}
 	s.keepInplace()
+}
+
+// wholeEvent reads the event that starts at chunk[i], at the start of a line
+// of an event without data so far, in one step when it is the usual one: a
+// single data line with a value, ended by a blank line, all in the chunk
+// ("data: value\n\n"). It has the effect of reading the event byte by byte
+// and returns the offset past it, or 0 (and no effect) for any other shape.
+func (s *SSEScanner) wholeEvent(chunk []byte, i int, edit bool) int {
+	v := i + 5
+	if v > len(chunk) || string(chunk[i:v]) != "data:" {
+		return 0
+	}
+	if v < len(chunk) && chunk[v] == ' ' {
+		v++
+	}
+	j := lineEnd(chunk[v:])
+	e := v + j
+	if j == 0 || j > s.maxEvent() || e+1 >= len(chunk) || chunk[e] != '\n' || chunk[e+1] != '\n' {
+		return 0
+	}
+	// As the data line's bytes, its LF and the blank line would.
+	s.hasData, s.dataLines, s.inplace = true, 1, chunk[v:e]
+	if edit && s.rawData == 0 {
+		s.rawData = len(s.raw) + v - s.segStart + 1
+	}
+	s.dispatch()
+	if edit {
+		s.dropLF = false
+		s.emit(chunk, e+2)
+	}
+	return e + 2
 }
 
 // keepInplace copies a data line read in place to the event's buffer, before
@@ -512,7 +549,7 @@ func (s *SSEScanner) chatEvent(data []byte) {
 		}
 		v = jsonlite.SkipSpace(data, v+1)
 		if v+4 <= len(data) && string(data[v:v+4]) == "null" {
-			if s.Strip && s.dataLines == 1 && depthAt(data, k) == 1 {
+			if s.Strip && s.dataLines == 1 && topLevel(data, k, v+4) {
 				if a, b, ok := memberCut(data, k, v+4); ok {
 					s.cut = cutPlan{start: lead + a, end: lead + b}
 				}
@@ -640,6 +677,17 @@ func escapedAt(data []byte, k int) bool {
 		n++
 	}
 	return n%2 == 1
+}
+
+// topLevel reports whether the member named at data[k], whose value ends at
+// end, is a member of the top-level object: at once when that object closes
+// right after it (where OpenAI puts usage), otherwise by depthAt. It trusts
+// data, trimmed, to be JSON, as depthAt does.
+func topLevel(data []byte, k, end int) bool {
+	if n := jsonlite.SkipSpace(data, end); n == len(data)-1 && data[n] == '}' && data[0] == '{' {
+		return true
+	}
+	return depthAt(data, k) == 1
 }
 
 // depthAt returns how deep in objects and arrays data[k] is (1: a member of

@@ -229,6 +229,14 @@ func FuzzSSEStrip(f *testing.F) {
 		s2 := &SSEScanner{Strip: true, MaxEvent: 256}
 		require.Equal(t, want, editAll(s2, data[:c], data[c:]))
 		require.Equal(t, s.Usage(), s2.Usage())
+		// Whole events in a chunk take a shorter path than bytes one by one.
+		bytewise := make([][]byte, len(data))
+		for i := range data {
+			bytewise[i] = data[i : i+1]
+		}
+		s3 := &SSEScanner{Strip: true, MaxEvent: 256}
+		require.Equal(t, want, editAll(s3, bytewise...))
+		require.Equal(t, s.Usage(), s3.Usage())
 		require.LessOrEqual(t, len(want), len(data), "stripping only removes")
 	})
 }

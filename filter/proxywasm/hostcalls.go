@@ -485,6 +485,19 @@ func ReplaceHttpResponseBody(data []byte) error {
 	return replaceBuffer(abi.BufferHTTPResponseBody, data)
 }
 
+// ReplaceHttpResponseBodyChunk replaces the size bytes of the response body
+// that OnHttpResponseBody was given (its size argument) with data:
+// ReplaceHttpResponseBody without the host call that asks for the buffer's
+// size. Valid in OnHttpResponseBody. Envoy's Buffer::copyFrom
+// (source/extensions/common/wasm/context.cc) drains the first size bytes
+// and prepends data when start is 0.
+func ReplaceHttpResponseBodyChunk(size int, data []byte) error {
+	if size < 0 || uint64(size) > 0xffffffff {
+		return types.ErrorStatusBadArgument
+	}
+	return toErr(abi.SetBufferBytes(abi.BufferHTTPResponseBody, 0, uint32(size), data))
+}
+
 // GetDownstreamData returns up to maxSize bytes of downstream data from
 // start. Valid in OnDownstreamData.
 func GetDownstreamData(start, maxSize int) ([]byte, error) {
