@@ -30,6 +30,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
@@ -212,7 +213,7 @@ func (sc *sidecar) stop(t testing.TB) {
 	}
 	sc.cancel()
 	sc.cancel = nil
-	require.NoError(t, <-sc.done)
+	require.NoError(t, testutil.Receive(t, sc.done, time.Minute))
 }
 
 func (sc *sidecar) client(t *testing.T) *grpc.ClientConn {

@@ -26,6 +26,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -66,6 +67,7 @@ type quotaServer struct {
 	addr string
 	srv  *grpc.Server
 	done chan struct{}
+	t    testing.TB
 }
 
 func startQuotaServer(t testing.TB, limits map[string]uint32, ttl time.Duration) *quotaServer {
@@ -78,7 +80,7 @@ func startQuotaServer(t testing.TB, limits map[string]uint32, ttl time.Duration)
 func (q *quotaServer) start(t testing.TB, addr string) {
 	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
-	q.addr = ln.Addr().String()
+	q.addr, q.t = ln.Addr().String(), t
 	q.srv = grpc.NewServer()
 	rlqsv3.RegisterRateLimitQuotaServiceServer(q.srv, q)
 	rlsv3.RegisterRateLimitServiceServer(q.srv, q)
@@ -95,7 +97,7 @@ func (q *quotaServer) stop() {
 		return
 	}
 	q.srv.Stop()
-	<-q.done
+	testutil.Receive(q.t, q.done, time.Minute)
 	q.srv = nil
 }
 

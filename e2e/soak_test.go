@@ -13,8 +13,12 @@ import (
 
 // TestSoakShort runs the soak (package soak: two pods of two worker VMs, the
 // sidecar, two faulty providers, randomized clients) for a few seconds and
-// asserts every invariant. make soak runs the same for minutes.
+// asserts every invariant. make soak runs the same for minutes. It is the
+// suite's longest test: go test -short leaves it out (make test runs it).
 func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the soak runs for 10 s; make test runs it")
+	}
 	res, err := soak.Run(context.Background(), soak.Options{
 		Module: module(t), CompilationCache: compileCache,
 		// Bounded by time, not by a request count: with providers that

@@ -27,7 +27,11 @@ func (g gatedStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"first\"}}]}\n\n")
 	w.(http.Flusher).Flush()
-	<-g.seen
+	select {
+	case <-g.seen:
+	case <-r.Context().Done():
+		return
+	}
 	io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7,\"total_tokens\":10}}\n\n")
 	io.WriteString(w, "data: [DONE]\n\n")
 }

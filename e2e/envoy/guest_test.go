@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -304,7 +305,12 @@ func TestBufferedBodyOverLimitIs413(t *testing.T) {
 		// The second part is sent once the plugin has paused on the first, so it is
 		// added to a buffered body.
 		_, _ = pw.Write([]byte("0123456"))
-		<-bodyCalls
+		select {
+		case <-bodyCalls:
+		case <-time.After(time.Minute):
+			pw.CloseWithError(errors.New("the plugin never read the first part"))
+			return
+		}
 		_, _ = pw.Write([]byte("789abcdef"))
 		pw.Close()
 	}()
@@ -624,7 +630,11 @@ func TestStreamingResponseFlowsChunkByChunk(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			fmt.Fprintf(w, "data: %d\n\n", i)
 			_ = rc.Flush()
-			<-next
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
 		}
 	}))
 	t.Cleanup(up.Close)

@@ -228,7 +228,12 @@ func TestCalloutFailuresAnswerLikeEnvoysAsyncClient(t *testing.T) {
 	closed := strings.TrimPrefix(lis.URL, "http://")
 	lis.Close()
 	block := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
 	defer slow.Close()
 	defer close(block)
 

@@ -2,7 +2,6 @@ package validate
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +24,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 )
 
 // This file runs the rendered Deployments' containers as a kubelet would,
@@ -150,25 +150,8 @@ func containerPort(t *testing.T, d *appsv1.Deployment, p intstr.IntOrString) int
 type runningPod struct {
 	name string
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *testutil.SyncBuffer
 	done chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // stop sends SIGTERM, as the kubelet does, and requires a clean exit within
@@ -182,7 +165,7 @@ func (p *runningPod) stop(t *testing.T, grace time.Duration) {
 		require.NoError(t, err, "%s exited with an error after SIGTERM:\n%s", p.name, p.logs.String())
 	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()
-		p.done <- <-p.done
+		p.done <- testutil.Receive(t, p.done, time.Minute)
 		t.Fatalf("%s did not stop within its grace period %s:\n%s", p.name, grace, p.logs.String())
 	}
 }
@@ -446,7 +429,7 @@ func startDeployment(t *testing.T, o *Object, objs []*Object, secrets map[string
 		}
 	}
 	cmd.SysProcAttr = attr
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start(), "%s: start %v", o, argv)
 	p := &runningPod{name: o.String(), cmd: cmd, logs: logs, done: make(chan error, 1)}

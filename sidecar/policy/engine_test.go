@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/canary"
 	"github.com/shepherd-mesh/shepherd/sidecar/config"
@@ -43,29 +44,11 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects log output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const secret = "sk-test-5ecr3t-value"
 
 type fixture struct {
 	clock  *clock
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	reg    *prometheus.Registry
 	engine *policy.Engine
 	dir    string
@@ -115,7 +98,7 @@ func newFixture(t *testing.T, store policy.Store) *fixture {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "relay.key"), []byte("relay-key-1"), 0o600))
 	f := &fixture{
 		clock: &clock{now: time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)},
-		logs:  &syncBuffer{},
+		logs:  &testutil.SyncBuffer{},
 		reg:   prometheus.NewRegistry(),
 		dir:   dir,
 	}
@@ -476,7 +459,7 @@ func TestWatchWakesOnChange(t *testing.T) {
 	}
 	_, err := f.engine.SetCanaryWeight("chat", 100)
 	require.NoError(t, err)
-	<-changed
+	testutil.Receive(t, changed, 10*time.Second)
 	p2, _ := f.engine.Watch()
 	require.Greater(t, p2.Version, p.Version)
 }
@@ -690,7 +673,7 @@ func TestReportCostIsCapped(t *testing.T) {
 		{"within the caps nothing is cut", "reports: {max_outcome_usd: 1, max_report_usd: 5}", 4, 1, 4_000_000, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			reg := prometheus.NewRegistry()
 			clk := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 			e, err := policy.New(context.Background(), parse(t, "budgets: {routes: [{route: chat, monthly_usd: 100000}]}\n"+tc.reports),

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -23,9 +24,13 @@ type blockingRLS struct {
 	release chan struct{}
 }
 
-func (b *blockingRLS) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+func (b *blockingRLS) ShouldRateLimit(ctx context.Context, _ *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	close(b.entered)
-	<-b.release
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 }
 
@@ -58,7 +63,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 		_, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "d"})
 		called <- err
 	}()
-	<-b.entered
+	testutil.Receive(t, b.entered, time.Minute)
 	cancel()
 	select {
 	case <-served:
@@ -68,6 +73,6 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(b.release)
-	require.NoError(t, <-called, "the in-flight call completes")
-	require.NoError(t, <-served)
+	require.NoError(t, testutil.Receive(t, called, time.Minute), "the in-flight call completes")
+	require.NoError(t, testutil.Receive(t, served, time.Minute))
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	filterconfig "github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
@@ -295,7 +296,7 @@ func BenchmarkShouldRateLimitFilterToken(b *testing.B) {
 			go func() { done <- srv.Serve(ctx) }()
 			defer func() {
 				cancel()
-				<-done
+				testutil.Receive(b, done, time.Minute)
 			}()
 			cc, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			require.NoError(b, err)

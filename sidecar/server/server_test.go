@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
@@ -32,23 +32,6 @@ const (
 	filterToken = "f1lter-t0ken-0123456789"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	srv *server.Server
 	cc  *grpc.ClientConn
@@ -56,7 +39,7 @@ type running struct {
 	// of opts.FilterTokenFile, when there is one. cc carries no token.
 	client   policyv1.PolicyServiceClient
 	filterCC *grpc.ClientConn
-	logs     *syncBuffer
+	logs     *testutil.SyncBuffer
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -65,7 +48,7 @@ type running struct {
 // are filled in.
 func start(t *testing.T, opts server.Options) *running {
 	t.Helper()
-	r := &running{logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{logs: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	opts.GRPCListen = "127.0.0.1:0"
 	opts.HTTPListen = "127.0.0.1:0"
 	opts.Logger = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -123,7 +106,7 @@ func (r *running) stop(t *testing.T) {
 	}
 	r.cancel()
 	r.cancel = nil
-	require.NoError(t, <-r.done)
+	require.NoError(t, testutil.Receive(t, r.done, time.Minute))
 	r.cc.Close()
 	r.filterCC.Close()
 }
@@ -374,7 +357,13 @@ func TestGetPolicyNotModifiedAndWatch(t *testing.T) {
 	}()
 	_, err = r.client.SetCanaryWeight(admin(adminToken), &policyv1.SetCanaryWeightRequest{Route: "chat", WeightBp: 2500})
 	require.NoError(t, err)
-	p, ok := <-got
+	var p *policyv1.Policy
+	var ok bool
+	select {
+	case p, ok = <-got:
+	case <-time.After(time.Minute):
+		t.Fatal("the stream delivered nothing within a minute")
+	}
 	require.True(t, ok, "the stream delivers the change")
 	require.Greater(t, p.Version, first.Version)
 	require.Equal(t, uint32(2500), p.Weights[1].WeightBp)

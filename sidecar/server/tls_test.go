@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -102,7 +103,7 @@ func TestGRPCMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	defer func() { cancel(); require.NoError(t, <-done) }()
+	defer func() { cancel(); require.NoError(t, testutil.Receive(t, done, time.Minute)) }()
 
 	withCert := credentials.NewTLS(&tls.Config{RootCAs: p.caPool, Certificates: []tls.Certificate{p.client}})
 	withoutCert := credentials.NewTLS(&tls.Config{RootCAs: p.caPool})

@@ -22,7 +22,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 )
 
 // buildGuest compiles the host's test plugin (mode chosen by its configuration).
@@ -97,7 +97,11 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				fmt.Fprintf(w, "data: %d\n\n", i)
 				_ = rc.Flush()
-				<-next
+				select {
+				case <-next:
+				case <-r.Context().Done():
+					return
+				}
 			}
 			return
 		}
@@ -110,7 +114,7 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
-	stdout := &syncBuffer{}
+	stdout := &testutil.SyncBuffer{}
 	go func() {
 		done <- run(ctx, []string{"--wasm", wasm, "--plugin-config", cfg, "--workers", "2",
 			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
@@ -119,6 +123,8 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 	}()
 	var a addrs
 	select {
+	case <-time.After(time.Minute):
+		t.Fatal("shepherd-local did not start within a minute")
 	case a = <-ready:
 	case err := <-done:
 		t.Fatalf("run ended early: %v", err)
@@ -172,26 +178,8 @@ func TestRoundTripPlainAndSSE(t *testing.T) {
 	require.Equal(t, 418, resp.StatusCode)
 
 	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, testutil.Receive(t, done, time.Minute))
 	require.Contains(t, stdout.String(), "listening on http://"+a.Listen)
-}
-
-// syncBuffer is a strings.Builder safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestEnvoyConfigServesTheBootstrap: --envoy-config serves a static Envoy

@@ -7,32 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -49,7 +32,7 @@ func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
 	httpAddr := freePort(t)
 	t.Setenv("SHEPHERD_SIDECAR_GRPC_LISTEN", "127.0.0.1:0")
 	t.Setenv("SHEPHERD_SIDECAR_HTTP_LISTEN", httpAddr)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"--log-format", "text"}, logs) }()
 
@@ -87,7 +70,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	tokens := filepath.Join(dir, "filter-token")
 	require.NoError(t, os.WriteFile(tokens, []byte("sighup-f1lter-t0ken-0123\n"), 0o600))
 	httpAddr := freePort(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--config", cfg, "--filter-token-file", tokens, "--reload-interval", "0", "--grpc-listen", "127.0.0.1:0",
@@ -176,7 +159,7 @@ func TestRedisPasswordFromEnvironment(t *testing.T) {
 	t.Setenv("SHEPHERD_SIDECAR_REDIS", addr)
 	t.Setenv("SHEPHERD_SIDECAR_REDIS_PASSWORD", "env-pw-2468")
 	httpAddr := freePort(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--grpc-listen", "127.0.0.1:0", "--http-listen", httpAddr, "--log-format", "text", "--log-level", "debug"}, logs)

@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -49,7 +51,7 @@ func sidecar(t *testing.T) string {
 	go func() { done <- srv.Serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		require.NoError(t, <-done)
+		require.NoError(t, testutil.Receive(t, done, time.Minute))
 	})
 	return srv.GRPCAddr()
 }
