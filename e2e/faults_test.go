@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -16,8 +17,10 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/e2e/promtext"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 )
 
 // The fault tests run the compiled filter on two worker VMs under the
@@ -107,6 +110,46 @@ func (e *faultEnv) settled(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 	e.noLeaks(t)
+}
+
+// attempts is the number of upstream attempts the filter has counted, all
+// VMs and labels together.
+func (e *faultEnv) attempts() float64 {
+	var buf bytes.Buffer
+	e.host.WritePrometheus(&buf)
+	var n float64
+	for _, s := range promtext.Parse(&buf) {
+		if s.Name == telemetry.UpstreamAttempts {
+			n += s.Value
+		}
+	}
+	return n
+}
+
+// ticksPast waits until at has passed and then every VM has run two more
+// callbacks (with no traffic, its ticks): whatever a tick would do once at
+// has passed has been done.
+func (e *faultEnv) ticksPast(t *testing.T, at time.Time) {
+	t.Helper()
+	var base []uint64
+	until(t, 10*time.Second, "two ticks of every VM past the due time", func() bool {
+		stats := e.host.VMStats()
+		if base == nil {
+			if time.Now().Before(at) {
+				return false
+			}
+			for _, s := range stats {
+				base = append(base, s.Callbacks)
+			}
+			return false
+		}
+		for i, s := range stats {
+			if s.Callbacks < base[i]+2 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // noLeaks waits until every VM has no live stream context, and checks no VM trapped.
@@ -260,7 +303,7 @@ func TestFaultClientDisconnects(t *testing.T) {
 		}()
 		until(t, 5*time.Second, "the request at the provider", func() bool { return e.p.Bodies() == 1 })
 		cancel()
-		require.ErrorIs(t, <-done, context.Canceled)
+		require.ErrorIs(t, testutil.Receive(t, done, time.Minute), context.Canceled)
 		e.settled(t)
 		require.Zero(t, e.b.Requests())
 	})
@@ -293,13 +336,17 @@ func TestFaultClientDisconnects(t *testing.T) {
 			_, err := e.clients.Do(e.request(ctx, false))
 			done <- err
 		}()
-		until(t, 5*time.Second, "the 429 answered", func() bool { return e.p.Requests() == 1 })
-		time.Sleep(50 * time.Millisecond) // let the 429's headers reach the filter
+		// The filter counts the attempt when the 429's headers reach it,
+		// where it plans the retry.
+		until(t, 10*time.Second, "the 429 held by the filter", func() bool { return e.attempts() == 1 })
+		held := time.Now()
+		require.EqualValues(t, 1, e.p.Requests())
 		cancel()
-		require.ErrorIs(t, <-done, context.Canceled)
+		require.ErrorIs(t, testutil.Receive(t, done, time.Minute), context.Canceled)
 		e.noLeaks(t)
-		// Past the Retry-After the retry would have gone out; it must not.
-		time.Sleep(1200 * time.Millisecond)
+		// The retry was due 1 s after the filter read the 429 (before held);
+		// a tick past that would have sent it. It must not go out.
+		e.ticksPast(t, held.Add(1200*time.Millisecond))
 		require.EqualValues(t, 1, e.p.Requests(), "no retry for a client that left")
 		e.settled(t)
 	})
