@@ -12,6 +12,10 @@ import (
 	"sync"
 )
 
+// ReleaseFlags are the go build flags of a release module, the Makefile's
+// WASMFLAGS (e2e's TestReleaseModuleBudget keeps the two equal).
+var ReleaseFlags = []string{"-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-ldflags=-s -w"}
+
 var (
 	mu    sync.Mutex
 	built = map[string]string{}
@@ -51,7 +55,8 @@ func BuildFile(pkg string) (string, error) {
 		dir = d
 	}
 	out := filepath.Join(dir, fmt.Sprintf("m%d.wasm", len(built)))
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, pkg)
+	args := append(append([]string{"build"}, ReleaseFlags...), "-o", out, pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = Root()
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	if msg, err := cmd.CombinedOutput(); err != nil {
