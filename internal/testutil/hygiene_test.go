@@ -53,10 +53,23 @@ func TestEveryReceiveInATestHasATimeout(t *testing.T) {
 // unguardedReceives lists the receives of f that are not a case of a
 // select with a way out.
 func unguardedReceives(fset *token.FileSet, f *ast.File) []string {
+	// Names given a time.After or time.Tick channel (deadline :=
+	// time.After(d)) are timers too.
+	timers := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		if a, ok := n.(*ast.AssignStmt); ok && len(a.Lhs) == len(a.Rhs) {
+			for i, r := range a.Rhs {
+				if id, ok := a.Lhs[i].(*ast.Ident); ok && isTimeCall(r) {
+					timers[id.Name] = true
+				}
+			}
+		}
+		return true
+	})
 	guarded := map[*ast.UnaryExpr]bool{}
 	ast.Inspect(f, func(n ast.Node) bool {
 		sel, ok := n.(*ast.SelectStmt)
-		if !ok || !hasWayOut(sel) {
+		if !ok || !hasWayOut(sel, timers) {
 			return true
 		}
 		for _, c := range sel.Body.List {
@@ -98,7 +111,7 @@ func commReceive(s ast.Stmt) *ast.UnaryExpr {
 // hasWayOut reports whether a select has a default or a case that ends the
 // wait on time: a receive from time.After/time.Tick, from a timer's or
 // ticker's C, or from a context's Done().
-func hasWayOut(sel *ast.SelectStmt) bool {
+func hasWayOut(sel *ast.SelectStmt, timers map[string]bool) bool {
 	for _, c := range sel.Body.List {
 		cc := c.(*ast.CommClause)
 		if cc.Comm == nil {
@@ -110,12 +123,11 @@ func hasWayOut(sel *ast.SelectStmt) bool {
 		}
 		switch x := r.X.(type) {
 		case *ast.CallExpr:
-			if s, ok := x.Fun.(*ast.SelectorExpr); ok {
-				if id, ok := s.X.(*ast.Ident); ok && id.Name == "time" && (s.Sel.Name == "After" || s.Sel.Name == "Tick") {
-					return true
-				}
+			if isTimeCall(x) || isDone(x) {
+				return true
 			}
-			if isDone(x) {
+		case *ast.Ident:
+			if timers[x.Name] {
 				return true
 			}
 		case *ast.SelectorExpr:
@@ -125,6 +137,20 @@ func hasWayOut(sel *ast.SelectStmt) bool {
 		}
 	}
 	return false
+}
+
+// isTimeCall reports whether e is time.After(...) or time.Tick(...).
+func isTimeCall(e ast.Expr) bool {
+	c, ok := e.(*ast.CallExpr)
+	if !ok {
+		return false
+	}
+	s, ok := c.Fun.(*ast.SelectorExpr)
+	if !ok {
+		return false
+	}
+	id, ok := s.X.(*ast.Ident)
+	return ok && id.Name == "time" && (s.Sel.Name == "After" || s.Sel.Name == "Tick")
 }
 
 // isDone reports whether e is a call of a Done method (a context's): waiting
@@ -163,5 +189,31 @@ func TestMakeTestRunsTheLongTests(t *testing.T) {
 	require.Contains(t, strings.Join(recipe, "\n"), "$(GO) test", "make test runs go test")
 	for _, line := range recipe {
 		require.NotContains(t, line, "-short", "make test runs the long tests in full")
+	}
+}
+
+func TestUnguardedReceives(t *testing.T) {
+	tests := []struct {
+		name, body string
+		bad        int
+	}{
+		{"bare", `<-ch`, 1},
+		{"assigned", `v := <-ch; _ = v`, 1},
+		{"argument", `f(<-ch)`, 1},
+		{"select without a way out", `select { case <-ch: case <-other: }`, 2},
+		{"time.After", `select { case <-ch: case <-time.After(time.Second): }`, 0},
+		{"a deadline variable", `d := time.After(time.Second); select { case v := <-ch: _ = v; case <-d: }`, 0},
+		{"a timer's C", `select { case <-ch: case <-timer.C: }`, 0},
+		{"default", `select { case <-ch: default: }`, 0},
+		{"a context", `select { case <-ch: case <-ctx.Done(): }`, 0},
+		{"a context alone", `<-ctx.Done()`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fset := token.NewFileSet()
+			f, err := parser.ParseFile(fset, "x_test.go", "package x\nfunc g() {\n"+tt.body+"\n}\n", 0)
+			require.NoError(t, err)
+			require.Len(t, unguardedReceives(fset, f), tt.bad)
+		})
 	}
 }
