@@ -419,6 +419,10 @@ func (s *Service) release(st *stream) {
 func (s *Service) report(st *stream, m *rlqsv3.RateLimitQuotaUsageReports) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if st.gone {
+		// A message read as the stream ended: the client is gone.
+		return status.Error(codes.Canceled, "rlqs: stream ended")
+	}
 	now := s.opts.Clock()
 	switch d := m.GetDomain(); {
 	case st.domain == "" && d == "":
