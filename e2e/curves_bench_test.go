@@ -327,6 +327,8 @@ func BenchmarkCurves(b *testing.B) {
 				req: func(i int) *http.Request { return tenant("new-", i) }})
 		}
 		runCurve(b, 3, cases...)
-		b.ReportMetric(float64(cases[len(cases)-1].host.VMStats()[0].MemoryBytes)/(1<<20), "MiB-memory/vm")
+		for _, c := range cases {
+			b.ReportMetric(float64(c.host.VMStats()[0].MemoryBytes)/(1<<20), c.name+"-MiB-memory/vm")
+		}
 	})
 }

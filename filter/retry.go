@@ -379,8 +379,7 @@ func (s *stream) respond(a *answer) {
 		s.startSSE()
 		respBody, _ = s.sse.Edit(a.body, true)
 	} else {
-		s.jsonScan.Reset()
-		s.sse, s.json = nil, &s.jsonScan
+		s.startJSON()
 		s.json.Feed(a.body)
 	}
 	if err := proxywasm.SendHttpResponse(uint32(s.status), out, respBody, -1); err != nil {

@@ -83,12 +83,14 @@ type stream struct {
 	taken    bool // the token limit admitted the request: settle it
 
 	// Response.
-	status   int
-	sse      *body.SSEScanner       // nil, or &sseScan while the response is an event stream
-	json     *body.JSONUsageScanner // nil, or &jsonScan while the response is JSON
-	sseScan  body.SSEScanner
-	jsonScan body.JSONUsageScanner
-	outputs  int64 // stream events seen, the output estimate when usage is missing
+	status int
+	sse    *body.SSEScanner       // nil, or &scan.sse while the response is an event stream
+	json   *body.JSONUsageScanner // nil, or &scan.json while the response is JSON
+	// scan holds the scanners (half a kilobyte), made for the stream's first
+	// scanned answer and kept with the stream when it is reused: a stream
+	// open and waiting for its answer does not carry them.
+	scan    *scanners
+	outputs int64 // stream events seen, the output estimate when usage is missing
 
 	// escaped is set once something that outlives the stream's callbacks holds
 	// it (the plugin's retry queue); such a stream is never reused.
@@ -619,8 +621,7 @@ func (s *stream) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
 		case scanSSE:
 			s.startSSE()
 		case scanJSON:
-			s.jsonScan.Reset()
-			s.json = &s.jsonScan
+			s.startJSON()
 		}
 	}
 	return types.ActionContinue
@@ -846,12 +847,34 @@ func (s *stream) header(name string) (string, bool) {
 	return "", false
 }
 
+// scanners are a stream's response scanners.
+type scanners struct {
+	sse  body.SSEScanner
+	json body.JSONUsageScanner
+}
+
+// scanners returns the stream's scanners, made on the first call.
+func (s *stream) scanners() *scanners {
+	if s.scan == nil {
+		s.scan = &scanners{}
+	}
+	return s.scan
+}
+
 // startSSE readies the event stream scanner for the request's operation.
 func (s *stream) startSSE() {
-	s.sseScan.Reset()
+	sc := s.scanners()
+	sc.sse.Reset()
 	if s.call.Op == openai.OpResponses {
-		s.sseScan.Kind = body.StreamResponses
+		sc.sse.Kind = body.StreamResponses
 	}
-	s.sseScan.Strip = s.stripUsage
-	s.sse, s.json = &s.sseScan, nil
+	sc.sse.Strip = s.stripUsage
+	s.sse, s.json = &sc.sse, nil
+}
+
+// startJSON readies the JSON usage scanner.
+func (s *stream) startJSON() {
+	sc := s.scanners()
+	sc.json.Reset()
+	s.sse, s.json = nil, &sc.json
 }
