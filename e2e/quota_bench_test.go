@@ -1,12 +1,18 @@
 package e2e_test
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/scenario"
@@ -96,5 +102,63 @@ func BenchmarkQuotaAdmission(b *testing.B) {
 	}
 	if checks := srv.checks.Load(); checks < int64(b.N) {
 		b.Fatalf("check mode made %d ShouldRateLimit calls for %d requests", checks, b.N)
+	}
+}
+
+// BenchmarkQuotaGuestAllocs counts the guest's allocations per request
+// (runtime.mallocgc, in a build of the filter that keeps its names) on a
+// route without global limits and on quota-mode routes, one keyed by the
+// route alone and one by route and consumer (eight tenants, so the bucket
+// key is built per request), with the assignment in place. The quota
+// stream's own work on the tick is included.
+func BenchmarkQuotaGuestAllocs(b *testing.B) {
+	mod := filterWithNames(b)
+	srv := startQuotaServer(b, map[string]uint32{"quota": 4_000_000_000, "tenants": 4_000_000_000}, time.Minute)
+	up := scenario.Upstream(b, okUpstream{})
+	const cfg = `{
+  "sidecar": {"cluster": "sidecar", "policyPollMs": 0, "reportIntervalMs": 0, "quotaReportMs": 100},
+  "providers": [{"name": "p", "host": "p.example.com", "cluster": "p"}],
+  "routes": [
+    {"name": "none", "match": {"pathPrefix": "/none/"}, "provider": "p", "streamUsage": false},
+    {"name": "quota", "match": {"pathPrefix": "/quota/"}, "provider": "p", "streamUsage": false,
+     "globalLimits": {"mode": "quota"}},
+    {"name": "tenants", "match": {"pathPrefix": "/tenants/"}, "provider": "p", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}},
+    {"name": "tenantscheck", "match": {"pathPrefix": "/tenantscheck/"}, "provider": "p", "streamUsage": false,
+     "globalLimits": {"mode": "check", "descriptors": ["route", "consumer"], "consumerHeader": "x-tenant"}}
+  ]}`
+	for _, path := range []string{"/none/v1/models", "/quota/v1/models", "/tenants/v1/models", "/tenantscheck/v1/models"} {
+		b.Run(strings.Split(path, "/")[1], func(b *testing.B) {
+			counts := callCounters{"runtime.mallocgc": {fresh: true}}
+			ctx := experimental.WithFunctionListenerFactory(context.Background(), counts)
+			h, err := envoy.New(ctx, envoy.Config{
+				Module: mod, PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+				PluginConfig: []byte(cfg), Workers: 1,
+				Clusters: map[string]string{"p": up, "sidecar": srv.addr}, DefaultCluster: "p",
+				StatsTags: statsTags(), LogWriter: io.Discard,
+			})
+			require.NoError(b, err)
+			defer h.Close(context.Background())
+			send := func(n int) {
+				for i := 0; i < n; i++ {
+					r := benchRequest(http.MethodGet, path, "")
+					r.Header.Set("x-tenant", "team-"+strconv.Itoa(i%8))
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, r)
+					if w.Code != http.StatusOK {
+						b.Fatalf("status %d: %s", w.Code, w.Body)
+					}
+				}
+			}
+			send(1000)
+			time.Sleep(300 * time.Millisecond) // two report periods: the assignments arrive
+			send(1000)
+			counts.reset()
+			n := max(b.N, 5000)
+			b.ResetTimer()
+			send(n)
+			b.StopTimer()
+			b.ReportMetric(float64(counts["runtime.mallocgc"].n.Load())/float64(n), "guest-mallocs/req")
+		})
 	}
 }

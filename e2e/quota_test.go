@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
 	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
@@ -49,7 +50,7 @@ const quotaE2EConfig = `{
   ]}`
 
 // quotaServer is a small RLQS server: every reported bucket gets a token
-// bucket of limits[route] requests per hour (1000 when unlisted), valid for
+// bucket of limits[route] requests an hour (1000 when unlisted), valid for
 // ttl; it sums the usage it is told per route.
 type quotaServer struct {
 	rlqsv3.UnimplementedRateLimitQuotaServiceServer
@@ -133,7 +134,7 @@ func (q *quotaServer) StreamRateLimitQuotas(s rlqsv3.RateLimitQuotaService_Strea
 					QuotaAssignmentAction: &rlqsv3.RateLimitQuotaResponse_BucketAction_QuotaAssignmentAction{
 						AssignmentTimeToLive: durationpb.New(q.ttl),
 						RateLimitStrategy: &typev3.RateLimitStrategy{Strategy: &typev3.RateLimitStrategy_TokenBucket{TokenBucket: &typev3.TokenBucket{
-							MaxTokens: n, TokensPerFill: nil, FillInterval: durationpb.New(time.Hour / time.Duration(n))}}},
+							MaxTokens: n, TokensPerFill: wrapperspb.UInt32(n), FillInterval: durationpb.New(time.Hour)}}},
 					}}})
 		}
 		q.mu.Unlock()
