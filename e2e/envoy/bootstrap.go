@@ -14,6 +14,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -38,12 +39,39 @@ type Bootstrap struct {
 	Listen string // the listener's socket_address
 	Admin  string // admin.address ("" without an admin listener)
 	// WasmFile is the first wasm filter's vm_config.code.local.filename ("" when
-	// inline); the code of further wasm filters is read into Config.Filters.
+	// inline); the code of further wasm filters is read into Config.Filters
+	// (and Config.Listeners, but for the first listener's file: see SetModule).
 	WasmFile string
 	// ListenTLS is the listener's DownstreamTlsContext (nil: plain HTTP): its
 	// certificate and, with a validation context, the client certificates it
 	// verifies (required with require_client_certificate, else verified when given).
 	ListenTLS *tls.Config
+	// Listeners are the bootstrap's further listeners, in order, one for each
+	// of Config.Listeners (whose code files are read here).
+	Listeners []ListenerAddr
+}
+
+// ListenerAddr is where a further listener serves: its socket_address and its
+// TLS (nil: plain HTTP).
+type ListenerAddr struct {
+	Name   string
+	Listen string
+	TLS    *tls.Config
+	// FirstCode: the listener's first wasm filter names the first listener's
+	// code file (WasmFile), which SetModule supplies.
+	FirstCode bool
+}
+
+// SetModule supplies the code of WasmFile (read by the caller, or replaced
+// by other code) to the first listener's plugin and to every further
+// listener's first wasm filter that names the same file.
+func (b *Bootstrap) SetModule(mod []byte) {
+	b.Config.Module = mod
+	for i, l := range b.Listeners {
+		if l.FirstCode {
+			b.Config.Listeners[i].Module = mod
+		}
+	}
 }
 
 // The bootstrap subset the host serves: for each message, the fields it reads.
@@ -230,57 +258,49 @@ func LoadBootstrap(data []byte, dir string) (*Bootstrap, error) {
 		}
 	}
 
+	// Every listener is served, each with its own connection manager; their
+	// wasm filters share VMs by VM key and data and queues by vm_id across
+	// listeners (see Config.Listeners).
 	listeners := b.GetStaticResources().GetListeners()
-	if len(listeners) != 1 {
-		return nil, fmt.Errorf("bootstrap: static_resources.listeners: want exactly one listener, got %d", len(listeners))
+	if len(listeners) == 0 {
+		return nil, errors.New("bootstrap: static_resources.listeners: want at least one listener")
 	}
-	l := listeners[0]
-	lw := "static_resources.listeners[0]"
-	sa := l.GetAddress().GetSocketAddress()
-	if sa == nil {
-		return nil, fmt.Errorf("bootstrap: %s.address.socket_address: must be set", lw)
-	}
-	out.Listen = net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
-	if len(l.GetFilterChains()) != 1 || len(l.GetFilterChains()[0].GetFilters()) != 1 {
-		return nil, fmt.Errorf("bootstrap: %s.filter_chains: want one filter chain of one http_connection_manager", lw)
-	}
-	if ts := l.GetFilterChains()[0].GetTransportSocket(); ts != nil {
-		tw := lw + ".filter_chains[0].transport_socket.typed_config"
-		var down tlsv3.DownstreamTlsContext
-		if err := ts.GetTypedConfig().UnmarshalTo(&down); err != nil {
-			return nil, fmt.Errorf("bootstrap: %s: want a DownstreamTlsContext: %w", tw, err)
-		}
-		tc, err := listenerTLS(&down, tw, file)
+	seen := map[string]string{}
+	for i, l := range listeners {
+		lw := fmt.Sprintf("static_resources.listeners[%d]", i)
+		one := &Bootstrap{Config: Config{Clusters: cfg.Clusters}}
+		addr, err := loadListener(one, l, lw, file)
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
-		out.ListenTLS = tc
-	}
-	fw := lw + ".filter_chains[0].filters[0]"
-	var hcm hcmv3.HttpConnectionManager
-	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-		return nil, fmt.Errorf("bootstrap: %s.typed_config: want an http_connection_manager: %w", fw, err)
-	}
-	if d := hcm.GetStreamIdleTimeout(); d != nil {
-		cfg.StreamIdleTimeout = d.AsDuration()
-		if cfg.StreamIdleTimeout == 0 {
-			cfg.StreamIdleTimeout = -1 // 0 disables it in Envoy
+		if prev, dup := seen[addr]; dup {
+			return nil, fmt.Errorf("bootstrap: %s.address: %s is already %s's", lw, addr, prev)
 		}
-	}
-	cfg.Paths = PathOptions{Normalize: hcm.GetNormalizePath().GetValue(), MergeSlashes: hcm.GetMergeSlashes()}
-	switch hcm.GetPathWithEscapedSlashesAction() {
-	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
-	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
-		cfg.Paths.RejectEscapedSlashes = true
-	default:
-		return nil, fmt.Errorf("bootstrap: %s.typed_config.path_with_escaped_slashes_action: %s is not supported (KEEP_UNCHANGED, REJECT_REQUEST)",
-			fw, hcm.GetPathWithEscapedSlashesAction())
-	}
-	if err := loadRoutes(cfg, hcm.GetRouteConfig(), fw+".typed_config.route_config", file); err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
-	}
-	if err := loadFilters(out, hcm.GetHttpFilters(), fw+".typed_config.http_filters", file); err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
+		if !strings.HasSuffix(addr, ":0") { // port 0 binds a free port each time
+			seen[addr] = lw
+		}
+		if i == 0 {
+			c := one.Config
+			cfg.Module, cfg.PluginName, cfg.RootID, cfg.VMID = c.Module, c.PluginName, c.RootID, c.VMID
+			cfg.PluginConfig, cfg.VMConfig, cfg.Env, cfg.FailOpen, cfg.NoPlugin = c.PluginConfig, c.VMConfig, c.Env, c.FailOpen, c.NoPlugin
+			cfg.Filters, cfg.VirtualHosts, cfg.Paths, cfg.StreamIdleTimeout = c.Filters, c.VirtualHosts, c.Paths, c.StreamIdleTimeout
+			out.Listen, out.ListenTLS, out.WasmFile = addr, one.ListenTLS, one.WasmFile
+			continue
+		}
+		c := one.Config
+		first := one.WasmFile != "" && one.WasmFile == out.WasmFile
+		if one.WasmFile != "" && !first {
+			if c.Module, err = os.ReadFile(one.WasmFile); err != nil {
+				return nil, fmt.Errorf("bootstrap: %s: the first wasm filter's vm_config.code.local.filename: %w", lw, err)
+			}
+		}
+		cfg.Listeners = append(cfg.Listeners, Listener{
+			Name: l.GetName(), VirtualHosts: c.VirtualHosts, Paths: c.Paths, StreamIdleTimeout: c.StreamIdleTimeout, NoPlugin: c.NoPlugin,
+			Filter: Filter{Module: c.Module, PluginName: c.PluginName, RootID: c.RootID, VMID: c.VMID,
+				PluginConfig: c.PluginConfig, VMConfig: c.VMConfig, Env: c.Env, FailOpen: c.FailOpen},
+			Filters: c.Filters,
+		})
+		out.Listeners = append(out.Listeners, ListenerAddr{Name: l.GetName(), Listen: addr, TLS: one.ListenTLS, FirstCode: first})
 	}
 	// Wasm services (source/extensions/bootstrap/wasm/config.cc): a singleton
 	// on the main thread's VM, else one per worker.
@@ -308,6 +328,59 @@ func LoadBootstrap(data []byte, dir string) (*Bootstrap, error) {
 		cfg.Services = append(cfg.Services, Service{Filter: p, Singleton: ws.GetSingleton()})
 	}
 	return out, nil
+}
+
+// loadListener reads one listener (lw is its path) into out: its address (returned),
+// TLS, connection manager options, routes and HTTP filters.
+func loadListener(out *Bootstrap, l *listenerv3.Listener, lw string, file func(string) string) (string, error) {
+	cfg := &out.Config
+	sa := l.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return "", fmt.Errorf("%s.address.socket_address: must be set", lw)
+	}
+	addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+	if len(l.GetFilterChains()) != 1 || len(l.GetFilterChains()[0].GetFilters()) != 1 {
+		return "", fmt.Errorf("%s.filter_chains: want one filter chain of one http_connection_manager", lw)
+	}
+	if ts := l.GetFilterChains()[0].GetTransportSocket(); ts != nil {
+		tw := lw + ".filter_chains[0].transport_socket.typed_config"
+		var down tlsv3.DownstreamTlsContext
+		if err := ts.GetTypedConfig().UnmarshalTo(&down); err != nil {
+			return "", fmt.Errorf("%s: want a DownstreamTlsContext: %w", tw, err)
+		}
+		tc, err := listenerTLS(&down, tw, file)
+		if err != nil {
+			return "", err
+		}
+		out.ListenTLS = tc
+	}
+	fw := lw + ".filter_chains[0].filters[0]"
+	var hcm hcmv3.HttpConnectionManager
+	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		return "", fmt.Errorf("%s.typed_config: want an http_connection_manager: %w", fw, err)
+	}
+	if d := hcm.GetStreamIdleTimeout(); d != nil {
+		cfg.StreamIdleTimeout = d.AsDuration()
+		if cfg.StreamIdleTimeout == 0 {
+			cfg.StreamIdleTimeout = -1 // 0 disables it in Envoy
+		}
+	}
+	cfg.Paths = PathOptions{Normalize: hcm.GetNormalizePath().GetValue(), MergeSlashes: hcm.GetMergeSlashes()}
+	switch hcm.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		cfg.Paths.RejectEscapedSlashes = true
+	default:
+		return "", fmt.Errorf("%s.typed_config.path_with_escaped_slashes_action: %s is not supported (KEEP_UNCHANGED, REJECT_REQUEST)",
+			fw, hcm.GetPathWithEscapedSlashesAction())
+	}
+	if err := loadRoutes(cfg, hcm.GetRouteConfig(), fw+".typed_config.route_config", file); err != nil {
+		return "", err
+	}
+	if err := loadFilters(out, hcm.GetHttpFilters(), fw+".typed_config.http_filters", file); err != nil {
+		return "", err
+	}
+	return addr, nil
 }
 
 func loadCluster(cfg *Config, c *clusterv3.Cluster, where string, file func(string) string) error {

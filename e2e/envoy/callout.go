@@ -183,8 +183,8 @@ func (v *vm) grpcTarget(service []byte) (string, Status) {
 }
 
 func (h *Host) grpcConn(cluster string) (*grpc.ClientConn, error) {
-	if h.first != nil {
-		return h.first.grpcConn(cluster) // one connection per cluster for the chain
+	if h.root != nil {
+		return h.root.grpcConn(cluster) // one connection per cluster for the process
 	}
 	h.grpcMu.Lock()
 	defer h.grpcMu.Unlock()

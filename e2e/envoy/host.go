@@ -118,6 +118,37 @@ type Config struct {
 	// worker, sharing the worker VMs of filters with its VM key. Their root
 	// contexts share data and queues with the filters by vm_id.
 	Services []Service
+	// Listeners are further listeners of the same process (a bootstrap's
+	// static_resources.listeners after the first): each its own route
+	// configuration, path options and HTTP filter chain, served by the handler
+	// Host.Listeners returns. Their wasm filters share VMs with every filter of
+	// the same VM key, and shared data and queues by vm_id, as Envoy's one
+	// process does: the VM cache is keyed by makeVmKey, not by listener
+	// (proxy-wasm-cpp-host src/wasm.cc createWasm, Envoy
+	// source/extensions/common/wasm/wasm.cc createWasm), and shared data and
+	// queues are process-wide (source/extensions/common/wasm/context.cc,
+	// proxy-wasm-cpp-host src/shared_data.cc, src/shared_queue.cc).
+	Listeners []Listener
+}
+
+// Listener is a further listener of Config.Listeners: an http_connection_manager
+// with its own routes and filter chain. Clusters, workers, stats, node and
+// timeouts other than the stream idle timeout are the process's (Config's).
+type Listener struct {
+	Name string
+	// VirtualHosts, Routes and DefaultCluster route as Config's do.
+	VirtualHosts   []VirtualHost
+	Routes         map[string]string
+	DefaultCluster string
+	Paths          PathOptions
+	// StreamIdleTimeout is this connection manager's (see Config).
+	StreamIdleTimeout time.Duration
+	// NoPlugin: the chain has no wasm filter, only the router.
+	NoPlugin bool
+	// Filter is the first wasm filter (unless NoPlugin), Filters the further
+	// ones in chain order.
+	Filter
+	Filters []Filter
 }
 
 // Service is a wasm service of Config.Services.
@@ -193,14 +224,19 @@ type Host struct {
 	first, next, owner *Host
 	chain              []*Host
 	logPrefix          string
+	// root is the process's first host (nil on itself), whose stores every
+	// other filter, service and listener shares; listeners are the heads of
+	// Config.Listeners' chains (on the root).
+	root      *Host
+	listeners []*Host
 }
 
 // New compiles the module once and starts Workers VMs, each through Envoy's start
 // sequence. A start failure (a trap, proxy_on_vm_start or proxy_on_configure returning
 // false, a missing import) is returned with the plugin's log lines of that start.
 func New(ctx context.Context, cfg Config) (*Host, error) {
-	filters, services := cfg.Filters, cfg.Services
-	cfg.Filters, cfg.Services = nil, nil
+	filters, services, listeners := cfg.Filters, cfg.Services, cfg.Listeners
+	cfg.Filters, cfg.Services, cfg.Listeners = nil, nil, nil
 	if len(filters)+len(services) > 0 {
 		switch {
 		case cfg.NoPlugin:
@@ -209,24 +245,39 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 			return nil, errors.New("config.fail_reload: not supported with several filters or services")
 		}
 	}
-	h, err := build(ctx, cfg, nil, false)
+	if len(listeners) > 0 && cfg.FailReload {
+		return nil, errors.New("config.fail_reload: not supported with several listeners")
+	}
+	h, err := build(ctx, cfg, nil, nil, false)
 	if err != nil {
 		return nil, err
 	}
 	h.chain = []*Host{h}
-	prev := h
-	for i, f := range filters {
+	if err := h.buildChain(ctx, cfg, h, filters); err != nil {
+		_ = h.Close(context.Background())
+		return nil, err
+	}
+	for i, l := range listeners {
 		c := cfg
-		c.Module, c.PluginName, c.RootID, c.VMID = f.Module, f.PluginName, f.RootID, f.VMID
-		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = f.PluginConfig, f.VMConfig, f.Env, f.FailOpen
-		sub, err := build(ctx, c, h, true)
+		c.VirtualHosts, c.Routes, c.DefaultCluster, c.Paths = l.VirtualHosts, l.Routes, l.DefaultCluster, l.Paths
+		c.StreamIdleTimeout, c.NoPlugin = l.StreamIdleTimeout, l.NoPlugin
+		c.Module, c.PluginName, c.RootID, c.VMID = l.Module, l.PluginName, l.RootID, l.VMID
+		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = l.PluginConfig, l.VMConfig, l.Env, l.FailOpen
+		if l.NoPlugin && len(l.Filters) > 0 {
+			_ = h.Close(context.Background())
+			return nil, fmt.Errorf("config.listeners[%d].no_plugin: further filters need a plugin in the first filter", i)
+		}
+		head, err := build(ctx, c, h, nil, true)
 		if err != nil {
 			_ = h.Close(context.Background())
-			return nil, fmt.Errorf("config.filters[%d]: %w", i, err)
+			return nil, fmt.Errorf("config.listeners[%d]: %w", i, err)
 		}
-		prev.next = sub
-		prev = sub
-		h.chain = append(h.chain, sub)
+		h.chain = append(h.chain, head)
+		h.listeners = append(h.listeners, head)
+		if err := h.buildChain(ctx, c, head, l.Filters); err != nil {
+			_ = h.Close(context.Background())
+			return nil, fmt.Errorf("config.listeners[%d]: %w", i, err)
+		}
 	}
 	for i, s := range services {
 		c := cfg
@@ -235,7 +286,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		if s.Singleton {
 			c.Workers = 1
 		}
-		sub, err := build(ctx, c, h, !s.Singleton)
+		sub, err := build(ctx, c, h, h, !s.Singleton)
 		if err != nil {
 			_ = h.Close(context.Background())
 			return nil, fmt.Errorf("config.services[%d]: %w", i, err)
@@ -246,6 +297,36 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	return h, nil
 }
 
+// buildChain builds the further filters after head (the first filter of one
+// listener's chain) with cfg's routes, appending them to the root's chain.
+func (h *Host) buildChain(ctx context.Context, cfg Config, head *Host, filters []Filter) error {
+	prev := head
+	for i, f := range filters {
+		c := cfg
+		c.Module, c.PluginName, c.RootID, c.VMID = f.Module, f.PluginName, f.RootID, f.VMID
+		c.PluginConfig, c.VMConfig, c.Env, c.FailOpen = f.PluginConfig, f.VMConfig, f.Env, f.FailOpen
+		c.NoPlugin = false
+		sub, err := build(ctx, c, h, head, true)
+		if err != nil {
+			return fmt.Errorf("config.filters[%d]: %w", i, err)
+		}
+		prev.next = sub
+		prev = sub
+		h.chain = append(h.chain, sub)
+	}
+	return nil
+}
+
+// Listeners returns the handlers of Config.Listeners, in order: each runs its
+// listener's filter chain and routes.
+func (h *Host) Listeners() []http.Handler {
+	out := make([]http.Handler, len(h.listeners))
+	for i, l := range h.listeners {
+		out[i] = l
+	}
+	return out
+}
+
 // vmShareKey is what decides whether two filters share VMs, as Envoy's
 // proxy_wasm::makeVmKey(vm_id, vm_configuration, code) does.
 func vmShareKey(c *Config) string {
@@ -253,11 +334,12 @@ func vmShareKey(c *Config) string {
 	return c.VMID + "\x00" + string(c.VMConfig) + "\x00" + string(sum[:])
 }
 
-// build makes one filter's (or service's) host; first, when set, is the chain's
-// first filter, whose stores (stats, logs, shared data and queues, transports)
-// it shares, and with share its plugin runs on the VMs of an earlier one with
-// the same VM key.
-func build(ctx context.Context, cfg Config, first *Host, share bool) (*Host, error) {
+// build makes one filter's (or service's, or listener's) host; root, when set,
+// is the process's first host, whose stores (stats, logs, shared data and
+// queues, transports) it shares, and with share its plugin runs on the VMs of
+// an earlier one with the same VM key. first, when set, is the first filter of
+// the chain this one is a later filter of.
+func build(ctx context.Context, cfg Config, root, first *Host, share bool) (*Host, error) {
 	switch {
 	case cfg.NoPlugin && len(cfg.Module) > 0:
 		return nil, errors.New("config.module: must be empty without a plugin")
@@ -333,10 +415,11 @@ func build(ctx context.Context, cfg Config, first *Host, share bool) (*Host, err
 	}
 	h.routes = routes
 	h.logPrefix = logPrefix(cfg.PluginName, cfg.RootID, cfg.VMID)
-	if first != nil {
-		h.first = first
-		h.logs, h.stats, h.shared, h.queues = first.logs, first.stats, first.shared, first.queues
-		h.transport = first.transport
+	h.first = first
+	if root != nil {
+		h.root = root
+		h.logs, h.stats, h.shared, h.queues = root.logs, root.stats, root.shared, root.queues
+		h.transport = root.transport
 	}
 	if cfg.NodeID != "" {
 		h.nodeID = cfg.NodeID
@@ -352,8 +435,8 @@ func build(ctx context.Context, cfg Config, first *Host, share bool) (*Host, err
 		}
 	}
 	for name, tc := range cfg.ClusterTLS {
-		if first != nil {
-			h.tlsTransports = first.tlsTransports
+		if root != nil {
+			h.tlsTransports = root.tlsTransports
 			break
 		}
 		t := h.transport.Clone()
@@ -393,10 +476,10 @@ func build(ctx context.Context, cfg Config, first *Host, share bool) (*Host, err
 	h.createdVMs = h.stats.get(metricCounter, "wasm.envoy.wasm.runtime.v8.created")
 	h.activeVMs = h.stats.get(metricGauge, "wasm.envoy.wasm.runtime.v8.active")
 
-	if first != nil && share {
+	if root != nil && share && !cfg.NoPlugin {
 		key := vmShareKey(&cfg)
-		for _, o := range first.chain {
-			if o.owner != nil || o.cfg.Workers != cfg.Workers || vmShareKey(&o.cfg) != key {
+		for _, o := range root.chain {
+			if o.owner != nil || o.cfg.NoPlugin || o.cfg.Workers != cfg.Workers || vmShareKey(&o.cfg) != key {
 				continue
 			}
 			// The same VM key: this plugin gets a root context on each of o's VMs.
@@ -628,7 +711,13 @@ func (h *Host) Close(ctx context.Context) error {
 	vms := h.vms
 	h.mu.Unlock()
 	done := make(chan struct{})
-	go func() { h.inflight.Wait(); close(done) }()
+	go func() {
+		h.inflight.Wait()
+		for _, l := range h.listeners {
+			l.inflight.Wait()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-ctx.Done():

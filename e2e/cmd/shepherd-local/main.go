@@ -55,7 +55,10 @@ func (f *kvFlag) Set(s string) error {
 }
 
 // addrs are the bound listen and admin addresses, reported once serving.
-type addrs struct{ Listen, Admin string }
+type addrs struct {
+	Listen, Admin string
+	Listeners     []string // the bootstrap's further listeners, in order
+}
 
 type options struct {
 	cfg          envoy.Config
@@ -64,6 +67,8 @@ type options struct {
 	pluginConfig string      // the --plugin-config value, re-read on SIGHUP
 	envoyConfig  string      // the --envoy-config file, whose plugin configuration SIGHUP re-reads
 	listenTLS    *tls.Config // the bootstrap listener's TLS (nil: plain HTTP/1.1 and h2c)
+	// more are the bootstrap's further listeners (envoy.Config.Listeners').
+	more []envoy.ListenerAddr
 }
 
 // reloadPluginConfig reads the plugin configuration again, from the bootstrap or
@@ -231,14 +236,19 @@ func fromBootstrap(fs *flag.FlagSet, path, wasm, pluginConfig string, clusters [
 	case cfg.NoPlugin && wasm != "":
 		return nil, errors.New("--wasm: the bootstrap has no envoy.filters.http.wasm filter")
 	case wasm != "":
-		if cfg.Module, err = os.ReadFile(wasm); err != nil {
+		mod, err := os.ReadFile(wasm)
+		if err != nil {
 			return nil, fmt.Errorf("--wasm: %w", err)
 		}
+		b.SetModule(mod) // every listener whose filter names the first one's code
 	case b.WasmFile != "":
-		if cfg.Module, err = os.ReadFile(b.WasmFile); err != nil {
+		mod, err := os.ReadFile(b.WasmFile)
+		if err != nil {
 			return nil, fmt.Errorf("--envoy-config %s: vm_config.code.local.filename: %w (or give --wasm)", path, err)
 		}
+		b.SetModule(mod)
 	}
+	cfg = b.Config
 	for _, p := range clusters {
 		if _, ok := cfg.Clusters[p[0]]; !ok {
 			return nil, fmt.Errorf("--cluster %s: not a cluster of the bootstrap", p[0])
@@ -257,7 +267,7 @@ func fromBootstrap(fs *flag.FlagSet, path, wasm, pluginConfig string, clusters [
 			return nil, fmt.Errorf("--plugin-config: %w", err)
 		}
 	}
-	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path, pluginConfig: pluginConfig, listenTLS: b.ListenTLS}
+	o := &options{listen: b.Listen, admin: b.Admin, cfg: cfg, envoyConfig: path, pluginConfig: pluginConfig, listenTLS: b.ListenTLS, more: b.Listeners}
 	lookup := func(name string) string { return fs.Lookup(name).Value.String() }
 	if set["listen"] {
 		o.listen = lookup("listen")
@@ -341,26 +351,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		ln.Close()
 		return fmt.Errorf("--admin: %w", err)
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	scheme := "http"
-	if o.listenTLS != nil {
-		// The bootstrap's DownstreamTlsContext: TLS (HTTP/1.1 and h2), client
-		// certificates verified as it says; the plugin reads them as connection.*.
-		tc := o.listenTLS.Clone()
-		if len(tc.NextProtos) == 0 {
-			tc.NextProtos = []string{"h2", "http/1.1"}
+	srv, ln, scheme := listener(h, ln, o.listenTLS)
+	servers := []*http.Server{srv}
+	var more []string
+	for i, l := range o.more {
+		mln, err := net.Listen("tcp", l.Listen)
+		if err != nil {
+			ln.Close()
+			aln.Close()
+			for _, s := range servers[1:] {
+				s.Close()
+			}
+			return fmt.Errorf("--envoy-config: static_resources.listeners[%d] %s: %w", i+1, l.Name, err)
 		}
-		ln = tls.NewListener(ln, tc)
-		protocols.SetHTTP2(true)
-		scheme = "https"
-	}
-	srv := &http.Server{Handler: h, Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
-	if o.listenTLS == nil {
-		// Plain HTTP/1.1 requests reach the plugin with their headers in wire order.
-		ln = envoy.WireOrderListener(ln)
-		srv.ConnContext = envoy.WireOrderConnContext
+		msrv, mln, mscheme := listener(h.Listeners()[i], mln, l.TLS)
+		servers = append(servers, msrv)
+		more = append(more, mln.Addr().String())
+		defer func() { _ = msrv.Close() }()
+		go func() { _ = msrv.Serve(mln) }()
+		fmt.Fprintf(stdout, "shepherd-local: listener %q on %s://%s\n", l.Name, mscheme, mln.Addr())
 	}
 	asrv := &http.Server{Handler: adminMux(h), ReadHeaderTimeout: 10 * time.Second}
 
@@ -370,7 +379,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	fmt.Fprintf(stdout, "shepherd-local: listening on %s://%s (admin http://%s), %d workers, clusters: %s\n",
 		scheme, ln.Addr(), aln.Addr(), o.cfg.Workers, clusterList(o.cfg.Clusters))
 	if ready != nil {
-		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String()}
+		ready <- addrs{Listen: ln.Addr().String(), Admin: aln.Addr().String(), Listeners: more}
 	}
 
 	// SIGHUP re-reads --plugin-config (or the bootstrap's) and applies it like an xDS update: on failure the
@@ -402,10 +411,41 @@ loop:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	for _, s := range servers[1:] {
+		_ = s.Shutdown(sctx)
+	}
 	err = srv.Shutdown(sctx)
 	_ = asrv.Shutdown(sctx)
 	fmt.Fprintln(stdout, "shepherd-local: stopped")
 	return err
+}
+
+// listener makes the server of one listener: TLS (HTTP/1.1 and h2) with the
+// bootstrap's DownstreamTlsContext, else plain HTTP/1.1 and h2c with request
+// headers in wire order.
+func listener(h http.Handler, ln net.Listener, listenTLS *tls.Config) (*http.Server, net.Listener, string) {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	scheme := "http"
+	if listenTLS != nil {
+		// Client certificates are verified as the context says; the plugin
+		// reads them as connection.*.
+		tc := listenTLS.Clone()
+		if len(tc.NextProtos) == 0 {
+			tc.NextProtos = []string{"h2", "http/1.1"}
+		}
+		ln = tls.NewListener(ln, tc)
+		protocols.SetHTTP2(true)
+		scheme = "https"
+	}
+	srv := &http.Server{Handler: h, Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
+	if listenTLS == nil {
+		// Plain HTTP/1.1 requests reach the plugin with their headers in wire order.
+		ln = envoy.WireOrderListener(ln)
+		srv.ConnContext = envoy.WireOrderConnContext
+	}
+	return srv, ln, scheme
 }
 
 func clusterList(c map[string]string) string {

@@ -212,6 +212,60 @@ func TestEnvoyConfigServesTheBootstrap(t *testing.T) {
 	require.NoError(t, stop())
 }
 
+// TestEnvoyConfigServesEveryListener: each listener of the bootstrap is served
+// on its own port with its own routes; --wasm replaces the code of every
+// listener's filter that names the first one's file.
+func TestEnvoyConfigServesEveryListener(t *testing.T) {
+	wasm := buildGuest(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "primary %s", r.URL.Path)
+	}))
+	defer up.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--envoy-config", "../../envoy/testdata/bootstrap/listeners.yaml", "--wasm", wasm,
+			"--cluster", "primary=" + strings.TrimPrefix(up.URL, "http://"), "--admin", "127.0.0.1:0", "--workers", "1"},
+			io.Discard, io.Discard, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("shepherd-local did not start")
+	}
+	require.Len(t, a.Listeners, 1)
+	require.NotEqual(t, a.Listen, a.Listeners[0])
+	for _, tc := range []struct {
+		addr, path string
+		status     int
+		body       string
+	}{
+		{a.Listen, "/only-second", 200, "primary /only-second"},
+		{a.Listeners[0], "/only-second", 202, "second listener"},
+		{a.Listeners[0], "/v1/chat", 404, ""},
+	} {
+		resp, err := http.Get("http://" + tc.addr + tc.path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, tc.status, resp.StatusCode, tc.addr+tc.path)
+		require.Equal(t, tc.body, string(body))
+		require.Equal(t, "envoy", resp.Header.Get("server"))
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("shepherd-local did not stop")
+	}
+}
+
 func TestEnvoyConfigFlagErrors(t *testing.T) {
 	bootstrap := "../../envoy/testdata/bootstrap/routes.yaml"
 	for _, tc := range []struct {

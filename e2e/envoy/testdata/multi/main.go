@@ -1,6 +1,6 @@
 // Command multi is the test plugin of several plugins in one host: every root
 // context (one per plugin) takes its name and what it does from its plugin
-// configuration ("<name> [tick] [share] [read] [register] [send] [names]") and reports
+// configuration ("<name> [tick] [share] [write] [read] [register] [send] [names]") and reports
 // what it sees through headers and log lines.
 package main
 
@@ -105,6 +105,14 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 		_ = proxywasm.AddHttpRequestHeader("x-names", strings.Join(names, " "))
 	}
 	_ = proxywasm.AddHttpRequestHeader("x-order", h.p.name)
+	if h.p.does["write"] {
+		// The request's x-write value becomes the shared value.
+		if v, err := proxywasm.GetHttpRequestHeader("x-write"); err == nil {
+			if err := proxywasm.SetSharedData("multi-key", []byte(v), 0); err != nil {
+				proxywasm.LogError("write: " + err.Error())
+			}
+		}
+	}
 	if h.p.does["read"] {
 		v, _, err := proxywasm.GetSharedData("multi-key")
 		if err != nil {
