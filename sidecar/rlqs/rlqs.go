@@ -66,6 +66,11 @@ type Options struct {
 	MaxBucketIDEntries  int // entries of one bucket id; default 16
 	MaxBucketIDBytes    int // bytes of one bucket id's keys and values; default 1024
 	MaxDomainBytes      int // default 256
+	// MaxReportsPerSecond bounds one stream's reports (bursts of
+	// MaxBucketsPerStream, or twice the rate if more, for the reports
+	// Envoy sends at once for new buckets); a stream over it is ended with
+	// RESOURCE_EXHAUSTED. Default 100.
+	MaxReportsPerSecond float64
 
 	// TTLIntervals times a client's reporting interval is the
 	// assignment_time_to_live; default 3. The TTL is whole seconds (Envoy
@@ -106,6 +111,7 @@ func (o *Options) defaults() {
 	setDef(&o.MaxBucketIDEntries, 16)
 	setDef(&o.MaxBucketIDBytes, 1024)
 	setDef(&o.MaxDomainBytes, 256)
+	setDef(&o.MaxReportsPerSecond, 100)
 	setDef(&o.TTLIntervals, 3)
 	setDef(&o.MinTTL, 2*time.Second)
 	setDef(&o.MaxTTL, 5*time.Minute)
@@ -157,6 +163,7 @@ const (
 	refusedBucketID     = "bucket_id"
 	refusedBuckets      = "buckets"
 	refusedStreamBucket = "stream_buckets"
+	refusedReportRate   = "report_rate"
 )
 
 // New returns a Service.
@@ -171,12 +178,12 @@ func New(opts Options) *Service {
 		buckets: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "buckets",
 			Help: "RLQS buckets tracked (bucket ids with at least one client)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "usage_refused_total",
-			Help: "Bucket usage reports ignored, by reason: bucket_id (malformed or over the size bounds), buckets (the server's bucket bound), stream_buckets (the stream's bucket bound)."},
+			Help: "Bucket usage reports ignored, by reason: bucket_id (malformed or over the size bounds), buckets (the server's bucket bound), stream_buckets (the stream's bucket bound), report_rate (reports of a stream ended for exceeding the report rate)."},
 			[]string{"reason"}),
 		abandons: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "abandoned_total",
 			Help: "Buckets a client was told to abandon after reporting no request for the abandon interval."}),
 	}
-	for _, r := range []string{refusedBucketID, refusedBuckets, refusedStreamBucket} {
+	for _, r := range []string{refusedBucketID, refusedBuckets, refusedStreamBucket, refusedReportRate} {
 		s.m.refused.WithLabelValues(r)
 	}
 	if opts.Registerer != nil {
@@ -239,13 +246,16 @@ type stream struct {
 	seq     uint64
 	domain  string
 	buckets map[string]*bucket
-	last    time.Time        // last report
-	gaps    [8]time.Duration // recent gaps between reports
-	ngaps   int
-	pending map[string]*rlqsv3.RateLimitQuotaResponse_BucketAction
-	order   []string
-	wake    chan struct{}
-	gone    bool
+	last    time.Time // last report
+	// allowance is the report rate bound's token bucket, refilled since
+	// last.
+	allowance float64
+	gaps      [8]time.Duration // recent gaps between reports
+	ngaps     int
+	pending   map[string]*rlqsv3.RateLimitQuotaResponse_BucketAction
+	order     []string
+	wake      chan struct{}
+	gone      bool
 }
 
 // interval is the client's reporting interval as observed: the longest of
@@ -434,6 +444,17 @@ func (s *Service) report(st *stream, m *rlqsv3.RateLimitQuotaUsageReports) error
 	case d != "" && d != st.domain:
 		return status.Error(codes.InvalidArgument, "rlqs: a stream keeps the domain of its first report; open a new stream for another domain")
 	}
+	burst := max(float64(s.opts.MaxBucketsPerStream), 2*s.opts.MaxReportsPerSecond)
+	if st.last.IsZero() {
+		st.allowance = burst
+	} else if el := now.Sub(st.last).Seconds(); el > 0 {
+		st.allowance = min(burst, st.allowance+el*s.opts.MaxReportsPerSecond)
+	}
+	if st.allowance < 1 {
+		s.m.refused.WithLabelValues(refusedReportRate).Add(float64(len(m.GetBucketQuotaUsages())))
+		return status.Errorf(codes.ResourceExhausted, "rlqs: more than %g reports a second on one stream", s.opts.MaxReportsPerSecond)
+	}
+	st.allowance--
 	if !st.last.IsZero() {
 		if gap := now.Sub(st.last); gap > 0 {
 			st.gaps[st.ngaps%len(st.gaps)] = gap

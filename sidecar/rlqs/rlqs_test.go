@@ -296,6 +296,10 @@ func TestStreamErrorsAndBounds(t *testing.T) {
 			reports: []*rlqsv3.RateLimitQuotaUsageReports{usage("llm", map[string]string{"model": "a"}, map[string]string{"model": "b"}, map[string]string{"model": "c"})}},
 		{name: "buckets in all", opts: rlqs.Options{MaxBuckets: 1}, answers: 1, refused: map[string]float64{"buckets": 2},
 			reports: []*rlqsv3.RateLimitQuotaUsageReports{usage("llm", map[string]string{"model": "a"}, map[string]string{"model": "b"}, map[string]string{"model": "c"})}},
+		{name: "reports within the burst", opts: rlqs.Options{MaxReportsPerSecond: 2, MaxBucketsPerStream: 3}, answers: 1,
+			reports: []*rlqsv3.RateLimitQuotaUsageReports{usage("llm", gpt), usage("llm", gpt), usage("llm", gpt), usage("llm", gpt)}},
+		{name: "reports beyond the rate", opts: rlqs.Options{MaxReportsPerSecond: 2, MaxBucketsPerStream: 3}, code: codes.ResourceExhausted,
+			reports: []*rlqsv3.RateLimitQuotaUsageReports{usage("llm", gpt), usage("llm", gpt), usage("llm", gpt), usage("llm", gpt), usage("llm", gpt)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.opts)
