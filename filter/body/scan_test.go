@@ -136,6 +136,9 @@ func TestInspectRequestChecks(t *testing.T) {
 		{"bad number in a message", `{"messages":[{"content":"a","n":01}]}`, ErrInvalidJSON, 0},
 		{"bad literal in a tool", `{"tools":[tru]}`, ErrInvalidJSON, 0},
 		{"quote escaped by an odd run", `{"messages":[{"content":"a\\\"}"}]}`, nil, 6},
+		{"flat and other messages mixed", `{"messages":[{"role":"user","content":"ab"},{"role":"tool","content":[{"type":"text","text":"cd"}]},{"content":"ef","role":"x"}, {"content": "gh", "n": 1},{"content":"ij"}]}`, nil, 10},
+		{"a broken message after flat ones", `{"messages":[{"content":"ab"},{"content":"cd"},{"content":"ef",}]}`, ErrInvalidJSON, 0},
+		{"a message cut after flat ones", `{"messages":[{"content":"ab"},{"content":"cd"},{"content":"ef"`, ErrInvalidJSON, 0},
 		{"spaces as Python writes them", `{"messages": [{"role": "user", "content": "abcd"}, {"role": "assistant", "content": "ef"}]}`, nil, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
