@@ -116,15 +116,22 @@ func BenchmarkStreamGuestTime(b *testing.B) {
 
 // BenchmarkStreamEventCallback times each response body callback
 // (proxy_on_response_body, one per event) of the stream of
-// BenchmarkStreamGuestTime, through the filter and through the do-nothing
-// module, with a function listener on that export alone, and reports the
-// median callback of each and their difference (added-p50-µs/callback): the
-// filter's work per event without the request's share, and steady under
-// load, as the machine's load stretches few callbacks of a stream. Both
-// medians include the listener's cost, so only the difference and the ratio
-// are figures.
+// BenchmarkStreamGuestTime, through the filter, the do-nothing module and
+// a module that only reads each chunk (e2e/testdata/chunkread), with a
+// function listener on that export alone, and reports the median callback
+// of each and the filter's difference to the do-nothing module
+// (added-p50-µs/callback): the filter's work per event without the
+// request's share, and steady under load, as the machine's load stretches
+// few callbacks of a stream. read-added-p50-µs/callback is the reading
+// module's difference, the floor of a filter that looks at the events. All
+// medians include the listener's cost, so only differences and ratios are
+// figures.
 func BenchmarkStreamEventCallback(b *testing.B) {
 	noop, err := wasmbuild.Build("./e2e/testdata/noop")
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunkread, err := wasmbuild.Build("./e2e/testdata/chunkread")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,6 +161,7 @@ func BenchmarkStreamEventCallback(b *testing.B) {
 			}
 			filter, ft := timer(module(b))
 			base, nt := timer(noop)
+			read, rt := timer(chunkread)
 			do := func(h *envoy.Host) {
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(gatedRecorder{rec, up.gate}, benchRequest(http.MethodPost, "/v1/chat/completions", tc.body))
@@ -164,19 +172,25 @@ func BenchmarkStreamEventCallback(b *testing.B) {
 			for i := 0; i < 20; i++ { // warm up: metrics defined, buffers grown
 				do(filter)
 				do(base)
+				do(read)
 			}
-			ft.took, nt.took = ft.took[:0], nt.took[:0]
+			ft.took, nt.took, rt.took = ft.took[:0], nt.took[:0], rt.took[:0]
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				do(filter)
 				do(base)
+				do(read)
 			}
 			b.StopTimer()
-			f, n := median(ft.took), median(nt.took)
-			b.ReportMetric(float64(f.Nanoseconds())/1e3, "filter-p50-µs/callback")
-			b.ReportMetric(float64(n.Nanoseconds())/1e3, "noop-p50-µs/callback")
-			b.ReportMetric(float64((f-n).Nanoseconds())/1e3, "added-p50-µs/callback")
+			f, n, r := median(ft.took), median(nt.took), median(rt.took)
+			us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+			b.ReportMetric(us(f), "filter-p50-µs/callback")
+			b.ReportMetric(us(n), "noop-p50-µs/callback")
+			b.ReportMetric(us(r), "read-p50-µs/callback")
+			b.ReportMetric(us(f-n), "added-p50-µs/callback")
+			b.ReportMetric(us(r-n), "read-added-p50-µs/callback")
 			b.ReportMetric(float64(f)/float64(n), "filter/noop")
+			b.ReportMetric(float64(r)/float64(n), "read/noop")
 		})
 	}
 }
