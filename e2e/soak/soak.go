@@ -36,7 +36,9 @@
 //   - heap-per-request: the Go heap outside the VMs' linear memory, sampled
 //     after a collection about 90 times through the second half of the
 //     traffic phase, grows by at most Options.MaxHeapPerRequest bytes per
-//     request: the least-squares slope of heap over requests sent. The first
+//     request: the least-squares slope of heap over requests sent, judged at
+//     three standard errors of that slope (the samples' noise over the
+//     requests between them; see check). The first
 //     half is the warm-up: the VMs grow, the first sidecar restart (at a
 //     third) leaves its step. State the run keeps for good per request (a
 //     leak) shows here however large the bound on total growth is; the
@@ -58,6 +60,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -140,8 +143,10 @@ type Result struct {
 	// HeapPerRequest is the Go heap's growth outside the VMs per request
 	// (bytes; the least-squares slope of HeapSamples).
 	HeapPerRequest float64
-	HeapSamples    []HeapSample
-	Invariants     []Invariant
+	// HeapPerRequestErr is HeapPerRequest's standard error (bytes).
+	HeapPerRequestErr float64
+	HeapSamples       []HeapSample
+	Invariants        []Invariant
 }
 
 // OK reports whether every invariant held.
@@ -172,7 +177,7 @@ func (r *Result) Table(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "VM memory\t%s\n", strings.Join(mem, ", "))
 	fmt.Fprintf(tw, "Go heap growth\t%.1f MiB\n", float64(r.HeapGrowth)/(1<<20))
-	fmt.Fprintf(tw, "Go heap per request\t%.2f bytes (%d samples)\n", r.HeapPerRequest, len(r.HeapSamples))
+	fmt.Fprintf(tw, "Go heap per request\t%.2f ± %.2f bytes (%d samples)\n", r.HeapPerRequest, r.HeapPerRequestErr, len(r.HeapSamples))
 	samples := make([]string, len(r.HeapSamples))
 	for i, s := range r.HeapSamples {
 		samples[i] = strconv.FormatFloat(float64(s.Heap)/(1<<20), 'f', 1, 64)
@@ -581,11 +586,12 @@ func (r *run) sampleHeap(ctx context.Context, deadline time.Time) {
 }
 
 // heapPerRequest is the least-squares slope of heap over requests sent
-// (bytes per request); ok is false when there are too few samples or
-// requests to tell.
-func heapPerRequest(samples []HeapSample) (perRequest float64, ok bool) {
+// (bytes per request) and its standard error (from the residuals: what the
+// requests in flight at each sample add); ok is false when there are too
+// few samples or requests to tell.
+func heapPerRequest(samples []HeapSample) (perRequest, stdErr float64, ok bool) {
 	if len(samples) < 4 {
-		return 0, false
+		return 0, 0, false
 	}
 	var mx, my float64
 	for _, s := range samples {
@@ -601,9 +607,15 @@ func heapPerRequest(samples []HeapSample) (perRequest float64, ok bool) {
 		sxx += dx * dx
 	}
 	if sxx < 1 {
-		return 0, false
+		return 0, 0, false
 	}
-	return sxy / sxx, true
+	slope := sxy / sxx
+	var rss float64
+	for _, s := range samples {
+		e := float64(s.Heap) - my - slope*(float64(s.Requests)-mx)
+		rss += e * e
+	}
+	return slope, math.Sqrt(rss / (n - 2) / sxx), true
 }
 
 // outages stops the sidecar for a while every outageEvery, from a third of
@@ -867,6 +879,7 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 	for time.Now().Before(deadline) && r.liveStreams() > 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
+	live := r.liveStreams() // a live stream's reservation is not settled yet
 
 	// The providers' pauses (their Retry-After is 1 s) end before the
 	// probes, so the provider memory sends them on rather than answering
@@ -878,13 +891,17 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 	minutes := int64(res.Elapsed/time.Minute) + 1
 	for i, p := range r.pods {
 		want := tokenCapacity - r.tokens[i].Load()
-		// Refusal first: a refused probe takes nothing from the bucket.
-		refused := !r.probe(ctx, p, want+minutes+1)
-		admitted := r.probe(ctx, p, want)
-		ok := admitted && refused
+		// Refusal first: a refused probe takes nothing from the bucket, and
+		// its x-ratelimit-remaining-tokens is the bucket's level.
+		admittedMore, level := r.probe(ctx, p, want+minutes+1)
+		admitted, _ := r.probe(ctx, p, want)
+		ok := admitted && !admittedMore && live == 0
 		held = held && ok
-		details = append(details, fmt.Sprintf("pod %d: used %d, expected level %d (+≤%d refill): admits it %v, refuses more %v",
-			i, r.tokens[i].Load(), want, minutes, admitted, refused))
+		details = append(details, fmt.Sprintf("pod %d: used %d, expected level %d (+≤%d refill): admits it %v, refuses more %v (level %s)",
+			i, r.tokens[i].Load(), want, minutes, admitted, !admittedMore, level))
+	}
+	if live > 0 {
+		details = append(details, fmt.Sprintf("%d streams still live", live))
 	}
 	add("tokens-balance", held, "%s", strings.Join(details, "; "))
 
@@ -910,11 +927,17 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 	res.HeapGrowth = int64(after) - int64(heapBefore)
 	add("sidecar-heap", res.HeapGrowth <= int64(r.opts.MaxHeapGrowth), "Go heap %d → %d MiB (growth bound %d MiB)",
 		heapBefore>>20, after>>20, r.opts.MaxHeapGrowth>>20)
-	per, ok := heapPerRequest(res.HeapSamples)
-	res.HeapPerRequest = per
+	per, se, ok := heapPerRequest(res.HeapSamples)
+	res.HeapPerRequest, res.HeapPerRequestErr = per, se
 	if ok {
-		add("heap-per-request", per <= r.opts.MaxHeapPerRequest, "Go heap outside the VMs grew %.2f bytes per request over %d samples (bound %.0f)",
-			per, len(res.HeapSamples), r.opts.MaxHeapPerRequest)
+		// The samples tell the growth per request only to their standard
+		// error: the work in flight at each sample (a few MiB under load)
+		// over the requests between samples. Growth beyond the bound by
+		// more than three standard errors is a leak; less is what the
+		// samples cannot tell from noise (more requests narrow it).
+		add("heap-per-request", per-3*se <= r.opts.MaxHeapPerRequest,
+			"Go heap outside the VMs grew %.2f ± %.2f bytes per request over %d samples (bound %.0f, judged at three standard errors)",
+			per, se, len(res.HeapSamples), r.opts.MaxHeapPerRequest)
 	} else {
 		add("heap-per-request", false, "too few heap samples (%d) or requests to measure growth per request", len(res.HeapSamples))
 	}
@@ -955,22 +978,26 @@ func (r *run) liveStreams() int {
 }
 
 // probe asks pod p's token route for a reservation of n tokens (no prompt,
-// max_tokens n) and reports whether it was admitted. The request carries no
-// fault, so an admitted probe is settled with the usage it reports.
-func (r *run) probe(ctx context.Context, p *pod, n int64) bool {
+// max_tokens n) and reports whether it was admitted, and, when the token limit
+// refused it, the level its x-ratelimit-remaining-tokens reports. The request
+// carries no fault, so an admitted probe is settled with the usage it reports.
+func (r *run) probe(ctx context.Context, p *pod, n int64) (admitted bool, level string) {
 	body := `{"model":"gpt-4.1","max_tokens":` + strconv.FormatInt(n, 10) + `,"messages":[]}`
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/tokens/v1/chat/completions", strings.NewReader(body))
 	req.Host = "api.openai.com"
 	req.Header.Set("content-type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return false
+		return false, "probe failed: " + err.Error()
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	// Only the local token limiter's refusal counts as one: it names the
 	// token limit. A provider's 429 means the probe was admitted.
-	return resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-ratelimit-limit-tokens") == ""
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-ratelimit-limit-tokens") == "" {
+		return true, "-"
+	}
+	return false, resp.Header.Get("x-ratelimit-remaining-tokens")
 }
 
 // metrics sums shepherd_requests_total over both pods and collects the model
