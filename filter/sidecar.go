@@ -5,6 +5,7 @@ import (
 
 	"github.com/shepherd-mesh/shepherd/filter/config"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
+	"github.com/shepherd-mesh/shepherd/filter/model"
 	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/policywire"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
@@ -255,12 +256,12 @@ func (s *stream) checkGlobal() types.Action {
 	if g == nil || s.replied {
 		return types.ActionContinue
 	}
-	model := ""
-	if m, ok := s.decision.Route.Priority[s.priority]; ok && s.priority != "" {
-		model = m.Name
+	name := ""
+	if m := model.Priority(s.decision.Route, s.priority); m != nil {
+		name = m.Name
 	}
 	s.desc = mesh.NewDescriptor(g, mesh.Values{Route: s.decision.Route.Name, Provider: s.provider.Name,
-		Model: model, Consumer: s.descriptorConsumer()})
+		Model: name, Consumer: s.descriptorConsumer()})
 	if s.desc.Empty() {
 		return types.ActionContinue
 	}

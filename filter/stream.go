@@ -10,6 +10,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/filter/fallback"
 	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/mesh"
+	"github.com/shepherd-mesh/shepherd/filter/model"
 	"github.com/shepherd-mesh/shepherd/filter/openai"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/routing"
@@ -268,18 +269,16 @@ func (s *stream) onRequestHeaders(endOfStream bool) types.Action {
 	if f := d.Route.Fallback; f != nil {
 		s.chain, s.plan = f.Chain, s.state.planner
 	}
-	if s.priority != "" {
-		// A priority value names the model (and its chain), and may name the
-		// provider that serves it.
-		if m, ok := d.Route.Priority[s.priority]; ok {
-			s.useChainOf(m)
-		}
-		if p, ok := d.Route.PriorityProvider[s.priority]; ok && p.Serves(s.call.Op) {
-			d.Provider = p
-			s.decision.Provider, s.provider, s.chosen = p, p, p
-			s.ntried = 0
-			s.markTried(p)
-		}
+	// A priority value names the model (and its chain), and may name the
+	// provider that serves it.
+	if m := model.Priority(d.Route, s.priority); m != nil {
+		s.useChainOf(m)
+	}
+	if p := model.PriorityProvider(d.Route, s.priority, s.call.Op); p != nil {
+		d.Provider = p
+		s.decision.Provider, s.provider, s.chosen = p, p, p
+		s.ntried = 0
+		s.markTried(p)
 	}
 	// Only an inference call's JSON body names a model and asks for tokens.
 	tooLarge, readBody, emptyBody := false, d.Route.NeedsBody && s.call.Inference(), false
@@ -451,29 +450,9 @@ func (s *stream) OnHttpRequestBody(size int, endOfStream bool) types.Action {
 	s.req, s.stream = req, req.Stream
 
 	// Model: priority header, then the body (aliases resolved), then the default.
-	// A listed model is looked up without copying its name out of the body.
-	// Only text generation takes the route's models: an embeddings or image
-	// model is never replaced by a chat model.
-	generates := s.call.Op.Generates()
-	var requested string
-	if m, ok := r.Priority[s.priority]; ok && s.priority != "" && generates {
-		requested = m.Name
-	} else if name, ok := req.ModelBytes(raw); ok {
-		if m := s.policy.cfg.ModelBytes(name); m != nil {
-			requested = m.Name
-		} else {
-			requested = string(name)
-		}
-	} else {
-		requested = req.ModelName(raw)
-	}
-	if requested == "" && r.DefaultModel != nil && generates {
-		requested = r.DefaultModel.Name
-	}
-	s.model = s.policy.cfg.Model(requested)
-	if s.model != nil {
-		requested = s.model.Name
-	}
+	choice := model.Select(s.policy.cfg, r, s.priority, s.call.Op.Generates(), &req, raw)
+	s.model = choice.Model
+	requested := choice.Requested
 	if s.entry == 0 {
 		s.useChainOf(s.model) // a fallback entry the provider memory chose keeps its chain
 	} else if !s.entryAllowed(s.chain[s.entry-1]) {
@@ -780,23 +759,23 @@ func (s *stream) finish() {
 	if s.sse != nil {
 		m.count(metricKey{kind: mSkippedEvents, route: route}, uint64(s.sse.Skipped()))
 	}
-	model := m.modelIndex(s.model)
+	mi := m.modelIndex(s.model)
 	if me := s.mainEntry(); me != 0 && !s.replied {
 		_, _, em := s.target(me) // the provider memory sent it to a fallback entry
-		model = m.modelIndex(em)
+		mi = m.modelIndex(em)
 	}
-	if s.model == nil && s.requested == "" && s.priority != "" {
-		if pm, ok := r.Priority[s.priority]; ok { // refused before the body was read
-			model = m.modelIndex(pm)
+	if s.model == nil && s.requested == "" {
+		if pm := model.Priority(r, s.priority); pm != nil { // refused before the body was read
+			mi = m.modelIndex(pm)
 		}
 	}
 	status := s.status
 	if status == 0 && s.replied {
 		// The filter answered itself: no provider saw the request.
-		m.count(metricKey{kind: mRequests, route: route, provider: int16(len(s.policy.cfg.Providers)), model: model,
+		m.count(metricKey{kind: mRequests, route: route, provider: int16(len(s.policy.cfg.Providers)), model: mi,
 			extra: codeIndex(s.localStatus), model2: s.localReason}, 1)
 	} else {
-		m.count(metricKey{kind: mRequests, route: route, provider: provider, model: model, extra: codeIndex(status)}, 1)
+		m.count(metricKey{kind: mRequests, route: route, provider: provider, model: mi, extra: codeIndex(status)}, 1)
 	}
 	if p := s.probe; p != nil && (s.replied && s.status == 0 || !s.mainCounted) {
 		// The probe never reached its provider: the next request may probe.
@@ -813,19 +792,19 @@ func (s *stream) finish() {
 		if s.firstByte > 0 {
 			ttft := uint64((s.firstByte - s.start) / 1e6)
 			m.record(metricKey{kind: mTTFT, route: route, provider: provider}, ttft)
-			m.record(metricKey{kind: mGenAITTFT, model: model}, ttft)
+			m.record(metricKey{kind: mGenAITTFT, model: mi}, ttft)
 		}
 	}
 	var cost int64
 	if real { // tokens and cost count only what providers reported
-		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 0}, uint64(u.Input))
-		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: model, extra: 1}, uint64(u.Output))
-		m.record(metricKey{kind: mGenAIUsage, model: model, extra: 0}, uint64(u.Input))
-		m.record(metricKey{kind: mGenAIUsage, model: model, extra: 1}, uint64(u.Output))
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: 0}, uint64(u.Input))
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: 1}, uint64(u.Output))
+		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: 0}, uint64(u.Input))
+		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: 1}, uint64(u.Output))
 		if s.model != nil {
 			if c, known := s.policy.cfg.Prices.Cost(s.model.Name, u.Input, u.CachedInput, u.Output); known {
 				cost = c
-				m.count(metricKey{kind: mCost, route: route, provider: provider, model: model}, uint64(cost))
+				m.count(metricKey{kind: mCost, route: route, provider: provider, model: mi}, uint64(cost))
 			}
 		}
 	}
