@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/filter/limits"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
 )
@@ -120,18 +121,54 @@ var (
 	failModes   = []string{"open", "closed"}
 )
 
-// Code label indexes of attempts without a real answer.
+// Code label indexes that are not a status class (codeClasses).
 const (
-	codeReset   uint8 = 6
-	codeTimeout uint8 = 7
+	codeOther   uint8 = 5 // no status, or one outside 100-599
+	codeReset   uint8 = 6 // an upstream attempt reset
+	codeTimeout uint8 = 7 // an upstream attempt timed out
 )
 
 func codeIndex(status int) uint8 {
 	if status >= 100 && status < 600 {
 		return uint8(status/100 - 1)
 	}
-	return 5
+	return codeOther
 }
+
+// Token type label indexes (tokenTypes).
+const (
+	tokenInput uint8 = iota
+	tokenOutput
+)
+
+// Rate limit kind label indexes (limitKinds).
+const (
+	limitRequests uint8 = iota
+	limitTokens
+	limitGlobalRequests
+	limitGlobalTokens
+	limitBudget
+)
+
+// limitLabel is the kind label index of a refusal by a bucket of kind k, the
+// filter's own (local) or the sidecar's (global).
+func limitLabel(k limits.Kind, global bool) uint8 {
+	switch {
+	case global && k == limits.Tokens:
+		return limitGlobalTokens
+	case global:
+		return limitGlobalRequests
+	case k == limits.Tokens:
+		return limitTokens
+	}
+	return limitRequests
+}
+
+// Failure mode label indexes of the global limit's failures (failModes).
+const (
+	failOpen uint8 = iota
+	failClosed
+)
 
 // name builds the metric's full name; called once per key.
 func (m *metrics) name(k metricKey) string {

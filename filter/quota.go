@@ -214,7 +214,7 @@ func (s *stream) admitQuota(g *config.GlobalLimits) types.Action {
 			return s.quotaFailed()
 		}
 		if verdict == rlqs.Denied {
-			return s.rateLimitedAs(limits.Requests, limits.Decision{Limit: rec.Limit(), RetryAfter: retry, ResetAfter: retry}, 2, "global ")
+			return s.rateLimitedAs(limits.Requests, limits.Decision{Limit: rec.Limit(), RetryAfter: retry, ResetAfter: retry}, limitGlobalRequests, "global ")
 		}
 		s.checked = true
 		return types.ActionContinue
@@ -269,7 +269,7 @@ func (s *stream) admitQuotaTokens(g *config.GlobalLimits) (types.Action, bool) {
 			if err == types.ErrorStatusCasMismatch {
 				continue
 			}
-			return s.rateLimitedAs(limits.Tokens, limits.Decision{Limit: rec.Limit(), RetryAfter: retry, ResetAfter: retry}, 3, "global "), true
+			return s.rateLimitedAs(limits.Tokens, limits.Decision{Limit: rec.Limit(), RetryAfter: retry, ResetAfter: retry}, limitGlobalTokens, "global "), true
 		}
 	}
 	return types.ActionContinue, false
@@ -302,11 +302,11 @@ func (s *stream) quotaFailed() types.Action {
 	r := s.decision.Route
 	s.checked = false
 	if r.GlobalLimits.FailClosed {
-		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 1}, 1)
+		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: failClosed}, 1)
 		s.localReason = localUnavailable
 		return s.reply(503, nil, "the global rate limit service is unavailable for route "+r.Name, "server_error", "ratelimit_unavailable")
 	}
-	s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 0}, 1)
+	s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: failOpen}, 1)
 	return types.ActionContinue
 }
 

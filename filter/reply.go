@@ -41,14 +41,15 @@ const maxReplyBody = 4 << 10
 
 // rateLimited answers 429 with Retry-After and OpenAI's x-ratelimit-* headers.
 func (s *stream) rateLimited(kind limits.Kind, d limits.Decision) types.Action {
-	return s.rateLimitedAs(kind, d, uint8(kind), "")
+	return s.rateLimitedAs(kind, d, limitLabel(kind, false), "")
 }
 
-// rateLimitedAs is rateLimited for a limit counted under metric kind extra,
-// with scope ("global " or "") in the message. The answer invites a retry
-// (x-should-retry: true, the exact wait in retry-after-ms) when waiting helps
-// and the wait is short enough for an SDK to sleep through; a request larger
-// than the limit, or a wait past openai.MaxRetryWaitNs, says not to.
+// rateLimitedAs is rateLimited for a limit counted under kind label index
+// extra (limitKinds), with scope ("global " or "") in the message. The answer
+// invites a retry (x-should-retry: true, the exact wait in retry-after-ms) when
+// waiting helps and the wait is short enough for an SDK to sleep through; a
+// request larger than the limit, or a wait past openai.MaxRetryWaitNs, says not
+// to.
 func (s *stream) rateLimitedAs(kind limits.Kind, d limits.Decision, extra uint8, scope string) types.Action {
 	r := s.decision.Route
 	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: extra}, 1)

@@ -319,7 +319,7 @@ func (s *stream) onCheck(size int) {
 		_ = proxywasm.ResumeHttpRequest()
 	case mesh.Deny:
 		s.checked = false // nothing to settle
-		s.rateLimitedAs(kind, d, 2+uint8(kind), "global ")
+		s.rateLimitedAs(kind, d, limitLabel(kind, true), "global ")
 	default:
 		s.globalFailed(true)
 	}
@@ -344,11 +344,11 @@ func (s *stream) globalFailed(async bool) types.Action {
 	p.sidecarError(callCheck)
 	s.checked = false // the sidecar did not count it: nothing to settle
 	if r.GlobalLimits.FailClosed {
-		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 1}, 1)
+		s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: failClosed}, 1)
 		s.localReason = localUnavailable
 		return s.reply(503, nil, "the global rate limit service is unavailable for route "+r.Name, openai.TypeServer, "ratelimit_unavailable")
 	}
-	s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: 0}, 1)
+	s.policy.metrics.count(metricKey{kind: mGlobalFailures, route: int16(r.Index), extra: failOpen}, 1)
 	if async {
 		_ = proxywasm.ResumeHttpRequest()
 	}
@@ -360,7 +360,7 @@ func (s *stream) globalFailed(async bool) types.Action {
 // without Retry-After, since waiting does not help before the budget resets.
 func (s *stream) budgetExhausted(scope string) types.Action {
 	r := s.decision.Route
-	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: 4}, 1)
+	s.policy.metrics.count(metricKey{kind: mRateLimited, route: int16(r.Index), extra: limitBudget}, 1)
 	s.localReason = localBudget
 	return s.reply(429, nil, "the monthly budget of "+scope+" is spent", "insufficient_quota", "insufficient_quota")
 }

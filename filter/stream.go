@@ -797,10 +797,10 @@ func (s *stream) finish() {
 	}
 	var cost int64
 	if real { // tokens and cost count only what providers reported
-		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: 0}, uint64(u.Input))
-		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: 1}, uint64(u.Output))
-		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: 0}, uint64(u.Input))
-		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: 1}, uint64(u.Output))
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: tokenInput}, uint64(u.Input))
+		m.count(metricKey{kind: mTokens, route: route, provider: provider, model: mi, extra: tokenOutput}, uint64(u.Output))
+		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: tokenInput}, uint64(u.Input))
+		m.record(metricKey{kind: mGenAIUsage, model: mi, extra: tokenOutput}, uint64(u.Output))
 		if s.model != nil {
 			if c, known := s.policy.cfg.Prices.Cost(s.model.Name, u.Input, u.CachedInput, u.Output); known {
 				cost = c
