@@ -110,11 +110,11 @@ func (s *stream) noteFree(raw []byte, p *config.Provider, model string, nowMs in
 	}
 }
 
-func (s *stream) noteState(st cooldown.State, nowMs int64) {
-	if at := st.FreeAt(nowMs); at > 0 && (s.coolFree == 0 || at < s.coolFree) {
-		s.coolFree = at
+func (m *providerMemory) noteState(st cooldown.State, nowMs int64) {
+	if at := st.FreeAt(nowMs); at > 0 && (m.coolFree == 0 || at < m.coolFree) {
+		m.coolFree = at
 		if st.Status != 0 {
-			s.coolStatus = st.Status
+			m.coolStatus = st.Status
 		}
 	}
 }
@@ -323,8 +323,8 @@ func (s *stream) coolAnswer(nowMs int64) types.Action {
 
 // retryAfterSeconds is the Retry-After (whole seconds, at least 1) until the
 // earliest cooling candidate is free.
-func (s *stream) retryAfterSeconds(nowMs int64) int64 {
-	return max((s.coolFree-nowMs+999)/1000, 1)
+func (m *providerMemory) retryAfterSeconds(nowMs int64) int64 {
+	return max((m.coolFree-nowMs+999)/1000, 1)
 }
 
 // learn keeps what an answer of provider p for its model named model ("" when

@@ -372,7 +372,7 @@ func (p *plugin) NewHttpContext(id uint32) types.HttpContext {
 // reset readies a finished stream for a new one, keeping its scanners'
 // buffers.
 func (s *stream) reset(p *plugin, id uint32) {
-	*s = stream{plugin: p, id: id, policy: p.policy, scan: s.scan}
+	*s = stream{plugin: p, id: id, policy: p.policy, responseScan: responseScan{scan: s.scan}}
 }
 
 // ReleaseHttpContext takes a stream back for reuse once the host has deleted

@@ -49,11 +49,7 @@ type stream struct {
 	// meshConsumer is the consumer for budgets and global limits.
 	meshConsumer string
 
-	// Global limits: the descriptor checked at admission, charged with the
-	// real token usage when the stream ends.
-	desc         mesh.Descriptor
-	checked      bool // the sidecar admitted the request (or is being asked)
-	checkPending bool // the request waits for the sidecar's answer
+	globalCheck
 
 	// Provider hints for the outcome report.
 	hasRemaining bool
@@ -78,20 +74,8 @@ type stream struct {
 	maxOut     int64 // the output the request may use: its own limit, else the route's default
 	bodyRead   bool  // estimate and maxOut were read from the body
 
-	// Token reservation, settled when the stream ends.
-	tokenKey string
-	reserved int64
-	taken    bool // the token limit admitted the request: settle it
-
-	// Response.
-	status int
-	sse    *body.SSEScanner       // nil, or &scan.sse while the response is an event stream
-	json   *body.JSONUsageScanner // nil, or &scan.json while the response is JSON
-	// scan holds the scanners (half a kilobyte), made for the stream's first
-	// scanned answer and kept with the stream when it is reused: a stream
-	// open and waiting for its answer does not carry them.
-	scan    *scanners
-	outputs int64 // stream events seen, the output estimate when usage is missing
+	tokenReservation
+	responseScan
 
 	// escaped is set once something that outlives the stream's callbacks holds
 	// it (the plugin's retry queue); such a stream is never reused.
@@ -102,7 +86,42 @@ type stream struct {
 	// only the edits its operation defines.
 	call openai.Call
 
-	// Fallback.
+	fallbackAttempt
+	providerMemory
+}
+
+// globalCheck is the request's global limit check: the descriptor checked at
+// admission, charged with the real token usage when the stream ends
+// (sidecar.go, quota.go).
+type globalCheck struct {
+	desc         mesh.Descriptor
+	checked      bool // the sidecar admitted the request (or is being asked)
+	checkPending bool // the request waits for the sidecar's answer
+}
+
+// tokenReservation is the request's token reservation, settled when the
+// stream ends.
+type tokenReservation struct {
+	tokenKey string
+	reserved int64
+	taken    bool // the token limit admitted the request: settle it
+}
+
+// responseScan is what the filter reads from the response as it passes.
+type responseScan struct {
+	status int
+	sse    *body.SSEScanner       // nil, or &scan.sse while the response is an event stream
+	json   *body.JSONUsageScanner // nil, or &scan.json while the response is JSON
+	// scan holds the scanners (half a kilobyte), made for the stream's first
+	// scanned answer and kept with the stream when it is reused: a stream
+	// open and waiting for its answer does not carry them.
+	scan    *scanners
+	outputs int64 // stream events seen, the output estimate when usage is missing
+}
+
+// fallbackAttempt is where the request's current attempt goes and what the
+// attempts before it did (retry.go).
+type fallbackAttempt struct {
 	clientHeaders [][2]string      // the client's headers every attempt carries
 	provider      *config.Provider // provider of the current attempt
 	entry         int              // chain entry of the current attempt (0 = primary)
@@ -126,8 +145,29 @@ type stream struct {
 	// chosen is the route's provider for this request: chain entry 0's, and
 	// that of entries that name no provider.
 	chosen *config.Provider
+}
 
-	// Provider memory (cooling.go).
+// markTried notes that an attempt went to provider p.
+func (a *fallbackAttempt) markTried(p *config.Provider) {
+	if int(a.ntried) < len(a.tried) {
+		a.tried[a.ntried] = int16(p.Index)
+		a.ntried++
+	}
+}
+
+// triedProvider reports whether an attempt of this request went to p.
+func (a *fallbackAttempt) triedProvider(p *config.Provider) bool {
+	for _, i := range a.tried[:a.ntried] {
+		if int(i) == p.Index {
+			return true
+		}
+	}
+	return false
+}
+
+// providerMemory is what the request learned from, and owes to, the provider
+// memory (cooling.go).
+type providerMemory struct {
 	pick           uint64           // the weighted choice's number, to choose again
 	skipped        int              // chain entries passed over because their provider cooled
 	skippedAtStart int              // the entry the main request went to
@@ -148,24 +188,6 @@ func (s *stream) useChainOf(m *config.Model) {
 			s.chain, s.plan = c, s.state.byModel[m]
 		}
 	}
-}
-
-// markTried notes that an attempt went to provider p.
-func (s *stream) markTried(p *config.Provider) {
-	if int(s.ntried) < len(s.tried) {
-		s.tried[s.ntried] = int16(p.Index)
-		s.ntried++
-	}
-}
-
-// triedProvider reports whether an attempt of this request went to p.
-func (s *stream) triedProvider(p *config.Provider) bool {
-	for _, i := range s.tried[:s.ntried] {
-		if int(i) == p.Index {
-			return true
-		}
-	}
-	return false
 }
 
 // sentUpstream reports whether the main request went on to the provider:
@@ -833,11 +855,11 @@ type scanners struct {
 }
 
 // scanners returns the stream's scanners, made on the first call.
-func (s *stream) scanners() *scanners {
-	if s.scan == nil {
-		s.scan = &scanners{}
+func (r *responseScan) scanners() *scanners {
+	if r.scan == nil {
+		r.scan = &scanners{}
 	}
-	return s.scan
+	return r.scan
 }
 
 // startSSE readies the event stream scanner for the request's operation.
