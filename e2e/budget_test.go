@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // MaxReleaseModule is the release module's budget (DESIGN, docs/BENCHMARKS.md):
@@ -24,7 +24,7 @@ func TestReleaseModuleBudget(t *testing.T) {
 	require.NoError(t, err)
 	m := regexp.MustCompile(`(?m)^WASMFLAGS\s*:=\s*(.*)$`).FindSubmatch(mk)
 	require.NotNil(t, m, "the Makefile defines WASMFLAGS")
-	require.Equal(t, wasmbuild.ReleaseFlags, shellFields(string(m[1])), "e2e/wasmbuild builds what make wasm builds")
+	require.Equal(t, wasmbuild.ReleaseFlags, shellFields(string(m[1])), "internal/wasmbuild builds what make wasm builds")
 
 	mod, err := wasmbuild.Build("./filter")
 	require.NoError(t, err)

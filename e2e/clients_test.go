@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // The curves: how the filter's own time per request (guest time, as

@@ -16,10 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 	"github.com/shepherd-mesh/shepherd/internal/testutil"
 )
 

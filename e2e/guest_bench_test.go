@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // guestCases are the requests BenchmarkGuestTime and BenchmarkGuestProfile

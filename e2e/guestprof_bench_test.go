@@ -17,7 +17,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // BenchmarkGuestProfile profiles the filter inside the VM with wazero's

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // okUpstream answers every request at once, so the test measures the filter.

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // largeEventUpstream streams a chat answer whose second event is one

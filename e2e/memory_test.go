@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
 )
 
 // The provider memory: what a provider says about its limits (Retry-After,

@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // The official Node package `openai` (pinned in e2e/node/package-lock.json)

@@ -15,7 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // BenchmarkQuotaAdmission: what a global limit costs a VM per request in

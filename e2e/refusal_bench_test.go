@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // refusalConfig admits one request a minute on its one route: after the

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/soak"
+	"github.com/shepherd-mesh/shepherd/internal/soak"
 )
 
 // TestSoakShort runs the soak (package soak: two pods of two worker VMs, the

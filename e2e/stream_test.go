@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // gatedStream is a provider that sends the first SSE event, then waits until the

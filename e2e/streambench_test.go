@@ -15,8 +15,8 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // openAIEvents is sseEvents as api.openai.com sends it when include_usage is

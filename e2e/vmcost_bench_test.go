@@ -19,8 +19,8 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // BenchmarkModuleCompile measures compiling the release module with wazero's

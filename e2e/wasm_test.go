@@ -16,10 +16,10 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 var (

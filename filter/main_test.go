@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/shepherd-mesh/shepherd/e2e/scenario"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm"
 	"github.com/shepherd-mesh/shepherd/filter/proxywasm/proxytest"
+	"github.com/shepherd-mesh/shepherd/internal/scenario"
 )
 
 // TestScenariosNative runs the end-to-end scenarios with the filter compiled into

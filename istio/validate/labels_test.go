@@ -22,10 +22,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 	sidecarconfig "github.com/shepherd-mesh/shepherd/sidecar/config"
 	"github.com/shepherd-mesh/shepherd/sidecar/policy"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"

@@ -17,8 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/shepherd-mesh/shepherd/build/oci"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
 	"github.com/shepherd-mesh/shepherd/filter/config"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // istioDir is the repository's istio/ directory.

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/build/oci"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 // The pin files `make image` writes, relative to istio/.

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
 )
 
 func main() {

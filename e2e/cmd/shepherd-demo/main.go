@@ -18,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
 )
 
 func main() {

@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/shepherd-mesh/shepherd/e2e/soak"
-	"github.com/shepherd-mesh/shepherd/e2e/wasmbuild"
+	"github.com/shepherd-mesh/shepherd/internal/soak"
+	"github.com/shepherd-mesh/shepherd/internal/wasmbuild"
 )
 
 func main() {

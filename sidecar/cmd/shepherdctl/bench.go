@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/shepherd-mesh/shepherd/sidecar/rlsbench"
+	"github.com/shepherd-mesh/shepherd/internal/rlsbench"
 )
 
 // entries collects repeated --descriptor flags for the benchmark.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/sidecar/rlsbench"
+	"github.com/shepherd-mesh/shepherd/internal/rlsbench"
 )
 
 func TestCompareDrivesEachServer(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 
+	"github.com/shepherd-mesh/shepherd/internal/rlsbench"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
-	"github.com/shepherd-mesh/shepherd/sidecar/rlsbench"
 	"github.com/shepherd-mesh/shepherd/sidecar/store"
 )
 

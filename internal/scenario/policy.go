@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
 )
 
 // policyConfig is a route with models, aliases, priority, limits and fallback over

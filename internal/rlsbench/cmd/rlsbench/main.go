@@ -31,8 +31,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/shepherd-mesh/shepherd/internal/rlsbench"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
-	"github.com/shepherd-mesh/shepherd/sidecar/rlsbench"
 	"github.com/shepherd-mesh/shepherd/sidecar/store"
 )
 

@@ -79,9 +79,9 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/shepherd-mesh/shepherd/e2e/envoy"
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
-	"github.com/shepherd-mesh/shepherd/e2e/promtext"
 	"github.com/shepherd-mesh/shepherd/filter/telemetry"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/promtext"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/e2e/fakeprovider"
+	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
 )
 
 // headerRecorder passes requests to a provider and keeps the values of one
