@@ -45,8 +45,9 @@
 //     samples' noise (about a MiB) needs minutes of traffic to tell a few
 //     bytes per request.
 //   - metrics-total: shepherd_requests_total summed over both pods' Prometheus
-//     output equals the requests the clients sent (every routed stream is
-//     counted once, also when its client left).
+//     output equals the requests the clients sent and the requests the pods
+//     received (every routed stream is counted once, also when its client
+//     left). A client that leaves early leaves once its request is written.
 //   - metrics-labels: the model label takes only configured models or
 //     "other": client-chosen model names cannot grow the metric set.
 package soak
@@ -65,6 +66,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -326,8 +328,9 @@ type run struct {
 	// tokens[i] is the usage reported on route tokens through pod i.
 	tokens [2]atomic.Int64
 
-	sent atomic.Int64
-	mid  atomic.Int64 // disconnects after a response began
+	sent     atomic.Int64
+	received atomic.Int64 // requests the pods' servers handed to their hosts
+	mid      atomic.Int64 // disconnects after a response began
 
 	sidecar       *sidecar
 	outageFailure error
@@ -406,7 +409,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("soak: pod %d: %w", i, err)
 		}
-		front := httptest.NewServer(h)
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
+			r.received.Add(1)
+			h.ServeHTTP(w, q)
+		}))
 		r.pods[i] = &pod{host: h, url: front.URL, srv: front}
 	}
 	defer func() {
@@ -713,7 +719,11 @@ func (r *run) plan(rng *rand.Rand, n int) plan {
 }
 
 func (r *run) one(ctx context.Context, client *http.Client, rng *rand.Rand, n int) {
-	p := r.plan(rng, n)
+	r.send(ctx, client, rng, r.plan(rng, n), n)
+}
+
+// send sends request n of plan p and records what the client saw.
+func (r *run) send(ctx context.Context, client *http.Client, rng *rand.Rand, p plan, n int) {
 	body := map[string]any{"model": p.model, "max_tokens": 40}
 	if p.route == "tokens" {
 		body["messages"] = []any{} // no prompt: the reservation is max_tokens alone
@@ -749,7 +759,14 @@ func (r *run) one(ctx context.Context, client *http.Client, rng *rand.Rand, n in
 	r.mu.Unlock()
 
 	if p.disconnect == "early" {
-		time.AfterFunc(time.Duration(50+rng.IntN(200))*time.Millisecond, cancel)
+		// The client leaves before the answer, counted from when the whole
+		// request was written: a client that left while its request was
+		// still being written (a stalled dial or writer, on a loaded machine)
+		// sent nothing the proxy could count.
+		after := time.Duration(50+rng.IntN(200)) * time.Millisecond
+		req = req.WithContext(httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { time.AfterFunc(after, cancel) },
+		}))
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -944,8 +961,12 @@ func (r *run) check(ctx context.Context, heapBefore uint64) {
 
 	total, models := r.metrics()
 	probes := int64(4) // the token probes are requests too
-	add("metrics-total", int64(total) == res.Requests+probes, "shepherd_requests_total %d = %d client requests + %d probes",
-		total, res.Requests, probes)
+	// The proxies' own count tells a request the filter missed from one that
+	// never reached a proxy.
+	received := r.received.Load()
+	add("metrics-total", int64(total) == res.Requests+probes && int64(total) == received,
+		"shepherd_requests_total %d = %d client requests + %d probes (the proxies received %d)",
+		total, res.Requests, probes, received)
 	var extra []string
 	for m := range models {
 		if !configuredModels[m] {
