@@ -400,33 +400,11 @@ func parseStrategy(b []byte, s *Strategy) (bool, error) {
 }
 
 func parseDuration(b []byte, where string) (int64, error) {
-	var secs, nanos int64
-	r := wire.NewReader(b)
-	for {
-		f, t, ok := r.Next()
-		if !ok {
-			break
-		}
-		switch {
-		case f == 1 && t == wire.VarintType:
-			secs = int64(r.Varint())
-		case f == 2 && t == wire.VarintType:
-			nanos = int64(int32(r.Varint()))
-		default:
-			r.Skip()
-		}
-	}
-	if err := r.Err(); err != nil {
+	ns, err := wire.Duration(b)
+	if err != nil {
 		return 0, wrap(where, err)
 	}
-	const maxSecs = math.MaxInt64/1_000_000_000 - 1
-	switch {
-	case secs > maxSecs:
-		return math.MaxInt64, nil
-	case secs < -maxSecs:
-		return math.MinInt64, nil
-	}
-	return secs*1e9 + nanos, nil
+	return ns, nil
 }
 
 // wrap says which part of a message was malformed (never its contents).

@@ -10,7 +10,6 @@
 package rls
 
 import (
-	"math"
 	"unicode/utf8"
 
 	"github.com/shepherd-mesh/shepherd/filter/wire"
@@ -208,50 +207,15 @@ func parseStatus(b []byte, st *Status, oldName string) error {
 		case f == 3 && t == wire.VarintType:
 			st.LimitRemaining = uint32(r.Varint())
 		case f == 4 && t == wire.BytesType:
-			d := wire.NewReader(r.Bytes())
-			for {
-				f, t, ok := d.Next()
-				if !ok {
-					break
-				}
-				switch {
-				case f == 1 && t == wire.VarintType:
-					secs = int64(d.Varint())
-				case f == 2 && t == wire.VarintType:
-					nanos = int64(int32(d.Varint()))
-				default:
-					d.Skip()
-				}
-			}
-			if err := d.Err(); err != nil {
+			if err := wire.MergeDuration(r.Bytes(), &secs, &nanos); err != nil {
 				return wrap("statuses.duration_until_reset", err)
 			}
 		default:
 			r.Skip()
 		}
 	}
-	st.DurationUntilReset = durationNanos(secs, nanos)
+	st.DurationUntilReset = wire.DurationNanos(secs, nanos)
 	return wrap("statuses", r.Err())
-}
-
-// durationNanos combines a google.protobuf.Duration into nanoseconds,
-// saturating at the int64 range.
-func durationNanos(secs, nanos int64) int64 {
-	const max = math.MaxInt64 / 1_000_000_000
-	switch {
-	case secs > max:
-		return math.MaxInt64
-	case secs < -max:
-		return math.MinInt64
-	}
-	ns := secs * 1_000_000_000
-	if nanos > 0 && ns > math.MaxInt64-nanos {
-		return math.MaxInt64
-	}
-	if nanos < 0 && ns < math.MinInt64-nanos {
-		return math.MinInt64
-	}
-	return ns + nanos
 }
 
 func parseLimit(b []byte, l *RateLimit, oldName string) error {

@@ -14,6 +14,7 @@ package wire
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -409,4 +410,56 @@ func Wrap(codec, where string, err error) error {
 		return err
 	}
 	return &MessageError{Codec: codec, Where: where, Err: err}
+}
+
+// Duration decodes a google.protobuf.Duration message into nanoseconds,
+// saturating at the int64 range (a peer's seconds can be any int64).
+func Duration(b []byte) (int64, error) {
+	var secs, nanos int64
+	if err := MergeDuration(b, &secs, &nanos); err != nil {
+		return 0, err
+	}
+	return DurationNanos(secs, nanos), nil
+}
+
+// MergeDuration reads a google.protobuf.Duration's fields into secs and
+// nanos, keeping what an earlier occurrence of the same message field set
+// and this one does not (protobuf merges repeated message fields).
+func MergeDuration(b []byte, secs, nanos *int64) error {
+	r := NewReader(b)
+	for {
+		f, t, ok := r.Next()
+		if !ok {
+			break
+		}
+		switch {
+		case f == 1 && t == VarintType:
+			*secs = int64(r.Varint())
+		case f == 2 && t == VarintType:
+			*nanos = int64(int32(r.Varint()))
+		default:
+			r.Skip()
+		}
+	}
+	return r.Err()
+}
+
+// DurationNanos combines a Duration's seconds and nanos into nanoseconds,
+// saturating at the int64 range.
+func DurationNanos(secs, nanos int64) int64 {
+	const max = math.MaxInt64 / 1_000_000_000
+	switch {
+	case secs > max:
+		return math.MaxInt64
+	case secs < -max:
+		return math.MinInt64
+	}
+	ns := secs * 1_000_000_000
+	if nanos > 0 && ns > math.MaxInt64-nanos {
+		return math.MaxInt64
+	}
+	if nanos < 0 && ns < math.MinInt64-nanos {
+		return math.MinInt64
+	}
+	return ns + nanos
 }

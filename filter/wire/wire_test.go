@@ -427,3 +427,46 @@ func TestBytesOffset(t *testing.T) {
 	require.NoError(t, r.Err())
 	require.Equal(t, []int{3 + 2, 3 + 2 + 3 + 3}, offsets) // a two-byte length before the 200 bytes
 }
+
+// TestDuration: a google.protobuf.Duration as proto.Marshal writes it reads
+// back as nanoseconds, saturating where seconds overflow the int64 range.
+func TestDuration(t *testing.T) {
+	enc := func(secs int64, nanos int32) []byte {
+		var b []byte
+		if secs != 0 {
+			b = protowire.AppendTag(b, 1, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(secs))
+		}
+		if nanos != 0 {
+			b = protowire.AppendTag(b, 2, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(int64(nanos)))
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		secs  int64
+		nanos int32
+		want  int64
+	}{
+		{0, 0, 0},
+		{1, 500, 1_000_000_500},
+		{-2, -5, -2_000_000_005},
+		{math.MaxInt64 / 1_000_000_000, 999_999_999, math.MaxInt64},
+		{math.MaxInt64, 0, math.MaxInt64},
+		{math.MinInt64, 0, math.MinInt64},
+		{-(math.MaxInt64 / 1_000_000_000), -999_999_999, math.MinInt64},
+	} {
+		got, err := Duration(enc(tc.secs, tc.nanos))
+		require.NoError(t, err)
+		require.Equal(t, tc.want, got, "%d s %d ns", tc.secs, tc.nanos)
+	}
+	_, err := Duration([]byte{0x08})
+	require.Error(t, err, "a varint cut short")
+
+	// Two occurrences of one message field merge: seconds from the first,
+	// nanos from the second.
+	var secs, nanos int64
+	require.NoError(t, MergeDuration(enc(3, 0), &secs, &nanos))
+	require.NoError(t, MergeDuration(enc(0, 7), &secs, &nanos))
+	require.Equal(t, int64(3_000_000_007), DurationNanos(secs, nanos))
+}
