@@ -92,20 +92,12 @@ const (
 // compare-and-swap). For Denied it also returns the time until a request
 // would be admitted, in ns.
 func (r *Record) Admit(now int64) (Verdict, int64) {
-	if now >= r.Expiry {
-		return Expired, 0
+	v, wait := r.Peek(now)
+	if v != Admitted {
+		return v, wait
 	}
-	switch r.Rule {
-	case DenyAll:
-		r.Denied = satInc(r.Denied)
-		return Denied, r.Expiry - now
-	case TokenBucket:
-		r.refill(now)
-		if r.Tokens < unit {
-			r.Denied = satInc(r.Denied)
-			return Denied, r.wait(unit - r.Tokens)
-		}
-		r.Tokens -= unit
+	if r.Rule == TokenBucket {
+		r.Tokens -= unit // Peek refilled the bucket and found a whole token
 	}
 	r.Allowed = satInc(r.Allowed)
 	return Admitted, 0
