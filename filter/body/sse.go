@@ -539,6 +539,16 @@ func (s *SSEScanner) chatEvent(data []byte) {
 	if s.content {
 		// Past the first content only usage matters: a top-level "usage"
 		// member that is not null is read in full, a null one is cut.
+		if k := nullUsageTail(data); k >= 0 {
+			// OpenAI's shape with include_usage: every chunk ends with
+			// "usage":null, found with one backwards check.
+			if s.Strip && s.dataLines == 1 {
+				if a, b, ok := memberCut(data, k, len(data)-1); ok {
+					s.cut = cutPlan{start: lead + a, end: lead + b}
+				}
+			}
+			return
+		}
 		k := usageKey(data)
 		if k < 0 {
 			return
@@ -667,6 +677,20 @@ func usageKey(data []byte) int {
 		off = g + 1
 	}
 	return -1
+}
+
+// nullUsageTail returns the offset of the `"usage"` of a top-level
+// `"usage":null` member that ends the object data (trimmed), or -1. The
+// member's quote is unescaped, so in JSON it opens the member's name, and the
+// object's last '}' closes the top-level object; like topLevel it trusts data
+// to be JSON.
+func nullUsageTail(data []byte) int {
+	const tail = `"usage":null}`
+	k := len(data) - len(tail)
+	if k < 1 || data[0] != '{' || string(data[k:]) != tail || escapedAt(data, k) {
+		return -1
+	}
+	return k
 }
 
 // escapedAt reports whether the quote at data[k] is escaped: preceded by an

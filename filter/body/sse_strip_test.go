@@ -51,6 +51,21 @@ var stripCases = []struct {
 		usage: Usage{Input: 19, CachedInput: 7, Output: 10, Total: 29},
 	},
 	{
+		name: "usage null at the end of chunks past the first content",
+		stream: "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n" +
+			"data: {\"choices\":[{\"delta\":{\"content\":\"x\\\"usage\\\":null}\"}}],\"usage\":null}\n\n" +
+			"data: {\"choices\":[{\"delta\":{},\"usage\":{\"prompt_tokens\":1}}],\"usage\":null}\n\n" +
+			"data: {\"usage\":null}\n\n" +
+			"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n" +
+			"data: [DONE]\n\n",
+		want: "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n" +
+			"data: {\"choices\":[{\"delta\":{\"content\":\"x\\\"usage\\\":null}\"}}]}\n\n" +
+			"data: {\"choices\":[{\"delta\":{},\"usage\":{\"prompt_tokens\":1}}]}\n\n" +
+			"data: {}\n\n" +
+			"data: [DONE]\n\n",
+		usage: Usage{Input: 2, Output: 3, Total: 5},
+	},
+	{
 		name: "usage on the last content chunk, and as a first member",
 		stream: "data: {\"usage\":null, \"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\r\n\r\n" +
 			"data: {\"choices\":[{\"delta\":{\"content\":\"!\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\r\n\r\n" +
