@@ -31,12 +31,15 @@ import (
 //
 // The stream cases profile one streamed chat completion per iteration (the
 // stream of BenchmarkStreamGuestTime, 202 events, each its own body
-// callback), with usage asked by the client and stripped by the filter.
+// callback), with usage asked by the client and stripped by the filter, and
+// in OpenAI's shape ("usage":null in every chunk, cut by the filter).
 func BenchmarkGuestProfile(b *testing.B) {
 	mod := filterWithNames(b)
 	ok := scenario.Upstream(b, okUpstream{})
 	sse := &sseUpstream{gate: make(chan struct{}, 1)}
 	streamUp := scenario.Upstream(b, sse)
+	nullSSE := &sseUpstream{events: openAIEvents, gate: make(chan struct{}, 1)}
+	nullUp := scenario.Upstream(b, nullSSE)
 	type profCase struct {
 		name, method, path, body, up string
 		gate                         chan struct{}
@@ -49,7 +52,9 @@ func BenchmarkGuestProfile(b *testing.B) {
 		profCase{"stream-usage-asked", http.MethodPost, "/v1/chat/completions",
 			`{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate},
 		profCase{"stream-usage-stripped", http.MethodPost, "/v1/chat/completions",
-			`{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate})
+			`{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate},
+		profCase{"stream-openai-usage-null-stripped", http.MethodPost, "/v1/chat/completions",
+			`{"model":"fast","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi"}]}`, nullUp, nullSSE.gate})
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			up := tc.up
