@@ -117,18 +117,19 @@ func (v *vm) buffer(typ uint32) ([]byte, Status) {
 // setBuffer changes a body buffer as Envoy's Buffer::copyFrom does: start 0 drains
 // length bytes and prepends the data (start 0, length = size replaces the body);
 // start at or past the end appends; anything else is BadArgument. Buffers that are
-// not mutable answer BadArgument.
+// not mutable answer BadArgument. A body is changed in place where it can be, so a
+// call costs the size of its data, as Envoy's does (bodybuf.go).
 func (v *vm) setBuffer(typ, start, length uint32, data []byte) Status {
 	s := v.currentStream()
-	var b *[]byte
+	var b, base *[]byte
 	switch typ {
 	case bufRequestBody:
 		if s != nil && s.reqBodyOpen {
-			b = &s.reqBody
+			b, base = &s.reqBody, &s.reqBase
 		}
 	case bufResponseBody:
 		if s != nil && s.respBodyOpen {
-			b = &s.respBody
+			b, base = &s.respBody, &s.respBase
 		}
 	case bufGrpcReceive:
 		b = &v.grpcRecv
@@ -146,8 +147,16 @@ func (v *vm) setBuffer(typ, start, length uint32, data []byte) Status {
 		if int(length) > len(cur) {
 			length = uint32(len(cur))
 		}
+		if base != nil {
+			*base, *b = replacePrefix(*base, cur, int(length), data)
+			break
+		}
 		*b = append(append([]byte(nil), data...), cur[length:]...)
 	case int(start) >= len(cur):
+		if base != nil {
+			*base, *b = appendBody(*base, cur, data)
+			break
+		}
 		*b = append(append([]byte(nil), cur...), data...)
 	default:
 		return StatusBadArgument

@@ -40,6 +40,7 @@ type stream struct {
 	reqHOpen, reqTOpen, respHOpen         bool
 	respTOpen, logPhase                   bool
 	reqBody, respBody                     []byte
+	reqBase, respBase                     []byte // the arrays reqBody and respBody lie in (bodybuf.go)
 	reqBodyOpen, respBodyOpen             bool
 	continueReq, continueResp, resetAsked bool
 	headersReleased                       bool // request headers may go upstream
@@ -558,7 +559,7 @@ func (s *stream) serve() {
 func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 	r := s.r
 	buf := make([]byte, 32<<10)
-	var pending []byte
+	var pending, base []byte // base: the array pending lies in (appendBody)
 	abort := func(err error) {
 		pw.CloseWithError(err)
 		cancel()
@@ -579,7 +580,8 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 		hasTrailers := eof && len(r.Trailer) > 0
 		bodyEOS := eof && !hasTrailers
 		buffering := pending != nil
-		data := append(pending, buf[:n]...)
+		var data []byte
+		base, data = appendBody(base, pending, buf[:n])
 		if buffering && len(data) > s.h.bufferLimit {
 			// Envoy: a buffered request body over the buffer limit ends the stream with 413
 			// (FilterManager, request_payload_too_large).
@@ -594,11 +596,11 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 		pending = nil
 		if !s.disabled.Load() && !s.failSent.Load() {
 			s.lock()
-			s.reqBody, s.reqBodyOpen = data, true
+			s.reqBody, s.reqBase, s.reqBodyOpen = data, base, true
 			s.unlock()
 			res, ok := s.call("proxy_on_request_body", uint64(s.id), uint64(len(data)), b2u(bodyEOS))
 			s.lock()
-			data = s.reqBody
+			data, base = s.reqBody, s.reqBase
 			l, reset := s.local, s.resetAsked
 			s.unlock()
 			if !ok {
@@ -635,7 +637,7 @@ func (s *stream) pumpRequestBody(pw *io.PipeWriter, cancel context.CancelFunc) {
 						return
 					}
 					s.lock()
-					data = s.reqBody
+					data, base = s.reqBody, s.reqBase
 					l, reset = s.local, s.resetAsked
 					s.continueReq = false
 					s.unlock()
@@ -898,7 +900,7 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 	}
 	rc := http.NewResponseController(s.w)
 	buf := make([]byte, 32<<10)
-	var pending []byte
+	var pending, base []byte // base: the array pending lies in (appendBody)
 	for {
 		n, err := body.Read(buf)
 		if err != nil && err != io.EOF {
@@ -916,7 +918,8 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 		hasTrailers := len(tr) > 0
 		bodyEOS := eof && !hasTrailers
 		buffering := pending != nil
-		data := append(pending, buf[:n]...)
+		var data []byte
+		base, data = appendBody(base, pending, buf[:n])
 		if buffering && len(data) > s.h.bufferLimit {
 			// Envoy: a buffered response body over the buffer limit after the headers
 			// went downstream resets the stream (response_payload_too_large).
@@ -925,11 +928,11 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 		pending = nil
 		if active() {
 			s.lock()
-			s.respBody, s.respBodyOpen = data, true
+			s.respBody, s.respBase, s.respBodyOpen = data, base, true
 			s.unlock()
 			res, ok := s.call("proxy_on_response_body", uint64(s.id), uint64(len(data)), b2u(bodyEOS))
 			s.lock()
-			data = s.respBody
+			data, base = s.respBody, s.respBase
 			l, reset := s.local, s.resetAsked
 			s.unlock()
 			if !ok {
@@ -958,7 +961,7 @@ func (s *stream) processResponse(body io.Reader, eos bool, trailer func() http.H
 						return
 					}
 					s.lock()
-					data = s.respBody
+					data, base = s.respBody, s.respBase
 					l, reset = s.local, s.resetAsked
 					s.continueResp = false
 					s.unlock()
