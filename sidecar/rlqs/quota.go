@@ -40,6 +40,31 @@ type bucket struct {
 	cfg     *ratelimit.Config
 	limit   *ratelimit.Limit
 	clients map[*stream]*share
+
+	// With Options.Share (several replicas): this replica's part of the
+	// limit (requests per unit) that its clients' shares divide, once
+	// claimed; until then the bucket's clients get no assignment.
+	claim   uint64
+	claimed bool
+	// until is when this replica's published claim stops counting for the
+	// other replicas (a failed publication keeps the claim until then);
+	// peers is how many replicas shared the bucket at the last publication.
+	until    time.Time
+	peers    int
+	fallback bool // the claim lapsed unpublished: limit / peers
+}
+
+// limited reports whether the bucket's limit is a token bucket to divide
+// (not allow all or deny all).
+func (b *bucket) limited() bool {
+	l := b.limit
+	return l != nil && !l.Unlimited && !l.ShadowMode && l.RequestsPerUnit > 0
+}
+
+// waiting reports whether the bucket's clients wait for this replica's
+// claim before they get an assignment.
+func (s *Service) waiting(b *bucket) bool {
+	return s.opts.Share != nil && b.limited() && !b.claimed
 }
 
 // share is one client's (stream's) part of a bucket.
@@ -139,8 +164,16 @@ func (s *Service) divide(b *bucket, now time.Time, force bool) []*stream {
 		for i := range next {
 			next[i] = assignment{kind: denyAll}
 		}
+	case s.waiting(b):
+		// The replica's part of the limit is not known yet: no assignment
+		// (the client keeps its no_assignment_behavior) until Sync.
+		s.wantSync = true
+		return nil
 	default:
 		total := uint64(l.RequestsPerUnit)
+		if s.opts.Share != nil {
+			total = min(total, b.claim)
+		}
 		if held >= total {
 			total = 0
 		} else {
@@ -153,7 +186,7 @@ func (s *Service) divide(b *bucket, now time.Time, force bool) []*stream {
 				next[i] = assignment{kind: denyAll}
 			}
 		}
-		if !changed && s.within(b, live, next, uint64(l.RequestsPerUnit)) {
+		if !changed && s.within(b, live, next, uint64(l.RequestsPerUnit), total) {
 			return nil
 		}
 	}
@@ -171,23 +204,10 @@ func (s *Service) divide(b *bucket, now time.Time, force bool) []*stream {
 // apportion divides total requests per period among the live clients by
 // weight, in whole requests, by largest remainder.
 func (s *Service) apportion(b *bucket, live []*stream, total uint64, perSecond float64) []uint64 {
-	var known, sum float64
-	nKnown := 0
-	for _, st := range live {
-		if r := b.clients[st].rate; r >= 0 {
-			known += r
-			nKnown++
-		}
-	}
-	mean := perSecond / float64(len(live))
-	if nKnown > 0 && known > 0 {
-		mean = known / float64(nKnown)
-	}
-	floor := s.opts.IdleShare * perSecond / float64(len(live))
-	w := make([]float64, len(live))
-	for i, st := range live {
-		w[i] = b.clients[st].weight(mean, floor)
-		sum += w[i]
+	w := s.weights(b, live, perSecond)
+	var sum float64
+	for _, x := range w {
+		sum += x
 	}
 	out := make([]uint64, len(live))
 	type rem struct {
@@ -210,10 +230,38 @@ func (s *Service) apportion(b *bucket, live []*stream, total uint64, perSecond f
 	return out
 }
 
+// weights are the live clients' claims on a bucket's limit of perSecond
+// requests a second: their demand (the mean of the known ones while a
+// client's is unknown, perSecond shared equally while none is known), at
+// least IdleShare of an equal share.
+func (s *Service) weights(b *bucket, live []*stream, perSecond float64) []float64 {
+	var known float64
+	nKnown := 0
+	for _, st := range live {
+		if r := b.clients[st].rate; r >= 0 {
+			known += r
+			nKnown++
+		}
+	}
+	mean := perSecond / float64(len(live))
+	if nKnown > 0 && known > 0 {
+		mean = known / float64(nKnown)
+	}
+	floor := s.opts.IdleShare * perSecond / float64(len(live))
+	w := make([]float64, len(live))
+	for i, st := range live {
+		w[i] = b.clients[st].weight(mean, floor)
+	}
+	return w
+}
+
 // within reports whether every live client already holds a token
-// assignment within Hysteresis of the limit of its next one.
-func (s *Service) within(b *bucket, live []*stream, next []assignment, limit uint64) bool {
+// assignment within Hysteresis of the limit of its next one, and the
+// current assignments together stay within total (what the live clients
+// may share: the limit, or this replica's claim, less the held shares).
+func (s *Service) within(b *bucket, live []*stream, next []assignment, limit, total uint64) bool {
 	tol := uint64(s.opts.Hysteresis * float64(limit))
+	var sum uint64
 	for i, st := range live {
 		cur := b.clients[st].cur
 		if cur.kind != next[i].kind || cur.period != next[i].period {
@@ -223,8 +271,9 @@ func (s *Service) within(b *bucket, live []*stream, next []assignment, limit uin
 		if d > tol {
 			return false
 		}
+		sum = satAdd(sum, cur.perPeriod)
 	}
-	return true
+	return sum <= total
 }
 
 // perSecondAbove is the share, in requests per unit, from which a token

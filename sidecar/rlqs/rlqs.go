@@ -29,6 +29,10 @@
 // to it at once. A client whose stream ends keeps its share reserved until
 // its assignment expires; a client that reports no request in a bucket for
 // AbandonAfter is told to abandon it and its share goes to the others.
+//
+// Replicas. With Options.Share (Redis), the replicas first agree on each
+// one's part of a bucket's limit, its claim, from their clients' demand
+// (share.go), and each divides its claim among its own clients as above.
 package rlqs
 
 import (
@@ -96,6 +100,14 @@ type Options struct {
 	// AbandonAfter: a client that reports no request in a bucket for this
 	// long is told to abandon it; default 5m.
 	AbandonAfter time.Duration
+
+	// Share, when set, makes the replicas that share it divide each limit
+	// together (see Sync); nil divides it among this replica's clients
+	// alone (one replica).
+	Share Sharer
+	// ShareInterval is how often Run publishes this replica's demand and
+	// renews its claims; default 1s.
+	ShareInterval time.Duration
 }
 
 func (o *Options) defaults() {
@@ -121,6 +133,7 @@ func (o *Options) defaults() {
 	setDef(&o.Hysteresis, 0.02)
 	setDef(&o.AbandonAfter, 5*time.Minute)
 	setDef(&o.Burst, 500*time.Millisecond)
+	setDef(&o.ShareInterval, time.Second)
 }
 
 func setDef[T int | float64 | time.Duration](v *T, def T) {
@@ -148,14 +161,24 @@ type Service struct {
 	closed    bool
 	stop      chan struct{}
 
+	// Sharing among replicas (share.go).
+	wantSync bool          // a bucket waits for its first claim
+	syncAll  bool          // the config changed: the next Sync is a full one
+	syncNow  chan struct{} // wakes Run for the buckets that wait
+	syncMu   sync.Mutex    // one Sync at a time
+	syncing  bool          // a Sync is between its collection and its answer
+	peers    int           // replicas seen in the last successful Sync
+
 	m metrics
 }
 
 type metrics struct {
-	streams  prometheus.Gauge
-	buckets  prometheus.Gauge
-	refused  *prometheus.CounterVec
-	abandons prometheus.Counter
+	streams      prometheus.Gauge
+	buckets      prometheus.Gauge
+	refused      *prometheus.CounterVec
+	abandons     prometheus.Counter
+	shareFailed  prometheus.Counter
+	shareBuckets prometheus.Gauge
 }
 
 // Refusal reasons counted in shepherd_sidecar_rlqs_usage_refused_total.
@@ -170,7 +193,7 @@ const (
 func New(opts Options) *Service {
 	opts.defaults()
 	s := &Service{opts: opts, log: opts.Logger, buckets: map[string]*bucket{}, streams: map[*stream]struct{}{},
-		lingering: map[*stream]struct{}{}, stop: make(chan struct{})}
+		lingering: map[*stream]struct{}{}, stop: make(chan struct{}), syncNow: make(chan struct{}, 1)}
 	s.cfg.Store(ratelimit.EmptyConfig())
 	s.m = metrics{
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "streams",
@@ -183,11 +206,18 @@ func New(opts Options) *Service {
 		abandons: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "abandoned_total",
 			Help: "Buckets a client was told to abandon after reporting no request for the abandon interval."}),
 	}
+	s.m.shareFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "share_failures_total",
+		Help: "Publications of this replica's demand and claims (to Redis) that failed; the buckets then keep their claims until they lapse, and then take the limit divided by the replicas last seen."})
+	s.m.shareBuckets = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "shepherd_sidecar", Subsystem: "rlqs", Name: "share_fallback_buckets",
+		Help: "Buckets whose claim lapsed while the replicas could not be reached, dividing the limit by the replicas last seen."})
 	for _, r := range []string{refusedBucketID, refusedBuckets, refusedStreamBucket, refusedReportRate} {
 		s.m.refused.WithLabelValues(r)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(s.m.streams, s.m.buckets, s.m.refused, s.m.abandons)
+		if opts.Share != nil {
+			opts.Registerer.MustRegister(s.m.shareFailed, s.m.shareBuckets)
+		}
 	}
 	return s
 }
@@ -209,6 +239,14 @@ func (s *Service) SetConfig(cfg *ratelimit.Config) {
 		s.rebalance(b, now, nil)
 	}
 	s.flush()
+	if s.opts.Share != nil {
+		// The claims were made for the old limits: publish again now.
+		s.syncAll = true
+		select {
+		case s.syncNow <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Sweep releases the shares of clients whose assignment expired and revises
@@ -504,13 +542,20 @@ func (s *Service) report(st *stream, m *rlqsv3.RateLimitQuotaUsageReports) error
 	}
 	for _, b := range touched {
 		s.rebalance(b, now, st)
-		if sh := b.clients[st]; sh != nil {
+		if sh := b.clients[st]; sh != nil && !s.waiting(b) {
 			// Every reported bucket gets its assignment back, renewed.
 			sh.sent, sh.expires = true, now.Add(ttl)
 			s.enqueue(st, b.key, action(b.id, sh.cur, ttl, s.opts.Burst))
 		}
 	}
 	s.flush()
+	if s.wantSync {
+		s.wantSync = false
+		select {
+		case s.syncNow <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 

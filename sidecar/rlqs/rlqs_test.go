@@ -52,6 +52,9 @@ type harness struct {
 	clock    *fakeClock
 	reg      *prometheus.Registry
 	received atomic.Uint64 // messages received by all the clients
+	// tick, when set, runs at every whole virtual second of drive, before
+	// the clients' reports (replicas publish their demand there).
+	tick func()
 }
 
 // settle waits (up to 5s) until no action waits to be sent and the clients
@@ -67,9 +70,21 @@ func (h *harness) settle() {
 
 func newHarness(t *testing.T, opts rlqs.Options) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
+	return newHarnessOn(t, opts, newFakeClock())
+}
+
+// newHarnessOn is newHarness on a clock other harnesses may share (several
+// replicas).
+func newHarnessOn(t *testing.T, opts rlqs.Options, clock *fakeClock) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: clock, reg: prometheus.NewRegistry()}
 	opts.Clock, opts.Registerer = h.clock.Now, h.reg
 	h.svc = rlqs.New(opts)
+	if opts.Share != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		go h.svc.SyncPending(ctx)
+		t.Cleanup(cancel)
+	}
 	cfg, err := ratelimit.ParseConfig("limits.yaml", []byte(limitsYAML))
 	require.NoError(t, err)
 	h.svc.SetConfig(cfg)
@@ -108,6 +123,9 @@ func (h *harness) drive(d time.Duration, loads ...*load) []int {
 	for n := 0; n < int(d/step); n++ {
 		h.clock.Advance(step)
 		inSecond := time.Duration(h.clock.Now().UnixNano() % int64(time.Second))
+		if inSecond == 0 && h.tick != nil {
+			h.tick()
+		}
 		for _, l := range loads {
 			l.acc += l.perSecond * step.Seconds()
 			for ; l.acc >= 1; l.acc-- {

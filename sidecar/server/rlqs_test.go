@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +13,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -95,4 +99,46 @@ func TestRLQSOpenWithoutFilterToken(t *testing.T) {
 	m, err := recvWithin(t, st)
 	require.NoError(t, err)
 	require.NotNil(t, m.GetBucketAction()[0].GetQuotaAssignmentAction().GetRateLimitStrategy().GetTokenBucket())
+}
+
+// TestRLQSReplicasShareTheLimitThroughRedis: two sidecars on one Redis
+// divide a limit between their clients instead of each handing out all of
+// it: one client on each, equal demand, 50/s each of 100/s.
+func TestRLQSReplicasShareTheLimitThroughRedis(t *testing.T) {
+	dir := t.TempDir()
+	opts := server.Options{
+		RedisAddr:           redistest.Start(t),
+		RedisKey:            "test:" + t.Name(),
+		RateLimitConfigPath: writeFile(t, dir, "ratelimit.yaml", "domain: llm\ndescriptors:\n  - key: user\n    rate_limit: {unit: second, requests_per_unit: 100}\n"),
+		Quota:               rlqs.Options{ShareInterval: 200 * time.Millisecond},
+	}
+	user := fmt.Sprintf("u-%d", time.Now().UnixNano()) // entries outlive the test in Redis
+	report := &rlqsv3.RateLimitQuotaUsageReports{Domain: "llm", BucketQuotaUsages: []*rlqsv3.RateLimitQuotaUsageReports_BucketQuotaUsage{
+		{BucketId: &rlqsv3.BucketId{Bucket: map[string]string{"user": user}}, NumRequestsAllowed: 1}}}
+
+	// The last tokens_per_fill each stream was sent (-1 none yet, 0 deny all).
+	var rates [2]atomic.Int64
+	for i := range 2 {
+		rates[i].Store(-1)
+		r := start(t, opts)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		st, err := rlqsv3.NewRateLimitQuotaServiceClient(r.cc).StreamRateLimitQuotas(ctx)
+		require.NoError(t, err)
+		require.NoError(t, st.Send(report))
+		go func() {
+			for {
+				m, err := st.Recv()
+				if err != nil {
+					return
+				}
+				for _, a := range m.GetBucketAction() {
+					s := a.GetQuotaAssignmentAction().GetRateLimitStrategy()
+					rates[i].Store(int64(s.GetTokenBucket().GetTokensPerFill().GetValue()))
+				}
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return rates[0].Load() == 50 && rates[1].Load() == 50 }, 5*time.Second, 10*time.Millisecond,
+		"rates %d and %d", rates[0].Load(), rates[1].Load())
 }

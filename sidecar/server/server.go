@@ -95,6 +95,10 @@ type Options struct {
 	Registry *prometheus.Registry
 	// RateLimit builds the RLS; nil serves no rate limit service.
 	RateLimit RateLimitFactory
+	// Quota tunes the RLQS service (served with a RateLimit that shares
+	// its config); its clock, logger, registry and, with Redis, Share are
+	// the server's.
+	Quota rlqs.Options
 
 	ReloadInterval  time.Duration // file polling; default 5s, negative disables
 	TickInterval    time.Duration // engine tick; default 1s
@@ -216,7 +220,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil, err
 		}
 		if src, ok := s.rl.(configSource); ok {
-			s.quota = rlqs.New(rlqs.Options{Clock: opts.Clock, Logger: s.log, Registerer: s.reg})
+			qo := opts.Quota
+			qo.Clock, qo.Logger, qo.Registerer = opts.Clock, s.log, s.reg
+			if s.rdb != nil {
+				// Replicas share Redis: they divide each limit together.
+				qo.Share = rlqs.NewRedisShare(s.rdb, "")
+			}
+			s.quota = rlqs.New(qo)
 			s.quota.SetConfig(src.Config())
 		}
 	}
@@ -312,6 +322,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("sidecar serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(),
 		"config", s.opts.ConfigPath, "ratelimit_config", s.opts.RateLimitConfigPath, "redis", s.opts.RedisAddr != "", "redis_type", s.opts.Redis.typeName())
 
+	stopQuota := func() {}
+	if s.quota != nil {
+		qctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.quota.Run(qctx); close(done) }()
+		stopQuota = func() { cancel(); <-done }
+	}
 	tick := time.NewTicker(s.opts.TickInterval)
 	defer tick.Stop()
 	var poll <-chan time.Time
@@ -338,6 +355,7 @@ loop:
 			s.reloadChanged()
 		}
 	}
+	stopQuota()
 	s.shutdown()
 	return serveErr
 }

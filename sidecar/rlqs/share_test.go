@@ -1,0 +1,184 @@
+package rlqs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// flaky is a Sharer that fails while down is set: a replica cut off from
+// Redis.
+type flaky struct {
+	rlqs.Sharer
+	down atomic.Bool
+}
+
+func (f *flaky) Publish(ctx context.Context, now time.Time, e []rlqs.ShareEntry) ([]rlqs.ShareClaim, error) {
+	if f.down.Load() {
+		return nil, errors.New("redis: connection refused")
+	}
+	return f.Sharer.Publish(ctx, now, e)
+}
+
+// replicas are sidecar replicas sharing one real redis-server and one
+// virtual clock; replica i publishes through shares[i].
+type replicas struct {
+	hs     []*harness
+	shares []*flaky
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+func newReplicas(t *testing.T, n int) *replicas {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	// A prefix of its own per run: entries of an earlier run (-count) are
+	// still valid on the virtual clock, which starts at the same time.
+	prefix := fmt.Sprintf("rlqs-test:%s:%d:", t.Name(), time.Now().UnixNano())
+	clock := newFakeClock()
+	r := &replicas{rdb: rdb, prefix: prefix}
+	for i := 0; i < n; i++ {
+		f := &flaky{Sharer: rlqs.NewRedisShare(rdb, prefix)}
+		r.shares = append(r.shares, f)
+		r.hs = append(r.hs, newHarnessOn(t, rlqs.Options{Share: f}, clock))
+	}
+	// Every virtual second each replica publishes (in turn, as their
+	// tickers would), and every client gets the revised assignments.
+	r.hs[0].tick = func() {
+		for _, h := range r.hs {
+			_ = h.svc.Sync(context.Background())
+		}
+		for _, h := range r.hs {
+			h.settle()
+		}
+	}
+	return r
+}
+
+// assigned sums the clients' assigned rates for id.
+func assigned(id map[string]string, loads ...*load) float64 {
+	sum := 0.0
+	for _, l := range loads {
+		sum += max(0, l.c.rate(id))
+	}
+	return sum
+}
+
+// TestReplicasDivideTheLimitTogether: two replicas sharing Redis, a client
+// on each asking 150/s and 50/s of a 100/s limit: they admit the limit
+// between them, not the limit each, divided by demand.
+func TestReplicasDivideTheLimitTogether(t *testing.T) {
+	r := newReplicas(t, 2)
+	a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
+	b := &load{c: r.hs[1].dialEnvoy(t, "llm"), id: gpt, perSecond: 50, offset: 500 * time.Millisecond}
+	r.hs[0].drive(10*time.Second, a, b)
+	require.LessOrEqual(t, assigned(gpt, a, b), 100.0)
+
+	fresh := a.c.fresh + b.c.fresh
+	got := r.hs[0].drive(60*time.Second, a, b)
+	fresh = a.c.fresh + b.c.fresh - fresh
+	total := got[0] + got[1]
+	t.Logf("admitted %v over 60s against a limit of 100/s; token buckets started full: %.0f tokens", got, fresh)
+	require.LessOrEqual(t, float64(total), 6000+fresh, "the rates add up to the limit at most")
+	require.InDelta(t, 6000, total, 0.02*6000, "admitted %v", got)
+	require.InDelta(t, 0.75, float64(got[0])/float64(total), 0.05, "a's part of %v", got)
+	require.InDelta(t, 75, a.c.rate(gpt), 5)
+	require.InDelta(t, 25, b.c.rate(gpt), 5)
+
+	// Two replicas' entries in the bucket's hash, and nothing else.
+	keys, err := r.rdb.Keys(context.Background(), r.prefix+"*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	require.EqualValues(t, 2, r.rdb.HLen(context.Background(), keys[0]).Val())
+}
+
+// TestReplicasMoveAnIdleShare: demand moves from one replica to the other
+// and the share follows within a few publications; at every second the
+// assignments of all the clients add up to the limit at most.
+func TestReplicasMoveAnIdleShare(t *testing.T) {
+	r := newReplicas(t, 2)
+	a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
+	b := &load{c: r.hs[1].dialEnvoy(t, "llm"), id: gpt, perSecond: 150, offset: 300 * time.Millisecond}
+	c := &load{c: r.hs[1].dialEnvoy(t, "llm"), id: gpt, perSecond: 150, offset: 600 * time.Millisecond}
+	sync := r.hs[0].tick
+	over := 0.0
+	r.hs[0].tick = func() {
+		sync()
+		over = max(over, assigned(gpt, a, b, c)-100)
+	}
+	r.hs[0].drive(6*time.Second, a, b, c)
+	require.InDelta(t, 100.0/3, a.c.rate(gpt), 3)
+	require.InDelta(t, 100.0/3, b.c.rate(gpt), 3)
+
+	// b and c (replica 2) go idle: a (replica 1) takes nearly all within
+	// three intervals.
+	b.perSecond, c.perSecond = 0, 0
+	r.hs[0].drive(3*time.Second, a, b, c)
+	require.GreaterOrEqual(t, a.c.rate(gpt), 95.0)
+	r.hs[0].drive(time.Second, a, b, c) // a's last revision started a full bucket
+	fresh := a.c.fresh
+	got := r.hs[0].drive(10*time.Second, a, b, c)
+	require.LessOrEqual(t, float64(got[0]), 1000+a.c.fresh-fresh, "%v", got)
+	require.InDelta(t, 1000, got[0], 0.02*1000, "a admits nearly the whole limit: %v", got)
+
+	// And back.
+	b.perSecond = 150
+	r.hs[0].drive(3*time.Second, a, b, c)
+	require.InDelta(t, 50, a.c.rate(gpt), 4)
+	require.InDelta(t, 50, b.c.rate(gpt), 4)
+	require.Zero(t, over, "assignments never added up to more than the limit")
+}
+
+// TestReplicaCutOffFromRedis: a replica that cannot publish keeps its claim
+// while it still counts for the others, then divides the limit by the
+// replicas it last saw; back in touch, it takes what the others left.
+func TestReplicaCutOffFromRedis(t *testing.T) {
+	r := newReplicas(t, 2)
+	a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
+	b := &load{c: r.hs[1].dialEnvoy(t, "llm"), id: gpt, perSecond: 50, offset: 500 * time.Millisecond}
+	r.hs[0].drive(10*time.Second, a, b)
+	require.InDelta(t, 25, b.c.rate(gpt), 5)
+
+	r.shares[1].down.Store(true)
+	r.hs[0].drive(2*time.Second, a, b)
+	require.InDelta(t, 25, b.c.rate(gpt), 5, "the claim is kept while it counts")
+	require.InDelta(t, 75, a.c.rate(gpt), 5)
+	// The claim's time (its clients' TTL, 3 s, plus a publication) runs
+	// out: the others drop it and b's replica divides the limit by the 2
+	// replicas it saw. The documented bound: 1 + 1/2 of the limit.
+	r.hs[0].drive(5*time.Second, a, b)
+	require.Equal(t, 50.0, b.c.rate(gpt))
+	require.Equal(t, 100.0, a.c.rate(gpt), "a's replica no longer counts b's")
+	require.Equal(t, 1.0, metric(t, r.hs[1].reg, "shepherd_sidecar_rlqs_share_fallback_buckets"))
+	require.Positive(t, metric(t, r.hs[1].reg, "shepherd_sidecar_rlqs_share_failures_total"))
+
+	r.shares[1].down.Store(false)
+	r.hs[0].drive(5*time.Second, a, b)
+	require.LessOrEqual(t, assigned(gpt, a, b), 100.0)
+	require.InDelta(t, 75, a.c.rate(gpt), 5)
+	require.InDelta(t, 25, b.c.rate(gpt), 5)
+	require.Equal(t, 0.0, metric(t, r.hs[1].reg, "shepherd_sidecar_rlqs_share_fallback_buckets"))
+}
+
+// TestReplicaThatNeverReachedRedis: a bucket first seen while Redis is down
+// gets the limit divided by the replicas of the last successful round (the
+// whole limit on a replica that never had one), rather than waiting.
+func TestReplicaThatNeverReachedRedis(t *testing.T) {
+	r := newReplicas(t, 1)
+	r.shares[0].down.Store(true)
+	a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
+	r.hs[0].drive(3*time.Second, a)
+	require.Equal(t, 100.0, a.c.rate(gpt))
+}
