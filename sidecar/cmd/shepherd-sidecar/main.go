@@ -77,6 +77,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&failMode, "ratelimit-failure-mode", "error",
 		"answer when the counter store fails: error (UNAVAILABLE; Envoy's failure_mode_deny decides), open or closed")
 	fs.DurationVar(&storeTimeout, "ratelimit-store-timeout", 0, "bound on each counter store round trip (0: the request's deadline only)")
+	var quota quotaFlags
+	quota.register(fs)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "json", "json or text")
 	fs.Usage = func() {
@@ -137,6 +139,10 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.RateLimit = server.RateLimitWith(ratelimit.Options{FailureMode: mode, StoreTimeout: storeTimeout})
+	if o.Quota, err = quota.options(); err != nil {
+		fmt.Fprintf(stderr, "shepherd-sidecar: %v\n", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
