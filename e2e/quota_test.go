@@ -46,12 +46,15 @@ const quotaE2EConfig = `{
     {"name": "open", "match": {"pathPrefix": "/open/"}, "provider": "relay", "streamUsage": false,
      "globalLimits": {"mode": "quota", "failureMode": "open"}},
     {"name": "closed", "match": {"pathPrefix": "/closed/"}, "provider": "relay", "streamUsage": false,
-     "globalLimits": {"mode": "quota", "failureMode": "closed"}}
+     "globalLimits": {"mode": "quota", "failureMode": "closed"}},
+    {"name": "tokens", "match": {"pathPrefix": "/tokens/"}, "provider": "relay", "streamUsage": false,
+     "globalLimits": {"mode": "quota", "failureMode": "closed", "tokens": true}}
   ]}`
 
 // quotaServer is a small RLQS server: every reported bucket gets a token
 // bucket of limits[route] requests an hour (1000 when unlisted), valid for
-// ttl; it sums the usage it is told per route.
+// ttl; it sums the usage it is told per route. A token descriptor's bucket
+// ({kind: tokens, route: r}) is "tokens:r" in limits and in the sums.
 type quotaServer struct {
 	rlqsv3.UnimplementedRateLimitQuotaServiceServer
 	rlsv3.UnimplementedRateLimitServiceServer
@@ -121,6 +124,9 @@ func (q *quotaServer) StreamRateLimitQuotas(s rlqsv3.RateLimitQuotaService_Strea
 		q.reports++
 		for _, u := range r.BucketQuotaUsages {
 			route := u.BucketId.Bucket["route"]
+			if kind := u.BucketId.Bucket["kind"]; kind != "" {
+				route = kind + ":" + route
+			}
 			q.allowed[route] += u.NumRequestsAllowed
 			q.denied[route] += u.NumRequestsDenied
 			q.assigned[route]++
@@ -241,6 +247,52 @@ func TestQuotaGlobalRequestLimit(t *testing.T) {
 		return a == 21 && d == 40
 	})
 	require.EqualValues(t, 40, counterOf(t, e.host, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "limited", telemetry.LabelKind, "global_requests")))
+}
+
+// TestQuotaTokenLimit: a token limit in quota mode, as docs/CONFIG.md
+// (globalLimits, quota mode, tokens: true) describes it. The token
+// descriptor is a bucket of its own whose "requests" are tokens; a request
+// starts while its assignment has a token left and takes nothing then; its
+// real usage is charged when the response ends, into debt if need be, and
+// reported as the bucket's allowed count. Each answer here uses 14 tokens
+// (2 prompt, 12 completion) against an assignment of 50: four start, the
+// fourth takes the bucket to -6, the fifth is refused with 429 for tokens.
+func TestQuotaTokenLimit(t *testing.T) {
+	e := newQuotaEnv(t, map[string]uint32{"tokens:tokens": 50}, time.Minute)
+	const path = "/tokens/v1/chat/completions"
+	require.Equal(t, http.StatusOK, e.do(t, path), "a new bucket is admitted")
+	e.assigned(t, "tokens:tokens")
+
+	var statuses []int
+	for range 5 {
+		statuses = append(statuses, e.do(t, path))
+	}
+	require.Equal(t, []int{200, 200, 200, 200, 429}, statuses)
+	req, err := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(`{"model":"gpt-4.1","messages":[{"role":"user","content":"hello"}]}`))
+	require.NoError(t, err)
+	req.Host = "api.openai.com"
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "50", resp.Header.Get("x-ratelimit-limit-tokens"), "the assignment's size")
+	// 7 tokens (from -6 to 1) at 50 an hour: 504 s.
+	require.Equal(t, "504", resp.Header.Get("retry-after"))
+	require.Contains(t, string(body), `"code":"rate_limit_exceeded"`)
+
+	require.EqualValues(t, 5, e.relay.Requests(), "refused requests never reach the provider")
+	require.Zero(t, e.server.checks.Load(), "no ShouldRateLimit, not even to settle")
+	until(t, 5*time.Second, "the usage reported", func() bool {
+		tokens, refused, _ := e.server.usage("tokens:tokens")
+		requests, _, _ := e.server.usage("tokens")
+		// Five answers of 14 tokens (the first one's too, charged before
+		// the assignment); the request bucket counts the five requests
+		// that started.
+		return tokens == 5*14 && refused == 2 && requests == 5
+	})
+	require.EqualValues(t, 2, counterOf(t, e.host, telemetry.Name(telemetry.RateLimited, telemetry.LabelRoute, "tokens", telemetry.LabelKind, "global_tokens")))
 }
 
 // TestQuotaSidecarDown: a sidecar restart shorter than the assignments'
