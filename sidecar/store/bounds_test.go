@@ -84,19 +84,27 @@ func TestRedisHealsACounterOutOfRange(t *testing.T) {
 		{"-5", 1},
 		{strconv.FormatInt(math.MinInt64, 10), 1},
 		{"7", 8},
+		{"5.0", 6},  // a whole number INCRBY refuses is stored as an integer
+		{"1.5", 1},  // a fraction starts again from the hits
+		{"-5.5", 1}, // so does a negative fraction
+		{"1e300", store.MaxCount},
 	}
 	for i, tc := range cases {
 		key := "k" + strconv.Itoa(i)
 		require.NoError(t, client.Set(ctx, "heal:"+key+":0", tc.stored, 0).Err())
+		var last uint64
 		for range 3 {
 			got, err := rs.Apply(ctx, []store.Hit{hit(key, 1, 0, 60)})
 			require.NoError(t, err, tc.stored)
 			require.Equal(t, tc.want, got[0].Count, tc.stored)
-			tc.want = min(tc.want+1, store.MaxCount)
+			last, tc.want = tc.want, min(tc.want+1, store.MaxCount)
 		}
 		ttl, err := client.PTTL(ctx, "heal:"+key+":0").Result()
 		require.NoError(t, err)
 		require.Greater(t, ttl.Milliseconds(), int64(0), "%s: the healed key still expires", tc.stored)
+		v, err := client.Get(ctx, "heal:"+key+":0").Result()
+		require.NoError(t, err)
+		require.Equal(t, strconv.FormatUint(last, 10), v, "%s: stored as a plain integer", tc.stored)
 	}
 }
 

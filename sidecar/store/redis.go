@@ -26,22 +26,23 @@ type RedisOptions struct {
 }
 
 // Redis is a Store in Redis, shared by every sidecar replica that uses the
-// same server or cluster. Each hit runs one small Lua script on one key
-// (INCRBY, then PEXPIRE when the key has no expiry yet), so each counter is
-// updated atomically. Every script touches a single key, so a pipeline is
-// safe on Redis Cluster without hash tags: the client sends each script to
-// the node that owns its key.
+// same server or cluster. One Lua script counts hits (INCRBY, then PEXPIRE
+// when the key has no expiry yet), so each counter is updated atomically.
 //
 // Decisions are batched: a few sender goroutines (RedisOptions.Pipelines)
-// each take every decision waiting, send all their scripts in one
-// pipeline, and hand each decision its results. An idle store sends a
-// decision at once, alone (one round trip, as before); under load the
-// decisions that arrive during a round trip share the next one, so Redis
-// and the sidecar pay one read and one write per batch instead of per
-// decision. A caller waits only as long as its own context allows; a
-// decision whose caller has gone before it is sent is dropped, uncounted.
+// each take every decision waiting and count all their hits at once. On one
+// server (or Sentinel's primary) that is one script call over all the
+// batch's keys, so N decisions cost Redis one command instead of N; on a
+// cluster it is one script call per key in one pipeline, because the keys
+// of a call must share a hash slot, and the client sends each call to the
+// node that owns its key. An idle store sends a decision at once, alone
+// (one round trip); under load the decisions that arrive during a round
+// trip share the next one. A caller waits only as long as its own context
+// allows; a decision whose caller has gone before it is sent is dropped,
+// uncounted.
 type Redis struct {
 	client redis.UniversalClient
+	perKey bool // one key per script call (a cluster, or a client of unknown kind)
 	prefix string
 	grace  int64
 	closed atomic.Bool
@@ -74,37 +75,61 @@ type hitArgs struct {
 	reset int64
 }
 
-// incrScript adds ARGV[1] to KEYS[1], saturating at ARGV[3] (MaxCount), and
-// makes sure the key expires after ARGV[2] milliseconds; it returns the count
-// after the addition. The sum is taken in Lua before INCRBY, so no addition
-// can reach Redis's int64 overflow error: a counter at its bound stays there
-// (SET ... KEEPTTL, Redis 6.0+) and keeps answering. A stored value outside
-// [0, ARGV[3]] (written by something else, or by a version without the bound)
-// is taken as the bound or as 0. Lua numbers are doubles: every value the
+// incrScript counts the hits of any number of keys in one call: for the
+// i-th key it adds ARGV[2i] to KEYS[i], saturating at ARGV[1] (MaxCount),
+// makes sure the key expires after ARGV[2i+1] milliseconds, and puts the
+// count after the addition in the i-th place of the reply (an error reply
+// there when that key cannot count, so one bad key fails only its own
+// decision).
+//
+// The usual hit is one INCRBY and one PTTL. Hits are at most MaxHits, so
+// INCRBY of a stored value in [0, MaxCount] cannot reach Redis's int64
+// overflow error; a result at or past the bound is set back to it (SET ...
+// KEEPTTL, Redis 6.0+) and a counter stays there for the rest of its
+// window. A stored value that INCRBY refuses (out of int64 range, a
+// fraction, "5.0") is read and handled in Lua: a sum at or over the bound
+// becomes the bound; a sum below 0 or not a whole number starts again from
+// the hits; any other sum is stored as a plain integer. A negative stored
+// value is healed the same way. Lua numbers are doubles: every value the
 // script computes below 2^53 is exact.
-const incrScriptSource = `local cap = tonumber(ARGV[3])
-local v = redis.call('GET', KEYS[1])
-local c = 0
-if v then
-  c = tonumber(v)
-  if c == nil then
-    return redis.error_reply('ERR counter is not an integer')
+const incrScriptSource = `local cap = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local k, h = KEYS[i], ARGV[2 * i]
+  local c = redis.pcall('INCRBY', k, h)
+  if type(c) == 'table' then
+    local v = redis.pcall('GET', k)
+    if not v then
+      -- INCRBY failed on no value at all: its own error stands
+    elseif type(v) == 'table' then
+      c = v
+    else
+      c = tonumber(v)
+      if c == nil then
+        c = {err = 'ERR counter is not an integer'}
+      else
+        c = c + tonumber(h)
+        if c >= cap then
+          c = cap
+        elseif c < 0 or c ~= math.floor(c) then
+          c = tonumber(h)
+        end
+        redis.call('SET', k, string.format('%d', c), 'KEEPTTL')
+      end
+    end
+  elseif c >= cap then
+    c = cap
+    redis.call('SET', k, ARGV[1], 'KEEPTTL')
+  elseif c < 0 then
+    c = tonumber(h)
+    redis.call('SET', k, h, 'KEEPTTL')
   end
+  if type(c) ~= 'table' and redis.call('PTTL', k) < 0 then
+    redis.call('PEXPIRE', k, ARGV[2 * i + 1])
+  end
+  out[i] = c
 end
-c = c + tonumber(ARGV[1])
-if c >= cap then
-  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
-  c = cap
-elseif c < 0 or c ~= math.floor(c) then
-  c = tonumber(ARGV[1])
-  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-else
-  c = redis.call('INCRBY', KEYS[1], ARGV[1])
-end
-if redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return c`
+return out`
 
 var incrScript = redis.NewScript(incrScriptSource)
 
@@ -120,7 +145,8 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Pipelines <= 0 {
 		opts.Pipelines = 4
 	}
-	s := &Redis{client: client, prefix: opts.Prefix, grace: opts.GraceSeconds,
+	_, single := client.(*redis.Client) // one server, or Sentinel's primary
+	s := &Redis{client: client, perKey: !single, prefix: opts.Prefix, grace: opts.GraceSeconds,
 		wake: make(chan struct{}, opts.Pipelines), stop: make(chan struct{})}
 	for range opts.Pipelines {
 		go s.sender()
@@ -171,13 +197,13 @@ func (s *Redis) send(batch []*batchJob) {
 		return
 	}
 	s.pipelines.Add(1)
-	cmds, err := s.runAll(context.Background(), args, keys)
+	replies, err := s.count(context.Background(), args, keys)
 	at := 0
 	for _, j := range live {
 		if err != nil {
 			j.err = err
 		} else {
-			j.out, j.err = results(j.args, cmds[at:at+len(j.args)])
+			j.out, j.err = results(j.args, replies[at:at+len(j.args)])
 		}
 		at += len(j.args)
 		close(j.done)
@@ -195,6 +221,17 @@ func (s *Redis) Key(key []byte, w Window) string {
 	return string(b)
 }
 
+// job copies what a sender needs of reqs.
+func (s *Redis) job(ctx context.Context, reqs []Hit) *batchJob {
+	j := &batchJob{ctx: ctx, keys: make([]string, len(reqs)), args: make([]hitArgs, len(reqs)), done: make(chan struct{})}
+	for i := range reqs {
+		h := &reqs[i]
+		j.keys[i] = s.Key(h.Key, h.Window)
+		j.args[i] = hitArgs{hits: min(h.Hits, MaxHits), ttlMs: (h.Window.Seconds + s.grace) * 1000, reset: h.Window.End()}
+	}
+	return j
+}
+
 // Apply implements Store. It waits for a sender to run the decision's
 // hits (see Redis), or for ctx to end.
 func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
@@ -204,12 +241,7 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 	if len(reqs) == 0 {
 		return []Result{}, nil
 	}
-	j := &batchJob{ctx: ctx, keys: make([]string, len(reqs)), args: make([]hitArgs, len(reqs)), done: make(chan struct{})}
-	for i := range reqs {
-		h := &reqs[i]
-		j.keys[i] = s.Key(h.Key, h.Window)
-		j.args[i] = hitArgs{hits: min(h.Hits, MaxHits), ttlMs: (h.Window.Seconds + s.grace) * 1000, reset: h.Window.End()}
-	}
+	j := s.job(ctx, reqs)
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
@@ -229,19 +261,38 @@ func (s *Redis) Apply(ctx context.Context, reqs []Hit) ([]Result, error) {
 	}
 }
 
-// runAll runs the script for every hit in one pipeline; a server that lost
-// its script cache (restart, SCRIPT FLUSH, a new cluster node) answers
-// NOSCRIPT without running anything, and those hits are sent again with
-// the script's source.
-func (s *Redis) runAll(ctx context.Context, args []hitArgs, keys []string) ([]*redis.Cmd, error) {
-	cmds, err := s.run(ctx, args, keys, nil, true)
+// maxScriptKeys bounds the keys of one script call, so that a large batch
+// never holds Redis (which runs one script at a time) for long: a batch
+// with more keys is cut into several calls in one pipeline.
+const maxScriptKeys = 256
+
+// count runs the script for every hit and returns each hit's count or
+// error, in order. On one server (or a Sentinel-managed primary) the hits
+// go in as few script calls as maxScriptKeys allows; on a cluster each call
+// holds one key, because the keys of one call must share a hash slot and a
+// batch's keys seldom do, and the client sends each call to the node that
+// owns its key. A server that lost its script cache (restart, SCRIPT FLUSH,
+// a failover, a new cluster node) answers NOSCRIPT without running
+// anything, and those calls are sent again with the script's source.
+func (s *Redis) count(ctx context.Context, args []hitArgs, keys []string) ([]reply, error) {
+	per := maxScriptKeys
+	if s.perKey {
+		per = 1
+	}
+	calls := make([]span, 0, (len(keys)+per-1)/per)
+	for at := 0; at < len(keys); at += per {
+		calls = append(calls, span{at, min(at+per, len(keys))})
+	}
+	cmds, err := s.run(ctx, args, keys, calls, true)
 	if err != nil {
 		return nil, err
 	}
-	var again []int
+	var again []span
+	var where []int
 	for i, c := range cmds {
 		if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-			again = append(again, i)
+			again = append(again, calls[i])
+			where = append(where, i)
 		}
 	}
 	if len(again) > 0 {
@@ -249,55 +300,80 @@ func (s *Redis) runAll(ctx context.Context, args []hitArgs, keys []string) ([]*r
 		if err != nil {
 			return nil, err
 		}
-		for j, i := range again {
+		for j, i := range where {
 			cmds[i] = retried[j]
 		}
 	}
-	return cmds, nil
-}
-
-// results reads one decision's counts from its commands.
-func results(args []hitArgs, cmds []*redis.Cmd) ([]Result, error) {
-	out := make([]Result, len(args))
+	out := make([]reply, len(keys))
 	for i, c := range cmds {
-		n, err := c.Int64()
-		if err != nil {
-			return nil, fmt.Errorf("redis store: hit %d: %w", i, err)
+		sp := calls[i]
+		vals, err := c.Slice()
+		if err == nil && len(vals) != sp.end-sp.start {
+			err = fmt.Errorf("%d counts for %d keys", len(vals), sp.end-sp.start)
 		}
-		if n < 0 || n > MaxCount {
-			return nil, fmt.Errorf("redis store: hit %d: count %d out of range", i, n)
+		for k := sp.start; k < sp.end; k++ {
+			if err != nil {
+				out[k].err = err
+				continue
+			}
+			switch v := vals[k-sp.start].(type) {
+			case int64:
+				out[k].n = v
+			case error:
+				out[k].err = v
+			default:
+				out[k].err = fmt.Errorf("unexpected reply %T", v)
+			}
 		}
-		out[i] = Result{Count: uint64(n), Reset: args[i].reset}
 	}
 	return out, nil
 }
 
-// run pipelines the script for the hits at idx (all hits when idx is nil),
-// by digest when sha is true and by source otherwise.
-func (s *Redis) run(ctx context.Context, args []hitArgs, keys []string, idx []int, sha bool) ([]*redis.Cmd, error) {
-	n := len(args)
-	if idx != nil {
-		n = len(idx)
+// span is the hits [start, end) of one script call.
+type span struct{ start, end int }
+
+// reply is one hit's count, or why it has none.
+type reply struct {
+	n   int64
+	err error
+}
+
+// results reads one decision's counts from its replies.
+func results(args []hitArgs, replies []reply) ([]Result, error) {
+	out := make([]Result, len(args))
+	for i, r := range replies {
+		if r.err != nil {
+			return nil, fmt.Errorf("redis store: hit %d: %w", i, r.err)
+		}
+		if r.n < 0 || r.n > MaxCount {
+			return nil, fmt.Errorf("redis store: hit %d: count %d out of range", i, r.n)
+		}
+		out[i] = Result{Count: uint64(r.n), Reset: args[i].reset}
 	}
-	cmds := make([]*redis.Cmd, n)
+	return out, nil
+}
+
+// run pipelines one script call per span, by digest when sha is true and
+// by source otherwise.
+func (s *Redis) run(ctx context.Context, args []hitArgs, keys []string, calls []span, sha bool) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for j := 0; j < n; j++ {
-			i := j
-			if idx != nil {
-				i = idx[j]
+		for i, sp := range calls {
+			argv := make([]any, 1, 1+2*(sp.end-sp.start))
+			argv[0] = MaxCount
+			for k := sp.start; k < sp.end; k++ {
+				argv = append(argv, args[k].hits, args[k].ttlMs)
 			}
-			a := &args[i]
-			k := keys[i : i+1]
 			if sha {
-				cmds[j] = p.EvalSha(ctx, incrScript.Hash(), k, a.hits, a.ttlMs, MaxCount)
+				cmds[i] = p.EvalSha(ctx, incrScript.Hash(), keys[sp.start:sp.end], argv...)
 			} else {
-				cmds[j] = p.Eval(ctx, incrScriptSource, k, a.hits, a.ttlMs, MaxCount)
+				cmds[i] = p.Eval(ctx, incrScriptSource, keys[sp.start:sp.end], argv...)
 			}
 		}
 		return nil
 	})
-	// A reply error (NOSCRIPT, WRONGTYPE) belongs to its command and is
-	// looked at per hit; anything else (network, timeout) fails the call.
+	// A reply error (NOSCRIPT, OOM) belongs to its call and is looked at
+	// per call; anything else (network, timeout) fails the batch.
 	var rerr redis.Error
 	if err != nil && !errors.As(err, &rerr) {
 		return nil, fmt.Errorf("redis store: %w", err)
