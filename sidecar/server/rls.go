@@ -32,7 +32,7 @@ func RateLimitWith(opts ratelimit.Options) RateLimitFactory {
 	return func(reg prometheus.Registerer, rdb redis.UniversalClient, log *slog.Logger) (RateLimit, error) {
 		var st store.Store
 		if rdb != nil {
-			st = store.NewRedis(rdb, store.RedisOptions{})
+			st = store.NewRedis(rdb, store.RedisOptions{Registerer: reg})
 		} else {
 			st = store.NewMemory(store.MemoryOptions{})
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -26,7 +27,9 @@ func TestRedisBatchesConcurrentDecisions(t *testing.T) {
 	defer cluster.Close()
 	for name, client := range map[string]redis.UniversalClient{"redis": single, "redis-cluster": cluster} {
 		t.Run(name, func(t *testing.T) {
-			st := store.NewRedis(client, store.RedisOptions{Prefix: "batch:" + name + ":" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":", Pipelines: 1})
+			reg := prometheus.NewRegistry()
+			st := store.NewRedis(client, store.RedisOptions{Prefix: "batch:" + name + ":" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":",
+				Pipelines: 1, Registerer: reg})
 			defer st.Close()
 			const callers, each, keys = 32, 20, 8
 			var wg sync.WaitGroup
@@ -51,6 +54,13 @@ func TestRedisBatchesConcurrentDecisions(t *testing.T) {
 				require.NoError(t, err)
 			}
 			require.Less(t, st.Pipelines(), int64(callers*each), "decisions share pipelines")
+			mfs, err := reg.Gather()
+			require.NoError(t, err)
+			require.Len(t, mfs, 1)
+			require.Equal(t, "shepherd_ratelimit_store_batch_decisions", mfs[0].GetName())
+			h := mfs[0].GetMetric()[0].GetHistogram()
+			require.Equal(t, uint64(st.Pipelines()), h.GetSampleCount(), "one sample per round trip")
+			require.Equal(t, float64(callers*each), h.GetSampleSum(), "every decision in one sample")
 			total := uint64(0)
 			for k := range keys {
 				res, err := st.Apply(context.Background(), []store.Hit{hit("k"+strconv.Itoa(k), 0, 1000, 60)})
