@@ -373,29 +373,7 @@ descriptors:
 // window, within the documented bound (half a second of each pod's share
 // and the sidecar's 2% hysteresis), and the busy pod gets the larger share.
 func TestQuotaMeshAccuracy(t *testing.T) {
-	sc := startSidecarWith(t, func(o *server.Options) {
-		p := filepath.Join(t.TempDir(), "ratelimit.yaml")
-		require.NoError(t, os.WriteFile(p, []byte(quotaMeshRateLimits), 0o600))
-		o.RateLimitConfigPath = p
-	})
-	relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
-	clusters := map[string]string{"relay": scenario.Upstream(t, relay), "sidecar": sc.addr}
-	var pods [2]*quotaEnv
-	for i := range pods {
-		h, err := envoy.New(context.Background(), envoy.Config{
-			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
-			PluginConfig: []byte(quotaMeshConfig), Workers: 2, Env: filterEnv(meshFilterToken),
-			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay"},
-			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
-		})
-		require.NoError(t, err)
-		front := httptest.NewServer(h)
-		t.Cleanup(func() {
-			front.Close()
-			_ = h.Close(context.Background())
-		})
-		pods[i] = &quotaEnv{host: h, url: front.URL}
-	}
+	pods := newQuotaMesh(t)
 	const path = "/quota/v1/chat/completions"
 	// Both pods learn of the bucket and get their first shares.
 	for _, p := range pods {
@@ -438,4 +416,92 @@ func TestQuotaMeshAccuracy(t *testing.T) {
 	// and the shares may exceed the limit by the sidecar's 2% hysteresis.
 	require.LessOrEqual(t, float64(total), allowed*1.02+20, "within the limit plus the bound")
 	require.Greater(t, admitted[0], admitted[1], "the busy pod gets the larger share")
+}
+
+// newQuotaMesh starts the real sidecar with quotaMeshRateLimits and two pods
+// of two worker VMs each (quotaMeshConfig).
+func newQuotaMesh(t *testing.T) [2]*quotaEnv {
+	sc := startSidecarWith(t, func(o *server.Options) {
+		p := filepath.Join(t.TempDir(), "ratelimit.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(quotaMeshRateLimits), 0o600))
+		o.RateLimitConfigPath = p
+	})
+	relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
+	clusters := map[string]string{"relay": scenario.Upstream(t, relay), "sidecar": sc.addr}
+	var pods [2]*quotaEnv
+	for i := range pods {
+		h, err := envoy.New(context.Background(), envoy.Config{
+			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
+			PluginConfig: []byte(quotaMeshConfig), Workers: 2, Env: filterEnv(meshFilterToken),
+			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay"},
+			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
+		})
+		require.NoError(t, err)
+		front := httptest.NewServer(h)
+		t.Cleanup(func() {
+			front.Close()
+			_ = h.Close(context.Background())
+		})
+		pods[i] = &quotaEnv{host: h, url: front.URL}
+	}
+	return pods
+}
+
+// TestQuotaIdleShareMoves: two pods, one busy client each, share the limit
+// about evenly; when one pod's client stops, its share moves to the other
+// pod (its reports show no demand), which then admits nearly the whole
+// limit. The admissions of the busy pod are counted per reporting interval
+// (100 ms) after the other went idle, and logged.
+func TestQuotaIdleShareMoves(t *testing.T) {
+	pods := newQuotaMesh(t)
+	const path = "/quota/v1/chat/completions"
+	for _, p := range pods {
+		require.Equal(t, http.StatusOK, p.do(t, path))
+	}
+	const interval = 100 * time.Millisecond // quotaMeshConfig's quotaReportMs
+	// drive runs one closed-loop client on each of the pods given for d and
+	// returns what each admitted, and the busy pod 0's admissions per
+	// reporting interval.
+	drive := func(d time.Duration, busy ...int) (admitted [2]int64, perInterval []int64, elapsed time.Duration) {
+		var ok [2]atomic.Int64
+		slots := make([]atomic.Int64, d/interval+1)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for _, pod := range busy {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < d {
+					switch st := pods[pod].do(t, path); st {
+					case http.StatusOK:
+						ok[pod].Add(1)
+						if pod == 0 {
+							slots[min(int(time.Since(start)/interval), len(slots)-1)].Add(1)
+						}
+					case http.StatusTooManyRequests:
+					default:
+						t.Errorf("status %d", st)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		elapsed = time.Since(start)
+		for i := range slots {
+			perInterval = append(perInterval, slots[i].Load())
+		}
+		return [2]int64{ok[0].Load(), ok[1].Load()}, perInterval, elapsed
+	}
+	drive(time.Second, 0, 1) // shares settle on the demand
+	both, _, el := drive(time.Second, 0, 1)
+	t.Logf("both busy: admitted %v over %s", both, el)
+	require.LessOrEqual(t, float64(both[0]), 0.6*40*el.Seconds()+2, "pod 0 holds about half the limit while pod 1 is busy")
+
+	_, moving, _ := drive(time.Second, 0)
+	t.Logf("pod 1 idle: pod 0's admissions per %s: %v", interval, moving)
+	alone, _, el := drive(1500*time.Millisecond, 0)
+	t.Logf("pod 1 idle, a second later: pod 0 admitted %d over %s, %.1f%% of the limit", alone[0], el, 100*float64(alone[0])/(40*el.Seconds()))
+	require.GreaterOrEqual(t, float64(alone[0]), 0.75*40*el.Seconds(), "pod 1's idle share moved to pod 0 (it held about half)")
+	require.LessOrEqual(t, float64(alone[0]), 1.02*40*el.Seconds()+20, "within the limit plus the bound")
 }
