@@ -283,7 +283,7 @@ for i = 1, #h, 2 do
     peers = peers + 1
   end
 end
-if cur < 0 and peers > tonumber(ARGV[9]) - 1 then
+if cur < 0 and peers > tonumber(ARGV[9]) then
   return {-1, peers}
 end
 local target = limit

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,4 +182,79 @@ func TestReplicaThatNeverReachedRedis(t *testing.T) {
 	a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
 	r.hs[0].drive(3*time.Second, a)
 	require.Equal(t, 100.0, a.c.rate(gpt))
+}
+
+// TestRedisShareClaims drives the publication script directly: claims
+// follow demand, never add up to more than the limit even when many
+// replicas publish at once, a garbled or lapsed entry is dropped, a bucket
+// holds at most MaxSharePeers replicas' entries, and the key expires.
+func TestRedisShareClaims(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	prefix := fmt.Sprintf("rlqs-test:%s:%d:", t.Name(), time.Now().UnixNano())
+	now := time.Unix(1_800_000_000, 0)
+	entry := func(demand float64) []rlqs.ShareEntry {
+		return []rlqs.ShareEntry{{Key: "bucket", Demand: demand, Limit: 100, Tolerance: 2, ValidFor: 3 * time.Second}}
+	}
+	publish := func(r *rlqs.RedisShare, at time.Time, e []rlqs.ShareEntry) rlqs.ShareClaim {
+		t.Helper()
+		c, err := r.Publish(ctx, at, e)
+		require.NoError(t, err)
+		require.Len(t, c, 1)
+		return c[0]
+	}
+
+	a, b := rlqs.NewRedisShare(rdb, prefix), rlqs.NewRedisShare(rdb, prefix)
+	require.Equal(t, rlqs.ShareClaim{Claim: 100, Peers: 1}, publish(a, now, entry(30)), "alone: the whole limit")
+	require.Equal(t, rlqs.ShareClaim{Claim: 0, Peers: 2}, publish(b, now, entry(10)), "b's target is 25, but a holds it all")
+	require.Equal(t, rlqs.ShareClaim{Claim: 75, Peers: 2}, publish(a, now, entry(30)), "a gives back")
+	require.Equal(t, rlqs.ShareClaim{Claim: 25, Peers: 2}, publish(b, now, entry(10)), "b takes it")
+	require.Equal(t, rlqs.ShareClaim{Claim: 25, Peers: 2}, publish(b, now, entry(10.5)), "within the tolerance: unchanged")
+
+	keys, err := rdb.Keys(ctx, prefix+"*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	ttl, err := rdb.PTTL(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.InDelta(t, 6*time.Second, ttl, float64(time.Second), "the key expires unless published")
+
+	// A garbled entry is dropped; b's lapses 3s after its publication.
+	require.NoError(t, rdb.HSet(ctx, keys[0], "garbage", "not an entry").Err())
+	require.Equal(t, rlqs.ShareClaim{Claim: 75, Peers: 2}, publish(a, now, entry(30)))
+	require.False(t, rdb.HExists(ctx, keys[0], "garbage").Val())
+	require.Equal(t, rlqs.ShareClaim{Claim: 100, Peers: 1}, publish(a, now.Add(3*time.Second), entry(30)), "b's entry lapsed")
+
+	// Many replicas at once: the live claims never exceed the limit.
+	prefix2 := prefix + "many:"
+	var wg sync.WaitGroup
+	shares := make([]*rlqs.RedisShare, rlqs.MaxSharePeers+1)
+	for i := range shares {
+		shares[i] = rlqs.NewRedisShare(rdb, prefix2)
+	}
+	for round := range 3 {
+		for i, r := range shares[:rlqs.MaxSharePeers] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := r.Publish(ctx, now, entry(float64(1+(i*7+round)%13)))
+				require.NoError(t, err)
+			}()
+		}
+		wg.Wait()
+		keys, err := rdb.Keys(ctx, prefix2+"*").Result()
+		require.NoError(t, err)
+		require.Len(t, keys, 1)
+		var sum int64
+		for _, v := range rdb.HVals(ctx, keys[0]).Val() {
+			var until, claim int64
+			var demand float64
+			_, err := fmt.Sscanf(v, "%d %g %d", &until, &demand, &claim)
+			require.NoError(t, err, v)
+			sum += claim
+		}
+		require.LessOrEqual(t, sum, int64(100), "round %d", round)
+	}
+	require.Equal(t, rlqs.ShareClaim{Claim: -1, Peers: rlqs.MaxSharePeers + 1}, publish(shares[rlqs.MaxSharePeers], now, entry(5)),
+		"no room for a 65th replica's entry")
 }
