@@ -145,6 +145,13 @@ return out`
 
 var incrScript = redis.NewScript(incrScriptSource)
 
+// RedisScript is the Lua source the Redis store counts with: KEYS are the
+// counters, ARGV[1] is MaxCount and ARGV[2i], ARGV[2i+1] the hits and the
+// expiry in milliseconds of KEYS[i]; the reply holds each count in order.
+// A tool that counts in the same keys by other means (the benchmarks'
+// experimental stores) runs it too.
+const RedisScript = incrScriptSource
+
 // NewRedis returns a Redis store on client. The store does not own the
 // client: Close leaves it open.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {

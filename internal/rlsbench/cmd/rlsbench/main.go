@@ -45,6 +45,10 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 4000000000}
 `
 
+// extraKinds are server kinds built only with a build tag (rueidis.go):
+// experimental stores on a Redis address.
+var extraKinds = map[string]func(redisAddr string) (store.Store, error){}
+
 type descFlag [][]rlsbench.Entry
 
 func (d *descFlag) String() string { return fmt.Sprint(*d) }
@@ -231,7 +235,17 @@ func start(kind string, lis net.Listener, redisAddr string) (*grpc.Server, error
 		}
 		st = store.NewRedis(redis.NewClient(&redis.Options{Addr: redisAddr}), store.RedisOptions{Prefix: "rlsbench:"})
 	default:
-		return nil, fmt.Errorf("unknown server kind %q (null, memory, redis)", kind)
+		open, ok := extraKinds[kind]
+		if !ok {
+			return nil, fmt.Errorf("unknown server kind %q (null, memory, redis)", kind)
+		}
+		if redisAddr == "" {
+			return nil, fmt.Errorf("-redis is required for the %s kind", kind)
+		}
+		var err error
+		if st, err = open(redisAddr); err != nil {
+			return nil, err
+		}
 	}
 	cfg, err := ratelimit.ParseConfig("rlsbench.yaml", []byte(benchConfig))
 	if err != nil {
