@@ -28,6 +28,7 @@ import (
 	"github.com/shepherd-mesh/shepherd/internal/fakeprovider"
 	"github.com/shepherd-mesh/shepherd/internal/scenario"
 	"github.com/shepherd-mesh/shepherd/internal/testutil"
+	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 
@@ -379,35 +380,8 @@ func TestQuotaMeshAccuracy(t *testing.T) {
 	for _, p := range pods {
 		require.Equal(t, http.StatusOK, p.do(t, path))
 	}
-	run := func(d time.Duration) (admitted [2]int64, elapsed time.Duration) {
-		var ok [2]atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for c := range 4 {
-			pod := 0
-			if c == 3 {
-				pod = 1
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Since(start) < d {
-					switch st := pods[pod].do(t, path); st {
-					case http.StatusOK:
-						ok[pod].Add(1)
-					case http.StatusTooManyRequests:
-					default:
-						t.Errorf("status %d", st)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return [2]int64{ok[0].Load(), ok[1].Load()}, time.Since(start)
-	}
-	run(1500 * time.Millisecond) // shares settle on the demand
-	admitted, elapsed := run(3 * time.Second)
+	unevenLoad(t, pods, 1500*time.Millisecond) // shares settle on the demand
+	admitted, elapsed := unevenLoad(t, pods, 3*time.Second)
 	total := admitted[0] + admitted[1]
 	allowed := 40 * elapsed.Seconds()
 	t.Logf("admitted %v over %s: %d, %.1f%% of the limit's %.0f", admitted, elapsed, total, 100*float64(total)/allowed, allowed)
@@ -418,22 +392,67 @@ func TestQuotaMeshAccuracy(t *testing.T) {
 	require.Greater(t, admitted[0], admitted[1], "the busy pod gets the larger share")
 }
 
-// newQuotaMesh starts the real sidecar with quotaMeshRateLimits and two pods
-// of two worker VMs each (quotaMeshConfig).
-func newQuotaMesh(t *testing.T) [2]*quotaEnv {
-	sc := startSidecarWith(t, func(o *server.Options) {
+// unevenLoad runs four closed-loop clients for d, three on pod 0 and one on
+// pod 1, on the quota route, and returns what each pod admitted.
+func unevenLoad(t *testing.T, pods [2]*quotaEnv, d time.Duration) (admitted [2]int64, elapsed time.Duration) {
+	const path = "/quota/v1/chat/completions"
+	var ok [2]atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range 4 {
+		pod := 0
+		if c == 3 {
+			pod = 1
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < d {
+				switch st := pods[pod].do(t, path); st {
+				case http.StatusOK:
+					ok[pod].Add(1)
+				case http.StatusTooManyRequests:
+				default:
+					t.Errorf("status %d", st)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return [2]int64{ok[0].Load(), ok[1].Load()}, time.Since(start)
+}
+
+// quotaSidecar starts the real sidecar with quotaMeshRateLimits.
+func quotaSidecar(t *testing.T, edit func(*server.Options)) *sidecar {
+	return startSidecarWith(t, func(o *server.Options) {
 		p := filepath.Join(t.TempDir(), "ratelimit.yaml")
 		require.NoError(t, os.WriteFile(p, []byte(quotaMeshRateLimits), 0o600))
 		o.RateLimitConfigPath = p
+		if edit != nil {
+			edit(o)
+		}
 	})
+}
+
+// newQuotaMesh starts the real sidecar with quotaMeshRateLimits and two pods
+// of two worker VMs each (quotaMeshConfig).
+func newQuotaMesh(t *testing.T) [2]*quotaEnv {
+	sc := quotaSidecar(t, nil)
+	return newQuotaMeshOn(t, [2]string{sc.addr, sc.addr})
+}
+
+// newQuotaMeshOn starts two pods of two worker VMs each (quotaMeshConfig),
+// pod i's sidecar cluster pointing at sidecars[i].
+func newQuotaMeshOn(t *testing.T, sidecars [2]string) [2]*quotaEnv {
 	relay := fakeprovider.New(fakeprovider.Options{Name: "relay"})
-	clusters := map[string]string{"relay": scenario.Upstream(t, relay), "sidecar": sc.addr}
+	upstream := scenario.Upstream(t, relay)
 	var pods [2]*quotaEnv
 	for i := range pods {
 		h, err := envoy.New(context.Background(), envoy.Config{
 			Module: module(t), PluginName: "shepherd", RootID: "shepherd", VMID: "shepherd",
 			PluginConfig: []byte(quotaMeshConfig), Workers: 2, Env: filterEnv(meshFilterToken),
-			Clusters: clusters, Routes: map[string]string{"relay.example.com": "relay"},
+			Clusters: map[string]string{"relay": upstream, "sidecar": sidecars[i]}, Routes: map[string]string{"relay.example.com": "relay"},
 			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 		})
 		require.NoError(t, err)
@@ -504,4 +523,30 @@ func TestQuotaIdleShareMoves(t *testing.T) {
 	t.Logf("pod 1 idle, a second later: pod 0 admitted %d over %s, %.1f%% of the limit", alone[0], el, 100*float64(alone[0])/(40*el.Seconds()))
 	require.GreaterOrEqual(t, float64(alone[0]), 0.75*40*el.Seconds(), "pod 1's idle share moved to pod 0 (it held about half)")
 	require.LessOrEqual(t, float64(alone[0]), 1.02*40*el.Seconds()+20, "within the limit plus the bound")
+}
+
+// TestQuotaReplicasAccuracy: the uneven load of TestQuotaMeshAccuracy with
+// each pod on its own sidecar replica, the two sharing a Redis: together
+// they admit the limit, not the limit each, within the same bound.
+func TestQuotaReplicasAccuracy(t *testing.T) {
+	redisAddr := startRedis(t)
+	var addrs [2]string
+	for i := range addrs {
+		addrs[i] = quotaSidecar(t, func(o *server.Options) {
+			o.RedisAddr = redisAddr
+			o.Quota = rlqs.Options{ShareInterval: 200 * time.Millisecond}
+		}).addr
+	}
+	pods := newQuotaMeshOn(t, addrs)
+	for _, p := range pods {
+		require.Equal(t, http.StatusOK, p.do(t, "/quota/v1/chat/completions"))
+	}
+	unevenLoad(t, pods, 1500*time.Millisecond) // claims and shares settle on the demand
+	admitted, elapsed := unevenLoad(t, pods, 3*time.Second)
+	total := admitted[0] + admitted[1]
+	allowed := 40 * elapsed.Seconds()
+	t.Logf("admitted %v over %s: %d, %.1f%% of the limit's %.0f", admitted, elapsed, total, 100*float64(total)/allowed, allowed)
+	require.LessOrEqual(t, float64(total), allowed*1.02+20, "within the limit plus the bound, across replicas")
+	require.GreaterOrEqual(t, float64(total), 0.8*allowed, "most of the limit is used")
+	require.Greater(t, admitted[0], admitted[1], "the busy pod gets the larger share")
 }
