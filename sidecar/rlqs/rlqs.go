@@ -162,12 +162,13 @@ type Service struct {
 	stop      chan struct{}
 
 	// Sharing among replicas (share.go).
-	wantSync bool          // a bucket waits for its first claim
-	syncAll  bool          // the config changed: the next Sync is a full one
-	syncNow  chan struct{} // wakes Run for the buckets that wait
-	syncMu   sync.Mutex    // one Sync at a time
-	syncing  bool          // a Sync is between its collection and its answer
-	peers    int           // replicas seen in the last successful Sync
+	wantSync  bool          // a bucket waits for its first claim
+	syncAll   bool          // the config changed: the next Sync is a full one
+	syncNow   chan struct{} // wakes Run for the buckets that wait
+	syncMu    sync.Mutex    // one Sync at a time
+	syncing   bool          // a Sync is between its collection and its answer
+	peers     int           // replicas seen in the last successful Sync
+	shareDown bool          // the last Sync failed (logged once per outage)
 
 	m metrics
 }

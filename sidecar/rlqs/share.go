@@ -134,9 +134,17 @@ func (s *Service) sync(ctx context.Context, pending bool) error {
 	now = s.opts.Clock()
 	if err != nil {
 		s.m.shareFailed.Inc()
-		s.log.Warn("rlqs: cannot publish this replica's demand; claims are kept while they count, then divided by the replicas last seen",
-			"buckets", len(entries), "error", err)
+		if !s.shareDown {
+			// Logged once per outage; the counter counts every failure.
+			s.shareDown = true
+			s.log.Warn("rlqs: cannot publish this replica's demand; claims are kept while they count, then divided by the replicas last seen",
+				"buckets", len(entries), "error", err)
+		}
 	} else {
+		if s.shareDown {
+			s.shareDown = false
+			s.log.Info("rlqs: publishing this replica's demand again", "buckets", len(entries))
+		}
 		s.peers = 0
 		for _, c := range claims {
 			s.peers = max(s.peers, c.Peers)

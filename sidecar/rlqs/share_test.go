@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 )
@@ -37,6 +40,7 @@ func (f *flaky) Publish(ctx context.Context, now time.Time, e []rlqs.ShareEntry)
 type replicas struct {
 	hs     []*harness
 	shares []*flaky
+	logs   []*testutil.SyncBuffer
 	rdb    redis.UniversalClient
 	prefix string
 }
@@ -52,8 +56,9 @@ func newReplicas(t *testing.T, n int) *replicas {
 	r := &replicas{rdb: rdb, prefix: prefix}
 	for i := 0; i < n; i++ {
 		f := &flaky{Sharer: rlqs.NewRedisShare(rdb, prefix)}
-		r.shares = append(r.shares, f)
-		r.hs = append(r.hs, newHarnessOn(t, rlqs.Options{Share: f}, clock))
+		logs := &testutil.SyncBuffer{}
+		r.shares, r.logs = append(r.shares, f), append(r.logs, logs)
+		r.hs = append(r.hs, newHarnessOn(t, rlqs.Options{Share: f, Logger: slog.New(slog.NewTextHandler(logs, nil))}, clock))
 	}
 	// Every virtual second each replica publishes (in turn, as their
 	// tickers would), and every client gets the revised assignments.
@@ -171,6 +176,9 @@ func TestReplicaCutOffFromRedis(t *testing.T) {
 	require.InDelta(t, 75, a.c.rate(gpt), 5)
 	require.InDelta(t, 25, b.c.rate(gpt), 5)
 	require.Equal(t, 0.0, metric(t, r.hs[1].reg, "shepherd_sidecar_rlqs_share_fallback_buckets"))
+	require.Equal(t, 1, strings.Count(r.logs[1].String(), "cannot publish"), "logged once per outage: %s", r.logs[1])
+	require.Equal(t, 1, strings.Count(r.logs[1].String(), "publishing this replica's demand again"))
+	require.Empty(t, r.logs[0].String())
 }
 
 // TestReplicaThatNeverReachedRedis: a bucket first seen while Redis is down
