@@ -131,6 +131,12 @@ type Server struct {
 	reloads  *prometheus.CounterVec
 }
 
+// streamWorkers is how many gRPC calls the sidecar runs at once on kept
+// goroutines: more than the rate limit calls usually in flight (32 callers
+// in docs/RATELIMIT.md's benchmarks), few enough that their stacks cost
+// about a megabyte.
+const streamWorkers = 64
+
 // New loads every configured file (failing on an invalid one), restores
 // state and opens both listeners. Serve must be called to serve.
 func New(ctx context.Context, opts Options) (*Server, error) {
@@ -239,6 +245,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		// away, and accept the keepalives Envoy's gRPC clients may send.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Calls run on goroutines that are kept, instead of a new one per
+		// call whose stack grows from 2 KiB by copying (12% of the CPU of a
+		// sidecar answering ShouldRateLimit from memory). With every worker
+		// busy (a call waiting for Redis, a long-lived stream holds one)
+		// gRPC starts a goroutine for the call as before.
+		grpc.NumStreamWorkers(streamWorkers),
 	}
 	// The gRPC metrics come first, so that refused calls are counted too.
 	gm := newGRPCMetrics(s.reg)
