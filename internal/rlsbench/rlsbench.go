@@ -285,9 +285,10 @@ func (nullServer) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rl
 }
 
 // ServeNull serves a do-nothing RLS on lis, which answers every request OK,
-// in the background. Stop it with the returned server's Stop.
-func ServeNull(lis net.Listener) *grpc.Server {
-	gs := grpc.NewServer()
+// in the background, with the given gRPC server options (none for a plain
+// server). Stop it with the returned server's Stop.
+func ServeNull(lis net.Listener, opts ...grpc.ServerOption) *grpc.Server {
+	gs := grpc.NewServer(opts...)
 	rlsv3.RegisterRateLimitServiceServer(gs, nullServer{})
 	go func() { _ = gs.Serve(lis) }()
 	return gs

@@ -90,6 +90,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rAddr   = fs.String("redis", "", "Redis address for the redis server kind")
 		targets = fs.String("targets", "", "name=addr,name=addr...: running servers to drive in turn, compared with the first")
 		rounds  = fs.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
+		workers = fs.Uint("workers", 0, "gRPC stream workers of the servers this process serves (grpc.NumStreamWorkers; shepherd-sidecar uses 64; 0: a goroutine per call)")
 	)
 	fs.StringVar(&opts.Addr, "addr", "", "server to drive (loopback host:port)")
 	fs.IntVar(&opts.Concurrency, "c", 32, "requests in flight")
@@ -110,7 +111,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		gs, err := start(*serve, lis, *rAddr)
+		gs, err := start(*serve, lis, *rAddr, serverOptions(*workers)...)
 		if err != nil {
 			return err
 		}
@@ -167,7 +168,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				if err != nil {
 					return err
 				}
-				gs, err := start(kind, lis, *rAddr)
+				gs, err := start(kind, lis, *rAddr, serverOptions(*workers)...)
 				if err != nil {
 					return err
 				}
@@ -220,10 +221,18 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// serverOptions are the gRPC options of the servers rlsbench serves.
+func serverOptions(workers uint) []grpc.ServerOption {
+	if workers == 0 {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.NumStreamWorkers(uint32(min(workers, 1<<16)))}
+}
+
 // start serves one kind of RLS on lis in the background.
-func start(kind string, lis net.Listener, redisAddr string) (*grpc.Server, error) {
+func start(kind string, lis net.Listener, redisAddr string, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if kind == "null" {
-		return rlsbench.ServeNull(lis), nil
+		return rlsbench.ServeNull(lis, opts...), nil
 	}
 	var st store.Store
 	switch kind {
@@ -251,7 +260,7 @@ func start(kind string, lis net.Listener, redisAddr string) (*grpc.Server, error
 	if err != nil {
 		return nil, err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	ratelimit.NewService(cfg, st, ratelimit.Options{}).Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	return gs, nil

@@ -14,18 +14,21 @@ import (
 )
 
 func TestCompareDrivesEachServer(t *testing.T) {
-	var out bytes.Buffer
-	err := run(context.Background(), []string{"-compare", "-c", "2", "-d", "0", "-n", "40", "-rounds", "2"}, &out)
-	require.NoError(t, err)
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 5, out.String())
-	for _, l := range lines[:4] {
-		require.Contains(t, l, "40 decisions (0 over limit), 0 errors")
+	for _, extra := range [][]string{nil, {"-workers", "4"}} {
+		var out bytes.Buffer
+		args := append([]string{"-compare", "-c", "8", "-d", "0", "-n", "40", "-rounds", "2"}, extra...)
+		err := run(context.Background(), args, &out)
+		require.NoError(t, err, extra)
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		require.Len(t, lines, 5, out.String())
+		for _, l := range lines[:4] {
+			require.Contains(t, l, "40 decisions (0 over limit), 0 errors", extra)
+		}
+		require.True(t, strings.HasPrefix(lines[0], "null "))
+		require.True(t, strings.HasPrefix(lines[1], "memory "))
+		require.Contains(t, lines[4], "memory/null throughput: ")
+		require.Contains(t, lines[4], "median of 2 rounds")
 	}
-	require.True(t, strings.HasPrefix(lines[0], "null "))
-	require.True(t, strings.HasPrefix(lines[1], "memory "))
-	require.Contains(t, lines[4], "memory/null throughput: ")
-	require.Contains(t, lines[4], "median of 2 rounds")
 }
 
 func TestTargetsAndSingleRun(t *testing.T) {
