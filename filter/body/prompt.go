@@ -279,8 +279,11 @@ func flatMessage(body []byte, pos int) (end int, text int64) {
 // are flat (flatMessage) and separated by ',' (maybe followed by one space):
 // it returns the offset just past the last one it read, and the bytes of
 // their "content" strings; -1 when the first is not flat. One call reads a
-// whole conversation of plain messages.
-func flatMessages(body []byte, pos int) (end int, text int64) {
+// whole conversation of plain messages. Under GOARCH=wasm it is written in
+// assembly (scan_wasm.s); elsewhere it is flatMessagesGo.
+//
+// flatMessagesGo is flatMessages in Go.
+func flatMessagesGo(body []byte, pos int) (end int, text int64) {
 	end = -1
 	for {
 		e, t := flatMessage(body, pos)

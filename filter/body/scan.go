@@ -27,7 +27,11 @@ func quoteMask(x uint64) uint64 {
 // whose opening quote is body[pos] (the caller checked it), or -1 when the
 // body ends inside the string. It does not validate what the string holds:
 // escapes, control characters and UTF-8 are the reader's of that string.
-func stringEnd(body []byte, pos int) int {
+// Under GOARCH=wasm it is written in assembly (scan_wasm.s); elsewhere it is
+// stringEndGo.
+//
+// stringEndGo is stringEnd in Go.
+func stringEndGo(body []byte, pos int) int {
 	n := len(body)
 	i := pos + 1
 	base := unsafe.Pointer(unsafe.SliceData(body))

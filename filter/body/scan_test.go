@@ -1,6 +1,7 @@
 package body
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -150,5 +151,101 @@ func TestInspectRequestChecks(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.text, r.PromptTextBytes)
 		})
+	}
+}
+
+// TestFlatMessages: flatMessages reads a run of flat messages (string members
+// only, at most one space after ':' and ','), and stops before the first
+// other one; under GOARCH=wasm it is the assembly, checked against the Go.
+func TestFlatMessages(t *testing.T) {
+	long := strings.Repeat("shepherds of the mesh ", 20)
+	for _, tc := range []struct {
+		name string
+		s    string
+		end  int // offset past the last flat message read; -1 none
+		text int64
+	}{
+		{"one", `{"role":"user","content":"abc"}]`, 31, 3},
+		{"two, the second after a space", `{"role":"user","content":"abc"}, {"content":"de","role":"x"}]`, 60, 5},
+		{"python's spaces", `{"role": "user", "content": "abcd"}, {"role": "assistant", "content": "ef"}]`, 75, 6},
+		{"long content with escapes", `{"content":"` + long + `\"\\"}]`, 18 + len(long), int64(len(long) + 4)},
+		{"content is not the only name of 7 bytes", `{"context":"abc","content":"de"}]`, 32, 2},
+		{"a long name without escapes", `{"tool_call_id":"abc","content":"de"}]`, 37, 2},
+		{"a long name with escapes", `{"cont\u0065nt":"abc"}]`, -1, 0},
+		{"a name with escapes after a flat message", `{"content":"a"},{"cont\u0065nt":"abc"}]`, 15, 1},
+		{"a number member", `{"content":"a","n":1}]`, -1, 0},
+		{"an array content after a flat message", `{"content":"ab"},{"content":[{"text":"c"}]}]`, 16, 2},
+		{"two spaces", `{"content":  "a"}]`, -1, 0},
+		{"a space before ':'", `{"content" :"a"}]`, -1, 0},
+		{"empty object", `{}]`, -1, 0},
+		{"unterminated value", `{"content":"abc`, -1, 0},
+		{"unterminated name", `{"content`, -1, 0},
+		{"the body ends after the object", `{"content":"abc"}`, 17, 3},
+		{"the body ends after ','", `{"content":"abc"},`, 17, 3},
+		{"the body ends after ', '", `{"content":"abc"}, `, 17, 3},
+		{"the body ends after a member's ','", `{"content":"abc",`, -1, 0},
+		{"the body ends at a value's quote", `{"content":"abc"`, -1, 0},
+		{"non-ascii", `{"content":"` + strings.Repeat("日本", 40) + `"}]`, 14 + 40*len("日本"), int64(40 * len("日本"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for pad := range 9 {
+				b := []byte(strings.Repeat(" ", pad) + tc.s)
+				end, text := flatMessages(b, pad)
+				want := tc.end
+				if want >= 0 {
+					want += pad
+				}
+				require.Equal(t, want, end, "pad %d", pad)
+				require.Equal(t, tc.text, text, "pad %d", pad)
+				gend, gtext := flatMessagesGo(b, pad)
+				require.Equal(t, []int64{int64(gend), gtext}, []int64{int64(end), text})
+			}
+		})
+	}
+}
+
+func FuzzFlatMessages(f *testing.F) {
+	f.Add([]byte(`{"role":"user","content":"abc"}, {"content":"de\"","role":"x"},{"content":[]}]`))
+	f.Add([]byte(`{"role": "user", "content": "a\\"},{"tool_call_id":"x\\y","content":"日本"}`))
+	f.Add([]byte(`{"cont\u0065nt":"abc"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b := append([]byte{'{'}, data...)
+		end, text := flatMessages(b, 0)
+		gend, gtext := flatMessagesGo(b, 0)
+		require.Equal(t, gend, end)
+		require.Equal(t, gtext, text)
+		if end < 0 {
+			return
+		}
+		// What it read is a run of valid objects, as far as their structure
+		// goes; its text is the content strings' insides.
+		r, err := InspectRequest(append(append([]byte(`{"messages":[`), neutralized(b[:end])...), ']', '}'))
+		require.NoError(t, err)
+		require.Equal(t, text, r.PromptTextBytes)
+	})
+}
+
+// TestScansOnRandomBodies runs the scans on many random bodies made of the
+// bytes that matter to them (quotes, backslashes, brackets, the separators, a
+// non-ASCII byte, "content"): the fuzzers' check, for runtimes where Go's
+// fuzzing does not run (under GOARCH=wasm it checks the assembly).
+func TestScansOnRandomBodies(t *testing.T) {
+	rng := rand.New(rand.NewPCG(24, 1))
+	pieces := []string{`"`, `\`, `{`, `}`, `,`, `:`, ` `, `a`, "\xe6", `content`, `"content":"`, `"role":"user",`, `"},{"`,
+		strings.Repeat("x", 7), strings.Repeat("y", 64), `\\`, `\"`}
+	var b []byte
+	for i := range 10000 {
+		b = append(b[:0], '{')
+		for range rng.IntN(40) {
+			b = append(b, pieces[rng.IntN(len(pieces))]...)
+		}
+		end, text := flatMessages(b, 0)
+		gend, gtext := flatMessagesGo(b, 0)
+		require.Equal(t, []int64{int64(gend), gtext}, []int64{int64(end), text}, "body %d %q", i, b)
+		for p, c := range b {
+			if c == '"' {
+				require.Equal(t, refStringEnd(b, p), stringEnd(b, p), "body %d %q at %d", i, b, p)
+			}
+		}
 	}
 }
