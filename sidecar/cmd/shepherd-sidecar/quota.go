@@ -11,8 +11,8 @@ import (
 // quotaFlags are the RLQS (quota assignment) tuning flags; docs/RATELIMIT.md,
 // "Quota assignments (RLQS)", says what each one changes.
 type quotaFlags struct {
-	burst, minTTL, maxTTL, defaultTTL, abandonAfter, shareInterval time.Duration
-	ttlIntervals, idleShare, hysteresis                            float64
+	burst, minTTL, maxTTL, defaultTTL, abandonAfter, shareInterval, demandWindow time.Duration
+	ttlIntervals, idleShare, hysteresis                                          float64
 }
 
 func (q *quotaFlags) register(fs *flag.FlagSet) {
@@ -25,6 +25,8 @@ func (q *quotaFlags) register(fs *flag.FlagSet) {
 		"assignment_time_to_live until a client's reporting interval is known (whole seconds, between --rlqs-min-ttl and --rlqs-max-ttl)")
 	fs.DurationVar(&q.abandonAfter, "rlqs-abandon-after", 5*time.Minute,
 		"a client that reports no request in a bucket for this long is told to abandon it (at least 1s)")
+	fs.DurationVar(&q.demandWindow, "rlqs-demand-window", 500*time.Millisecond,
+		"a client's demand is measured over at least this long (reports closer together add up); shorter follows demand sooner, noisier (100ms to 1m)")
 	fs.Float64Var(&q.idleShare, "rlqs-idle-share", 0.02, "least fraction of an equal share every live client gets, above 0 and at most 1")
 	fs.Float64Var(&q.hysteresis, "rlqs-hysteresis", 0.02,
 		"shares are not revised while none would move by more than this fraction of the limit (above 0, at most 0.5)")
@@ -53,6 +55,8 @@ func (q *quotaFlags) options() (rlqs.Options, error) {
 		return rlqs.Options{}, fmt.Errorf("--rlqs-default-ttl: must be from --rlqs-min-ttl (%s) to --rlqs-max-ttl (%s), got %s", q.minTTL, q.maxTTL, q.defaultTTL)
 	case q.abandonAfter < time.Second:
 		return rlqs.Options{}, fmt.Errorf("--rlqs-abandon-after: must be at least 1s, got %s", q.abandonAfter)
+	case q.demandWindow < 100*time.Millisecond || q.demandWindow > time.Minute:
+		return rlqs.Options{}, fmt.Errorf("--rlqs-demand-window: must be from 100ms to 1m, got %s", q.demandWindow)
 	case !(q.idleShare > 0 && q.idleShare <= 1):
 		return rlqs.Options{}, fmt.Errorf("--rlqs-idle-share: must be above 0 and at most 1, got %g", q.idleShare)
 	case !(q.hysteresis > 0 && q.hysteresis <= 0.5):
@@ -69,5 +73,5 @@ func (q *quotaFlags) options() (rlqs.Options, error) {
 		}
 	}
 	return rlqs.Options{Burst: q.burst, TTLIntervals: q.ttlIntervals, MinTTL: q.minTTL, MaxTTL: q.maxTTL, DefaultTTL: q.defaultTTL,
-		AbandonAfter: q.abandonAfter, IdleShare: q.idleShare, Hysteresis: q.hysteresis, ShareInterval: q.shareInterval}, nil
+		AbandonAfter: q.abandonAfter, MinDemandWindow: q.demandWindow, IdleShare: q.idleShare, Hysteresis: q.hysteresis, ShareInterval: q.shareInterval}, nil
 }

@@ -24,7 +24,7 @@ import (
 
 func TestQuotaFlags(t *testing.T) {
 	defaults := rlqs.Options{Burst: 500 * time.Millisecond, TTLIntervals: 3, MinTTL: 2 * time.Second, MaxTTL: 5 * time.Minute,
-		DefaultTTL: 10 * time.Second, AbandonAfter: 5 * time.Minute, IdleShare: 0.02, Hysteresis: 0.02, ShareInterval: time.Second}
+		DefaultTTL: 10 * time.Second, AbandonAfter: 5 * time.Minute, MinDemandWindow: 500 * time.Millisecond, IdleShare: 0.02, Hysteresis: 0.02, ShareInterval: time.Second}
 	with := func(f func(o *rlqs.Options)) rlqs.Options {
 		o := defaults
 		f(&o)
@@ -38,9 +38,9 @@ func TestQuotaFlags(t *testing.T) {
 	}{
 		{name: "defaults", want: defaults},
 		{name: "every flag", args: []string{"--rlqs-burst", "1s", "--rlqs-ttl-intervals", "4", "--rlqs-min-ttl", "3s", "--rlqs-max-ttl", "1h",
-			"--rlqs-default-ttl", "20s", "--rlqs-abandon-after", "10m", "--rlqs-idle-share", "0.1", "--rlqs-hysteresis", "0.05", "--rlqs-share-interval", "500ms"},
+			"--rlqs-default-ttl", "20s", "--rlqs-abandon-after", "10m", "--rlqs-demand-window", "2s", "--rlqs-idle-share", "0.1", "--rlqs-hysteresis", "0.05", "--rlqs-share-interval", "500ms"},
 			want: rlqs.Options{Burst: time.Second, TTLIntervals: 4, MinTTL: 3 * time.Second, MaxTTL: time.Hour, DefaultTTL: 20 * time.Second,
-				AbandonAfter: 10 * time.Minute, IdleShare: 0.1, Hysteresis: 0.05, ShareInterval: 500 * time.Millisecond}},
+				AbandonAfter: 10 * time.Minute, MinDemandWindow: 2 * time.Second, IdleShare: 0.1, Hysteresis: 0.05, ShareInterval: 500 * time.Millisecond}},
 		{name: "a whole-second bucket", args: []string{"--rlqs-burst", "1s"}, want: with(func(o *rlqs.Options) { o.Burst = time.Second })},
 		{name: "burst zero", args: []string{"--rlqs-burst", "0s"}, err: "--rlqs-burst: must be above 0 and at most 1h, got 0s"},
 		{name: "ttl intervals below 2", args: []string{"--rlqs-ttl-intervals", "1"}, err: "--rlqs-ttl-intervals: must be from 2 to 1000, got 1"},
@@ -51,6 +51,7 @@ func TestQuotaFlags(t *testing.T) {
 			err: "--rlqs-max-ttl: must be from --rlqs-min-ttl (10s) to 24h, got 5s"},
 		{name: "default outside", args: []string{"--rlqs-default-ttl", "1s"}, err: "--rlqs-default-ttl: must be from --rlqs-min-ttl (2s) to --rlqs-max-ttl (5m0s), got 1s"},
 		{name: "abandon below 1s", args: []string{"--rlqs-abandon-after", "0s"}, err: "--rlqs-abandon-after: must be at least 1s, got 0s"},
+		{name: "demand window too short", args: []string{"--rlqs-demand-window", "50ms"}, err: "--rlqs-demand-window: must be from 100ms to 1m, got 50ms"},
 		{name: "idle share zero", args: []string{"--rlqs-idle-share", "0"}, err: "--rlqs-idle-share: must be above 0 and at most 1, got 0"},
 		{name: "idle share above 1", args: []string{"--rlqs-idle-share", "2"}, err: "--rlqs-idle-share: must be above 0 and at most 1, got 2"},
 		{name: "hysteresis above half", args: []string{"--rlqs-hysteresis", "0.6"}, err: "--rlqs-hysteresis: must be above 0 and at most 0.5, got 0.6"},
@@ -161,5 +162,5 @@ func TestManifestEnvNamesFlags(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, 9, shown, "the RLQS tuning variables are shown")
+	require.Equal(t, 10, shown, "the RLQS tuning variables are shown")
 }
