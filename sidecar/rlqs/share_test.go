@@ -266,3 +266,23 @@ func TestRedisShareClaims(t *testing.T) {
 	require.Equal(t, rlqs.ShareClaim{Claim: -1, Peers: rlqs.MaxSharePeers + 1}, publish(shares[rlqs.MaxSharePeers], now, entry(5)),
 		"no room for a 65th replica's entry")
 }
+
+// BenchmarkRedisSharePublish: one replica's publication of 1,000 buckets
+// (one pipeline) to a local redis-server; ns/op / 1000 is the cost of a
+// bucket per ShareInterval.
+func BenchmarkRedisSharePublish(b *testing.B) {
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(b)})
+	b.Cleanup(func() { _ = rdb.Close() })
+	r := rlqs.NewRedisShare(rdb, fmt.Sprintf("rlqs-bench:%d:", time.Now().UnixNano()))
+	entries := make([]rlqs.ShareEntry, 1000)
+	for i := range entries {
+		entries[i] = rlqs.ShareEntry{Key: fmt.Sprint("bucket-", i), Demand: 10, Limit: 100, Tolerance: 2, ValidFor: 3 * time.Second}
+	}
+	now := time.Now()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Publish(context.Background(), now, entries); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
