@@ -140,6 +140,7 @@ func (s *Service) sync(ctx context.Context, pending bool) error {
 	defer s.mu.Unlock()
 	defer s.flush()
 	s.syncing = false
+	published := now // the entries count until published + ValidFor
 	now = s.opts.Clock()
 	if err != nil {
 		s.m.shareFailed.Inc()
@@ -167,7 +168,7 @@ func (s *Service) sync(ctx context.Context, pending bool) error {
 		old, was := b.claim, b.claimed
 		switch {
 		case err == nil && claims[i].Claim >= 0:
-			b.claim, b.peers, b.until, b.fallback = min(uint64(claims[i].Claim), limit), max(1, claims[i].Peers), now.Add(entries[i].ValidFor), false
+			b.claim, b.peers, b.until, b.fallback = min(uint64(claims[i].Claim), limit), max(1, claims[i].Peers), published.Add(entries[i].ValidFor), false
 		case err == nil:
 			b.claim, b.peers, b.until, b.fallback = limit/MaxSharePeers, MaxSharePeers, time.Time{}, true
 		case !b.claimed || !now.Before(b.until):
