@@ -161,8 +161,8 @@ func (s *Service) sync(ctx context.Context, pending bool) error {
 		}
 	}
 	for i, b := range targets {
-		if s.buckets[b.key] != b {
-			continue // dropped meanwhile
+		if s.buckets[b.key] != b || !b.limited() {
+			continue // dropped, or no longer limited (a reload), meanwhile
 		}
 		limit := uint64(b.limit.RequestsPerUnit)
 		old, was := b.claim, b.claimed
