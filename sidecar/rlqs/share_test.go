@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	rlqsv3 "github.com/envoyproxy/go-control-plane/envoy/service/rate_limit_quota/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 )
 
@@ -285,4 +288,45 @@ func BenchmarkRedisSharePublish(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// gate is a Sharer whose publications wait for release; entered tells when
+// one has begun.
+type gate struct {
+	entered, release chan struct{}
+}
+
+func (g *gate) Publish(_ context.Context, _ time.Time, e []rlqs.ShareEntry) ([]rlqs.ShareClaim, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	out := make([]rlqs.ShareClaim, len(e))
+	for i := range out {
+		out[i] = rlqs.ShareClaim{Claim: int64(e[i].Limit), Peers: 1}
+	}
+	return out, nil
+}
+
+// TestReloadDuringPublication: a reload that removes a bucket's limit while
+// its claim is being published leaves the bucket allowed, once the answer
+// arrives.
+func TestReloadDuringPublication(t *testing.T) {
+	g := &gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := newHarness(t, rlqs.Options{Share: g})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := rlqsv3.NewRateLimitQuotaServiceClient(h.cc).StreamRateLimitQuotas(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.Send(usage("llm", gpt)))
+	select {
+	case <-g.entered:
+	case <-ctx.Done():
+		t.Fatal("no publication")
+	}
+	cfg, err := ratelimit.ParseConfig("limits.yaml", []byte("domain: llm\ndescriptors: []\n"))
+	require.NoError(t, err)
+	h.svc.SetConfig(cfg)
+	close(g.release)
+	resp, err := st.Recv()
+	require.NoError(t, err)
+	require.Equal(t, typev3.RateLimitStrategy_ALLOW_ALL, resp.GetBucketAction()[0].GetQuotaAssignmentAction().GetRateLimitStrategy().GetBlanketRule())
 }
