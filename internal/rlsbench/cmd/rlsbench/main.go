@@ -11,8 +11,9 @@
 // redis-server's own CPU is not included.)
 //
 //	rlsbench -serve memory -listen 127.0.0.1:8081    serve one kind (null, memory, redis) until killed
-//	rlsbench -targets a=127.0.0.1:8081,b=127.0.0.1:8082 -rounds 5
-//	                                                 drive running servers in turn, with ratios to the first
+//	rlsbench -targets a=127.0.0.1:8081@PID,b=127.0.0.1:8082 -also-pid REDISPID -rounds 5
+//	                                                 drive running servers in turn, with ratios to the first;
+//	                                                 @PID and -also-pid add those processes' CPU per decision
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,7 +90,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		serve   = fs.String("serve", "", "serve one kind of server (null, memory, redis) on -listen and drive nothing")
 		listen  = fs.String("listen", "127.0.0.1:0", "address for -serve")
 		rAddr   = fs.String("redis", "", "Redis address for the redis server kind")
-		targets = fs.String("targets", "", "name=addr,name=addr...: running servers to drive in turn, compared with the first")
+		targets = fs.String("targets", "", "name=addr[@pid],name=addr[@pid]...: running servers to drive in turn, compared with the first; with @pid each run reports that process's CPU per decision")
+		alsoPID = fs.Int("also-pid", 0, "with -targets, another process on this machine (a redis-server) whose CPU per decision each run reports")
 		rounds  = fs.Int("rounds", 1, "with -compare, how many times to drive each server in turn (ratios are reported per round and as their median)")
 		workers = fs.Uint("workers", 0, "gRPC stream workers of the servers this process serves (grpc.NumStreamWorkers; shepherd-sidecar uses 64; 0: a goroutine per call)")
 	)
@@ -121,12 +124,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	case *targets != "":
 		var names, addrs []string
+		var pids []int
 		for _, t := range strings.Split(*targets, ",") {
 			name, addr, ok := strings.Cut(t, "=")
 			if !ok {
 				return fmt.Errorf("-targets: %q: want name=addr", t)
 			}
-			names, addrs = append(names, name), append(addrs, addr)
+			pid := 0
+			if a, p, ok := strings.Cut(addr, "@"); ok {
+				n, err := strconv.Atoi(p)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("-targets: %q: want a process id after @", t)
+				}
+				addr, pid = a, n
+			}
+			names, addrs, pids = append(names, name), append(addrs, addr), append(pids, pid)
 		}
 		rates := map[string]float64{}
 		ratios := map[string][]float64{}
@@ -134,14 +146,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			round := map[string]float64{}
 			for i, name := range names {
 				o := opts
-				o.Addr = addrs[i]
+				o.Addr, o.ServerPID = addrs[i], pids[i]
+				var before time.Duration
+				if *alsoPID != 0 {
+					var err error
+					if before, err = rlsbench.ProcessCPU(*alsoPID); err != nil {
+						return err
+					}
+				}
 				res, err := rlsbench.Run(ctx, o)
 				if err != nil {
 					return err
 				}
 				rates[name] += res.PerSecond
 				round[name] = res.PerSecond
-				fmt.Fprintf(out, "%-10s %s\n", name, res)
+				also := ""
+				if *alsoPID != 0 {
+					after, err := rlsbench.ProcessCPU(*alsoPID)
+					if err != nil {
+						return err
+					}
+					also = fmt.Sprintf("; pid %d %s per decision", *alsoPID, res.PerDecision(after-before).Round(10*time.Nanosecond))
+				}
+				fmt.Fprintf(out, "%-10s %s%s\n", name, res, also)
 			}
 			for _, name := range names[1:] {
 				ratios[name] = append(ratios[name], round[name]/round[names[0]])

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +44,14 @@ func TestTargetsAndSingleRun(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"-targets", "a=" + addr + ",b=" + addr, "-n", "10", "-d", "0", "-descriptor", "k=v,k2={n}"}, &out))
 	require.Contains(t, out.String(), "b/a throughput: ")
 
+	// The server runs in this process: @pid and -also-pid read its CPU.
+	out.Reset()
+	pid := strconv.Itoa(os.Getpid())
+	require.NoError(t, run(context.Background(), []string{"-targets", "a=" + addr + "@" + pid, "-also-pid", pid, "-n", "10", "-d", "0"}, &out))
+	require.Contains(t, out.String(), "server (pid "+pid+") ")
+	require.Contains(t, out.String(), "; pid "+pid+" ")
+	require.Contains(t, out.String(), " per decision\n")
+
 	out.Reset()
 	require.NoError(t, run(context.Background(), []string{"-addr", addr, "-n", "7", "-d", "0"}, &out))
 	require.Contains(t, out.String(), "7 decisions (0 over limit), 0 errors")
@@ -62,6 +72,7 @@ func TestBadArguments(t *testing.T) {
 	}{
 		"bad descriptor": {[]string{"-descriptor", "novalue"}, `descriptor entry "novalue": want key=value`},
 		"bad target":     {[]string{"-targets", "nameonly", "-n", "1"}, `-targets: "nameonly": want name=addr`},
+		"bad target pid": {[]string{"-targets", "a=127.0.0.1:1@x", "-n", "1"}, `-targets: "a=127.0.0.1:1@x": want a process id after @`},
 		"unknown kind":   {[]string{"-serve", "nope"}, `unknown server kind "nope" (null, memory, redis)`},
 		"redis without":  {[]string{"-serve", "redis"}, "-redis is required for the redis kind"},
 	}
