@@ -51,6 +51,8 @@ type Sharer interface {
 	// (this one included), or a claim of -1 when the bucket has no room
 	// for another replica's entry.
 	Publish(ctx context.Context, now time.Time, entries []ShareEntry) ([]ShareClaim, error)
+	// Release removes this replica's entries of the buckets named.
+	Release(ctx context.Context, keys []string) error
 }
 
 // ShareEntry is one bucket's publication.
@@ -195,6 +197,32 @@ func (s *Service) sync(ctx context.Context, pending bool) error {
 		return err
 	}
 	return nil
+}
+
+// Release gives this replica's claims back to the other replicas: call it
+// after Shutdown, when the clients have been told to reconnect (to another
+// replica, which can then give them their shares at once instead of waiting
+// for these claims to lapse). Without Options.Share it does nothing.
+func (s *Service) Release(ctx context.Context) error {
+	if s.opts.Share == nil {
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	keys := make([]string, 0, len(s.buckets))
+	for _, b := range s.buckets {
+		if b.claimed {
+			keys = append(keys, b.key)
+		}
+	}
+	s.mu.Unlock()
+	if len(keys) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ShareInterval+time.Duration(len(keys))*publishBudget)
+	defer cancel()
+	return s.opts.Share.Release(ctx, keys)
 }
 
 // entry is the bucket's publication; false when no live client shares it.
@@ -356,6 +384,22 @@ func (r *RedisShare) Publish(ctx context.Context, now time.Time, entries []Share
 		}
 	}
 	return out, nil
+}
+
+// Release implements Sharer: one HDEL per bucket, pipelined.
+func (r *RedisShare) Release(ctx context.Context, keys []string) error {
+	for lo := 0; lo < len(keys); lo += shareBatch {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys[lo:min(lo+shareBatch, len(keys))] {
+				p.HDel(ctx, r.key(k), r.id)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("rlqs share: release: %w", err)
+		}
+	}
+	return nil
 }
 
 func (r *RedisShare) run(ctx context.Context, now time.Time, entries []ShareEntry, sha bool) ([]*redis.Cmd, error) {

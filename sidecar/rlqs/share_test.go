@@ -38,6 +38,13 @@ func (f *flaky) Publish(ctx context.Context, now time.Time, e []rlqs.ShareEntry)
 	return f.Sharer.Publish(ctx, now, e)
 }
 
+func (f *flaky) Release(ctx context.Context, keys []string) error {
+	if f.down.Load() {
+		return errors.New("redis: connection refused")
+	}
+	return f.Sharer.Release(ctx, keys)
+}
+
 // replicas are sidecar replicas sharing one real redis-server and one
 // virtual clock; replica i publishes through shares[i].
 type replicas struct {
@@ -184,6 +191,35 @@ func TestReplicaCutOffFromRedis(t *testing.T) {
 	require.Empty(t, r.logs[0].String())
 }
 
+// TestReplicaShutdownReleasesItsClaims: a replica that shuts down gives
+// its claims back, so the replica its clients reconnect to gives them their
+// shares at its next publication instead of when the claims would lapse.
+func TestReplicaShutdownReleasesItsClaims(t *testing.T) {
+	for _, release := range []bool{true, false} {
+		t.Run(fmt.Sprint("release=", release), func(t *testing.T) {
+			r := newReplicas(t, 2)
+			a := &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 150}
+			b := &load{c: r.hs[1].dialEnvoy(t, "llm"), id: gpt, perSecond: 50, offset: 500 * time.Millisecond}
+			r.hs[0].drive(10*time.Second, a, b)
+			require.InDelta(t, 75, a.c.rate(gpt), 5)
+
+			gone := r.hs[1]
+			gone.svc.Shutdown()
+			if release {
+				require.NoError(t, gone.svc.Release(context.Background()))
+			}
+			r.hs = r.hs[:1] // it publishes no more
+			b = &load{c: r.hs[0].dialEnvoy(t, "llm"), id: gpt, perSecond: 50, offset: 500 * time.Millisecond}
+			r.hs[0].drive(2*time.Second, a, b)
+			if release {
+				require.Equal(t, 100.0, assigned(gpt, a, b), "the whole limit at the next publication")
+			} else {
+				require.InDelta(t, 75, assigned(gpt, a, b), 5, "the gone replica's claim still counts")
+			}
+		})
+	}
+}
+
 // TestReplicaThatNeverReachedRedis: a bucket first seen while Redis is down
 // gets the limit divided by the replicas of the last successful round (the
 // whole limit on a replica that never had one), rather than waiting.
@@ -295,6 +331,8 @@ func BenchmarkRedisSharePublish(b *testing.B) {
 type gate struct {
 	entered, release chan struct{}
 }
+
+func (g *gate) Release(context.Context, []string) error { return nil }
 
 func (g *gate) Publish(_ context.Context, _ time.Time, e []rlqs.ShareEntry) ([]rlqs.ShareClaim, error) {
 	g.entered <- struct{}{}

@@ -379,6 +379,13 @@ func (s *Server) shutdown() {
 	close(s.stopping)
 	if s.quota != nil {
 		s.quota.Shutdown()
+		// The clients reconnect to the other replicas, which may take this
+		// one's claims at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := s.quota.Release(ctx); err != nil {
+			s.log.Warn("rlqs: cannot release this replica's claims; they lapse with its clients' assignments", "error", err)
+		}
+		cancel()
 	}
 	drained := make(chan struct{})
 	go func() { s.grpcSrv.GracefulStop(); close(drained) }()
