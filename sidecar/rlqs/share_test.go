@@ -368,3 +368,52 @@ func TestReloadDuringPublication(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, typev3.RateLimitStrategy_ALLOW_ALL, resp.GetBucketAction()[0].GetQuotaAssignmentAction().GetRateLimitStrategy().GetBlanketRule())
 }
+
+// TestRedisShareOnCluster: on a two-node Redis Cluster (the script loaded
+// on each node at its first NOSCRIPT), buckets spread over both nodes are
+// divided as on one node, and released.
+func TestRedisShareOnCluster(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: redistest.StartCluster(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	prefix := fmt.Sprintf("rlqs-test:%s:%d:", t.Name(), time.Now().UnixNano())
+	now := time.Unix(1_800_000_000, 0)
+	entries := func(demand float64) []rlqs.ShareEntry {
+		e := make([]rlqs.ShareEntry, 40)
+		for i := range e {
+			e[i] = rlqs.ShareEntry{Key: fmt.Sprint("bucket-", i), Demand: demand, Limit: 100, Tolerance: 2, ValidFor: 3 * time.Second}
+		}
+		return e
+	}
+	a, b := rlqs.NewRedisShare(rdb, prefix), rlqs.NewRedisShare(rdb, prefix)
+	var last []rlqs.ShareClaim
+	for range 2 {
+		_, err := a.Publish(ctx, now, entries(30))
+		require.NoError(t, err)
+		last, err = b.Publish(ctx, now, entries(10))
+		require.NoError(t, err)
+	}
+	for _, c := range last {
+		require.Equal(t, rlqs.ShareClaim{Claim: 25, Peers: 2}, c)
+	}
+	nodes := map[string]bool{}
+	require.NoError(t, rdb.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		keys, err := n.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			nodes[n.Options().Addr] = true
+		}
+		return err
+	}))
+	require.Len(t, nodes, 2, "the buckets are on both nodes")
+
+	keys := make([]string, 40)
+	for i := range keys {
+		keys[i] = fmt.Sprint("bucket-", i)
+	}
+	require.NoError(t, b.Release(ctx, keys))
+	claims, err := a.Publish(ctx, now, entries(30))
+	require.NoError(t, err)
+	for _, c := range claims {
+		require.Equal(t, rlqs.ShareClaim{Claim: 100, Peers: 1}, c, "b's entries are gone")
+	}
+}
