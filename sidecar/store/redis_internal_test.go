@@ -104,3 +104,65 @@ func TestRedisBatchRunsAsOneScriptCall(t *testing.T) {
 		})
 	}
 }
+
+// redisCPU is the CPU time (user + system) the server has used, from INFO.
+func redisCPU(b *testing.B, c redis.UniversalClient) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	require.NoError(b, err)
+	var sum float64
+	for _, line := range strings.Split(info, "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(b, err, line)
+			sum += f
+		}
+	}
+	return time.Duration(sum * float64(time.Second))
+}
+
+// BenchmarkRedisRoundTrip counts keys round trip after round trip, by the
+// store's batch script (one call per round trip), by one call of it per key
+// (as on a cluster), and by plain INCRBY and PTTL per key (no atomic
+// saturation), and reports redis-server's CPU per key (from INFO cpu; its
+// resolution is coarse, so use -benchtime of 10000x or more).
+func BenchmarkRedisRoundTrip(b *testing.B) {
+	client := redis.NewClient(&redis.Options{Addr: redistest.Start(b)})
+	defer client.Close()
+	ctx := context.Background()
+	for _, shape := range []string{"batch-script", "script-per-key", "incrby-pttl"} {
+		for _, n := range []int{1, 8, 32} {
+			b.Run(shape+"/keys-"+strconv.Itoa(n), func(b *testing.B) {
+				s := NewRedis(client, RedisOptions{Prefix: "bench:", Pipelines: 1})
+				defer s.Close()
+				s.perKey = shape == "script-per-key"
+				j := s.job(ctx, nil)
+				for i := range n {
+					j.keys = append(j.keys, s.Key([]byte("user="+strconv.Itoa(i)), Window{Seconds: 3600}))
+					j.args = append(j.args, hitArgs{hits: 1, ttlMs: 3601000})
+				}
+				require.NoError(b, incrScript.Load(ctx, client).Err())
+				before := redisCPU(b, client)
+				b.ResetTimer()
+				for range b.N {
+					if shape == "incrby-pttl" {
+						_, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+							for _, k := range j.keys {
+								p.IncrBy(ctx, k, 1)
+								p.PTTL(ctx, k)
+							}
+							return nil
+						})
+						require.NoError(b, err)
+						continue
+					}
+					replies, err := s.count(ctx, j.args, j.keys)
+					require.NoError(b, err)
+					require.NoError(b, replies[0].err)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64((redisCPU(b, client)-before).Nanoseconds())/1000/float64(b.N*n), "redis-µs/key")
+			})
+		}
+	}
+}
