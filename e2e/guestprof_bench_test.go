@@ -29,6 +29,8 @@ import (
 // gives accurate times for them. The allocation table names the callers of
 // runtime.mallocgc.
 //
+// body-1MiB is the 1 MiB request of BenchmarkCurves/body-size (1024
+// messages): where the request body's time goes at the size of the goal.
 // The stream cases profile one streamed chat completion per iteration (the
 // stream of BenchmarkStreamGuestTime, 202 events, each its own body
 // callback), with usage asked by the client and stripped by the filter, and
@@ -49,6 +51,7 @@ func BenchmarkGuestProfile(b *testing.B) {
 		cases = append(cases, profCase{tc.name, tc.method, tc.path, tc.body, ok, nil})
 	}
 	cases = append(cases,
+		profCase{"body-1MiB", http.MethodPost, "/v1/chat/completions", chatOfSize(1<<20, 1024), ok, nil},
 		profCase{"stream-usage-asked", http.MethodPost, "/v1/chat/completions",
 			`{"model":"fast","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`, streamUp, sse.gate},
 		profCase{"stream-usage-stripped", http.MethodPost, "/v1/chat/completions",
