@@ -73,14 +73,50 @@
 		Br $4; \
 	End
 
+// WORD checks the word at R3 exactly, if the body holds it: a quote there
+// branches to the found block (two levels out) with R4 its offset, else R3
+// moves past the word.
+#define WORD \
+	Get R3; \
+	I64Const $8; \
+	I64Add; \
+	Get R1; \
+	I64LeU; \
+	If; \
+		Get R0; \
+		Get R3; \
+		I64Add; \
+		Set R4; \
+		MASK(0); \
+		I64Const HI8; \
+		I64And; \
+		Tee R2; \
+		I64Eqz; \
+		I32Eqz; \
+		If; \
+			Get R3; \
+			Get R2; \
+			I64Ctz; \
+			I64Const $3; \
+			I64ShrU; \
+			I64Add; \
+			Set R4; \
+			Br $2; \
+		End; \
+		Get R3; \
+		I64Const $8; \
+		I64Add; \
+		Set R3; \
+	End
+
 // STRING_END: R2 is the offset of a string's opening quote; leaves in R2
 // the offset just past its closing quote, or -1 when the body ends inside
 // it (stringEndGo). Uses R3, R4, R5.
 //
 // Blocks, outermost first: the result; the search from R3; found (R4 is a
-// quote's offset), after a look at the first word (most names and short
-// values end there); the bytes of the tail; the 8-byte words of the rest;
-// the 64-byte steps.
+// quote's offset), after a look at the first four words one by one (most
+// names and values of a message end there); the bytes of the tail; the
+// 8-byte words of the rest; the 64-byte steps.
 #define STRING_END \
 	Get R2; \
 	I64Const $1; \
@@ -89,37 +125,10 @@
 	Block; \
 	Loop; \
 		Block; \
-			Get R3; \
-			I64Const $8; \
-			I64Add; \
-			Get R1; \
-			I64LeU; \
-			If; \
-				Get R0; \
-				Get R3; \
-				I64Add; \
-				Set R4; \
-				MASK(0); \
-				I64Const HI8; \
-				I64And; \
-				Tee R2; \
-				I64Eqz; \
-				I32Eqz; \
-				If; \
-					Get R3; \
-					Get R2; \
-					I64Ctz; \
-					I64Const $3; \
-					I64ShrU; \
-					I64Add; \
-					Set R4; \
-					Br $2; \
-				End; \
-				Get R3; \
-				I64Const $8; \
-				I64Add; \
-				Set R3; \
-			End; \
+			WORD; \
+			WORD; \
+			WORD; \
+			WORD; \
 			Block; \
 				Block; \
 					Loop; \
