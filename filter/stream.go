@@ -681,7 +681,9 @@ func (s *stream) OnHttpResponseBody(size int, endOfStream bool) types.Action {
 	if s.sse != nil {
 		if s.sse.Strip {
 			// The chunk leaves without the usage the filter asked for; a
-			// partial event waits for the chunk that completes it.
+			// partial event waits for the chunk that completes it. A cut
+			// is made in the peeked bytes themselves (the VM's own memory,
+			// unused after this).
 			if out, replaced := s.sse.Edit(chunk, endOfStream); replaced {
 				_ = proxywasm.ReplaceHttpResponseBodyChunk(size, out)
 			}

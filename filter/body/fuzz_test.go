@@ -126,6 +126,17 @@ func FuzzSSEScanner(f *testing.F) {
 		}
 		require.Equal(t, whole(want), whole(scanSSE(int(maxEvent), bytewise...)))
 		require.LessOrEqual(t, want.FirstContentOnce, 1)
+		// The output count too, which whole events past the first content
+		// reach by a shorter path.
+		outputs := func(chunks ...[]byte) int {
+			s := SSEScanner{MaxEvent: int(maxEvent)}
+			for _, c := range chunks {
+				s.Feed(c)
+			}
+			s.Finish()
+			return s.Outputs()
+		}
+		require.Equal(t, outputs(data), outputs(bytewise...))
 	})
 }
 

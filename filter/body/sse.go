@@ -2,6 +2,7 @@ package body
 
 import (
 	"bytes"
+	"math/bits"
 
 	"github.com/shepherd-mesh/shepherd/filter/jsonlite"
 )
@@ -117,7 +118,9 @@ type SSEScanner struct {
 	rawData  int     // 1 + the offset in the event's bytes of its first data byte; 0 before
 	passing  bool    // the event grew past the bound: its bytes pass as they come
 	cut      cutPlan // what the event's reading decided
-	out      []byte  // the edited chunk
+	out      []byte  // the edited chunk: own, or the chunk itself (inPlace)
+	own      []byte  // the scanner's buffer for out, kept between calls
+	inPlace  bool    // out is the chunk's own bytes, edited where they lie
 	building bool    // out differs from the chunk
 	dropLF   bool    // a dropped event ended with CR: its LF goes too
 	segStart int     // start in the chunk being edited of the current event
@@ -136,7 +139,7 @@ type SSEScanner struct {
 
 // Reset makes s a zero scanner that keeps its buffers, for reuse.
 func (s *SSEScanner) Reset() {
-	*s = SSEScanner{data: s.data[:0], head: s.head[:0], tail: s.tail[:0], raw: s.raw[:0], out: s.out[:0],
+	*s = SSEScanner{data: s.data[:0], head: s.head[:0], tail: s.tail[:0], raw: s.raw[:0], own: s.own[:0],
 		model: s.model.reset()}
 }
 
@@ -151,8 +154,8 @@ func (s *SSEScanner) Release() {
 	if cap(s.raw) > maxKept {
 		s.raw = nil
 	}
-	if cap(s.out) > maxKept {
-		s.out = nil
+	if cap(s.own) > maxKept {
+		s.own = nil
 	}
 }
 
@@ -164,7 +167,9 @@ func (s *SSEScanner) Feed(chunk []byte) {
 
 // Edit scans the next chunk of the body like Feed and returns the bytes to
 // send in its place: with Strip unset, or when nothing in it changes, chunk
-// itself and false. With Strip set, the bytes of an event are sent once the
+// itself and false. Edit may rewrite chunk: an edit that only removes bytes
+// of it is made where they lie (the result is then a prefix of chunk), so
+// the caller must not need chunk's bytes afterwards. With Strip set, the bytes of an event are sent once the
 // event is complete and known to be kept (at most MaxHold bytes, or MaxEvent
 // when smaller, and a few more are held back; a larger event passes as it
 // comes, unedited), so an event split over chunks leaves with the chunk that
@@ -179,7 +184,7 @@ func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
 		}
 		return chunk, false
 	}
-	s.out, s.building, s.segStart = s.out[:0], len(s.raw) > 0 || last, 0
+	s.out, s.building, s.segStart = s.own[:0], len(s.raw) > 0 || last, 0
 	s.feed(chunk, true)
 	rest := chunk[s.segStart:]
 	if last {
@@ -187,17 +192,18 @@ func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
 		s.finish(true)
 		s.out = append(s.out, s.raw...)
 		s.raw, s.passing = s.raw[:0], false
-		return s.out, true
+		return s.result(), true
 	}
 	switch {
 	case s.passing:
 		if s.building {
-			s.out = append(s.out, rest...)
+			s.put(chunk, s.segStart, len(chunk))
 		}
 	case len(s.raw)+len(rest) > s.maxHold():
 		// The event is too large to hold back: it passes as it comes, unedited.
 		if s.building {
-			s.out = append(append(s.out, s.raw...), rest...)
+			s.out = append(s.out, s.raw...)
+			s.put(chunk, s.segStart, len(chunk))
 		}
 		s.raw, s.passing = s.raw[:0], true
 	case len(rest) > 0:
@@ -208,16 +214,40 @@ func (s *SSEScanner) Edit(chunk []byte, last bool) (out []byte, replaced bool) {
 	if !s.building {
 		return chunk, false
 	}
-	return s.out, true
+	return s.result(), true
+}
+
+// result returns the edited chunk and keeps the scanner's own buffer for the
+// next call.
+func (s *SSEScanner) result() []byte {
+	out := s.out
+	if !s.inPlace {
+		s.own = out[:0]
+	}
+	s.out, s.inPlace = nil, false
+	return out
 }
 
 // build starts the edited output of chunk, when it differs from chunk for the
-// first time at s.segStart: everything before was kept as it came.
+// first time at s.segStart: everything before was kept as it came. Nothing of
+// an earlier chunk is held then (that makes the output differ from the start),
+// so the output only ever drops bytes of chunk, and is built in chunk itself:
+// every byte kept moves to an offset no greater than its own.
 func (s *SSEScanner) build(chunk []byte) {
 	if !s.building {
-		s.building = true
-		s.out = append(s.out[:0], chunk[:s.segStart]...)
+		s.building, s.inPlace = true, true
+		s.out = chunk[:s.segStart:len(chunk)]
 	}
+}
+
+// put appends chunk[a:b] to the output. In place, bytes already where they
+// belong are only taken.
+func (s *SSEScanner) put(chunk []byte, a, b int) {
+	if s.inPlace && len(s.out) == a {
+		s.out = s.out[:b]
+		return
+	}
+	s.out = append(s.out, chunk[a:b]...)
 }
 
 func (s *SSEScanner) feed(chunk []byte, edit bool) {
@@ -324,18 +354,59 @@ func (s *SSEScanner) feed(chunk []byte, edit bool) {
 // single data line with a value, ended by a blank line, all in the chunk
 // ("data: value\n\n"). It has the effect of reading the event byte by byte
 // and returns the offset past it, or 0 (and no effect) for any other shape.
+//
+// Past a chat stream's first content it also reads the usual event itself
+// (see chatEvent): a JSON object with no "usage" member, or one that ends in
+// "usage":null. Inside a VM every call and every comparison of strings
+// through the runtime costs tens of nanoseconds, so this path makes none.
 func (s *SSEScanner) wholeEvent(chunk []byte, i int, edit bool) int {
 	v := i + 5
-	if v > len(chunk) || string(chunk[i:v]) != "data:" {
+	if v+3 > len(chunk) || load32(chunk, i) != dataWord || chunk[i+4] != ':' {
 		return 0
 	}
-	if v < len(chunk) && chunk[v] == ' ' {
+	if chunk[v] == ' ' {
 		v++
 	}
-	j := lineEnd(chunk[v:])
-	e := v + j
-	if j == 0 || j > s.maxEvent() || e+1 >= len(chunk) || chunk[e] != '\n' || chunk[e+1] != '\n' {
+	// The line's end, eight bytes a step (lineEnd, written out; the bytes
+	// loop stops at once on the byte the word's test found).
+	e := v
+	for ; e+8 <= len(chunk); e += 8 {
+		x := load64(chunk, e)
+		if m := zeroBytes(x^('\n'*lo8)) | zeroBytes(x^('\r'*lo8)); m != 0 {
+			if littleEndian {
+				e += bits.TrailingZeros64(m) / 8
+			}
+			break
+		}
+	}
+	for e < len(chunk) && chunk[e] != '\n' && chunk[e] != '\r' {
+		e++
+	}
+	if e == v || e-v > s.maxEvent() || e+1 >= len(chunk) || chunk[e] != '\n' || chunk[e+1] != '\n' {
 		return 0
+	}
+	if s.content && !s.done && s.Kind == StreamChat && (!edit || !s.passing && len(s.raw) == 0) {
+		if k := s.plainChunk(chunk[v:e]); k != 0 {
+			if !edit {
+				return e + 2
+			}
+			if k < 0 && !s.building {
+				// Nothing to cut and nothing cut before: the chunk's bytes
+				// so far pass as they came (emit's effect).
+				s.dropLF, s.rawData, s.segStart = false, 0, e+2
+				return e + 2
+			}
+			if k > 0 && s.Strip {
+				// "usage":null ends the object: cut with its comma.
+				if a, b, ok := memberCut(chunk[v:e], k, e-v-1); ok {
+					s.cut = cutPlan{start: a, end: b}
+				}
+			}
+			s.rawData = v - s.segStart + 1
+			s.dropLF = false
+			s.emit(chunk, e+2)
+			return e + 2
+		}
 	}
 	// As the data line's bytes, its LF and the blank line would.
 	s.hasData, s.dataLines, s.inplace = true, 1, chunk[v:e]
@@ -349,6 +420,59 @@ func (s *SSEScanner) wholeEvent(chunk []byte, i int, edit bool) int {
 	}
 	return e + 2
 }
+
+// dataWord is the field name "data" as load32 reads it.
+var dataWord = load32([]byte("data"), 0)
+
+// plainChunk reads, past a chat stream's first content, an event's data in
+// the shapes most events have, as dispatch would: a JSON object (no space
+// around it) with no "usage" in it (returns -1), or ending in a top-level
+// "usage":null (returns the offset of its name). Anything else returns 0 and
+// is left to dispatch, which reads it again from the start.
+func (s *SSEScanner) plainChunk(data []byte) int {
+	n := len(data)
+	if n < 2 || data[0] != '{' || data[n-1] != '}' {
+		return 0
+	}
+	// nullUsageTail, without the runtime's string comparison.
+	if k := n - 13; k >= 1 && load64(data, k) == usageNull[0] && load32(data, k+8) == uint32(usageNull[1]) && !escapedAt(data, k) {
+		s.events++
+		s.outputs++
+		return k
+	}
+	// usageKey's search for the 'g' of "usage", eight bytes a step.
+	for off := 4; off < n; {
+		for ; off+8 <= n; off += 8 {
+			if m := zeroBytes(load64(data, off) ^ ('g' * lo8)); m != 0 {
+				if littleEndian {
+					off += bits.TrailingZeros64(m) / 8
+				}
+				break
+			}
+		}
+		for off < n && data[off] != 'g' {
+			off++
+		}
+		if off == n {
+			break
+		}
+		g := off
+		if k := g - 4; k+7 <= n && load32(data, k) == usaWord && data[k+5] == 'e' && data[k+6] == '"' {
+			return 0 // a "usage" string: dispatch reads the event
+		}
+		off = g + 1
+	}
+	s.events++
+	s.outputs++
+	return -1
+}
+
+// usageNull is `"usage":null` as load64 and load32 read it: its first eight
+// bytes and the four after them.
+var usageNull = [2]uint64{load64([]byte(`"usage":null`), 0), uint64(load32([]byte(`"usage":null`), 8))}
+
+// usaWord is `"usa` as load32 reads it.
+var usaWord = load32([]byte(`"usa`), 0)
 
 // keepInplace copies a data line read in place to the event's buffer, before
 // the chunk that holds it goes or another line joins it.
@@ -368,30 +492,34 @@ func (s *SSEScanner) emit(chunk []byte, end int) {
 	s.rawData = 0
 	if s.passing {
 		if s.building {
-			s.out = append(s.out, chunk[s.segStart:end]...)
+			s.put(chunk, s.segStart, end)
 		}
 		s.segStart, s.passing = end, false
 		return
 	}
-	var ev []byte
-	if len(s.raw) > 0 {
+	held := len(s.raw) > 0
+	evLen := end - s.segStart
+	if held {
 		s.raw = append(s.raw, chunk[s.segStart:end]...)
-		ev = s.raw
-	} else {
-		ev = chunk[s.segStart:end]
+		evLen = len(s.raw)
 	}
-	cutOK := cut.end > cut.start && rawData >= 0 && rawData+cut.end <= len(ev)
+	cutOK := cut.end > cut.start && rawData >= 0 && rawData+cut.end <= evLen
 	if cut.drop || cutOK {
 		s.build(chunk)
 	}
 	switch {
 	case !s.building:
 	case cut.drop:
+	case held && cutOK:
+		s.out = append(s.out, s.raw[:rawData+cut.start]...)
+		s.out = append(s.out, s.raw[rawData+cut.end:]...)
+	case held:
+		s.out = append(s.out, s.raw...)
 	case cutOK:
-		s.out = append(s.out, ev[:rawData+cut.start]...)
-		s.out = append(s.out, ev[rawData+cut.end:]...)
+		s.put(chunk, s.segStart, s.segStart+rawData+cut.start)
+		s.put(chunk, s.segStart+rawData+cut.end, end)
 	default:
-		s.out = append(s.out, ev...)
+		s.put(chunk, s.segStart, end)
 	}
 	s.raw, s.segStart = s.raw[:0], end
 }

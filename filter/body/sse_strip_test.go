@@ -9,14 +9,23 @@ import (
 )
 
 // editAll runs a stripping scanner over chunks and returns the bytes it sent.
+// Each chunk is handed over in a buffer of its own, as a host does, since
+// Edit may rewrite it; bytes past the chunk in that buffer must stay as they
+// were.
 func editAll(s *SSEScanner, chunks ...[]byte) string {
 	var out []byte
 	for i, c := range chunks {
-		b, _ := s.Edit(c, i == len(chunks)-1)
+		buf := append(append(make([]byte, 0, len(c)+len(guard)), c...), guard...)
+		b, _ := s.Edit(buf[:len(c)], i == len(chunks)-1)
 		out = append(out, b...)
+		if string(buf[len(c):]) != guard {
+			panic("Edit wrote past the chunk")
+		}
 	}
 	return string(out)
 }
+
+const guard = "\xab\xab\xab\xab\xab\xab\xab\xab"
 
 // stripCases are streams with the usage the filter asked for, and what the
 // provider sends without include_usage.
@@ -223,15 +232,46 @@ func TestSSEResponsesStream(t *testing.T) {
 func TestSSEStripSteadyStateDoesNotAllocate(t *testing.T) {
 	ev := []byte("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n")
 	s := &SSEScanner{Strip: true}
-	s.Edit(ev, false)
-	s.Edit(ev[:30], false)
-	s.Edit(ev[30:], false)
+	buf := make([]byte, len(ev))
+	// Each chunk in a fresh copy of the event, as Edit cuts it in place.
+	edit := func(a, b int) []byte {
+		n := copy(buf, ev[a:b])
+		out, _ := s.Edit(buf[:n], false)
+		return out
+	}
+	edit(0, len(ev))
+	edit(0, 30)
+	edit(30, len(ev))
 	allocs := testing.AllocsPerRun(100, func() {
-		s.Edit(ev[:30], false)
-		s.Edit(ev[30:], false)
-		s.Edit(ev, false)
+		edit(0, 30)
+		edit(30, len(ev))
+		edit(0, len(ev))
 	})
 	require.Zero(t, allocs)
+}
+
+// TestSSEStripCutsInPlace: a chunk that only loses bytes is edited where it
+// lies, with no copy into the scanner's own buffer.
+func TestSSEStripCutsInPlace(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"usage null", "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+			"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n"},
+		{"two events", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"usage\":null,\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+			"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"},
+		{"usage chunk dropped", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n",
+			"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &SSEScanner{Strip: true}
+			s.Edit([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"), false)
+			chunk := []byte(tc.in)
+			out, replaced := s.Edit(chunk, false)
+			require.True(t, replaced)
+			require.Equal(t, tc.want, string(out))
+			require.Same(t, &chunk[0], &out[0], "the chunk's own bytes")
+			require.Zero(t, cap(s.own), "nothing copied")
+		})
+	}
 }
 
 func FuzzSSEStrip(f *testing.F) {
@@ -252,6 +292,8 @@ func FuzzSSEStrip(f *testing.F) {
 		s3 := &SSEScanner{Strip: true, MaxEvent: 256}
 		require.Equal(t, want, editAll(s3, bytewise...))
 		require.Equal(t, s.Usage(), s3.Usage())
+		require.Equal(t, s.Outputs(), s3.Outputs())
+		require.Equal(t, s.Events(), s3.Events())
 		require.LessOrEqual(t, len(want), len(data), "stripping only removes")
 	})
 }

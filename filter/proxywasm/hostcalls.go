@@ -465,7 +465,8 @@ func GetHttpResponseBody(start, maxSize int) ([]byte, error) {
 
 // PeekHttpResponseBody is GetHttpResponseBody without the copy: the bytes
 // are valid until the next call that returns data (see "Reading host data in place" in the package documentation). For scanning a
-// chunk as it passes.
+// chunk as it passes. They are the guest's to write over, for example to
+// edit the chunk where it lies before ReplaceHttpResponseBodyChunk.
 func PeekHttpResponseBody(start, maxSize int) ([]byte, error) {
 	return peekBuffer(abi.BufferHTTPResponseBody, start, maxSize)
 }
