@@ -396,6 +396,17 @@ func (s *SSEScanner) wholeEvent(chunk []byte, i int, edit bool) int {
 				s.dropLF, s.rawData, s.segStart = false, 0, e+2
 				return e + 2
 			}
+			if w := v + k - 1; k > 0 && s.Strip && chunk[w] == ',' && (!s.building || s.inPlace && len(s.out) == s.segStart) {
+				// OpenAI's shape, cut as emit would with memberCut's range
+				// (the comma to the closing brace): every byte before the
+				// comma is still where it lies, and the event's last three
+				// ("}\n\n") move back over the cut.
+				s.building, s.inPlace = true, true
+				s.out = chunk[: w+3 : len(chunk)]
+				chunk[w], chunk[w+1], chunk[w+2] = '}', '\n', '\n'
+				s.dropLF, s.rawData, s.segStart = false, 0, e+2
+				return e + 2
+			}
 			if k > 0 && s.Strip {
 				// "usage":null ends the object: cut with its comma.
 				if a, b, ok := memberCut(chunk[v:e], k, e-v-1); ok {
