@@ -334,9 +334,13 @@ type gate struct {
 
 func (g *gate) Release(context.Context, []string) error { return nil }
 
-func (g *gate) Publish(_ context.Context, _ time.Time, e []rlqs.ShareEntry) ([]rlqs.ShareClaim, error) {
+func (g *gate) Publish(ctx context.Context, _ time.Time, e []rlqs.ShareEntry) ([]rlqs.ShareClaim, error) {
 	g.entered <- struct{}{}
-	<-g.release
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	out := make([]rlqs.ShareClaim, len(e))
 	for i := range out {
 		out[i] = rlqs.ShareClaim{Claim: int64(e[i].Limit), Peers: 1}
