@@ -478,15 +478,19 @@ func TestQuotaIdleShareMoves(t *testing.T) {
 		require.Equal(t, http.StatusOK, p.do(t, path))
 	}
 	const interval = 100 * time.Millisecond // quotaMeshConfig's quotaReportMs
-	// drive runs one closed-loop client on each of the pods given for d and
+	// drive runs closed-loop clients on each of the pods given for d and
 	// returns what each admitted, and the busy pod 0's admissions per
-	// reporting interval.
+	// reporting interval. Three clients a pod keep its demand above the
+	// limit even when the machine is loaded, so what a pod admits is
+	// bounded by its share, not by how fast one client can ask.
+	const clients = 3
 	drive := func(d time.Duration, busy ...int) (admitted [2]int64, perInterval []int64, elapsed time.Duration) {
 		var ok [2]atomic.Int64
 		slots := make([]atomic.Int64, d/interval+1)
 		var wg sync.WaitGroup
 		start := time.Now()
-		for _, pod := range busy {
+		for n := range clients * len(busy) {
+			pod := busy[n%len(busy)]
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
