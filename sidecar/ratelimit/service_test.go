@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/ratelimit"
 	"github.com/shepherd-mesh/shepherd/sidecar/store"
 )

@@ -12,8 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 	policyv1 "github.com/shepherd-mesh/shepherd/sidecar/api/policy/v1"
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/server"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/store"
 )
 

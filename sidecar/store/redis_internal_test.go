@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 )
 
 func hitOf(key string, hits uint64) Hit {

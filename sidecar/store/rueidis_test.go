@@ -12,8 +12,8 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/internal/rlsbench/rueidisstore"
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/sidecar/store"
 )
 

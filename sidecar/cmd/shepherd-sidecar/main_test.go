@@ -13,8 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shepherd-mesh/shepherd/internal/redistest"
 	"github.com/shepherd-mesh/shepherd/internal/testutil"
-	"github.com/shepherd-mesh/shepherd/sidecar/internal/redistest"
 )
 
 func freePort(t *testing.T) string {
