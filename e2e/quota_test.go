@@ -395,29 +395,37 @@ func TestQuotaMeshAccuracy(t *testing.T) {
 // unevenLoad runs four closed-loop clients for d, three on pod 0 and one on
 // pod 1, on the quota route, and returns what each pod admitted.
 func unevenLoad(t *testing.T, pods [2]*quotaEnv, d time.Duration) (admitted [2]int64, elapsed time.Duration) {
+	return quotaLoad(t, pods, d, [2]int{3, 1}, nil)
+}
+
+// quotaLoad runs clients[i] closed-loop clients on pod i for d, on the
+// quota route, and returns what each pod admitted; admittedAt, when set,
+// is told of each admission (pod, time since the start).
+func quotaLoad(t *testing.T, pods [2]*quotaEnv, d time.Duration, clients [2]int, admittedAt func(pod int, at time.Duration)) (admitted [2]int64, elapsed time.Duration) {
 	const path = "/quota/v1/chat/completions"
 	var ok [2]atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for c := range 4 {
-		pod := 0
-		if c == 3 {
-			pod = 1
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Since(start) < d {
-				switch st := pods[pod].do(t, path); st {
-				case http.StatusOK:
-					ok[pod].Add(1)
-				case http.StatusTooManyRequests:
-				default:
-					t.Errorf("status %d", st)
-					return
+	for pod, n := range clients {
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < d {
+					switch st := pods[pod].do(t, path); st {
+					case http.StatusOK:
+						ok[pod].Add(1)
+						if admittedAt != nil {
+							admittedAt(pod, time.Since(start))
+						}
+					case http.StatusTooManyRequests:
+					default:
+						t.Errorf("status %d", st)
+						return
+					}
 				}
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	return [2]int64{ok[0].Load(), ok[1].Load()}, time.Since(start)
@@ -478,43 +486,26 @@ func TestQuotaIdleShareMoves(t *testing.T) {
 		require.Equal(t, http.StatusOK, p.do(t, path))
 	}
 	const interval = 100 * time.Millisecond // quotaMeshConfig's quotaReportMs
-	// drive runs closed-loop clients on each of the pods given for d and
-	// returns what each admitted, and the busy pod 0's admissions per
-	// reporting interval. Three clients a pod keep its demand above the
-	// limit even when the machine is loaded, so what a pod admits is
-	// bounded by its share, not by how fast one client can ask.
-	const clients = 3
+	// drive runs closed-loop clients on the busy pods for d and returns
+	// what each admitted, and pod 0's admissions per reporting interval.
+	// Three clients a pod keep its demand above the limit even when the
+	// machine is loaded, so what a pod admits is bounded by its share, not
+	// by how fast one client can ask.
 	drive := func(d time.Duration, busy ...int) (admitted [2]int64, perInterval []int64, elapsed time.Duration) {
-		var ok [2]atomic.Int64
-		slots := make([]atomic.Int64, d/interval+1)
-		var wg sync.WaitGroup
-		start := time.Now()
-		for n := range clients * len(busy) {
-			pod := busy[n%len(busy)]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Since(start) < d {
-					switch st := pods[pod].do(t, path); st {
-					case http.StatusOK:
-						ok[pod].Add(1)
-						if pod == 0 {
-							slots[min(int(time.Since(start)/interval), len(slots)-1)].Add(1)
-						}
-					case http.StatusTooManyRequests:
-					default:
-						t.Errorf("status %d", st)
-						return
-					}
-				}
-			}()
+		var clients [2]int
+		for _, pod := range busy {
+			clients[pod] = 3
 		}
-		wg.Wait()
-		elapsed = time.Since(start)
+		slots := make([]atomic.Int64, d/interval+1)
+		admitted, elapsed = quotaLoad(t, pods, d, clients, func(pod int, at time.Duration) {
+			if pod == 0 {
+				slots[min(int(at/interval), len(slots)-1)].Add(1)
+			}
+		})
 		for i := range slots {
 			perInterval = append(perInterval, slots[i].Load())
 		}
-		return [2]int64{ok[0].Load(), ok[1].Load()}, perInterval, elapsed
+		return admitted, perInterval, elapsed
 	}
 	drive(time.Second, 0, 1) // shares settle on the demand
 	both, _, el := drive(time.Second, 0, 1)
