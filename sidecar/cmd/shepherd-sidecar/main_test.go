@@ -26,16 +26,13 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-// TestRunsWithNoConfigAndStopsOnSIGTERM starts the command as main does,
-// with addresses from the environment, and stops it with SIGTERM.
-func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
-	httpAddr := freePort(t)
-	t.Setenv("SHEPHERD_SIDECAR_GRPC_LISTEN", "127.0.0.1:0")
-	t.Setenv("SHEPHERD_SIDECAR_HTTP_LISTEN", httpAddr)
+// startReady runs the command with args, as main does, and waits until
+// httpAddr answers /readyz; it returns run's exit code channel and its logs.
+func startReady(t *testing.T, httpAddr string, args ...string) (<-chan int, *testutil.SyncBuffer) {
+	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run([]string{"--log-format", "text"}, logs) }()
-
+	go func() { done <- run(args, logs) }()
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
@@ -43,12 +40,13 @@ func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond)
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	}, 10*time.Second, 20*time.Millisecond, logs.String())
+	return done, logs
+}
 
+// stopWithSIGTERM sends the process SIGTERM and requires run to end with 0.
+func stopWithSIGTERM(t *testing.T, done <-chan int, logs *testutil.SyncBuffer) {
+	t.Helper()
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
 	select {
 	case code := <-done:
@@ -56,6 +54,21 @@ func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("did not stop on SIGTERM")
 	}
+}
+
+// TestRunsWithNoConfigAndStopsOnSIGTERM starts the command as main does,
+// with addresses from the environment, and stops it with SIGTERM.
+func TestRunsWithNoConfigAndStopsOnSIGTERM(t *testing.T) {
+	httpAddr := freePort(t)
+	t.Setenv("SHEPHERD_SIDECAR_GRPC_LISTEN", "127.0.0.1:0")
+	t.Setenv("SHEPHERD_SIDECAR_HTTP_LISTEN", httpAddr)
+	done, logs := startReady(t, httpAddr, "--log-format", "text")
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	stopWithSIGTERM(t, done, logs)
 	require.Contains(t, logs.String(), "sidecar serving")
 	require.Contains(t, logs.String(), "sidecar stopped")
 }
@@ -159,26 +172,8 @@ func TestRedisPasswordFromEnvironment(t *testing.T) {
 	t.Setenv("SHEPHERD_SIDECAR_REDIS", addr)
 	t.Setenv("SHEPHERD_SIDECAR_REDIS_PASSWORD", "env-pw-2468")
 	httpAddr := freePort(t)
-	logs := &testutil.SyncBuffer{}
-	done := make(chan int, 1)
-	go func() {
-		done <- run([]string{"--grpc-listen", "127.0.0.1:0", "--http-listen", httpAddr, "--log-format", "text", "--log-level", "debug"}, logs)
-	}()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond, logs.String())
-	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
-	select {
-	case code := <-done:
-		require.Equal(t, 0, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("did not stop on SIGTERM")
-	}
+	done, logs := startReady(t, httpAddr, "--grpc-listen", "127.0.0.1:0", "--http-listen", httpAddr, "--log-format", "text", "--log-level", "debug")
+	stopWithSIGTERM(t, done, logs)
 	require.Contains(t, logs.String(), "redis_type=single")
 	require.NotContains(t, logs.String(), "env-pw-2468")
 }

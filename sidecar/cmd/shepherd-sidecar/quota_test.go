@@ -5,11 +5,9 @@ import (
 	"context"
 	"flag"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/shepherd-mesh/shepherd/internal/testutil"
 	"github.com/shepherd-mesh/shepherd/sidecar/rlqs"
 )
 
@@ -86,20 +83,8 @@ func TestQuotaFlagsReachTheServer(t *testing.T) {
 	require.NoError(t, os.WriteFile(limits, []byte("domain: llm\ndescriptors:\n  - key: user\n    rate_limit: {unit: second, requests_per_unit: 100}\n"), 0o600))
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	t.Setenv("SHEPHERD_SIDECAR_RLQS_DEFAULT_TTL", "7s")
-	logs := &testutil.SyncBuffer{}
-	done := make(chan int, 1)
-	go func() {
-		done <- run([]string{"--ratelimit-config", limits, "--rlqs-burst", "250ms", "--grpc-listen", grpcAddr, "--http-listen", httpAddr,
-			"--log-format", "text"}, logs)
-	}()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond, logs.String())
+	done, logs := startReady(t, httpAddr, "--ratelimit-config", limits, "--rlqs-burst", "250ms", "--grpc-listen", grpcAddr, "--http-listen", httpAddr,
+		"--log-format", "text")
 
 	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -119,13 +104,7 @@ func TestQuotaFlagsReachTheServer(t *testing.T) {
 	require.Equal(t, uint32(25), tb.GetMaxTokens(), "a quarter second of 100/s (--rlqs-burst 250ms)")
 	cancel()
 
-	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
-	select {
-	case code := <-done:
-		require.Equal(t, 0, code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("did not stop on SIGTERM")
-	}
+	stopWithSIGTERM(t, done, logs)
 }
 
 // TestManifestEnvNamesFlags: every variable istio/base/sidecar.env sets or
