@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -87,11 +86,7 @@ func newClientsEnv(t *testing.T) *clientsEnv {
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 	})
 	require.NoError(t, err)
-	front := httptest.NewServer(h)
-	t.Cleanup(func() {
-		front.Close()
-		_ = h.Close(context.Background())
-	})
+	front := serveHost(t, h)
 	e.url, e.host = front.URL, h
 	return e
 }

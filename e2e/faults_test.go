@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,11 +63,7 @@ func newFaultEnv(t *testing.T, cfg string) *faultEnv {
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 	})
 	require.NoError(t, err)
-	front := httptest.NewServer(h)
-	t.Cleanup(func() {
-		front.Close()
-		_ = h.Close(context.Background())
-	})
+	front := serveHost(t, h)
 	e.host, e.url = h, front.URL
 	return e
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -26,11 +25,7 @@ func lifecycleHost(t *testing.T, cfg string, up string) (*envoy.Host, string) {
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 	})
 	require.NoError(t, err)
-	front := httptest.NewServer(h)
-	t.Cleanup(func() {
-		front.Close()
-		h.Close(context.Background())
-	})
+	front := serveHost(t, h)
 	return h, front.URL
 }
 

@@ -804,11 +804,7 @@ func TestMeshSidecarSlowOrGarbage(t *testing.T) {
 				StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 			})
 			require.NoError(t, err)
-			front := httptest.NewServer(h)
-			t.Cleanup(func() {
-				front.Close()
-				_ = h.Close(context.Background())
-			})
+			front := serveHost(t, h)
 			m := &meshEnv{pods: [2]*pod{{host: h, url: front.URL}, {host: h, url: front.URL}}}
 			for i := 0; i < 2; i++ { // one request per worker VM
 				r := m.do(t, i, "/open/v1/chat/completions")

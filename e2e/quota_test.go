@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,11 +175,7 @@ func newQuotaEnv(t *testing.T, limits map[string]uint32, ttl time.Duration) *quo
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 	})
 	require.NoError(t, err)
-	front := httptest.NewServer(h)
-	t.Cleanup(func() {
-		front.Close()
-		_ = h.Close(context.Background())
-	})
+	front := serveHost(t, h)
 	e.host, e.url = h, front.URL
 	return e
 }
@@ -464,11 +459,7 @@ func newQuotaMeshOn(t *testing.T, sidecars [2]string) [2]*quotaEnv {
 			StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 		})
 		require.NoError(t, err)
-		front := httptest.NewServer(h)
-		t.Cleanup(func() {
-			front.Close()
-			_ = h.Close(context.Background())
-		})
+		front := serveHost(t, h)
 		pods[i] = &quotaEnv{host: h, url: front.URL}
 	}
 	return pods

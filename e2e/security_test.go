@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,11 +39,7 @@ func TestFallbackCarriesTheClientsHeaders(t *testing.T) {
 		StatsTags: statsTags(), LogWriter: io.Discard, CompilationCache: compileCache,
 	})
 	require.NoError(t, err)
-	front := httptest.NewServer(h)
-	t.Cleanup(func() {
-		front.Close()
-		_ = h.Close(context.Background())
-	})
+	front := serveHost(t, h)
 	m := &faultEnv{host: h, url: front.URL, clients: http.DefaultClient}
 
 	relay.Script(fakeprovider.Fault{Status: http.StatusServiceUnavailable})

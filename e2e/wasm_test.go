@@ -83,12 +83,19 @@ func wasmRunner(t testing.TB, s scenario.Setup) scenario.Mesh {
 		CompilationCache: compileCache, NodeMetadata: nodeMetadata(t, s.NodeMetadata),
 	})
 	require.NoError(t, err)
+	front := serveHost(t, h)
+	return &wasmMesh{host: h, url: front.URL}
+}
+
+// serveHost puts the host behind a loopback HTTP server, as a listener
+// in front of Envoy, and closes both at the test's end.
+func serveHost(t testing.TB, h *envoy.Host) *httptest.Server {
 	front := httptest.NewServer(h)
 	t.Cleanup(func() {
 		front.Close()
 		_ = h.Close(context.Background())
 	})
-	return &wasmMesh{host: h, url: front.URL}
+	return front
 }
 
 func (m *wasmMesh) Do(t testing.TB, r scenario.Request) scenario.Response {
