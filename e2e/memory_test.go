@@ -271,18 +271,7 @@ func TestMemoryPausesTheModelItsLimitIsFor(t *testing.T) {
 	e := newFaultEnv(t, perModelConfig)
 	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2", Header: map[string]string{
 		"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}})
-	send := func(model string) *http.Response {
-		req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
-			strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
-		require.NoError(t, err)
-		req.Header.Set("content-type", "application/json")
-		resp, err := e.clients.Do(req)
-		require.NoError(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", model, body)
-		return resp
-	}
+	send := func(model string) *http.Response { return chatModelOK(t, e, model) }
 	resp := send("m")
 	require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "the refused request's chain")
 	refused := e.p.Arrivals()[0]
@@ -309,6 +298,22 @@ func TestMemoryPausesTheModelItsLimitIsFor(t *testing.T) {
 	e.noLeaks(t)
 }
 
+// chatModelOK sends a chat completion for model through e and requires a
+// 200; the body is read and closed.
+func chatModelOK(t *testing.T, e *faultEnv, model string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
+		strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	req.Header.Set("content-type", "application/json")
+	resp, err := e.clients.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", model, body)
+	return resp
+}
+
 // TestMemoryProviderThatPausesWhole: the same refusal from a provider that
 // says "pauses": "provider" (its x-ratelimit-* describe the account) pauses
 // every model: requests for m2 go to b as well (to their own chain, m2 on b,
@@ -318,15 +323,7 @@ func TestMemoryProviderThatPausesWhole(t *testing.T) {
 	e.p.Script(fakeprovider.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2", Header: map[string]string{
 		"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}})
 	for i, model := range []string{"m", "m2", "m2", "m", "m2"} {
-		req, err := http.NewRequest(http.MethodPost, e.url+"/v1/chat/completions",
-			strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
-		require.NoError(t, err)
-		req.Header.Set("content-type", "application/json")
-		resp, err := e.clients.Do(req)
-		require.NoError(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		resp := chatModelOK(t, e, model)
 		require.Equal(t, "b", resp.Header.Get("x-shepherd-provider"), "request %d (%s)", i, model)
 		require.Equal(t, model, resp.Header.Get("x-shepherd-model"))
 	}
