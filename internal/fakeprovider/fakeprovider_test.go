@@ -13,17 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// post sends a chat completion; postTo another operation.
 func post(t *testing.T, url, body string, hdr map[string]string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
-	require.NoError(t, err)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return postTo(t, url, "/v1/chat/completions", body, hdr)
 }
 
 func TestJSONCompletionEchoesAndReportsUsage(t *testing.T) {
